@@ -1,0 +1,134 @@
+//! `sshprobe lab` and `sshprobe demo`.
+
+use super::EXIT_OK;
+use anyhow::Context;
+use clap::Args;
+use sshprobe::engine::connect::ConnectEngine;
+use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::evidence::ProbeOrder;
+use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
+use sshprobe::outcome::classify;
+use sshprobe::report::probe::ProbeReporter;
+use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::scan::ProbeResult;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sshprobe lab                                   ports chosen by the system, printed at start
+  sshprobe lab --base-port 2200 --maxstartups 3:50:10
+  sshprobe probe 127.0.0.1:2200 127.0.0.1:2201   (in another terminal)")]
+pub struct LabArgs {
+    /// Address to listen on (keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+
+    /// First port; the behaviours take consecutive ports from here. 0: the system chooses.
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+
+    /// How long deny_close waits before closing (Debian's TCP-wrappers child waits 5 s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    deny_delay: Duration,
+
+    /// start:rate:full for the maxstartups and not_allowed endpoints, as in sshd_config.
+    #[arg(long, default_value = "3:30:6")]
+    maxstartups: MaxStartups,
+
+    /// How long a connection may stay open (sshd's LoginGraceTime).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
+    let config = LabConfig {
+        bind: args.bind,
+        base_port: args.base_port,
+        deny_delay: args.deny_delay,
+        maxstartups: args.maxstartups,
+        grace: args.grace,
+        ..LabConfig::default()
+    };
+    let lab = Lab::start(config).await.context("starting the lab")?;
+    println!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS");
+    for (behaviour, addr) in lab.endpoints() {
+        println!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe());
+    }
+    eprintln!("lab running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    drop(lab);
+    Ok(EXIT_OK)
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// How many connections the demo holds on each MaxStartups endpoint: enough to reach `full`.
+const DEMO_MAXSTARTUPS: MaxStartups = MaxStartups { start: 2, rate: 100, full: 2 };
+
+pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
+    let lab = Lab::start(LabConfig {
+        deny_delay: Duration::from_millis(500),
+        maxstartups: DEMO_MAXSTARTUPS,
+        slow_interval: Duration::from_millis(20),
+        ..LabConfig::default()
+    })
+    .await
+    .context("starting the lab")?;
+
+    // Fill both MaxStartups endpoints so that the probes see the refusal.
+    let mut held = Vec::new();
+    for behaviour in [Behaviour::Maxstartups, Behaviour::NotAllowed] {
+        for _ in 0..DEMO_MAXSTARTUPS.full {
+            held.push(
+                hold(lab.addr(behaviour))
+                    .await
+                    .with_context(|| format!("holding a {behaviour} connection"))?,
+            );
+        }
+    }
+
+    let mut plan: Vec<(String, SocketAddr, ProbeOrder)> = Behaviour::ALL
+        .iter()
+        .map(|b| (b.name().to_string(), lab.addr(*b), ProbeOrder::WaitForBanner))
+        .collect();
+    plan.insert(2, ("deny_close --send-first".into(), lab.addr(Behaviour::DenyClose), ProbeOrder::SendFirst));
+
+    let base = ProbeConfig { banner_timeout: Duration::from_secs(2), ..ProbeConfig::default() };
+    let probes = plan.into_iter().map(|(label, remote, order)| {
+        let engine = ConnectEngine::new(ProbeConfig { order, ..base.clone() });
+        async move {
+            let observation = engine.probe(ProbeRequest { remote, source: None }).await;
+            let classification = classify(&observation);
+            ProbeResult { target: label, seq: 0, observation, classification }
+        }
+    });
+    let handles: Vec<_> = probes.map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.context("a demo probe failed")?);
+    }
+    drop(held);
+
+    let table = args.format == Format::Table;
+    let mut reporter =
+        ProbeReporter::new(std::io::stdout().lock(), args.format, table && stdout_wants_colour(), false);
+    for r in &results {
+        reporter.write(r).context("writing results")?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// Opens a connection and waits for its first bytes, so it is counted by the server before we go on.
+async fn hold(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await??;
+    Ok(stream)
+}

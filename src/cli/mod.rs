@@ -1,0 +1,88 @@
+//! Command-line interface: arguments, logging, the runtime, and errors reported with context.
+
+mod lab;
+mod probe;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit status when every probe got a banner.
+pub const EXIT_OK: u8 = 0;
+/// Exit status when some probe did not get a banner.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Exit status for usage and input errors.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sshprobe",
+    version,
+    about = "Find out why SSH connections die during the identification exchange",
+    long_about = "Find out why SSH connections die during the identification exchange.\n\n\
+        sshprobe performs only the SSH identification-string exchange (RFC 4253 4.2), never \
+        authentication, and classifies every outcome with its evidence: RST to SYN, RST or FIN \
+        before the banner, connect and banner timeouts, 'Exceeded MaxStartups'-style refusals, \
+        non-SSH replies.",
+    after_help = "Examples:\n  \
+        sshprobe demo                         probe the embedded lab: every outcome, no server needed\n  \
+        sshprobe probe 192.0.2.10             one probe of port 22\n  \
+        sshprobe probe --help                 all probe options"
+)]
+struct Cli {
+    /// More logs on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe endpoints: one identification exchange per probe, classified.
+    Probe(probe::ProbeArgs),
+    /// Run the embedded lab: emulated endpoints on loopback, one port per behaviour.
+    Lab(lab::LabArgs),
+    /// Start the lab in-process, probe every behaviour once and print the table.
+    Demo(lab::DemoArgs),
+}
+
+/// Parses the command line, runs the command, and turns errors into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sshprobe: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Probe(args) => probe::run(args).await,
+            Command::Lab(args) => lab::run_lab(args).await,
+            Command::Demo(args) => lab::run_demo(args).await,
+        }
+    });
+    // Leave no task behind (lab connections, held sockets) past this point.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("sshprobe: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "sshprobe=warn",
+        1 => "sshprobe=debug",
+        _ => "sshprobe=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,222 @@
+//! `sshprobe probe`.
+
+use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
+use anyhow::{bail, Context};
+use clap::Args;
+use sshprobe::engine::connect::ConnectEngine;
+use sshprobe::engine::{ident_line, ProbeConfig, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
+use sshprobe::evidence::{CloseMode, ProbeOrder};
+use sshprobe::outcome::Outcome;
+use sshprobe::report::probe::ProbeReporter;
+use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::scan::{self, Event, RunOptions, TargetReaderOptions, TargetSource};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sshprobe probe 192.0.2.10                      port 22, wait for the banner
+  sshprobe probe --send-first gw.example:2222    speak first, as OpenSSH's ssh does
+  sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
+  sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
+  sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
+
+Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors.")]
+pub struct ProbeArgs {
+    /// Targets: host, host:port, [v6addr]:port, CIDR (10.0.0.0/24 or 10.0.0.0/24:2222).
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+
+    /// Read targets from FILE, one per line (`#` comments); `-` for stdin. Repeatable.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    inputs: Vec<PathBuf>,
+
+    /// Port for targets that name none.
+    #[arg(short, long, default_value_t = 22)]
+    port: u16,
+
+    /// How long the TCP handshake may take.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+
+    /// Deadline for the server's whole ident line, from connect (long enough for a Debian
+    /// TCP-wrappers denial, which closes after 5 s).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    banner_timeout: Duration,
+
+    /// Targets probed at once.
+    #[arg(short, long, default_value_t = 64)]
+    concurrency: usize,
+
+    /// New connections per second, across all targets.
+    #[arg(long)]
+    rate: Option<f64>,
+
+    /// Probes per target.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+
+    /// Gap between a target's probes (with --count).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+
+    /// Local address to probe from; repeat for several, used round-robin.
+    #[arg(long = "source", value_name = "ADDR")]
+    sources: Vec<IpAddr>,
+
+    /// Send our ident right after connecting, as OpenSSH's client does (a silent refusal then
+    /// reads as a reset instead of a close).
+    #[arg(long)]
+    send_first: bool,
+
+    /// Our identification line.
+    #[arg(long, default_value = DEFAULT_IDENT)]
+    ident: String,
+
+    /// How to close: fin (orderly) or rst (abortive: no TIME_WAIT).
+    #[arg(long, value_enum, default_value_t = CloseMode::Fin)]
+    close: CloseMode,
+
+    /// Output format.
+    #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(u64, u64)>,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("invalid shard {s:?}: expected I/N with 1 <= I <= N, e.g. 1/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u64, u64) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i - 1, n))
+}
+
+/// Checks our ident line: errors for what would break the exchange, warnings for what servers dislike.
+fn check_ident(ident: &str) -> anyhow::Result<()> {
+    if ident.contains(['\r', '\n', '\0']) {
+        bail!("--ident {ident:?}: must be one line without CR, LF or NUL");
+    }
+    if !(ident.starts_with("SSH-2.0-") || ident.starts_with("SSH-1.99-")) {
+        bail!("--ident {ident:?}: must start with SSH-2.0- (RFC 4253 4.2)");
+    }
+    if ident.len() + 2 > sshprobe::ident::MAX_IDENT_LINE {
+        bail!("--ident: {} bytes with CR LF, more than the 255 RFC 4253 allows", ident.len() + 2);
+    }
+    if ident.len() + 2 >= 128 {
+        tracing::warn!("--ident is {} bytes with CR LF: libssh servers reject 128 or more", ident.len() + 2);
+    }
+    let software = ident.splitn(3, '-').nth(2).unwrap_or("");
+    if software.starts_with("Probe-") || ident.contains("SSH_Version_Mapper") {
+        tracing::warn!(
+            "--ident {ident:?}: sshd closes silently on scanner idents (Probe-*, SSH_Version_Mapper)"
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
+    check_ident(&args.ident)?;
+    if args.targets.is_empty() && args.inputs.is_empty() {
+        bail!("no targets: give TARGET arguments or -i FILE (see sshprobe probe --help)");
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--rate {rate}: must be a positive number of connections per second");
+        }
+    }
+    let config = ProbeConfig {
+        order: if args.send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner },
+        ident: ident_line(&args.ident),
+        connect_timeout: args.connect_timeout,
+        banner_timeout: args.banner_timeout,
+        byte_cap: DEFAULT_BYTE_CAP,
+        close: args.close,
+    };
+    let sources: Vec<TargetSource> = args
+        .targets
+        .into_iter()
+        .map(TargetSource::Arg)
+        .chain(args.inputs.into_iter().map(TargetSource::File))
+        .collect();
+    let targets = scan::spawn_target_reader(
+        sources,
+        TargetReaderOptions { default_port: args.port, shard: args.shard },
+    );
+    let options = RunOptions {
+        concurrency: args.concurrency,
+        rate: args.rate,
+        count: args.count,
+        interval: args.interval,
+        sources: args.sources,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let runner = tokio::spawn(scan::run(Arc::new(ConnectEngine::new(config)), targets, options, tx));
+
+    let started = Instant::now();
+    let table = args.format == Format::Table;
+    let mut reporter =
+        ProbeReporter::new(std::io::stdout().lock(), args.format, table && stdout_wants_colour(), false);
+    let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
+    let mut bad_targets = 0u64;
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Probe(result) => {
+                *tally.entry(result.classification.outcome).or_default() += 1;
+                reporter.write(&result).context("writing results")?;
+            }
+            Event::BadTarget(e) => {
+                bad_targets += 1;
+                eprintln!("sshprobe: {e}");
+            }
+        }
+    }
+    runner.await.context("the probe runner failed")?;
+    let probes: u64 = tally.values().sum();
+    if table {
+        let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
+        eprintln!("{probes} probes in {:.2?}: {}", started.elapsed(), parts.join(", "));
+    }
+    Ok(if bad_targets > 0 {
+        EXIT_USAGE
+    } else if probes > 0 && tally.keys().all(|o| o.is_success()) {
+        EXIT_OK
+    } else {
+        EXIT_SOME_FAILED
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards() {
+        assert_eq!(parse_shard("1/4"), Ok((0, 4)));
+        assert_eq!(parse_shard("4/4"), Ok((3, 4)));
+        for bad in ["0/4", "5/4", "1", "a/b", "1/0"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idents() {
+        assert!(check_ident(DEFAULT_IDENT).is_ok());
+        assert!(check_ident("SSH-2.0-x\r\n").is_err());
+        assert!(check_ident("hello").is_err());
+        assert!(check_ident(&format!("SSH-2.0-{}", "x".repeat(250))).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The connect engine: kernel TCP sockets driven by tokio.
+//!
+//! One probe is: connect (bounded by the connect timeout), optionally send our ident, read until the
+//! server's ident line is complete, the server closes, the byte cap is reached or the banner deadline
+//! passes, send our ident if we waited, close. Reads are drained to the end before an error is acted
+//! on, so a refusal line that arrives just before an RST is kept (FACTS §2).
+
+use super::{Engine, ProbeConfig, ProbeRequest};
+use crate::evidence::{CloseMode, Connect, End, Observation, ProbeOrder, Timings};
+use crate::ident::{self, Scan};
+use bytes::BytesMut;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{timeout, timeout_at};
+
+/// Kernel-socket engine. Cheap to share: one per run.
+#[derive(Debug, Clone)]
+pub struct ConnectEngine {
+    config: ProbeConfig,
+}
+
+impl ConnectEngine {
+    /// An engine whose probes all behave as `config` says.
+    pub fn new(config: ProbeConfig) -> ConnectEngine {
+        ConnectEngine { config }
+    }
+
+    /// The configuration every probe uses.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+}
+
+impl Engine for ConnectEngine {
+    async fn probe(&self, request: ProbeRequest) -> Observation {
+        let cfg = &self.config;
+        let start = Instant::now();
+        let us = move || start.elapsed().as_micros() as u64;
+        let remote = request.remote;
+        let failed = |local, connect| Observation::failed_connect(remote, local, cfg.order, connect, us());
+
+        let socket = match new_socket(remote, request.source) {
+            Ok(s) => s,
+            Err(e) => return failed(None, Connect::LocalError { detail: e.to_string() }),
+        };
+        let bound = socket.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+        let stream = match timeout(cfg.connect_timeout, socket.connect(remote)).await {
+            Err(_) => return failed(bound, Connect::TimedOut),
+            // ECONNRESET from connect() means the handshake completed and the server reset the
+            // connection before we saw it complete: an accepted connection, reset with no bytes.
+            // When it was established the kernel knew and we did not, so `connected` stays empty.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                let mut obs = failed(bound, Connect::Established);
+                obs.end = Some(End::Rst);
+                return obs;
+            }
+            Ok(Err(e)) => return failed(bound, connect_error(&e)),
+            Ok(Ok(stream)) => stream,
+        };
+        let connected = Instant::now();
+        let mut timings = Timings { connected: Some(us()), ..Timings::default() };
+        let local = stream.local_addr().ok();
+        if cfg.close == CloseMode::Rst {
+            // Best effort: without it the close is an ordinary FIN.
+            // (tokio deprecates its set_linger because a non-zero linger blocks on drop; zero does not.)
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+        }
+        let mut exchange = Exchange { stream, cfg, sent_ident: false };
+        if cfg.order == ProbeOrder::SendFirst {
+            exchange.send_ident().await;
+        }
+
+        let deadline = tokio::time::Instant::from_std(connected + cfg.banner_timeout);
+        let mut received = BytesMut::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let room = cfg.byte_cap.saturating_sub(received.len()).min(chunk.len());
+            if room == 0 {
+                break End::ByteCap;
+            }
+            let read = match timeout_at(deadline, exchange.stream.read(&mut chunk[..room])).await {
+                Err(_) => break End::Timeout,
+                Ok(read) => read,
+            };
+            match read {
+                Ok(0) => break End::Fin,
+                Ok(n) => {
+                    timings.first_byte.get_or_insert_with(us);
+                    received.extend_from_slice(&chunk[..n]);
+                    if !chunk[..n].contains(&b'\n') && !chunk[..n].contains(&0) {
+                        continue;
+                    }
+                    match ident::scan(&received) {
+                        Scan::NeedMore => continue,
+                        Scan::Ident(_) | Scan::Ssh1Only(_) => {
+                            timings.ident = Some(us());
+                            if cfg.order == ProbeOrder::WaitForBanner {
+                                exchange.send_ident().await;
+                            }
+                            break End::WeClosed;
+                        }
+                        Scan::NotSsh(_) => break End::WeClosed,
+                    }
+                }
+                // Every byte that arrived before the reset has been read by now: the kernel hands
+                // out queued data before the error.
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "read error");
+                    break End::Rst;
+                }
+            }
+        };
+        timings.closed = Some(us());
+        let sent_ident = exchange.sent_ident;
+        drop(exchange);
+        Observation {
+            remote,
+            local,
+            order: cfg.order,
+            connect: Connect::Established,
+            end: Some(end),
+            timings,
+            received: received.freeze(),
+            sent_ident,
+            packets: Vec::new(),
+        }
+    }
+}
+
+/// An established connection and whether our ident went out on it.
+struct Exchange<'a> {
+    stream: TcpStream,
+    cfg: &'a ProbeConfig,
+    sent_ident: bool,
+}
+
+impl Exchange<'_> {
+    async fn send_ident(&mut self) {
+        match self.stream.write_all(&self.cfg.ident).await {
+            Ok(()) => self.sent_ident = true,
+            // The server may already have closed; what we read next tells how.
+            Err(e) => tracing::debug!(error = %e, "sending our ident failed"),
+        }
+    }
+}
+
+/// A non-blocking TCP socket for `remote`, bound to `source` when given.
+fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
+    let domain = if remote.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        // Choose the port at connect time, not bind time, so many connections from one bound
+        // address share the ephemeral range by 4-tuple instead of exhausting it.
+        #[cfg(target_os = "linux")]
+        if remote.is_ipv4() {
+            set_bind_address_no_port(&socket)?;
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+/// Sets IP_BIND_ADDRESS_NO_PORT, which socket2 does not wrap.
+#[cfg(target_os = "linux")]
+fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What a failed connect says about the server (or about us).
+fn connect_error(e: &io::Error) -> Connect {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Connect::Refused,
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EPERM) => {
+            Connect::Unreachable { detail: e.to_string() }
+        }
+        Some(libc::ETIMEDOUT) => Connect::TimedOut,
+        _ => Connect::LocalError { detail: e.to_string() },
+    }
+}

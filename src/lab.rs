@@ -1,0 +1,388 @@
+//! The embedded lab: emulated SSH endpoints on loopback, one port per behaviour.
+//!
+//! Real servers are the ground truth (the tests start sshd and dropbear), but some behaviours cannot be
+//! produced on demand by any real server, and a demo should need no server at all. Each [`Behaviour`]
+//! reproduces, on the wire, one way an endpoint answers (or fails to answer) the identification
+//! exchange, as measured on real servers (FACTS §3).
+//!
+//! The lab never reads the client before it has decided how to answer, like sshd: so a client that
+//! speaks first provokes an RST from a closing endpoint, as it does in real life (FACTS §2).
+
+use rand::Rng;
+use serde::Serialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The banner the lab's healthy endpoints send.
+pub const LAB_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.9 sshprobe-lab\r\n";
+
+/// How one lab endpoint behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// An OpenSSH-like banner right away.
+    Ok,
+    /// Accept, wait `deny_delay`, close without a byte: a TCP-wrappers denial.
+    DenyClose,
+    /// Accept, then reset (SO_LINGER 0) without a byte.
+    DenyReset,
+    /// OpenSSH's `start:rate:full` rule over the lab's own count of open connections, refusing
+    /// with `Exceeded MaxStartups` (OpenSSH 8.2–9.7).
+    Maxstartups,
+    /// The same rule, refusing with `Not allowed at this time` (OpenSSH 9.8+).
+    NotAllowed,
+    /// Accept and never send anything.
+    Tarpit,
+    /// Send the banner one byte at a time.
+    Slow,
+    /// Answer with an HTTP error, as a web server on the wrong port would.
+    NotSsh,
+    /// Send bytes without ever a line end.
+    Endless,
+    /// Text lines (a TCP-wrappers `banners` notice), then the SSH- line.
+    Prebanner,
+    /// An SSH-1-only server.
+    Ssh1,
+}
+
+impl Behaviour {
+    /// Every behaviour, in port order.
+    pub const ALL: [Behaviour; 11] = [
+        Behaviour::Ok,
+        Behaviour::DenyClose,
+        Behaviour::DenyReset,
+        Behaviour::Maxstartups,
+        Behaviour::NotAllowed,
+        Behaviour::Tarpit,
+        Behaviour::Slow,
+        Behaviour::NotSsh,
+        Behaviour::Endless,
+        Behaviour::Prebanner,
+        Behaviour::Ssh1,
+    ];
+
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Ok => "ok",
+            Behaviour::DenyClose => "deny_close",
+            Behaviour::DenyReset => "deny_reset",
+            Behaviour::Maxstartups => "maxstartups",
+            Behaviour::NotAllowed => "not_allowed",
+            Behaviour::Tarpit => "tarpit",
+            Behaviour::Slow => "slow",
+            Behaviour::NotSsh => "not_ssh",
+            Behaviour::Endless => "endless",
+            Behaviour::Prebanner => "prebanner",
+            Behaviour::Ssh1 => "ssh1",
+        }
+    }
+
+    /// What it emulates, for the port map.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Behaviour::Ok => "OpenSSH-like banner",
+            Behaviour::DenyClose => "accept, delay, close with no bytes (TCP wrappers)",
+            Behaviour::DenyReset => "accept, reset with no bytes",
+            Behaviour::Maxstartups => "MaxStartups rule, 'Exceeded MaxStartups' (OpenSSH 8.2-9.7)",
+            Behaviour::NotAllowed => "MaxStartups rule, 'Not allowed at this time' (OpenSSH 9.8+)",
+            Behaviour::Tarpit => "accept, never send",
+            Behaviour::Slow => "banner one byte at a time",
+            Behaviour::NotSsh => "HTTP reply",
+            Behaviour::Endless => "bytes without a line end",
+            Behaviour::Prebanner => "text lines, then the SSH- line",
+            Behaviour::Ssh1 => "SSH-1.5 only",
+        }
+    }
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// sshd's `MaxStartups start:rate:full` (FACTS §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MaxStartups {
+    /// Below this many unauthenticated connections, accept.
+    pub start: u32,
+    /// Drop probability in percent at `start`.
+    pub rate: u32,
+    /// At or above this many, drop always.
+    pub full: u32,
+}
+
+impl MaxStartups {
+    /// sshd's default since OpenSSH 6.2.
+    pub const DEFAULT: MaxStartups = MaxStartups { start: 10, rate: 30, full: 100 };
+
+    /// The drop probability in percent with `open` unauthenticated connections, as sshd computes it
+    /// (integer arithmetic).
+    pub fn drop_percent(self, open: u32) -> u32 {
+        if open < self.start {
+            0
+        } else if open >= self.full {
+            100
+        } else {
+            self.rate + (100 - self.rate) * (open - self.start) / (self.full - self.start)
+        }
+    }
+}
+
+impl fmt::Display for MaxStartups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.start, self.rate, self.full)
+    }
+}
+
+/// A `MaxStartups` value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid MaxStartups {0:?}: expected start:rate:full with start <= full and rate <= 100, or one number"
+)]
+pub struct MaxStartupsError(String);
+
+impl FromStr for MaxStartups {
+    type Err = MaxStartupsError;
+
+    /// Parses `start:rate:full`, or a single number (which sshd reads as `start` and `full`).
+    fn from_str(s: &str) -> Result<MaxStartups, MaxStartupsError> {
+        let err = || MaxStartupsError(s.to_string());
+        let parts: Vec<u32> =
+            s.split(':').map(|p| p.trim().parse().map_err(|_| err())).collect::<Result<_, _>>()?;
+        let ms = match parts[..] {
+            [n] => MaxStartups { start: n, rate: 100, full: n },
+            [start, rate, full] => MaxStartups { start, rate, full },
+            _ => return Err(err()),
+        };
+        if ms.start > ms.full || ms.rate > 100 {
+            return Err(err());
+        }
+        Ok(ms)
+    }
+}
+
+/// How the lab is set up.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Address every endpoint listens on.
+    pub bind: IpAddr,
+    /// First port, one per behaviour in [`Behaviour::ALL`] order; 0 for ports the system chooses.
+    pub base_port: u16,
+    /// How long `deny_close` waits before closing (Debian's libwrap child sleeps 5 s).
+    pub deny_delay: Duration,
+    /// The rule for `maxstartups` and `not_allowed`.
+    pub maxstartups: MaxStartups,
+    /// The gap between bytes for `slow`.
+    pub slow_interval: Duration,
+    /// How long an accepted connection may stay open (sshd's LoginGraceTime).
+    pub grace: Duration,
+}
+
+impl Default for LabConfig {
+    fn default() -> LabConfig {
+        LabConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            base_port: 0,
+            deny_delay: Duration::from_secs(5),
+            maxstartups: MaxStartups { start: 3, rate: 30, full: 6 },
+            slow_interval: Duration::from_millis(50),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Running lab endpoints. Dropping the lab stops every endpoint and closes every connection.
+#[derive(Debug)]
+pub struct Lab {
+    endpoints: Vec<(Behaviour, SocketAddr)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Lab {
+    /// Binds one listener per behaviour and starts serving.
+    pub async fn start(config: LabConfig) -> std::io::Result<Lab> {
+        let config = Arc::new(config);
+        let mut lab = Lab { endpoints: Vec::new(), tasks: Vec::new() };
+        for (i, behaviour) in Behaviour::ALL.into_iter().enumerate() {
+            let port = match config.base_port {
+                0 => 0,
+                base => base + i as u16,
+            };
+            let listener = TcpListener::bind((config.bind, port)).await?;
+            lab.endpoints.push((behaviour, listener.local_addr()?));
+            lab.tasks.push(tokio::spawn(serve(listener, behaviour, config.clone())));
+        }
+        Ok(lab)
+    }
+
+    /// Every endpoint and its address.
+    pub fn endpoints(&self) -> &[(Behaviour, SocketAddr)] {
+        &self.endpoints
+    }
+
+    /// The address of one behaviour's endpoint.
+    pub fn addr(&self, behaviour: Behaviour) -> SocketAddr {
+        self.endpoints
+            .iter()
+            .find(|(b, _)| *b == behaviour)
+            .map(|&(_, a)| a)
+            .expect("the lab serves every behaviour")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections for one behaviour; the connections live in a `JoinSet` owned by this task,
+/// so aborting the task closes them all.
+async fn serve(listener: TcpListener, behaviour: Behaviour, config: Arc<LabConfig>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(%behaviour, error = %e, "lab accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let config = config.clone();
+        let open = open.clone();
+        connections.spawn(async move {
+            let result = tokio::time::timeout(config.grace, answer(stream, behaviour, &config, &open)).await;
+            if let Ok(Err(e)) = result {
+                tracing::debug!(%behaviour, error = %e, "lab connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers one connection as `behaviour` does.
+async fn answer(
+    mut stream: TcpStream,
+    behaviour: Behaviour,
+    config: &LabConfig,
+    open: &AtomicUsize,
+) -> std::io::Result<()> {
+    match behaviour {
+        Behaviour::Ok => banner_then_hold(stream, LAB_BANNER).await,
+        Behaviour::DenyClose => {
+            tokio::time::sleep(config.deny_delay).await;
+            Ok(())
+        }
+        // A zero linger turns the close into an RST (and does not block, unlike a non-zero one).
+        Behaviour::DenyReset => socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)),
+        Behaviour::Maxstartups | Behaviour::NotAllowed => {
+            let message: &[u8] = if behaviour == Behaviour::Maxstartups {
+                b"Exceeded MaxStartups\r\n"
+            } else {
+                b"Not allowed at this time\r\n"
+            };
+            let slot = UnauthSlot::take(open);
+            let drop_percent = config.maxstartups.drop_percent(slot.others as u32);
+            if rand::thread_rng().gen_range(0..100) < drop_percent {
+                drop(slot);
+                return stream.write_all(message).await;
+            }
+            let result = banner_then_hold(stream, LAB_BANNER).await;
+            drop(slot);
+            result
+        }
+        Behaviour::Tarpit => hold(stream).await,
+        Behaviour::Slow => {
+            for &b in LAB_BANNER {
+                stream.write_all(&[b]).await?;
+                tokio::time::sleep(config.slow_interval).await;
+            }
+            hold(stream).await
+        }
+        Behaviour::NotSsh => {
+            stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await
+        }
+        Behaviour::Endless => {
+            let chunk = [b'A'; 1024];
+            loop {
+                stream.write_all(&chunk).await?;
+            }
+        }
+        Behaviour::Prebanner => {
+            let text = b"Authorized use only. Activity is monitored.\r\nContact ops@example.invalid\r\n";
+            stream.write_all(text).await?;
+            banner_then_hold(stream, LAB_BANNER).await
+        }
+        Behaviour::Ssh1 => banner_then_hold(stream, b"SSH-1.5-Cisco-1.25\r\n").await,
+    }
+}
+
+/// One unauthenticated connection counted by a MaxStartups endpoint, released when dropped.
+struct UnauthSlot<'a> {
+    open: &'a AtomicUsize,
+    /// How many were open before this one.
+    others: usize,
+}
+
+impl<'a> UnauthSlot<'a> {
+    fn take(open: &'a AtomicUsize) -> UnauthSlot<'a> {
+        UnauthSlot { open, others: open.fetch_add(1, Ordering::SeqCst) }
+    }
+}
+
+impl Drop for UnauthSlot<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn banner_then_hold(mut stream: TcpStream, banner: &[u8]) -> std::io::Result<()> {
+    stream.write_all(banner).await?;
+    hold(stream).await
+}
+
+/// Keeps the connection open until the client closes it (or the grace time, enforced by the caller).
+async fn hold(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxstartups_rule_matches_sshd() {
+        let ms = MaxStartups { start: 3, rate: 50, full: 10 };
+        let got: Vec<u32> = (0..12).map(|n| ms.drop_percent(n)).collect();
+        assert_eq!(got, [0, 0, 0, 50, 57, 64, 71, 78, 85, 92, 100, 100]);
+        assert_eq!(MaxStartups::DEFAULT.drop_percent(9), 0);
+        assert_eq!(MaxStartups::DEFAULT.drop_percent(10), 30);
+    }
+
+    #[test]
+    fn maxstartups_parses() {
+        assert_eq!("10:30:100".parse::<MaxStartups>().unwrap(), MaxStartups::DEFAULT);
+        assert_eq!("4".parse::<MaxStartups>().unwrap(), MaxStartups { start: 4, rate: 100, full: 4 });
+        for bad in ["", "1:2", "5:30:4", "1:101:5", "a:b:c", "1:2:3:4"] {
+            assert!(bad.parse::<MaxStartups>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Reports of probe results, in each format, one result at a time.
+
+use super::{csv_field, Format, Palette};
+use crate::evidence::{Connect, Observation, PacketRecord, Timings};
+use crate::ident::IdentLine;
+use crate::outcome::{KnownRefusal, NotSshCause, Outcome};
+use crate::scan::ProbeResult;
+use serde::Serialize;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+/// The most characters of detail in a table row (JSON keeps all of it).
+const TABLE_DETAIL_CHARS: usize = 100;
+
+/// The most received bytes shown in `bytes_hex` / `bytes_text`.
+pub const SHOWN_BYTES: usize = 512;
+
+/// One probe as a JSON object: the JSONL contract. Fields are only ever added.
+#[derive(Debug, Serialize)]
+pub struct JsonRecord<'a> {
+    /// The target as given (or the address, for members of a network).
+    pub target: &'a str,
+    /// Which of the target's probes (0-based, with `--count`).
+    pub seq: u32,
+    /// The outcome's stable name.
+    pub outcome: Outcome,
+    /// Whether the identification exchange worked.
+    pub success: bool,
+    /// The server's ident line, split (`banner` and `protocol_mismatch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub banner: Option<&'a IdentLine>,
+    /// What the server said instead of an ident.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    /// A refusal message we recognise, and what it means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<KnownRefusal>,
+    /// What the recognised refusal means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal_meaning: Option<&'static str>,
+    /// Why the reply is not SSH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ssh: Option<String>,
+    /// The connect's error, as the system described it (`unreachable`, `local_error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// How the connection ended: `fin`, `rst`, `timeout`, `we_closed`, `byte_cap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<&'static str>,
+    /// Microseconds from the start of the connect: `connected`, `first_byte`, `ident`, `closed`.
+    pub timings_us: Timings,
+    /// How many bytes the server sent (up to the byte cap).
+    pub bytes_len: usize,
+    /// The first bytes received, hex.
+    pub bytes_hex: String,
+    /// The first bytes received, printable (non-printable bytes escaped).
+    pub bytes_text: String,
+    /// Our address for the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
+    /// The server's address.
+    pub remote: SocketAddr,
+    /// The probe order: `wait_for_banner` or `send_first`.
+    pub order: crate::evidence::ProbeOrder,
+    /// Whether our ident went out.
+    pub sent_ident: bool,
+    /// The raw engine's packet trace.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub packets: &'a [PacketRecord],
+}
+
+impl<'a> JsonRecord<'a> {
+    /// The record for one result.
+    pub fn new(r: &'a ProbeResult) -> JsonRecord<'a> {
+        let obs = &r.observation;
+        let c = &r.classification;
+        let shown = &obs.received[..obs.received.len().min(SHOWN_BYTES)];
+        JsonRecord {
+            target: &r.target,
+            seq: r.seq,
+            outcome: c.outcome,
+            success: c.outcome.is_success(),
+            banner: c.banner.as_ref(),
+            message: c.message.as_deref(),
+            refusal: c.refusal,
+            refusal_meaning: c.refusal.map(KnownRefusal::meaning),
+            not_ssh: c.not_ssh.map(|n: NotSshCause| n.to_string()),
+            error: connect_error(obs),
+            end: obs.end.map(|e| e.name()),
+            timings_us: obs.timings,
+            bytes_len: obs.received.len(),
+            bytes_hex: hex::encode(shown),
+            bytes_text: shown.escape_ascii().to_string(),
+            local: obs.local,
+            remote: obs.remote,
+            order: obs.order,
+            sent_ident: obs.sent_ident,
+            packets: &obs.packets,
+        }
+    }
+}
+
+fn connect_error(obs: &Observation) -> Option<&str> {
+    match &obs.connect {
+        Connect::Unreachable { detail } | Connect::LocalError { detail } => Some(detail),
+        _ => None,
+    }
+}
+
+/// Writes probe results in one format.
+pub struct ProbeReporter<W: Write> {
+    out: W,
+    format: Format,
+    palette: Palette,
+    trace: bool,
+    wrote_header: bool,
+}
+
+impl<W: Write> ProbeReporter<W> {
+    /// A reporter writing `format` to `out`; `colour` applies to the table only; `trace` prints the
+    /// packet trace under each table row.
+    pub fn new(out: W, format: Format, colour: bool, trace: bool) -> ProbeReporter<W> {
+        ProbeReporter { out, format, palette: Palette::new(colour), trace, wrote_header: false }
+    }
+
+    /// Writes one result (and the header first, for table and CSV), flushed.
+    pub fn write(&mut self, r: &ProbeResult) -> io::Result<()> {
+        if !self.wrote_header {
+            self.wrote_header = true;
+            self.header()?;
+        }
+        match self.format {
+            Format::Jsonl => {
+                serde_json::to_writer(&mut self.out, &JsonRecord::new(r))?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Csv => self.csv_row(r)?,
+            Format::Table => self.table_row(r)?,
+        }
+        self.out.flush()
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        match self.format {
+            Format::Jsonl => Ok(()),
+            Format::Csv => writeln!(
+                self.out,
+                "target,seq,outcome,end,connected_us,first_byte_us,ident_us,closed_us,bytes_len,local,remote,software,message,refusal"
+            ),
+            Format::Table => writeln!(
+                self.out,
+                "{:<28} {:<21} {:>10} {:<9} {:>5}  DETAIL",
+                "TARGET", "OUTCOME", "TIME", "END", "BYTES"
+            ),
+        }
+    }
+
+    fn csv_row(&mut self, r: &ProbeResult) -> io::Result<()> {
+        let obs = &r.observation;
+        let c = &r.classification;
+        let t = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        writeln!(
+            self.out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&r.target),
+            r.seq,
+            c.outcome,
+            obs.end.map(|e| e.name()).unwrap_or(""),
+            t(obs.timings.connected),
+            t(obs.timings.first_byte),
+            t(obs.timings.ident),
+            t(obs.timings.closed),
+            obs.received.len(),
+            obs.local.map(|a| a.to_string()).unwrap_or_default(),
+            obs.remote,
+            csv_field(c.banner.as_ref().map(|b| b.software.as_str()).unwrap_or("")),
+            csv_field(c.message.as_deref().unwrap_or("")),
+            c.refusal.map(|k| k.name()).unwrap_or(""),
+        )
+    }
+
+    fn table_row(&mut self, r: &ProbeResult) -> io::Result<()> {
+        let obs = &r.observation;
+        let c = &r.classification;
+        let colour = match c.outcome {
+            Outcome::Banner => "32",
+            Outcome::ServerRefusal | Outcome::ResetBeforeBanner | Outcome::ClosedBeforeBanner => "31",
+            Outcome::ConnectTimeout | Outcome::BannerTimeout => "33",
+            _ => "35",
+        };
+        let target = match r.seq {
+            0 => r.target.clone(),
+            n => format!("{} #{n}", r.target),
+        };
+        // The time that matters: when the ident was complete, or when it all ended.
+        let time = obs.timings.ident.or(obs.timings.closed).map(format_us).unwrap_or_default();
+        let detail = match (&obs.connect, c.detail()) {
+            (Connect::Unreachable { detail } | Connect::LocalError { detail }, _) => detail.clone(),
+            (_, d) => d,
+        };
+        let detail = match detail.char_indices().nth(TABLE_DETAIL_CHARS) {
+            Some((cut, _)) => format!("{}…", &detail[..cut]),
+            None => detail,
+        };
+        writeln!(
+            self.out,
+            "{:<28} {} {:>10} {:<9} {:>5}  {}",
+            target,
+            self.palette.paint(colour, c.outcome.name(), 21),
+            time,
+            obs.end.map(|e| e.name()).unwrap_or("-"),
+            obs.received.len(),
+            detail
+        )?;
+        if self.trace {
+            for p in &obs.packets {
+                let arrow = match p.dir {
+                    crate::evidence::Direction::Out => "->",
+                    crate::evidence::Direction::In => "<-",
+                };
+                writeln!(
+                    self.out,
+                    "    {:>10} {arrow} {:<3} seq={} ack={} win={} ttl={} len={} {}",
+                    format_us(p.t_us),
+                    p.flags,
+                    p.seq,
+                    p.ack,
+                    p.window,
+                    p.ttl,
+                    p.len,
+                    p.options.join(",")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `1234` µs as `1.234ms`; seconds past 10 s.
+pub fn format_us(us: u64) -> String {
+    if us >= 10_000_000 {
+        format!("{:.2}s", us as f64 / 1e6)
+    } else {
+        format!("{:.3}ms", us as f64 / 1e3)
+    }
+}

@@ -1,0 +1,223 @@
+//! Targets as users write them, parsed without I/O.
+//!
+//! `host`, `host:port`, `1.2.3.4`, `1.2.3.4:2222`, `::1`, `[::1]:2222`, `10.0.0.0/24`,
+//! `10.0.0.0/24:2222`, `[fd00::/120]:22`. A name is resolved later, by the runner, so that a list of
+//! thousands of names streams instead of stalling on DNS up front.
+
+use ipnet::IpNet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// One target as written: an address, a name to resolve, or a network to walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// An address and port.
+    Addr(SocketAddr),
+    /// A host name and port.
+    Host {
+        /// The name.
+        name: String,
+        /// The port.
+        port: u16,
+    },
+    /// Every host address of a network, on one port.
+    Net {
+        /// The network.
+        net: IpNet,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetSpec::Addr(a) => write!(f, "{a}"),
+            TargetSpec::Host { name, port } => write!(f, "{name}:{port}"),
+            TargetSpec::Net { net: IpNet::V6(n), port } => write!(f, "[{n}]:{port}"),
+            TargetSpec::Net { net, port } => write!(f, "{net}:{port}"),
+        }
+    }
+}
+
+impl TargetSpec {
+    /// How many probe targets this spec stands for (a network's host count), saturating.
+    pub fn len(&self) -> u128 {
+        match self {
+            TargetSpec::Net { net, .. } => match net {
+                IpNet::V4(n) => 1u128 << (32 - n.prefix_len()),
+                IpNet::V6(n) => 1u128.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(u128::MAX),
+            },
+            _ => 1,
+        }
+    }
+
+    /// Whether the spec stands for no target (never: kept for clippy's `len` rule).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A target that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Empty text.
+    #[error("empty target")]
+    Empty,
+    /// A port that is not a number from 1 to 65535.
+    #[error("invalid port {port:?} in target {target:?}")]
+    Port {
+        /// The target as written.
+        target: String,
+        /// The port text.
+        port: String,
+    },
+    /// A network that does not parse.
+    #[error("invalid network {target:?}: {reason}")]
+    Net {
+        /// The target as written.
+        target: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A host name with characters no host name has.
+    #[error("invalid host name {0:?}")]
+    Host(String),
+    /// A name that did not resolve.
+    #[error("cannot resolve {target:?}: {reason}")]
+    Resolve {
+        /// The target as written.
+        target: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// A line of a target file that could not be read.
+    #[error("reading targets from {source_name}: {reason}")]
+    Read {
+        /// The file.
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Parses one target, with `default_port` where it names none.
+pub fn parse_target(text: &str, default_port: u16) -> Result<TargetSpec, TargetError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(TargetError::Empty);
+    }
+    let port_of = |p: &str| match p.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(TargetError::Port { target: text.to_string(), port: p.to_string() }),
+    };
+    // [v6addr]:port, [v6net]:port, [v6addr]
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return Err(TargetError::Host(text.to_string()));
+        };
+        let port = match after {
+            "" => default_port,
+            p => port_of(p.strip_prefix(':').ok_or_else(|| TargetError::Host(text.to_string()))?)?,
+        };
+        return host_or_net(text, inner, port);
+    }
+    // A bare IPv6 address or network has several colons and no port.
+    if text.matches(':').count() > 1 {
+        return host_or_net(text, text, default_port);
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (h, port_of(p)?),
+        None => (text, default_port),
+    };
+    host_or_net(text, host, port)
+}
+
+fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetError> {
+    if host.contains('/') {
+        let net: IpNet = host.parse().map_err(|e: ipnet::AddrParseError| TargetError::Net {
+            target: text.to_string(),
+            reason: e.to_string(),
+        })?;
+        if net.prefix_len() == net.max_prefix_len() {
+            return Ok(TargetSpec::Addr(SocketAddr::new(net.addr(), port)));
+        }
+        return Ok(TargetSpec::Net { net: net.trunc(), port });
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(TargetSpec::Addr(SocketAddr::new(ip, port)));
+    }
+    let valid_name = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !valid_name {
+        return Err(TargetError::Host(host.to_string()));
+    }
+    Ok(TargetSpec::Host { name: host.to_string(), port })
+}
+
+/// Every address of a network in order: all of them for a /31 or /32 (/127, /128) and for IPv6,
+/// the hosts (no network or broadcast address) for a larger IPv4 network.
+pub fn net_addrs(net: IpNet, port: u16) -> impl Iterator<Item = SocketAddr> {
+    net.hosts().map(move |ip| SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> TargetSpec {
+        TargetSpec::Addr(s.parse().unwrap())
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(parse_target("127.0.0.1", 22).unwrap(), addr("127.0.0.1:22"));
+        assert_eq!(parse_target("127.0.0.1:2222", 22).unwrap(), addr("127.0.0.1:2222"));
+        assert_eq!(parse_target("::1", 22).unwrap(), addr("[::1]:22"));
+        assert_eq!(parse_target("[::1]:2222", 22).unwrap(), addr("[::1]:2222"));
+        assert_eq!(parse_target("[::1]", 2200).unwrap(), addr("[::1]:2200"));
+        assert_eq!(
+            parse_target("example.org", 22).unwrap(),
+            TargetSpec::Host { name: "example.org".into(), port: 22 }
+        );
+        assert_eq!(
+            parse_target(" gw-1.lan:830 ", 22).unwrap(),
+            TargetSpec::Host { name: "gw-1.lan".into(), port: 830 }
+        );
+        assert_eq!(parse_target("127.0.0.5/32", 22).unwrap(), addr("127.0.0.5:22"));
+        let net = parse_target("127.0.0.9/30:2222", 22).unwrap();
+        assert_eq!(net, TargetSpec::Net { net: "127.0.0.8/30".parse().unwrap(), port: 2222 });
+        assert_eq!(net.to_string(), "127.0.0.8/30:2222");
+        assert_eq!(net.len(), 4);
+        let v6 = parse_target("[fd00::/120]:22", 1).unwrap();
+        assert_eq!(v6.to_string(), "[fd00::/120]:22");
+        assert_eq!(v6.len(), 256);
+        assert_eq!(parse_target("fd00::/64", 22).unwrap().len(), 1u128 << 64);
+    }
+
+    #[test]
+    fn errors_name_the_input() {
+        let cases = [
+            ("", "empty target"),
+            ("host:0", "invalid port \"0\""),
+            ("host:99999", "invalid port \"99999\""),
+            ("host:", "invalid port \"\""),
+            ("10.0.0.0/33", "invalid network \"10.0.0.0/33\""),
+            ("bad host", "invalid host name \"bad host\""),
+            ("[::1", "invalid host name"),
+            ("[::1]x", "invalid host name"),
+        ];
+        for (text, want) in cases {
+            let err = parse_target(text, 22).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn networks_walk_their_hosts() {
+        let got: Vec<_> = net_addrs("127.0.0.0/30".parse().unwrap(), 22).collect();
+        assert_eq!(got, vec!["127.0.0.1:22".parse().unwrap(), "127.0.0.2:22".parse().unwrap()]);
+        assert_eq!(net_addrs("127.0.0.0/31".parse().unwrap(), 22).count(), 2);
+    }
+}
