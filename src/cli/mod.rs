@@ -1,5 +1,6 @@
 //! Command-line interface: arguments, logging, the runtime, and errors reported with context.
 
+mod diagnose;
 mod lab;
 mod probe;
 
@@ -26,6 +27,7 @@ pub const EXIT_USAGE: u8 = 2;
     after_help = "Examples:\n  \
         sshprobe demo                         probe the embedded lab: every outcome, no server needed\n  \
         sshprobe probe 192.0.2.10             one probe of port 22\n  \
+        sshprobe diagnose 192.0.2.10          why does ssh fail there, and what fixes it\n  \
         sshprobe probe --help                 all probe options"
 )]
 struct Cli {
@@ -41,6 +43,8 @@ struct Cli {
 enum Command {
     /// Probe endpoints: one identification exchange per probe, classified.
     Probe(probe::ProbeArgs),
+    /// Tell why the exchange fails: wrappers, MaxStartups, per-source limits, penalties, firewalls.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Run the embedded lab: emulated endpoints on loopback, one port per behaviour.
     Lab(lab::LabArgs),
     /// Start the lab in-process, probe every behaviour once and print the table.
@@ -61,6 +65,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Probe(args) => probe::run(args).await,
+            Command::Diagnose(args) => diagnose::run(args).await,
             Command::Lab(args) => lab::run_lab(args).await,
             Command::Demo(args) => lab::run_demo(args).await,
         }
