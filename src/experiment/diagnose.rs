@@ -546,38 +546,11 @@ impl<'a> Bench<'a> {
     async fn concurrent(&self, source: Option<IpAddr>, n: u32, held: u32) -> Vec<ProbeRecord> {
         let probes = (0..n).map(|_| self.probe(ProbeOrder::WaitForBanner, source, held));
         let mut out = Vec::new();
-        for p in join_all(probes).await.into_iter().flatten() {
+        for p in super::join_all(probes).await.into_iter().flatten() {
             out.push(p);
         }
         out
     }
-}
-
-/// Polls futures on this task until all are done; outputs in order.
-async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
-    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut ready = true;
-        for (slot, out) in pending.iter_mut().zip(done.iter_mut()) {
-            if let Some(fut) = slot {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => ready = false,
-                }
-            }
-        }
-        if ready {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 /// Debian's libwrap child sleeps 5 s before closing a denied connection (FACTS §3).

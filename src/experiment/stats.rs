@@ -50,15 +50,17 @@ pub struct LevelCount {
 /// A fitted `start:rate:full` with 95 % intervals.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MaxStartupsFit {
-    /// The best fit. `full` is `above_observed` when no level was refused every time.
+    /// The best fit.
     pub best: MaxStartups,
     /// Interval for `start`.
     pub start_ci: (u32, u32),
     /// Interval for `rate`, in percent.
     pub rate_ci: (u32, u32),
-    /// Interval for `full`.
+    /// Interval for `full` (its upper end is the largest candidate tried when `full` lies beyond
+    /// the levels measured).
     pub full_ci: (u32, u32),
-    /// Whether `full` lies beyond the highest level measured (then `best.full` is a lower bound).
+    /// Whether `full` lies beyond the highest level measured: then only `start` and the slope were
+    /// seen, and `rate` and `full` are uncertain together.
     pub full_beyond_observed: bool,
     /// The maximised log-likelihood.
     pub log_likelihood: f64,
@@ -81,19 +83,27 @@ pub fn fit_maxstartups(levels: &[LevelCount]) -> Option<MaxStartupsFit> {
         return None;
     }
     let max_open = levels.iter().map(|l| l.open).max()?;
-    // `full` above every level measured: one candidate stands for all of them.
+    // `full` may lie beyond every level measured; then it and `rate` trade off (only the slope is
+    // seen), so candidates go well past the last level, sparser as they go.
     let beyond = max_open + 1;
+    let mut fulls: Vec<u32> = (0..=beyond).collect();
+    let mut extra = beyond;
+    while extra < 4 * beyond + 100 {
+        extra += (extra / 8).max(1);
+        fulls.push(extra);
+    }
+    let top = *fulls.last().unwrap_or(&beyond);
 
     let mut best: Option<(f64, MaxStartups)> = None;
     let mut by_start = vec![f64::NEG_INFINITY; (beyond + 1) as usize];
     let mut by_rate = [f64::NEG_INFINITY; 101];
-    let mut by_full = vec![f64::NEG_INFINITY; (beyond + 1) as usize];
+    let mut by_full = vec![f64::NEG_INFINITY; (top + 1) as usize];
     // Every candidate is tried: refusals below `start` and banners at or above `full` are unlikely
     // under the floor in `level_ll`, not excluded, so one stray observation cannot force the fit.
     // Candidates that predict the same integer behaviour (`4:0:5` and `5:100:5`) tie; the first
     // found wins, so `start` runs downwards to prefer the canonical one (highest start, lowest full).
     for start in (0..=beyond).rev() {
-        for full in start..=beyond {
+        for &full in fulls.iter().filter(|&&f| f >= start) {
             let rates: &[u32] = if full == start { &[100] } else { &RATES };
             for &rate in rates {
                 let ms = MaxStartups { start, rate, full };
@@ -132,7 +142,7 @@ pub fn fit_maxstartups(levels: &[LevelCount]) -> Option<MaxStartupsFit> {
         start_ci: interval(&by_start),
         rate_ci: interval(&by_rate),
         full_ci: interval(&by_full),
-        full_beyond_observed: best.full == beyond,
+        full_beyond_observed: best.full > max_open,
         log_likelihood: ll_max,
     })
 }
@@ -231,9 +241,13 @@ mod tests {
 
     #[test]
     fn full_beyond_the_levels_measured_is_a_lower_bound() {
-        let fit = fit_maxstartups(&simulate(MaxStartups::DEFAULT, 0..16, 40, 7)).expect("a fit");
+        let fit = fit_maxstartups(&simulate(MaxStartups::DEFAULT, 0..31, 40, 7)).expect("a fit");
         assert!(fit.full_beyond_observed, "{fit:?}");
         assert!(fit.best.start.abs_diff(10) <= 1, "{fit:?}");
+        // The slope is what was seen: 30 % at 10, 45 % at 30 for 10:30:100.
+        let seen = fit.best.drop_percent(30);
+        assert!(seen.abs_diff(45) <= 12, "{fit:?} predicts {seen} % at 30");
+        assert!(fit.full_ci.1 >= 100, "{fit:?}");
     }
 
     #[test]

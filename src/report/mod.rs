@@ -5,6 +5,7 @@
 //! - `csv`: one row per probe with a header.
 
 pub mod diagnose;
+pub mod limits;
 pub mod probe;
 
 use std::io::IsTerminal;
