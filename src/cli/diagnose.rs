@@ -55,6 +55,10 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     banner_timeout: Duration,
 
+    /// When the verdict is `penalized`, poll every 2 s until the block lifts, for at most this long.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    wait_penalty: Duration,
+
     /// Output format.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -70,6 +74,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
         budget_per_source: args.budget,
         max_held: args.max_held,
         sources: args.sources,
+        penalty_wait: args.wait_penalty,
         ..DiagnoseOptions::default()
     };
     let mut out = std::io::stdout().lock();

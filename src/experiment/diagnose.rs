@@ -278,6 +278,8 @@ pub struct DiagnoseOptions {
     pub sources: Vec<IpAddr>,
     /// Gap between single probes.
     pub spacing: Duration,
+    /// When penalised, poll until the block lifts, for at most this long (zero: do not wait).
+    pub penalty_wait: Duration,
 }
 
 impl Default for DiagnoseOptions {
@@ -289,6 +291,7 @@ impl Default for DiagnoseOptions {
             max_held: CONFIDENT_LOAD,
             sources: Vec::new(),
             spacing: Duration::from_millis(200),
+            penalty_wait: Duration::ZERO,
         }
     }
 }
@@ -382,7 +385,21 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
         load_experiment(&lab, &sources, options, &mut facts).await;
     }
 
-    let finding = decide(&facts);
+    let mut finding = decide(&facts);
+    if finding.verdict == Verdict::Penalized {
+        finding.evidence.push(match wait_for_lift(&lab, primary, options.penalty_wait).await {
+            Some(after) => format!("the block lifted {:.1} s later (polled every 2 s)", after.as_secs_f64()),
+            None if options.penalty_wait.is_zero() => {
+                "the block lifts once the address's outstanding penalty drops under \
+                 the threshold: at most `max` (600 s by default) from now; --wait-penalty 10m measures it"
+                    .into()
+            }
+            None => format!(
+                "the block had not lifted after {:.0} s of polling",
+                options.penalty_wait.as_secs_f64()
+            ),
+        });
+    }
     let server = facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software.clone());
     Diagnosis {
         target: target.to_string(),
@@ -393,6 +410,21 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
         budget: budget.usage(),
         duration_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// Polls `source` every 2 s until it gets a banner again, for at most `wait`: how long a penalty
+/// lasted. Refused attempts do not extend a block (FACTS §5) and are not taken from the budget; the
+/// final banner is.
+async fn wait_for_lift(bench: &Bench<'_>, source: Option<IpAddr>, wait: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < wait {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let obs = bench.wait.probe(ProbeRequest { remote: bench.remote, source }).await;
+        if classify(&obs).outcome == Outcome::Banner {
+            return Some(started.elapsed());
+        }
+    }
+    None
 }
 
 /// Steps of held connections in the load experiment. They stop below sshd's default MaxStartups
