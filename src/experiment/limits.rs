@@ -249,9 +249,12 @@ pub async fn limits(
             warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
             break;
         }
-        // Filling may fail near `full`, where the server refuses our holders too: probe at what we have.
+        // Near `full` the server refuses our holders too, nearly always: a refused attempt costs well
+        // under a millisecond, so try many times before concluding that no more will be taken.
         let want = step.saturating_sub(holder.alive());
-        holder.fill_to(step, &holder_sources, &budget, options.banner_timeout, want.max(1) * 20).await;
+        holder
+            .fill_to(step, &holder_sources, &budget, options.banner_timeout, want.max(1) * HOLD_ATTEMPTS)
+            .await;
         let held = holder.alive();
         if levels.last().is_some_and(|l: &Level| l.held == held) {
             // The server would not take more: what we measured last is the top.
@@ -261,11 +264,13 @@ pub async fn limits(
         for _ in 0..options.probes_per_level {
             let obs = engine.probe(ProbeRequest { remote, source: next_source() }).await;
             let c = classify(&obs);
-            outcomes.push((c.outcome, obs.timings.ident, c.message));
             if c.outcome == Outcome::Banner {
-                // Let the server's child exit and its count drop before the next probe.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // sshd counts this probe until its child has exited, which takes about as long as
+                // starting it did: wait that long, so the next probe sees only what we hold.
+                let settle = obs.timings.ident.unwrap_or(0).max(2_000);
+                tokio::time::sleep(Duration::from_micros(settle)).await;
             }
+            outcomes.push((c.outcome, obs.timings.ident, c.message));
         }
         let level = summarise(held, &outcomes);
         progress.level(held, level.refused, level.probes);
@@ -345,6 +350,10 @@ pub async fn limits(
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }
+
+/// Attempts per connection to add to the holder: at 99 % refusals, 200 attempts still add one with
+/// 87 % probability.
+const HOLD_ATTEMPTS: u32 = 200;
 
 /// The held-connection levels: every count up to 24, then about 25 % apart.
 pub fn level_schedule(max_held: u32) -> Vec<u32> {
