@@ -82,6 +82,10 @@ impl Progress for Bar {
     fn phase(&self, name: &str) {
         self.0.set_prefix(name.to_string());
     }
+
+    fn warn(&self, message: &str) {
+        self.0.suspend(|| eprintln!("sshprobe: warning: {message}"));
+    }
 }
 
 pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {

@@ -167,6 +167,8 @@ pub trait Progress: Send + Sync {
     fn level(&self, held: u32, refused: u32, probes: u32);
     /// A phase started.
     fn phase(&self, name: &str);
+    /// Something the user should know now, before waiting for the end.
+    fn warn(&self, message: &str);
 }
 
 /// No progress reporting.
@@ -175,6 +177,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn level(&self, _: u32, _: u32, _: u32) {}
     fn phase(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
 }
 
 /// Sources for probes and holders: the given ones, or the kernel's choice plus loopback aliases.
@@ -240,6 +243,9 @@ pub async fn limits(
         );
     }
 
+    for w in &warnings {
+        progress.warn(w);
+    }
     progress.phase("ramp");
     let mut holder = Holder::new(remote);
     let mut levels = Vec::new();
