@@ -1,0 +1,529 @@
+//! End-to-end throughput on loopback: how fast sshprobe's engines probe compared with the machine's
+//! limit, measured in the same run against the same server.
+//!
+//! - A banner server written for the bench (one thread, non-blocking sockets and epoll): it answers
+//!   every connection with an OpenSSH-like line, reads the client's ident, and closes. Its own CPU time
+//!   is reported so one can check it is not the bottleneck.
+//! - A baseline client (one thread, epoll, no classification, no output): connect, read the banner,
+//!   send an ident, close. It stands for what this machine can do.
+//! - sshprobe itself, through the real binary (`sshprobe probe -i FILE -c K -o jsonl > FILE`, so the
+//!   output counts), once per engine: the child's CPU time and peak RSS come from `wait4`.
+//!
+//! Only loopback: the server listens on 127.0.0.1..127.0.0.D (several destination addresses, so the
+//! ephemeral ports of FIN-closed connections in TIME_WAIT do not run out). Every loop is bounded in
+//! probes and in time.
+//!
+//! Settings (environment): `SSHPROBE_BENCH_PROBES` probes per run (default 40000),
+//! `SSHPROBE_BENCH_CONCURRENCY` (default `64,256,1024`), `SSHPROBE_BENCH_ENGINES` (default
+//! `connect,raw`; an engine the binary does not accept is skipped), `SSHPROBE_BENCH_CLOSE` (`fin` or
+//! `rst`, default `fin`), `SSHPROBE_BENCH_DESTS` destination addresses (default 8).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SERVER_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
+const CLIENT_IDENT: &[u8] = b"SSH-2.0-baseline_0.1\r\n";
+/// No run may take longer than this, whatever happens.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn check(rc: libc::c_int, what: &str) -> libc::c_int {
+    if rc < 0 {
+        panic!("{what}: {}", std::io::Error::last_os_error());
+    }
+    rc
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+fn epoll_add(ep: RawFd, fd: RawFd, events: u32) {
+    let mut ev = libc::epoll_event { events, u64: fd as u64 };
+    // SAFETY: valid descriptors and a valid event.
+    check(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl");
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The banner server: one thread, level-triggered epoll over the listeners and every connection.
+struct Server {
+    port: u16,
+    dests: Vec<Ipv4Addr>,
+    stop: Arc<AtomicBool>,
+    /// Nanoseconds of the server thread's CPU time so far.
+    cpu_ns: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(dest_count: u8) -> Server {
+        let dests: Vec<Ipv4Addr> = (1..=dest_count).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+        // Find a port free on every destination address.
+        for _attempt in 0..20 {
+            if let Some(listeners) = Self::listen_all(&dests) {
+                return Self::run(listeners, dests);
+            }
+        }
+        panic!("no port free on all of {dests:?}");
+    }
+
+    fn listen_all(dests: &[Ipv4Addr]) -> Option<(u16, Vec<RawFd>)> {
+        let mut port = 0u16;
+        let mut fds = Vec::new();
+        for &ip in dests {
+            // SAFETY: plain socket calls on a descriptor we own.
+            unsafe {
+                let fd = check(
+                    libc::socket(
+                        libc::AF_INET,
+                        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        0,
+                    ),
+                    "socket",
+                );
+                let one: libc::c_int = 1;
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                );
+                let sa = sockaddr(ip, port);
+                if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), size_of_val(&sa) as u32) < 0 {
+                    libc::close(fd);
+                    fds.iter().for_each(|&f| {
+                        libc::close(f);
+                    });
+                    return None;
+                }
+                check(libc::listen(fd, 4096), "listen");
+                if port == 0 {
+                    let mut got: libc::sockaddr_in = std::mem::zeroed();
+                    let mut len = size_of_val(&got) as u32;
+                    check(
+                        libc::getsockname(fd, (&mut got as *mut libc::sockaddr_in).cast(), &mut len),
+                        "getsockname",
+                    );
+                    port = u16::from_be(got.sin_port);
+                }
+                fds.push(fd);
+            }
+        }
+        Some((port, fds))
+    }
+
+    fn run((port, listeners): (u16, Vec<RawFd>), dests: Vec<Ipv4Addr>) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu_ns = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (s, c, a) = (stop.clone(), cpu_ns.clone(), accepted.clone());
+        let thread = std::thread::Builder::new()
+            .name("banner-server".into())
+            .spawn(move || serve(listeners, &s, &c, &a))
+            .expect("spawning the server thread");
+        Server { port, dests, stop, cpu_ns, accepted, thread: Some(thread) }
+    }
+
+    fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(listeners: Vec<RawFd>, stop: &AtomicBool, cpu_ns: &AtomicU64, accepted: &AtomicU64) {
+    // SAFETY: epoll and socket calls on descriptors this thread owns; buffers outlive the calls.
+    unsafe {
+        let ep = check(libc::epoll_create1(libc::EPOLL_CLOEXEC), "epoll_create1");
+        for &l in &listeners {
+            epoll_add(ep, l, libc::EPOLLIN as u32);
+        }
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+        let mut buf = [0u8; 512];
+        while !stop.load(Ordering::Relaxed) {
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 50);
+            for ev in events.iter().take(n.max(0) as usize) {
+                let fd = ev.u64 as RawFd;
+                if listeners.contains(&fd) {
+                    // Accept everything queued; answer each at once with the banner.
+                    loop {
+                        let c = libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        );
+                        if c < 0 {
+                            break;
+                        }
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        let sent = libc::send(
+                            c,
+                            SERVER_BANNER.as_ptr().cast(),
+                            SERVER_BANNER.len(),
+                            libc::MSG_NOSIGNAL,
+                        );
+                        if sent < 0 {
+                            libc::close(c);
+                            continue;
+                        }
+                        epoll_add(ep, c, (libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+                    }
+                    continue;
+                }
+                // A client: read its ident (or its close); then close. The ident fits in one read.
+                let r = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                let done = r <= 0 && !(r < 0 && errno() == libc::EAGAIN)
+                    || buf[..r.max(0) as usize].contains(&b'\n');
+                if done {
+                    // Closing drops it from the epoll set.
+                    libc::close(fd);
+                }
+            }
+            cpu_ns.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
+        }
+        libc::close(ep);
+        for l in listeners {
+            libc::close(l);
+        }
+    }
+}
+
+/// What one client run gave.
+struct RunResult {
+    probes: u64,
+    banners: u64,
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: Option<u64>,
+    server_cpu: Duration,
+}
+
+/// The baseline: one thread, K connections in flight, epoll, nothing but the exchange.
+fn baseline(server: &Server, concurrency: usize, probes: u64, rst: bool) -> RunResult {
+    let server_cpu0 = server.cpu();
+    let started = Instant::now();
+    let cpu0 = thread_cpu();
+    let mut done = 0u64;
+    let mut banners = 0u64;
+    let mut launched = 0u64;
+    let mut in_flight = 0usize;
+    // SAFETY: socket and epoll calls on descriptors this function owns; buffers outlive the calls.
+    unsafe {
+        let ep = check(libc::epoll_create1(libc::EPOLL_CLOEXEC), "epoll_create1");
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+        let mut buf = [0u8; 512];
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        let mut next_dest = 0usize;
+        while done < probes && started.elapsed() < RUN_LIMIT {
+            while in_flight < concurrency && launched < probes {
+                let fd = libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    0,
+                );
+                if fd < 0 {
+                    break;
+                }
+                let sa = sockaddr(server.dests[next_dest % server.dests.len()], server.port);
+                next_dest += 1;
+                launched += 1;
+                let rc = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), size_of_val(&sa) as u32);
+                if rc < 0 && errno() != libc::EINPROGRESS {
+                    libc::close(fd);
+                    done += 1;
+                    continue;
+                }
+                epoll_add(ep, fd, (libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+                in_flight += 1;
+            }
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 100);
+            for ev in events.iter().take(n.max(0) as usize) {
+                let fd = ev.u64 as RawFd;
+                let r = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if r < 0 && errno() == libc::EAGAIN {
+                    continue;
+                }
+                if r > 0 && buf[..r as usize].contains(&b'\n') {
+                    banners += 1;
+                    libc::send(fd, CLIENT_IDENT.as_ptr().cast(), CLIENT_IDENT.len(), libc::MSG_NOSIGNAL);
+                } else if r > 0 {
+                    continue;
+                }
+                if rst {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        size_of_val(&linger) as u32,
+                    );
+                }
+                libc::close(fd);
+                in_flight -= 1;
+                done += 1;
+            }
+        }
+        libc::close(ep);
+    }
+    RunResult {
+        probes: done,
+        banners,
+        wall: started.elapsed(),
+        cpu: thread_cpu() - cpu0,
+        max_rss_kib: None,
+        server_cpu: server.cpu() - server_cpu0,
+    }
+}
+
+/// sshprobe through its binary, output to a file, like a user running a scan.
+fn sshprobe_run(
+    bin: &str,
+    engine: &str,
+    targets: &std::path::Path,
+    out: &std::path::Path,
+    concurrency: usize,
+    close: &str,
+    server: &Server,
+) -> Result<RunResult, String> {
+    let out_file = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    let server_cpu0 = server.cpu();
+    let mut cmd = Command::new(bin);
+    cmd.args(["probe", "-i"]).arg(targets).args(["-c", &concurrency.to_string(), "-o", "jsonl"]);
+    cmd.args(["--close", close, "--connect-timeout", "5s", "--banner-timeout", "5s"]);
+    if engine != "connect" {
+        cmd.args(["--engine", engine]);
+    }
+    let started = Instant::now();
+    let child = cmd.stdout(out_file).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut killed = false;
+    loop {
+        // SAFETY: our own child; valid out pointers. Reaping it here (not through `child`) is what
+        // gives its rusage.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if rc == pid {
+            break;
+        }
+        if rc < 0 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        if started.elapsed() > RUN_LIMIT && !killed {
+            // SAFETY: our own child, not yet reaped, so the pid is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let wall = started.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    if killed {
+        return Err(format!("killed after {RUN_LIMIT:?}"));
+    }
+    let code = libc::WEXITSTATUS(status);
+    let (mut probes, mut banners) = (0u64, 0u64);
+    for line in BufReader::new(std::fs::File::open(out).map_err(|e| e.to_string())?).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        probes += 1;
+        banners += u64::from(line.contains("\"outcome\":\"banner\""));
+    }
+    if probes == 0 {
+        return Err(format!("exit {code}, no output: {}", stderr.lines().next().unwrap_or("")));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(RunResult {
+        probes,
+        banners,
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: Some(usage.ru_maxrss as u64),
+        server_cpu: server.cpu() - server_cpu0,
+    })
+}
+
+/// Whether the binary takes `--engine NAME`; `Err` says why not.
+fn engine_available(bin: &str, engine: &str, server: &Server) -> Result<(), String> {
+    if engine == "connect" {
+        return Ok(());
+    }
+    let help = Command::new(bin).args(["probe", "--help"]).output().map_err(|e| e.to_string())?;
+    if !String::from_utf8_lossy(&help.stdout).contains("--engine") {
+        return Err("the binary has no --engine option yet".into());
+    }
+    let target = format!("{}:{}", server.dests[0], server.port);
+    let out = Command::new(bin)
+        .args(["probe", "-o", "jsonl", "--engine", engine, "--banner-timeout", "2s", &target])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&out.stdout).contains("\"outcome\":\"banner\"") {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("a trial probe got no banner: {}", err.lines().next().unwrap_or("no message")))
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench` and maybe a filter; `cargo test --benches` passes neither.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if let Some(filter) = args.first() {
+        if !"e2e".contains(filter.as_str()) {
+            return;
+        }
+    }
+    // For profiling by hand: only the server, for a bounded time, its address on stdout.
+    if let Some(secs) = std::env::var("SSHPROBE_BENCH_SERVE").ok().and_then(|s| s.parse::<u64>().ok()) {
+        let server = Server::start(env_or("SSHPROBE_BENCH_DESTS", 8u8).clamp(1, 254));
+        println!("serving on 127.0.0.1-{} port {} for {secs} s", server.dests.len(), server.port);
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(secs.min(3600)));
+        return;
+    }
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("e2e: run with `cargo bench --bench e2e`");
+        return;
+    }
+    let probes: u64 = env_or("SSHPROBE_BENCH_PROBES", 40_000);
+    let concurrencies: Vec<usize> = std::env::var("SSHPROBE_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "64,256,1024".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let engines: Vec<String> = std::env::var("SSHPROBE_BENCH_ENGINES")
+        .unwrap_or_else(|_| "connect,raw".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let close = std::env::var("SSHPROBE_BENCH_CLOSE").unwrap_or_else(|_| "fin".into());
+    let dest_count: u8 = env_or("SSHPROBE_BENCH_DESTS", 8u8).clamp(1, 254);
+    let bin = env!("CARGO_BIN_EXE_sshprobe");
+
+    // sshprobe at 1024 needs the descriptors; the baseline too.
+    raise_nofile();
+    let server = Server::start(dest_count);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let targets = dir.path().join("targets.txt");
+    {
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(&targets).expect("creating the target file"));
+        for i in 0..probes {
+            writeln!(f, "{}:{}", server.dests[i as usize % server.dests.len()], server.port)
+                .expect("writing targets");
+        }
+    }
+    let out = dir.path().join("out.jsonl");
+    let available: Vec<(String, Result<(), String>)> =
+        engines.iter().map(|e| (e.clone(), engine_available(bin, e, &server))).collect();
+    for (engine, why) in &available {
+        if let Err(why) = why {
+            println!("e2e: engine {engine} skipped: {why}");
+        }
+    }
+
+    println!(
+        "e2e: {probes} probes per run, loopback 127.0.0.1-{} port {}, close {close}, {} CPUs, binary {bin}",
+        server.dests.last().expect("at least one destination"),
+        server.port,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:>5}  {:<18} {:>9} {:>8} {:>9} {:>9} {:>8} {:>11}",
+        "K", "client", "probes/s", "CPU µs", "peak RSS", "vs base", "banners", "server CPU"
+    );
+    for &k in &concurrencies {
+        settle();
+        let base = baseline(&server, k, probes, close == "rst");
+        let base_rate = rate(&base);
+        print_row(k, "baseline (epoll)", &base, base_rate);
+        for (engine, ok) in &available {
+            if ok.is_err() {
+                continue;
+            }
+            settle();
+            match sshprobe_run(bin, engine, &targets, &out, k, &close, &server) {
+                Ok(r) => print_row(k, &format!("sshprobe {engine}"), &r, base_rate),
+                Err(e) => println!("{k:>5}  sshprobe {engine}: failed: {e}"),
+            }
+        }
+    }
+    println!(
+        "e2e: server accepted {} connections; 'server CPU' is its thread's CPU time over the run's wall \
+         time (below 100% = it waited for clients, so it was not the bottleneck)",
+        server.accepted.load(Ordering::Relaxed)
+    );
+}
+
+fn rate(r: &RunResult) -> f64 {
+    r.probes as f64 / r.wall.as_secs_f64()
+}
+
+fn print_row(k: usize, name: &str, r: &RunResult, base_rate: f64) {
+    let rss = r.max_rss_kib.map_or("-".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
+    println!(
+        "{:>5}  {:<18} {:>9.0} {:>8.1} {:>9} {:>8.0}% {:>8} {:>10.0}%",
+        k,
+        name,
+        rate(r),
+        r.cpu.as_secs_f64() * 1e6 / r.probes.max(1) as f64,
+        rss,
+        100.0 * rate(r) / base_rate,
+        r.banners,
+        100.0 * r.server_cpu.as_secs_f64() / r.wall.as_secs_f64()
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// Lets the previous run's connections finish closing before the next run starts.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn raise_nofile() {
+    // SAFETY: valid rlimit pointers.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
