@@ -162,6 +162,90 @@ pub fn net_addrs(net: IpNet, port: u16) -> impl Iterator<Item = SocketAddr> {
     net.hosts().map(move |ip| SocketAddr::new(ip, port))
 }
 
+/// The same addresses as [`net_addrs`], in a pseudo-random order fixed by `seed` (and the network):
+/// the same seed gives the same order on every machine, so shards of one scan agree. Constant
+/// memory, whatever the size of the network (a /8, a /64).
+pub fn net_addrs_shuffled(net: IpNet, port: u16, seed: u64) -> impl Iterator<Item = SocketAddr> {
+    let (base, bits, v4) = match net {
+        IpNet::V4(n) => (u128::from(u32::from(n.network())), 32 - u32::from(n.prefix_len()), true),
+        IpNet::V6(n) => (u128::from(n.network()), 128 - u32::from(n.prefix_len()), false),
+    };
+    // Offsets of the hosts within the network: skip the network and broadcast addresses of an IPv4
+    // network larger than a /31, as `net_addrs` does.
+    let first = u128::from(v4 && bits > 1);
+    let last = match bits {
+        128 => u128::MAX,
+        b => (1u128 << b) - 1 - 2 * first,
+    };
+    let perm = Permutation::new(last, seed ^ mix(base as u64 ^ (base >> 64) as u64 ^ u64::from(bits)));
+    (0..=last).map(move |i| {
+        let offset = base + first + perm.apply(i);
+        let ip = if v4 {
+            IpAddr::from(std::net::Ipv4Addr::from(offset as u32))
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::from(offset))
+        };
+        SocketAddr::new(ip, port)
+    })
+}
+
+/// A pseudo-random permutation of `0..=last` in constant memory (a format-preserving shuffle): a
+/// four-round Feistel network on the smallest even number of bits that holds `last`, cycle-walking
+/// past values above `last`. The domain is less than four times the range, so a value takes fewer
+/// than four rounds of walking on average. Spreads a scan across subnets the way zmap's cyclic group
+/// does; not cryptographic.
+#[derive(Debug, Clone)]
+pub struct Permutation {
+    last: u128,
+    half_bits: u32,
+    keys: [u64; 4],
+}
+
+impl Permutation {
+    /// The permutation of `0..=last` chosen by `seed`.
+    pub fn new(last: u128, seed: u64) -> Permutation {
+        let bits = 128 - last.leading_zeros();
+        let mut state = seed;
+        let keys = [(); 4].map(|()| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            mix(state)
+        });
+        Permutation { last, half_bits: bits.div_ceil(2), keys }
+    }
+
+    /// Where position `i` (at most `last`) goes.
+    pub fn apply(&self, i: u128) -> u128 {
+        if self.last == 0 {
+            return 0;
+        }
+        let mut x = self.encrypt(i);
+        // Terminates: `i` is on the cycle, and every value on it that is at most `last` stops the walk.
+        while x > self.last {
+            x = self.encrypt(x);
+        }
+        x
+    }
+
+    fn encrypt(&self, x: u128) -> u128 {
+        let h = self.half_bits;
+        let mask = if h >= 64 { u64::MAX } else { (1u64 << h) - 1 };
+        let (mut l, mut r) = ((x >> h) as u64 & mask, x as u64 & mask);
+        for key in self.keys {
+            (l, r) = (r, l ^ (mix(r ^ key) & mask));
+        }
+        (u128::from(l) << h) | u128::from(r)
+    }
+}
+
+/// The splitmix64 finaliser: a cheap, well-spread 64-bit mix.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +303,44 @@ mod tests {
         let got: Vec<_> = net_addrs("127.0.0.0/30".parse().unwrap(), 22).collect();
         assert_eq!(got, vec!["127.0.0.1:22".parse().unwrap(), "127.0.0.2:22".parse().unwrap()]);
         assert_eq!(net_addrs("127.0.0.0/31".parse().unwrap(), 22).count(), 2);
+    }
+
+    #[test]
+    fn permutations_are_bijections() {
+        for last in [0u128, 1, 2, 3, 4, 5, 254, 255, 256, 1000, 4095, 65_533] {
+            for seed in [0, 1, 0xdead_beef] {
+                let p = Permutation::new(last, seed);
+                let mut got: Vec<u128> = (0..=last).map(|i| p.apply(i)).collect();
+                got.sort_unstable();
+                assert!(got.iter().copied().eq(0..=last), "last {last} seed {seed}");
+            }
+        }
+        // Large domains: values stay in range.
+        let p = Permutation::new(u128::MAX, 7);
+        assert_ne!(p.apply(0), p.apply(1));
+        let p = Permutation::new((1 << 24) - 3, 7);
+        assert!((0..10_000).all(|i| p.apply(i) <= (1 << 24) - 3));
+    }
+
+    #[test]
+    fn shuffled_networks_have_the_same_members_in_another_order() {
+        for (net, seed) in [("127.0.0.0/24", 1), ("127.0.0.0/31", 2), ("127.0.0.7/32", 3), ("fd00::/120", 4)]
+        {
+            let net: IpNet = net.parse().unwrap();
+            let ordered: Vec<_> = net_addrs(net, 22).collect();
+            let shuffled: Vec<_> = net_addrs_shuffled(net, 22, seed).collect();
+            let again: Vec<_> = net_addrs_shuffled(net, 22, seed).collect();
+            assert_eq!(shuffled, again, "{net}: the seed fixes the order");
+            let mut sorted = shuffled.clone();
+            sorted.sort();
+            assert_eq!(sorted, ordered, "{net}");
+            if ordered.len() > 16 {
+                assert_ne!(shuffled, ordered, "{net}");
+                assert_ne!(shuffled, net_addrs_shuffled(net, 22, seed + 1).collect::<Vec<_>>());
+            }
+        }
+        // A /8 starts at once (constant memory, no collection up front).
+        let first = net_addrs_shuffled("10.0.0.0/8".parse().unwrap(), 22, 9).next().unwrap();
+        assert!(matches!(first.ip(), IpAddr::V4(a) if a.octets()[0] == 10));
     }
 }
