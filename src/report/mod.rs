@@ -1,7 +1,8 @@
 //! Output formats, kept apart from the core and the engines: they only read results.
 //!
 //! - `table`: for people; aligned columns, colour only on a terminal and without `NO_COLOR`.
-//! - `jsonl`: one JSON object per line, flushed per line, for pipelines (fields in [`probe::JsonRecord`]).
+//! - `jsonl`: one JSON object per line, for pipelines; `probe` flushes whenever no further result is
+//!   waiting, so lines stream without a write per line (fields in [`probe::JsonRecord`]).
 //! - `csv`: one row per probe with a header.
 
 pub mod diagnose;

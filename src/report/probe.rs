@@ -125,6 +125,18 @@ impl<W: Write> ProbeReporter<W> {
 
     /// Writes one result (and the header first, for table and CSV), flushed.
     pub fn write(&mut self, r: &ProbeResult) -> io::Result<()> {
+        self.write_unflushed(r)?;
+        self.out.flush()
+    }
+
+    /// Flushes what [`ProbeReporter::write_unflushed`] left in the writer's buffer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Writes one result without flushing: for a buffered writer that the caller flushes whenever it
+    /// has nothing more to write for the moment (one write per batch of lines instead of per line).
+    pub fn write_unflushed(&mut self, r: &ProbeResult) -> io::Result<()> {
         if !self.wrote_header {
             self.wrote_header = true;
             self.header()?;
@@ -137,7 +149,7 @@ impl<W: Write> ProbeReporter<W> {
             Format::Csv => self.csv_row(r)?,
             Format::Table => self.table_row(r)?,
         }
-        self.out.flush()
+        Ok(())
     }
 
     fn header(&mut self) -> io::Result<()> {
