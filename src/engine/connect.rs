@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -47,7 +48,11 @@ impl Engine for ConnectEngine {
             Ok(s) => s,
             Err(e) => return failed(None, Connect::LocalError { detail: e.to_string() }),
         };
-        let bound = socket.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+        // Only a bound source has an address before the connect (and asking costs a system call).
+        let bound = match request.source {
+            Some(_) => socket.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
+            None => None,
+        };
         let stream = match timeout(cfg.connect_timeout, socket.connect(remote)).await {
             Err(_) => return failed(bound, Connect::TimedOut),
             // ECONNRESET from connect() means the handshake completed and the server reset the
@@ -186,9 +191,24 @@ fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
     }
 }
 
+/// Set once the ephemeral-port warning has been given.
+static PORTS_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// What a failed connect says about the server (or about us).
 fn connect_error(e: &io::Error) -> Connect {
     match e.raw_os_error() {
+        // From connect() (not bind), EADDRNOTAVAIL means no free local port for this destination:
+        // connections closed with FIN wait out TIME_WAIT on our side, 60 s on Linux.
+        Some(libc::EADDRNOTAVAIL) => {
+            if !PORTS_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "out of local ports (EADDRNOTAVAIL): closed connections wait in TIME_WAIT; use \
+                     --close rst (no TIME_WAIT), several --source addresses, or a lower --rate; \
+                     affected probes are reported as local_error"
+                );
+            }
+            Connect::LocalError { detail: e.to_string() }
+        }
         Some(libc::ECONNREFUSED) => Connect::Refused,
         Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EPERM) => {
             Connect::Unreachable { detail: e.to_string() }
