@@ -9,12 +9,13 @@ use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
-use sshprobe::scan::{self, Event, RunOptions, TargetReaderOptions, TargetSource};
+use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TryRecvError;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -85,9 +86,48 @@ pub struct ProbeArgs {
     format: Format,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
+    /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     shard: Option<(u64, u64)>,
+
+    /// Walk every network in a pseudo-random order (default: only networks larger than a /24, so
+    /// load spreads across subnets). Lines of a file always keep their order.
+    #[arg(long, conflicts_with = "no_shuffle")]
+    shuffle: bool,
+
+    /// Walk every network in address order.
+    #[arg(long)]
+    no_shuffle: bool,
+
+    /// Seed of the pseudo-random order (implies --shuffle unless --no-shuffle): the same seed gives
+    /// the same order. Default: random, shown with -v.
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Threads driving the probes: 1 (the default) runs every connection on one thread, which keeps
+    /// up with the kernel at tens of thousands of probes/s; 0 for one per CPU.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
 }
+
+/// The runtime `probe` runs on: one thread by default. On loopback, where the kernel's TCP work is
+/// most of the cost, a second worker only adds cross-thread wake-ups (docs/performance.md).
+pub fn runtime_builder(args: &ProbeArgs) -> tokio::runtime::Builder {
+    match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    }
+}
+
+/// Descriptors a run needs besides one per probe in flight: stdio, the runtime's epoll and wake-up
+/// descriptors, target files, resolver sockets.
+const FD_HEADROOM: u64 = 64;
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let bad = || format!("invalid shard {s:?}: expected I/N with 1 <= I <= N, e.g. 1/4");
@@ -146,6 +186,27 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         byte_cap: DEFAULT_BYTE_CAP,
         close: args.close,
     };
+    let open_files = scan::raise_open_files_limit().context("reading the open-files limit")?;
+    let needed = args.concurrency as u64 + FD_HEADROOM;
+    if open_files.soft < needed {
+        bail!(
+            "--concurrency {} needs about {needed} open files, but the limit is {} (hard limit {}): \
+             lower --concurrency to {} or less, or raise the hard limit (ulimit -Hn as root, \
+             LimitNOFILE= in a systemd unit, nofile in /etc/security/limits.conf)",
+            args.concurrency,
+            open_files.soft,
+            open_files.hard,
+            open_files.soft.saturating_sub(FD_HEADROOM).max(1)
+        );
+    }
+    let order = match (args.shuffle || args.seed.is_some(), args.no_shuffle) {
+        (_, true) => NetOrder::Sequential,
+        (true, false) => NetOrder::Shuffled,
+        (false, false) => NetOrder::Auto,
+    };
+    // Shards must agree on the order, so a sharded run without a seed uses a fixed one.
+    let seed = args.seed.unwrap_or_else(|| if args.shard.is_some() { 0 } else { rand::random() });
+    tracing::debug!(seed, ?order, "target order");
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
@@ -154,7 +215,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         .collect();
     let targets = scan::spawn_target_reader(
         sources,
-        TargetReaderOptions { default_port: args.port, shard: args.shard },
+        TargetReaderOptions { default_port: args.port, shard: args.shard, order, seed },
     );
     let options = RunOptions {
         concurrency: args.concurrency,
@@ -168,15 +229,28 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
 
     let started = Instant::now();
     let table = args.format == Format::Table;
-    let mut reporter =
-        ProbeReporter::new(std::io::stdout().lock(), args.format, table && stdout_wants_colour(), false);
+    // Buffered, and flushed whenever no further result is waiting: lines still stream as probes
+    // finish, but a busy run writes many lines per system call instead of one.
+    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut reporter = ProbeReporter::new(out, args.format, table && stdout_wants_colour(), false);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
-    while let Some(event) = rx.recv().await {
+    loop {
+        let event = match rx.try_recv() {
+            Ok(event) => event,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                reporter.flush().context("writing results")?;
+                match rx.recv().await {
+                    Some(event) => event,
+                    None => break,
+                }
+            }
+        };
         match event {
             Event::Probe(result) => {
                 *tally.entry(result.classification.outcome).or_default() += 1;
-                reporter.write(&result).context("writing results")?;
+                reporter.write_unflushed(&result).context("writing results")?;
             }
             Event::BadTarget(e) => {
                 bad_targets += 1;
@@ -184,6 +258,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    reporter.flush().context("writing results")?;
     runner.await.context("the probe runner failed")?;
     let probes: u64 = tally.values().sum();
     if table {
