@@ -220,3 +220,18 @@ fn connect_error(e: &io::Error) -> Connect {
         _ => Connect::LocalError { detail: e.to_string() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_exhaustion_is_a_local_error_and_warns_once() {
+        let e = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        assert!(matches!(connect_error(&e), Connect::LocalError { .. }));
+        assert!(PORTS_WARNED.load(Ordering::Relaxed));
+        // Later ones find the warning given (no second line; the flag is what gates it).
+        assert!(matches!(connect_error(&e), Connect::LocalError { .. }));
+        assert_eq!(connect_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), Connect::Refused);
+    }
+}
