@@ -14,8 +14,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at};
 
 /// Kernel-socket engine. Cheap to share: one per run.
@@ -50,10 +51,12 @@ impl Engine for ConnectEngine {
         };
         // Only a bound source has an address before the connect (and asking costs a system call).
         let bound = match request.source {
-            Some(_) => socket.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
+            Some(_) => {
+                socket.local_addr().ok().and_then(|a| a.as_socket()).filter(|a| !a.ip().is_unspecified())
+            }
             None => None,
         };
-        let stream = match timeout(cfg.connect_timeout, socket.connect(remote)).await {
+        let stream = match timeout(cfg.connect_timeout, connect(socket, remote)).await {
             Err(_) => return failed(bound, Connect::TimedOut),
             // ECONNRESET from connect() means the handshake completed and the server reset the
             // connection before we saw it complete: an accepted connection, reset with no bytes.
@@ -156,8 +159,27 @@ impl Exchange<'_> {
     }
 }
 
+/// Connects `socket` to `remote`. Like tokio's `TcpSocket::connect`, but asks the socket for its
+/// error (a system call) only when the readiness says there is one: every successful probe saves it.
+async fn connect(socket: Socket, remote: SocketAddr) -> io::Result<TcpStream> {
+    match socket.connect(&remote.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    // Writable: the handshake is over. A failed one also raises an error or a hang-up.
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
 /// A non-blocking TCP socket for `remote`, bound to `source` when given.
-fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
+fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
     let domain = if remote.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     if let Some(ip) = source {
@@ -169,7 +191,7 @@ fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocke
         }
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
-    Ok(TcpSocket::from_std_stream(socket.into()))
+    Ok(socket)
 }
 
 /// Sets IP_BIND_ADDRESS_NO_PORT, which socket2 does not wrap.
