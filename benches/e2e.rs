@@ -530,8 +530,17 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>5}  {:<18} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>10}",
-        "K", "client", "probes/s", "CPU µs", "peak RSS", "vs base", "banners", "preempt", "server CPU"
+        "{:>5}  {:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10}",
+        "K",
+        "client",
+        "probes/s",
+        "vs base",
+        "CPU µs",
+        "CPU eff",
+        "peak RSS",
+        "banners",
+        "preempt",
+        "server CPU"
     );
     for &k in concurrencies.iter().filter(|_| section("throughput")) {
         // Interleaved, so that load from elsewhere on the machine hits every client alike; the best
@@ -559,20 +568,22 @@ fn main() {
             }
         }
         let base_rate = best[0].as_ref().map_or(f64::NAN, rate);
+        let base_cpu = best[0].as_ref().map_or(f64::NAN, cpu_per_probe);
         for (name, r) in std::iter::once("baseline (epoll)".to_string())
             .chain(available.iter().map(|e| format!("sshprobe {e}")))
             .zip(&best)
         {
             if let Some(r) = r {
-                print_row(k, &name, r, base_rate);
+                print_row(k, &name, r, base_rate, base_cpu);
             }
         }
         failures.iter().for_each(|f| println!("{f}"));
     }
     println!(
         "e2e: 'server CPU': the server process's CPU time over the run's wall time (one thread: below \
-         100% = it waited for clients, so it was not the bottleneck). 'preempt': involuntary context \
-         switches of the client per probe."
+         100% = it waited for clients, so it was not the bottleneck). 'CPU eff': the baseline's CPU per \
+         probe over this client's (the share of the baseline's rate a CPU-bound client reaches, whatever \
+         else runs on the machine). 'preempt': involuntary context switches of the client per probe."
     );
 
     // --rate: does the pacer hold the asked rate? Against a port with nothing listening, so that each
@@ -770,19 +781,23 @@ fn rate(r: &RunResult) -> f64 {
     r.probes as f64 / r.wall.as_secs_f64()
 }
 
-fn print_row(k: usize, name: &str, r: &RunResult, base_rate: f64) {
+fn cpu_per_probe(r: &RunResult) -> f64 {
+    r.cpu.as_secs_f64() * 1e6 / r.probes.max(1) as f64
+}
+
+fn print_row(k: usize, name: &str, r: &RunResult, base_rate: f64, base_cpu: f64) {
     let rss = r.max_rss_kib.map_or("-".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
-    let per_probe = |x: f64| x / r.probes.max(1) as f64;
     println!(
-        "{:>5}  {:<18} {:>9.0} {:>8.1} {:>9} {:>7.0}% {:>8} {:>8.2} {:>9.0}%",
+        "{:>5}  {:<18} {:>9.0} {:>7.0}% {:>8.1} {:>7.0}% {:>9} {:>8} {:>8.2} {:>9.0}%",
         k,
         name,
         rate(r),
-        per_probe(r.cpu.as_secs_f64() * 1e6),
-        rss,
         100.0 * rate(r) / base_rate,
+        cpu_per_probe(r),
+        100.0 * base_cpu / cpu_per_probe(r),
+        rss,
         r.banners,
-        per_probe(r.preempted as f64),
+        r.preempted as f64 / r.probes.max(1) as f64,
         100.0 * r.server_cpu.as_secs_f64() / r.wall.as_secs_f64()
     );
     let _ = std::io::stdout().flush();
