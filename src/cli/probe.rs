@@ -104,8 +104,8 @@ pub struct ProbeArgs {
     #[arg(long)]
     seed: Option<u64>,
 
-    /// Threads driving the probes: 1 (the default) runs every connection on one thread, which keeps
-    /// up with the kernel at tens of thousands of probes/s; 0 for one per CPU.
+    /// Threads driving the probes: 1 (the default) runs every connection on one thread, which costs
+    /// the least CPU per probe (docs/performance.md); 0 for one per CPU.
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
 }
