@@ -256,6 +256,86 @@ pub fn jsonl(args: &[&str]) -> (Vec<serde_json::Value>, Output) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The JSONL contract
+// ---------------------------------------------------------------------------------------------
+
+/// The outcome names of the contract.
+pub const OUTCOMES: [&str; 11] = [
+    "banner",
+    "refused",
+    "unreachable",
+    "connect_timeout",
+    "reset_before_banner",
+    "closed_before_banner",
+    "server_refusal",
+    "banner_timeout",
+    "not_ssh",
+    "protocol_mismatch",
+    "local_error",
+];
+
+/// Checks what every JSONL record promises, whatever its outcome (the contract of
+/// `sshprobe::report::probe::JsonRecord`), and returns it: outcome names, `success`, timings present
+/// as far as the probe got and in order, `bytes_hex`/`bytes_text` views of the same bytes, `end`
+/// exactly for established connections, `banner` exactly for `banner`/`protocol_mismatch`.
+pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
+    let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} is not a string: {r}"));
+    assert!(!text("target").is_empty(), "{r}");
+    assert!(r["seq"].is_u64(), "{r}");
+    let outcome = text("outcome");
+    assert!(OUTCOMES.contains(&outcome), "unknown outcome {outcome}: {r}");
+    assert_eq!(r["success"].as_bool(), Some(outcome == "banner"), "{r}");
+    assert!(matches!(text("order"), "wait_for_banner" | "send_first"), "{r}");
+    assert!(r["sent_ident"].is_boolean(), "{r}");
+    let remote: SocketAddr = text("remote").parse().expect("remote is an address");
+    if let Some(local) = r.get("local") {
+        let local: SocketAddr =
+            local.as_str().expect("local is a string").parse().expect("local is an address");
+        assert_eq!(local.is_ipv4(), remote.is_ipv4(), "{r}");
+    }
+
+    // Timings: `closed` always; the others only as far as the probe got, in order.
+    let t = &r["timings_us"];
+    let at = |k: &str| t.get(k).map(|v| v.as_u64().unwrap_or_else(|| panic!("timings_us.{k}: {r}")));
+    let closed = at("closed").unwrap_or_else(|| panic!("no timings_us.closed: {r}"));
+    let milestones: Vec<u64> = ["connected", "first_byte", "ident"].iter().filter_map(|k| at(k)).collect();
+    assert!(milestones.windows(2).all(|w| w[0] <= w[1]), "timings out of order: {t}");
+    assert!(milestones.iter().all(|&m| m <= closed), "a milestone after closed: {t}");
+
+    // Bytes: hex and text views of the same bytes, and first_byte exactly when there are any.
+    let len = r["bytes_len"].as_u64().expect("bytes_len") as usize;
+    let bytes = hex::decode(text("bytes_hex")).expect("bytes_hex is hex");
+    assert_eq!(bytes.len(), len.min(512), "{r}");
+    assert_eq!(text("bytes_text"), bytes.escape_ascii().to_string(), "{r}");
+    assert_eq!(at("first_byte").is_some(), len > 0, "{r}");
+
+    // How it ended: only for established connections.
+    let connect_failed = matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error");
+    assert_eq!(r.get("end").is_none(), connect_failed, "{r}");
+    if let Some(end) = r.get("end") {
+        assert!(matches!(end.as_str(), Some("fin" | "rst" | "timeout" | "we_closed" | "byte_cap")), "{r}");
+    }
+    if connect_failed {
+        assert!(at("connected").is_none() && len == 0, "{r}");
+    }
+
+    // The banner, split, exactly for the outcomes that have one.
+    let has_banner = matches!(outcome, "banner" | "protocol_mismatch");
+    assert_eq!(r.get("banner").is_some(), has_banner, "{r}");
+    if has_banner {
+        let b = &r["banner"];
+        assert!(!b["proto"].as_str().expect("banner.proto").is_empty(), "{r}");
+        assert!(!b["software"].as_str().expect("banner.software").is_empty(), "{r}");
+        assert!(at("ident").is_some(), "{r}");
+    }
+    if r.get("refusal").is_some() {
+        assert_eq!(outcome, "server_refusal", "{r}");
+        assert!(r["message"].is_string() && r["refusal_meaning"].is_string(), "{r}");
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
 // Processes: start in their own group, wait for LISTEN, kill the whole tree
 // ---------------------------------------------------------------------------------------------
 
