@@ -5,9 +5,11 @@
 //! must agree with the others on the same server behaviour.
 //!
 //! - [`connect`]: kernel sockets through tokio. Unprivileged, the default.
-//! - `raw` (with the raw-engine issue): a user-space TCP handshake over raw sockets with a packet trace.
+//! - [`raw`]: a user-space TCP client over raw sockets, with a packet trace. Needs CAP_NET_RAW (and
+//!   CAP_NET_ADMIN for its firewall rule).
 
 pub mod connect;
+pub mod raw;
 
 use crate::evidence::{CloseMode, Observation, ProbeOrder};
 use crate::ident::{self, Scan};

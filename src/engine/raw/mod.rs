@@ -1,0 +1,3 @@
+//! The raw engine: the identification exchange over raw sockets, with a user-space TCP client.
+
+pub mod wire;
