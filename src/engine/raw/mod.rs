@@ -1,3 +1,4 @@
 //! The raw engine: the identification exchange over raw sockets, with a user-space TCP client.
 
+pub mod tcp;
 pub mod wire;
