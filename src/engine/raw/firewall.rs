@@ -71,12 +71,13 @@ pub enum SetupError {
     },
     /// Another raw engine holds this network namespace.
     #[error(
-        "another sshprobe raw engine is running in this network namespace ({holder}, lock {path}); \
-         two would share source ports and the firewall table"
+        "another sshprobe raw engine is running in this network namespace (pid {}, lock {path}); \
+         two would share source ports and the firewall table",
+        pid.map_or("unknown".to_string(), |p| p.to_string())
     )]
     Busy {
         /// Who holds it, as far as the lock file says.
-        holder: String,
+        pid: Option<u32>,
         /// The lock file.
         path: PathBuf,
     },
@@ -227,8 +228,22 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock for the current network namespace, or says who holds it.
+    /// Takes the lock for the current network namespace, or says who holds it. When the holder is
+    /// this very process (an engine of ours still shutting down), waits for it a little.
     pub fn acquire() -> Result<RunLock, SetupError> {
+        let mut tries = 0;
+        loop {
+            match Self::acquire_once() {
+                Err(SetupError::Busy { pid: Some(pid), .. }) if pid == std::process::id() && tries < 500 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn acquire_once() -> Result<RunLock, SetupError> {
         let netns = std::fs::read_link("/proc/self/ns/net")
             .ok()
             .and_then(|p| p.to_str().map(|s| s.chars().filter(char::is_ascii_digit).collect::<String>()))
@@ -253,11 +268,7 @@ impl RunLock {
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "unknown process".to_string(),
-                    pid => format!("pid {pid}"),
-                };
-                return Err(SetupError::Busy { holder, path });
+                return Err(SetupError::Busy { pid: holder.trim().parse().ok(), path });
             }
             return Err(SetupError::Io { what: format!("locking {}", path.display()), source: err });
         }
@@ -305,7 +316,7 @@ mod tests {
         let path = dir.path().join("l.lock");
         let first = RunLock::acquire_at(path.clone()).unwrap();
         match RunLock::acquire_at(path.clone()) {
-            Err(SetupError::Busy { holder, .. }) => assert_eq!(holder, format!("pid {}", std::process::id())),
+            Err(SetupError::Busy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("{other:?}"),
         }
         drop(first);
