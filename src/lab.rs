@@ -8,11 +8,11 @@
 //! The lab never reads the client before it has decided how to answer, like sshd: so a client that
 //! speaks first provokes an RST from a closing endpoint, as it does in real life (FACTS §2).
 
+pub use crate::server::MaxStartups;
 use rand::Rng;
 use serde::Serialize;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,67 +107,6 @@ impl Behaviour {
 impl fmt::Display for Behaviour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// sshd's `MaxStartups start:rate:full` (FACTS §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MaxStartups {
-    /// Below this many unauthenticated connections, accept.
-    pub start: u32,
-    /// Drop probability in percent at `start`.
-    pub rate: u32,
-    /// At or above this many, drop always.
-    pub full: u32,
-}
-
-impl MaxStartups {
-    /// sshd's default since OpenSSH 6.2.
-    pub const DEFAULT: MaxStartups = MaxStartups { start: 10, rate: 30, full: 100 };
-
-    /// The drop probability in percent with `open` unauthenticated connections, as sshd computes it
-    /// (integer arithmetic).
-    pub fn drop_percent(self, open: u32) -> u32 {
-        if open < self.start {
-            0
-        } else if open >= self.full {
-            100
-        } else {
-            self.rate + (100 - self.rate) * (open - self.start) / (self.full - self.start)
-        }
-    }
-}
-
-impl fmt::Display for MaxStartups {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.start, self.rate, self.full)
-    }
-}
-
-/// A `MaxStartups` value that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid MaxStartups {0:?}: expected start:rate:full with start <= full and rate <= 100, or one number"
-)]
-pub struct MaxStartupsError(String);
-
-impl FromStr for MaxStartups {
-    type Err = MaxStartupsError;
-
-    /// Parses `start:rate:full`, or a single number (which sshd reads as `start` and `full`).
-    fn from_str(s: &str) -> Result<MaxStartups, MaxStartupsError> {
-        let err = || MaxStartupsError(s.to_string());
-        let parts: Vec<u32> =
-            s.split(':').map(|p| p.trim().parse().map_err(|_| err())).collect::<Result<_, _>>()?;
-        let ms = match parts[..] {
-            [n] => MaxStartups { start: n, rate: 100, full: n },
-            [start, rate, full] => MaxStartups { start, rate, full },
-            _ => return Err(err()),
-        };
-        if ms.start > ms.full || ms.rate > 100 {
-            return Err(err());
-        }
-        Ok(ms)
     }
 }
 
@@ -362,27 +301,4 @@ async fn hold(mut stream: TcpStream) -> std::io::Result<()> {
     let mut sink = [0u8; 1024];
     while stream.read(&mut sink).await? > 0 {}
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn maxstartups_rule_matches_sshd() {
-        let ms = MaxStartups { start: 3, rate: 50, full: 10 };
-        let got: Vec<u32> = (0..12).map(|n| ms.drop_percent(n)).collect();
-        assert_eq!(got, [0, 0, 0, 50, 57, 64, 71, 78, 85, 92, 100, 100]);
-        assert_eq!(MaxStartups::DEFAULT.drop_percent(9), 0);
-        assert_eq!(MaxStartups::DEFAULT.drop_percent(10), 30);
-    }
-
-    #[test]
-    fn maxstartups_parses() {
-        assert_eq!("10:30:100".parse::<MaxStartups>().unwrap(), MaxStartups::DEFAULT);
-        assert_eq!("4".parse::<MaxStartups>().unwrap(), MaxStartups { start: 4, rate: 100, full: 4 });
-        for bad in ["", "1:2", "5:30:4", "1:101:5", "a:b:c", "1:2:3:4"] {
-            assert!(bad.parse::<MaxStartups>().is_err(), "{bad}");
-        }
-    }
 }

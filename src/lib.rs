@@ -14,6 +14,7 @@
 //! | [`ident`] | the identification-string parser | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`] | none |
+//! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
 //! | [`target`] | targets as users write them | none |
 //! | [`engine`] | performs exchanges: [`engine::connect`] (kernel sockets) | network |
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
@@ -26,9 +27,11 @@
 
 pub mod engine;
 pub mod evidence;
+pub mod experiment;
 pub mod ident;
 pub mod lab;
 pub mod outcome;
 pub mod report;
 pub mod scan;
+pub mod server;
 pub mod target;

@@ -1,6 +1,8 @@
 //! Command-line interface: arguments, logging, the runtime, and errors reported with context.
 
+mod diagnose;
 mod lab;
+mod limits;
 mod probe;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +14,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status for usage and input errors.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status after Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +30,8 @@ pub const EXIT_USAGE: u8 = 2;
     after_help = "Examples:\n  \
         sshprobe demo                         probe the embedded lab: every outcome, no server needed\n  \
         sshprobe probe 192.0.2.10             one probe of port 22\n  \
+        sshprobe diagnose 192.0.2.10          why does ssh fail there, and what fixes it\n  \
+        sshprobe limits 127.0.0.1:2222        benchmark MaxStartups of a server you own\n  \
         sshprobe probe --help                 all probe options"
 )]
 struct Cli {
@@ -41,6 +47,10 @@ struct Cli {
 enum Command {
     /// Probe endpoints: one identification exchange per probe, classified.
     Probe(probe::ProbeArgs),
+    /// Tell why the exchange fails: wrappers, MaxStartups, per-source limits, penalties, firewalls.
+    Diagnose(diagnose::DiagnoseArgs),
+    /// Benchmark connection limits: MaxStartups start:rate:full, accept rate, LoginGraceTime.
+    Limits(limits::LimitsArgs),
     /// Run the embedded lab: emulated endpoints on loopback, one port per behaviour.
     Lab(lab::LabArgs),
     /// Start the lab in-process, probe every behaviour once and print the table.
@@ -59,10 +69,22 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Probe(args) => probe::run(args).await,
-            Command::Lab(args) => lab::run_lab(args).await,
-            Command::Demo(args) => lab::run_demo(args).await,
+        let command = async {
+            match cli.command {
+                Command::Probe(args) => probe::run(args).await,
+                Command::Diagnose(args) => diagnose::run(args).await,
+                Command::Limits(args) => limits::run(args).await,
+                Command::Lab(args) => lab::run_lab(args).await,
+                Command::Demo(args) => lab::run_demo(args).await,
+            }
+        };
+        // On Ctrl-C the command's future is dropped, and with it every connection it holds.
+        tokio::select! {
+            result = command => result,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("sshprobe: interrupted; every held connection was closed");
+                Ok(EXIT_INTERRUPTED)
+            }
         }
     });
     // Leave no task behind (lab connections, held sockets) past this point.

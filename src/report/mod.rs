@@ -4,6 +4,8 @@
 //! - `jsonl`: one JSON object per line, flushed per line, for pipelines (fields in [`probe::JsonRecord`]).
 //! - `csv`: one row per probe with a header.
 
+pub mod diagnose;
+pub mod limits;
 pub mod probe;
 
 use std::io::IsTerminal;

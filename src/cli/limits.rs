@@ -1,0 +1,122 @@
+//! `sshprobe limits`.
+
+use super::EXIT_OK;
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sshprobe::experiment::limits::{limits, LimitsOptions, Progress};
+use sshprobe::report::limits::{plot_svg, write_limits};
+use sshprobe::report::Format;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sshprobe limits 127.0.0.1:2222 --plot limits.svg    ramp, fit MaxStartups, accept rate, plot
+  sshprobe limits host --max-held 50 -o jsonl         one object per level, then a summary
+  sshprobe limits host --grace 150s                   also measure LoginGraceTime (waits for it)
+
+limits holds unauthenticated connections on purpose, up to --max-held: run it against servers
+you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or exempt the probing addresses)
+first, or penalties mix into the curve; limits warns and checks for it.")]
+pub struct LimitsArgs {
+    /// The server: host, host:port, [v6addr]:port.
+    #[arg(value_name = "TARGET")]
+    target: String,
+
+    /// Port when the target names none.
+    #[arg(short, long, default_value_t = 22)]
+    port: u16,
+
+    /// Unauthenticated connections held at once, at most.
+    #[arg(long, default_value_t = 200)]
+    max_held: u32,
+
+    /// Stop the ramp after this long.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    max_duration: Duration,
+
+    /// Probes at each level.
+    #[arg(long, default_value_t = 20)]
+    probes: u32,
+
+    /// How long to measure the accept rate (0s: skip).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    rate_duration: Duration,
+
+    /// Also measure LoginGraceTime, waiting at most this long (sshd's default is 120 s).
+    #[arg(long, value_name = "WAIT", num_args = 0..=1, default_missing_value = "150s", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+
+    /// Local addresses to spread probes and holders over (default: 127.77.x.y on IPv4 loopback).
+    #[arg(long = "source", value_name = "ADDR")]
+    sources: Vec<IpAddr>,
+
+    /// Connect timeout per probe.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+
+    /// Banner deadline per probe.
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    banner_timeout: Duration,
+
+    /// Draw the refused fraction against held connections, with the fitted rule, to FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn level(&self, held: u32, refused: u32, probes: u32) {
+        self.0.set_position(u64::from(held));
+        self.0.set_message(format!("held {held}: {refused}/{probes} refused"));
+    }
+
+    fn phase(&self, name: &str) {
+        self.0.set_prefix(name.to_string());
+    }
+
+    fn warn(&self, message: &str) {
+        self.0.suspend(|| eprintln!("sshprobe: warning: {message}"));
+    }
+}
+
+pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
+    if args.probes == 0 {
+        bail!("--probes must be at least 1");
+    }
+    let remote = super::diagnose::resolve(&args.target, args.port).await?;
+    let options = LimitsOptions {
+        max_held: args.max_held,
+        max_duration: args.max_duration,
+        probes_per_level: args.probes,
+        connect_timeout: args.connect_timeout,
+        banner_timeout: args.banner_timeout,
+        sources: args.sources,
+        rate_duration: args.rate_duration,
+        grace: args.grace,
+    };
+    let bar = ProgressBar::new(u64::from(args.max_held));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>11} [{bar:30}] {pos}/{len} held  {msg}  {elapsed}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = limits(&args.target, remote, &options, &Bar(bar.clone())).await;
+    bar.finish_and_clear();
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    write_limits(&mut out, &report, args.format).context("writing the report")?;
+    if let Some(path) = &args.plot {
+        plot_svg(&report, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,164 @@
+//! Unauthenticated connections held open on purpose, to load a server's MaxStartups count.
+//!
+//! A held connection is one the server accepted (its ident line arrived) and that never sends
+//! anything: to sshd it is a pre-authentication session, counted against `MaxStartups` and
+//! `PerSourceMaxStartups` until it ends or `LoginGraceTime` expires. Each lives in a task that notes
+//! when the server closes it, so the holder knows how many are really still open (and, for
+//! `limits --grace`, when the server gave up on them).
+//!
+//! Dropping the [`Holder`] closes every connection at once: the tasks are aborted and their sockets
+//! dropped. Process exit closes them too, so they are released on every path.
+
+use super::budget::Budget;
+use crate::ident::{self, Scan};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// Connections held open against one server.
+#[derive(Debug)]
+pub struct Holder {
+    remote: SocketAddr,
+    tasks: JoinSet<()>,
+    alive: Arc<AtomicU32>,
+    /// When each held connection was opened and (once it happened) closed by the server.
+    lifetimes: Arc<Mutex<Vec<Duration>>>,
+    /// Attempts the server refused while we tried to hold.
+    refused: u32,
+}
+
+/// Why one attempt to hold a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldFailure {
+    /// The source's budget is spent.
+    Budget,
+    /// The server refused or closed it before a banner, or the connect failed.
+    Refused,
+}
+
+impl Holder {
+    /// An empty holder for `remote`.
+    pub fn new(remote: SocketAddr) -> Holder {
+        Holder {
+            remote,
+            tasks: JoinSet::new(),
+            alive: Arc::new(AtomicU32::new(0)),
+            lifetimes: Arc::new(Mutex::new(Vec::new())),
+            refused: 0,
+        }
+    }
+
+    /// How many held connections the server has not closed.
+    pub fn alive(&self) -> u32 {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// How many hold attempts the server refused.
+    pub fn refused(&self) -> u32 {
+        self.refused
+    }
+
+    /// How long each connection the server closed had been open, in closing order.
+    pub fn lifetimes(&self) -> Vec<Duration> {
+        self.lifetimes.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Opens one connection from `source` and holds it once its banner arrived.
+    pub async fn hold_one(
+        &mut self,
+        source: Option<IpAddr>,
+        budget: &Budget,
+        timeout: Duration,
+    ) -> Result<(), HoldFailure> {
+        if !budget.try_take(source) {
+            return Err(HoldFailure::Budget);
+        }
+        let opened = Instant::now();
+        let attempt = tokio::time::timeout(timeout, connect_for_banner(self.remote, source)).await;
+        let Ok(Some(mut stream)) = attempt else {
+            self.refused += 1;
+            return Err(HoldFailure::Refused);
+        };
+        let alive = self.alive.clone();
+        let lifetimes = self.lifetimes.clone();
+        alive.fetch_add(1, Ordering::SeqCst);
+        self.tasks.spawn(async move {
+            // Nothing more arrives until we speak; a read returning means the server closed.
+            let mut sink = [0u8; 512];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            alive.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(mut l) = lifetimes.lock() {
+                l.push(opened.elapsed());
+            }
+        });
+        Ok(())
+    }
+
+    /// Holds until `target` connections are alive, taking sources round-robin from `sources`, with at
+    /// most `max_attempts` attempts; returns how many are alive.
+    pub async fn fill_to(
+        &mut self,
+        target: u32,
+        sources: &[Option<IpAddr>],
+        budget: &Budget,
+        timeout: Duration,
+        max_attempts: u32,
+    ) -> u32 {
+        let mut turn = 0usize;
+        let mut attempts = 0;
+        let mut spent_sources = 0;
+        while self.alive() < target && attempts < max_attempts && !sources.is_empty() {
+            let source = sources[turn % sources.len()];
+            turn += 1;
+            match self.hold_one(source, budget, timeout).await {
+                Err(HoldFailure::Budget) => {
+                    spent_sources += 1;
+                    if spent_sources >= sources.len() {
+                        break;
+                    }
+                }
+                Ok(()) | Err(HoldFailure::Refused) => {
+                    spent_sources = 0;
+                    attempts += 1;
+                }
+            }
+        }
+        self.alive()
+    }
+
+    /// Closes every held connection now.
+    pub async fn release(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Connects and reads until the server's ident line; the stream if one arrived.
+async fn connect_for_banner(remote: SocketAddr, source: Option<IpAddr>) -> Option<TcpStream> {
+    let socket = match remote {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).ok()?;
+    }
+    let mut stream = socket.connect(remote).await.ok()?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > crate::engine::DEFAULT_BYTE_CAP {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match ident::scan(&buf) {
+            Scan::NeedMore => continue,
+            Scan::Ident(_) => return Some(stream),
+            Scan::Ssh1Only(_) | Scan::NotSsh(_) => return None,
+        }
+    }
+}

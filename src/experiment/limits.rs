@@ -1,0 +1,496 @@
+//! `limits`: benchmark how a server behaves as unauthenticated connections pile up.
+//!
+//! 1. **ramp**: hold 0, 1, 2, ... connections (spread over source addresses) and, at each level,
+//!    probe one at a time so the server's count is what we hold; the refused fraction at each
+//!    level, with its Wilson interval and banner latency percentiles;
+//! 2. **fit**: sshd's `start:rate:full` by maximum likelihood ([`super::stats::fit_maxstartups`]);
+//!    others' unauthenticated connections count too, so the fit is the curve *as seen from here*;
+//! 3. **recheck**: with everything released, probe again: refusals now mean a penalty (OpenSSH
+//!    9.8+) or others' load distorted the measurement;
+//! 4. **accept rate**: back-to-back probes below `start` for a few seconds: banners per second;
+//! 5. **grace** (asked for with `--grace`, since it costs waiting): hold a few connections until
+//!    the server gives up on them: LoginGraceTime (OpenSSH 9.9+ adds 0–4 s of jitter).
+//!
+//! Every connection is released on every path: the [`Holder`] closes them when dropped.
+
+use super::budget::Budget;
+use super::holder::Holder;
+use super::stats::{fit_maxstartups, percentile, wilson, LevelCount, MaxStartupsFit};
+use crate::engine::connect::ConnectEngine;
+use crate::engine::{Engine, ProbeConfig, ProbeRequest};
+use crate::outcome::{classify, KnownRefusal, Outcome};
+use crate::server::Software;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How `limits` runs.
+#[derive(Debug, Clone)]
+pub struct LimitsOptions {
+    /// The most connections held at once.
+    pub max_held: u32,
+    /// Stop the ramp after this long.
+    pub max_duration: Duration,
+    /// Probes at each level.
+    pub probes_per_level: u32,
+    /// Connect timeout per probe.
+    pub connect_timeout: Duration,
+    /// Banner deadline per probe.
+    pub banner_timeout: Duration,
+    /// Local addresses to spread probes and holders over. Empty: the kernel's choice, plus
+    /// 127.77.x.y on IPv4 loopback.
+    pub sources: Vec<IpAddr>,
+    /// How long to measure the accept rate (zero: skip).
+    pub rate_duration: Duration,
+    /// Measure LoginGraceTime, waiting at most this long (None: skip).
+    pub grace: Option<Duration>,
+}
+
+impl Default for LimitsOptions {
+    fn default() -> LimitsOptions {
+        LimitsOptions {
+            max_held: 200,
+            max_duration: Duration::from_secs(120),
+            probes_per_level: 20,
+            connect_timeout: Duration::from_secs(3),
+            banner_timeout: Duration::from_secs(8),
+            sources: Vec::new(),
+            rate_duration: Duration::from_secs(3),
+            grace: None,
+        }
+    }
+}
+
+/// What one level of the ramp showed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Level {
+    /// Our connections alive while probing.
+    pub held: u32,
+    /// Probes made.
+    pub probes: u32,
+    /// Refused after accept (any refusal: message, close or reset before the banner).
+    pub refused: u32,
+    /// Banners.
+    pub banners: u32,
+    /// Banner timeouts.
+    pub timeouts: u32,
+    /// Other outcomes (connect failures...).
+    pub other: u32,
+    /// The refused fraction.
+    pub fraction: f64,
+    /// Its 95 % Wilson interval.
+    pub fraction_ci: (f64, f64),
+    /// Banner latency (connect to complete ident), µs: 50th, 90th, 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<[u64; 3]>,
+    /// The refusal lines seen, with counts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages: BTreeMap<String, u32>,
+}
+
+/// The sustained accept rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptRate {
+    /// Banners per second.
+    pub banners_per_s: f64,
+    /// Probes in flight at once.
+    pub concurrency: u32,
+    /// Probes made.
+    pub probes: u32,
+    /// Of which refused.
+    pub refused: u32,
+    /// Banner latency p50, p90, p99 (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<[u64; 3]>,
+    /// Measured over this long, in ms.
+    pub duration_ms: u64,
+}
+
+/// LoginGraceTime, measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grace {
+    /// How long each held connection lived, in ms.
+    pub lifetimes_ms: Vec<u64>,
+    /// The shortest lifetime, in seconds: LoginGraceTime (OpenSSH 9.9+ adds up to 4 s of jitter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_s: Option<f64>,
+    /// Connections still open when we stopped waiting.
+    pub still_open: u32,
+}
+
+/// Everything `limits` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsReport {
+    /// The target as given.
+    pub target: String,
+    /// The address measured.
+    pub remote: SocketAddr,
+    /// The server's software, from its banner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The ramp.
+    pub levels: Vec<Level>,
+    /// The fitted `start:rate:full`, as seen from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<MaxStartupsFit>,
+    /// With everything released after the ramp: probes and refusals.
+    pub recheck: (u32, u32),
+    /// The sustained accept rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_rate: Option<AcceptRate>,
+    /// LoginGraceTime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Grace>,
+    /// What may have distorted the measurement.
+    pub warnings: Vec<String>,
+    /// How long it took, in ms.
+    pub duration_ms: u64,
+}
+
+/// Why `limits` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// The first probe did not get a banner.
+    #[error("{remote} did not answer with a banner ({outcome}): limits needs a working server; try `sshprobe diagnose`")]
+    NoBanner {
+        /// The server.
+        remote: SocketAddr,
+        /// What the first probe got.
+        outcome: Outcome,
+    },
+}
+
+/// Progress of a run, for a progress bar.
+pub trait Progress: Send + Sync {
+    /// A level finished (`held` connections, `refused` of `probes`).
+    fn level(&self, held: u32, refused: u32, probes: u32);
+    /// A phase started.
+    fn phase(&self, name: &str);
+    /// Something the user should know now, before waiting for the end.
+    fn warn(&self, message: &str);
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn level(&self, _: u32, _: u32, _: u32) {}
+    fn phase(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// Sources for probes and holders: the given ones, or the kernel's choice plus loopback aliases.
+fn sources_for(remote: SocketAddr, given: &[IpAddr]) -> Vec<Option<IpAddr>> {
+    let same: Vec<Option<IpAddr>> =
+        given.iter().copied().filter(|ip| ip.is_ipv4() == remote.is_ipv4()).map(Some).collect();
+    if !same.is_empty() {
+        return same;
+    }
+    match remote.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            // 127.77.1.0/24 .. 127.77.4.0/24: enough addresses that neither a per-source limit nor a
+            // penalty on one of them shapes the curve.
+            (1..=4u8).flat_map(|c| (1..=250u8).map(move |d| Some(IpAddr::from([127, 77, c, d])))).collect()
+        }
+        _ => vec![None],
+    }
+}
+
+/// Runs the benchmark.
+pub async fn limits(
+    target: &str,
+    remote: SocketAddr,
+    options: &LimitsOptions,
+    progress: &dyn Progress,
+) -> Result<LimitsReport, LimitsError> {
+    let started = Instant::now();
+    let sources = sources_for(remote, &options.sources);
+    // limits is a benchmark on purpose: no per-source budget beyond spreading over sources, but a
+    // single source is warned about below.
+    let budget = Budget::new(u32::MAX);
+    let engine = ConnectEngine::new(ProbeConfig {
+        connect_timeout: options.connect_timeout,
+        banner_timeout: options.banner_timeout,
+        ..ProbeConfig::default()
+    });
+    let mut turn = 0usize;
+    let mut next_source = || {
+        turn += 1;
+        sources[turn % sources.len()]
+    };
+
+    let first = engine.probe(ProbeRequest { remote, source: next_source() }).await;
+    let first = classify(&first);
+    let Some(banner) = first.banner.filter(|_| first.outcome == Outcome::Banner) else {
+        return Err(LimitsError::NoBanner { remote, outcome: first.outcome });
+    };
+    let software = Software::of(&banner);
+    let mut warnings = Vec::new();
+    if software.has_penalties() {
+        warnings.push(format!(
+            "{software} has PerSourcePenalties (on by default): every probe that does not authenticate costs its \
+             source address 1 s and a held connection that times out 10 s; with penalties on, refusals from \
+             penalties mix with MaxStartups refusals. For a clean curve set `PerSourcePenalties no` (or \
+             `PerSourcePenaltyExemptList` for the probing addresses) on the server{}",
+            if sources.len() > 1 { "; probes and holders are spread over many loopback addresses to dilute them" } else { "" }
+        ));
+    }
+    if sources.len() == 1 {
+        warnings.push(
+            "one source address: a PerSourceMaxStartups limit on it would look like MaxStartups (give several --source)"
+                .into(),
+        );
+    }
+
+    for w in &warnings {
+        progress.warn(w);
+    }
+    progress.phase("ramp");
+    let mut holder = Holder::new(remote);
+    let mut levels = Vec::new();
+    let holder_sources: Vec<Option<IpAddr>> = sources.iter().rev().copied().collect();
+    for step in level_schedule(options.max_held) {
+        if started.elapsed() > options.max_duration {
+            warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
+            break;
+        }
+        // Near `full` the server refuses our holders too, nearly always: a refused attempt costs well
+        // under a millisecond, so try many times before concluding that no more will be taken.
+        let want = step.saturating_sub(holder.alive());
+        holder
+            .fill_to(step, &holder_sources, &budget, options.banner_timeout, want.max(1) * HOLD_ATTEMPTS)
+            .await;
+        let held = holder.alive();
+        if levels.last().is_some_and(|l: &Level| l.held == held) {
+            // The server would not take more: what we measured last is the top.
+            break;
+        }
+        let mut outcomes = Vec::new();
+        for _ in 0..options.probes_per_level {
+            let obs = engine.probe(ProbeRequest { remote, source: next_source() }).await;
+            let c = classify(&obs);
+            if c.outcome == Outcome::Banner {
+                // sshd counts this probe until its child has exited, which takes about as long as
+                // starting it did: wait that long, so the next probe sees only what we hold.
+                let settle = obs.timings.ident.unwrap_or(0).max(2_000);
+                tokio::time::sleep(Duration::from_micros(settle)).await;
+            }
+            outcomes.push((c.outcome, obs.timings.ident, c.message));
+        }
+        let level = summarise(held, &outcomes);
+        progress.level(held, level.refused, level.probes);
+        let saturated = level.refused == level.probes;
+        let all_timeouts = level.timeouts == level.probes;
+        levels.push(level);
+        // Two saturated levels in a row: `full` is reached.
+        if saturated && levels.iter().rev().nth(1).is_some_and(|l| l.refused == l.probes) {
+            break;
+        }
+        if all_timeouts {
+            warnings.push(format!(
+                "every probe timed out at {held} held connections: the server stopped answering"
+            ));
+            break;
+        }
+    }
+    holder.release().await;
+
+    // With everything released, refusals mean a penalty or others' load.
+    progress.phase("recheck");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut recheck = (0, 0);
+    let mut penalty_lines = 0;
+    for _ in 0..options.probes_per_level.min(10) {
+        let c = classify(&engine.probe(ProbeRequest { remote, source: next_source() }).await);
+        recheck.0 += 1;
+        if c.outcome.is_refusal_after_accept() {
+            recheck.1 += 1;
+            penalty_lines += u32::from(c.refusal == Some(KnownRefusal::NotAllowedAtThisTime));
+        }
+    }
+    if recheck.1 > 0 {
+        warnings.push(format!(
+            "{} of {} probes were refused after every held connection was released{}: the curve is distorted",
+            recheck.1,
+            recheck.0,
+            if penalty_lines > 0 && software.has_penalties() {
+                " with 'Not allowed at this time' (a PerSourcePenalties block on our addresses, or others' load)"
+            } else {
+                " (others' unauthenticated connections)"
+            }
+        ));
+    }
+    let counts: Vec<LevelCount> =
+        levels.iter().map(|l| LevelCount { open: l.held, refused: l.refused, probes: l.probes }).collect();
+    let fit = fit_maxstartups(&counts);
+
+    let accept_rate = if options.rate_duration.is_zero() {
+        None
+    } else {
+        progress.phase("accept rate");
+        // Stay well below where refusals began, so the rate is the server's, not its limit's: sshd
+        // still counts a finished probe until its child has exited.
+        let below = fit.map_or(8, |f| f.best.start / 2).clamp(1, 8);
+        Some(accept_rate(&engine, remote, &sources, below, options.rate_duration).await)
+    };
+
+    let grace = match options.grace {
+        None => None,
+        Some(wait) => {
+            progress.phase("grace");
+            Some(measure_grace(remote, &holder_sources, &budget, options.banner_timeout, wait).await)
+        }
+    };
+
+    Ok(LimitsReport {
+        target: target.to_string(),
+        remote,
+        server: Some(banner.software.clone()),
+        levels,
+        fit,
+        recheck,
+        accept_rate,
+        grace,
+        warnings,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Attempts per connection to add to the holder: at 99 % refusals, 200 attempts still add one with
+/// 87 % probability.
+const HOLD_ATTEMPTS: u32 = 200;
+
+/// The held-connection levels: every count up to 24, then about 25 % apart.
+pub fn level_schedule(max_held: u32) -> Vec<u32> {
+    let mut levels: Vec<u32> = (0..=max_held.min(24)).collect();
+    let mut n = 24u32;
+    while n < max_held {
+        n = (n + n / 4).min(max_held);
+        levels.push(n);
+    }
+    levels
+}
+
+fn summarise(held: u32, outcomes: &[(Outcome, Option<u64>, Option<String>)]) -> Level {
+    let probes = outcomes.len() as u32;
+    let count = |f: &dyn Fn(Outcome) -> bool| outcomes.iter().filter(|(o, _, _)| f(*o)).count() as u32;
+    let refused = count(&|o| o.is_refusal_after_accept());
+    let banners = count(&|o| o == Outcome::Banner);
+    let timeouts = count(&|o| o == Outcome::BannerTimeout);
+    let latencies: Vec<u64> =
+        outcomes.iter().filter(|(o, _, _)| *o == Outcome::Banner).filter_map(|(_, t, _)| *t).collect();
+    let mut messages = BTreeMap::new();
+    for (_, _, m) in outcomes.iter().filter(|(o, _, _)| o.is_refusal_after_accept()) {
+        *messages.entry(m.clone().unwrap_or_else(|| "(no bytes)".into())).or_insert(0) += 1;
+    }
+    Level {
+        held,
+        probes,
+        refused,
+        banners,
+        timeouts,
+        other: probes - refused - banners - timeouts,
+        fraction: if probes == 0 { 0.0 } else { f64::from(refused) / f64::from(probes) },
+        fraction_ci: wilson(refused, probes),
+        latency_us: percentiles(&latencies),
+        messages,
+    }
+}
+
+fn percentiles(values: &[u64]) -> Option<[u64; 3]> {
+    Some([percentile(values, 0.5)?, percentile(values, 0.9)?, percentile(values, 0.99)?])
+}
+
+/// `concurrency` workers probing back to back for `duration`.
+async fn accept_rate(
+    engine: &ConnectEngine,
+    remote: SocketAddr,
+    sources: &[Option<IpAddr>],
+    concurrency: u32,
+    duration: Duration,
+) -> AcceptRate {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let worker = |w: usize| async move {
+        let mut results = Vec::new();
+        let mut i = w;
+        while Instant::now() < deadline {
+            let source = sources[i % sources.len()];
+            i += concurrency as usize;
+            let obs = engine.probe(ProbeRequest { remote, source }).await;
+            let c = classify(&obs);
+            results.push((c.outcome, obs.timings.ident));
+        }
+        results
+    };
+    let all = super::join_all((0..concurrency as usize).map(worker)).await;
+    let elapsed = started.elapsed();
+    let flat: Vec<(Outcome, Option<u64>)> = all.into_iter().flatten().collect();
+    let banners = flat.iter().filter(|(o, _)| *o == Outcome::Banner).count();
+    let latencies: Vec<u64> =
+        flat.iter().filter(|(o, _)| *o == Outcome::Banner).filter_map(|(_, t)| *t).collect();
+    AcceptRate {
+        banners_per_s: banners as f64 / elapsed.as_secs_f64(),
+        concurrency,
+        probes: flat.len() as u32,
+        refused: flat.iter().filter(|(o, _)| o.is_refusal_after_accept()).count() as u32,
+        latency_us: percentiles(&latencies),
+        duration_ms: elapsed.as_millis() as u64,
+    }
+}
+
+/// Holds three connections until the server closes them, or `wait` passes.
+async fn measure_grace(
+    remote: SocketAddr,
+    sources: &[Option<IpAddr>],
+    budget: &Budget,
+    timeout: Duration,
+    wait: Duration,
+) -> Grace {
+    const HELD: u32 = 3;
+    let mut holder = Holder::new(remote);
+    holder.fill_to(HELD, sources, budget, timeout, HELD * 5).await;
+    let deadline = Instant::now() + wait;
+    while holder.alive() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lifetimes: Vec<u64> = holder.lifetimes().iter().map(|d| d.as_millis() as u64).collect();
+    let still_open = holder.alive();
+    holder.release().await;
+    Grace {
+        estimate_s: lifetimes.iter().min().map(|&ms| ms as f64 / 1000.0),
+        lifetimes_ms: lifetimes,
+        still_open,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_dense_then_geometric() {
+        assert_eq!(level_schedule(5), vec![0, 1, 2, 3, 4, 5]);
+        let s = level_schedule(200);
+        assert_eq!(&s[..25], &(0..=24).collect::<Vec<_>>()[..]);
+        assert_eq!(&s[25..], &[30, 37, 46, 57, 71, 88, 110, 137, 171, 200]);
+    }
+
+    #[test]
+    fn levels_summarise_outcomes() {
+        let outcomes = vec![
+            (Outcome::Banner, Some(5000), None),
+            (Outcome::Banner, Some(7000), None),
+            (Outcome::ServerRefusal, None, Some("Exceeded MaxStartups".to_string())),
+            (Outcome::ClosedBeforeBanner, None, None),
+            (Outcome::BannerTimeout, None, None),
+        ];
+        let l = summarise(4, &outcomes);
+        assert_eq!((l.held, l.probes, l.refused, l.banners, l.timeouts, l.other), (4, 5, 2, 2, 1, 0));
+        assert_eq!(l.latency_us, Some([5000, 7000, 7000]));
+        assert_eq!(l.messages["Exceeded MaxStartups"], 1);
+        assert_eq!(l.messages["(no bytes)"], 1);
+        assert!((l.fraction - 0.4).abs() < 1e-9);
+    }
+}
