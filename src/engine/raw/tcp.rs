@@ -643,6 +643,10 @@ impl Flow {
         if timings.closed.is_none() {
             timings.closed = self.trace.last().map(|p| p.t_us);
         }
+        // Wire order: a segment that arrived while we were answering the previous one is recorded
+        // after our answer but carries its own (earlier) arrival time.
+        let mut trace = self.trace;
+        trace.sort_by_key(|p| p.t_us);
         Observation {
             remote: self.params.remote,
             local: Some(self.params.local),
@@ -652,7 +656,7 @@ impl Flow {
             timings,
             received: self.banner.into_bytes(),
             sent_ident: self.sent_ident,
-            packets: self.trace,
+            packets: trace,
         }
     }
 }
@@ -958,6 +962,19 @@ mod tests {
         assert!(run.flow.is_done());
         assert_eq!(run.trace().last().unwrap(), ">R 13 0 0");
         assert_eq!(run.flow.into_observation().received.len(), 13);
+    }
+
+    #[test]
+    fn the_trace_is_in_wire_order() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(300, PA, IRS + 1, b"Exceeded MaxStartups\r\n");
+        // The FIN arrived at 250 µs, before our ACK of the line went out, but was handled after.
+        run.recv(250, FA, IRS + 23, b"");
+        let obs = run.flow.into_observation();
+        let times: Vec<u64> = obs.packets.iter().map(|p| p.t_us).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert_eq!(obs.end, Some(End::Fin));
     }
 
     #[test]
