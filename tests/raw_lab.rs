@@ -196,3 +196,26 @@ async fn many_probes_in_flight_share_one_receive_thread() {
     ports.dedup();
     assert_eq!(ports.len(), 2100, "every probe had its own port");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_address_is_used_and_must_be_ours() {
+    require_root!();
+    let lab = lab().await;
+    let raw =
+        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst), RawOptions::default()).unwrap();
+    let connect = ConnectEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst));
+    let remote = lab.addr(Behaviour::Ok);
+    // Any 127/8 address is this host's (the lab listens on 127.0.0.1).
+    let source = Some("127.0.0.9".parse().unwrap());
+    let obs = raw.probe(ProbeRequest { remote, source }).await;
+    assert_eq!(classify(&obs).outcome, Outcome::Banner);
+    assert_eq!(obs.local.map(|l| l.ip()), source);
+    // 192.0.2.1 (TEST-NET-1) is not: both engines fail locally, neither sends a packet.
+    let source = Some("192.0.2.1".parse().unwrap());
+    let (r, c) = tokio::join!(
+        raw.probe(ProbeRequest { remote, source }),
+        connect.probe(ProbeRequest { remote, source })
+    );
+    assert_eq!((classify(&r).outcome, classify(&c).outcome), (Outcome::LocalError, Outcome::LocalError));
+    assert!(r.packets.is_empty());
+}

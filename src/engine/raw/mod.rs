@@ -40,7 +40,7 @@ use super::{Engine, ProbeConfig, ProbeRequest};
 use crate::evidence::{Connect, Observation};
 use bytes::Bytes;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -185,6 +185,8 @@ pub struct Driver {
     cursor: AtomicU32,
     secret: RandomState,
     routes: Mutex<HashMap<IpAddr, IpAddr>>,
+    /// Source addresses (`--source`) found to be this host's.
+    sources: Mutex<HashSet<IpAddr>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     // Dropped in this order: the rule before the lock.
@@ -260,6 +262,7 @@ impl Driver {
             ports,
             secret: RandomState::new(),
             routes: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashSet::new()),
             stop,
             thread: Mutex::new(Some(thread)),
             firewall,
@@ -289,6 +292,19 @@ impl Driver {
         }
         routes.insert(remote, src);
         Ok(src)
+    }
+
+    /// Whether `ip` is an address of this host (binding to it works), cached when it is.
+    fn check_source(&self, ip: IpAddr) -> io::Result<()> {
+        let mut known = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&ip) {
+            return Ok(());
+        }
+        let domain = if ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let probe = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
+        probe.bind(&SocketAddr::new(ip, 0).into())?;
+        known.insert(ip);
+        Ok(())
     }
 
     /// RFC 6528's initial sequence number: a 4 µs clock plus a keyed hash of the 4-tuple, so a
@@ -371,7 +387,12 @@ impl Engine for RawEngine {
             return local_error("no IPv6 raw sockets on this host".into());
         }
         let source = match request.source {
-            Some(ip) => ip,
+            // With IP_HDRINCL the kernel would send from any address: check that it is ours, as
+            // the connect engine's bind does.
+            Some(ip) => match self.driver.check_source(ip) {
+                Ok(()) => ip,
+                Err(e) => return local_error(e.to_string()),
+            },
             None => match self.driver.source_for(remote.ip()) {
                 Ok(ip) => ip,
                 Err(e) => return local_error(format!("no route to {}: {e}", remote.ip())),
