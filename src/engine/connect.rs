@@ -5,10 +5,8 @@
 //! passes, send our ident if we waited, close. Reads are drained to the end before an error is acted
 //! on, so a refusal line that arrives just before an RST is kept (FACTS §2).
 
-use super::{Engine, ProbeConfig, ProbeRequest};
+use super::{BannerReader, Engine, ProbeConfig, ProbeRequest, Progress};
 use crate::evidence::{CloseMode, Connect, End, Observation, ProbeOrder, Timings};
-use crate::ident::{self, Scan};
-use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -75,10 +73,10 @@ impl Engine for ConnectEngine {
         }
 
         let deadline = tokio::time::Instant::from_std(connected + cfg.banner_timeout);
-        let mut received = BytesMut::with_capacity(512);
+        let mut banner = BannerReader::new(cfg.byte_cap);
         let mut chunk = [0u8; 4096];
         let end = loop {
-            let room = cfg.byte_cap.saturating_sub(received.len()).min(chunk.len());
+            let room = banner.room().min(chunk.len());
             if room == 0 {
                 break End::ByteCap;
             }
@@ -90,20 +88,16 @@ impl Engine for ConnectEngine {
                 Ok(0) => break End::Fin,
                 Ok(n) => {
                     timings.first_byte.get_or_insert_with(us);
-                    received.extend_from_slice(&chunk[..n]);
-                    if !chunk[..n].contains(&b'\n') && !chunk[..n].contains(&0) {
-                        continue;
-                    }
-                    match ident::scan(&received) {
-                        Scan::NeedMore => continue,
-                        Scan::Ident(_) | Scan::Ssh1Only(_) => {
+                    match banner.push(&chunk[..n]) {
+                        Progress::NeedMore => continue,
+                        Progress::Ident => {
                             timings.ident = Some(us());
                             if cfg.order == ProbeOrder::WaitForBanner {
                                 exchange.send_ident().await;
                             }
                             break End::WeClosed;
                         }
-                        Scan::NotSsh(_) => break End::WeClosed,
+                        Progress::NotSsh => break End::WeClosed,
                     }
                 }
                 // Every byte that arrived before the reset has been read by now: the kernel hands
@@ -124,7 +118,7 @@ impl Engine for ConnectEngine {
             connect: Connect::Established,
             end: Some(end),
             timings,
-            received: received.freeze(),
+            received: banner.into_bytes(),
             sent_ident,
             packets: Vec::new(),
         }

@@ -5,12 +5,15 @@
 //! must agree with the others on the same server behaviour.
 //!
 //! - [`connect`]: kernel sockets through tokio. Unprivileged, the default.
-//! - `raw` (with the raw-engine issue): a user-space TCP handshake over raw sockets with a packet trace.
+//! - [`raw`]: a user-space TCP client over raw sockets, with a packet trace. Needs CAP_NET_RAW (and
+//!   CAP_NET_ADMIN for its firewall rule).
 
 pub mod connect;
+pub mod raw;
 
 use crate::evidence::{CloseMode, Observation, ProbeOrder};
-use bytes::Bytes;
+use crate::ident::{self, Scan};
+use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -71,4 +74,85 @@ pub struct ProbeRequest {
 pub trait Engine: Send + Sync + 'static {
     /// Performs one exchange and reports what it saw. Never fails: every failure is an observation.
     fn probe(&self, request: ProbeRequest) -> impl Future<Output = Observation> + Send;
+}
+
+/// The server's bytes as a probe collects them: capped at the byte cap, and scanned for the ident line
+/// only when a line can have ended (a LF or a NUL arrived). Every engine feeds its bytes through one of
+/// these, so all of them stop at the same byte for the same reason.
+#[derive(Debug)]
+pub struct BannerReader {
+    received: BytesMut,
+    cap: usize,
+}
+
+/// What the bytes received so far call for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// No verdict yet: keep reading, unless the cap is reached ([`BannerReader::is_full`]).
+    NeedMore,
+    /// The server's ident line (SSH-2 or SSH-1 only) is complete: send ours if we waited, then close.
+    Ident,
+    /// No SSH client would accept these bytes: close.
+    NotSsh,
+}
+
+impl BannerReader {
+    /// An empty reader keeping at most `cap` bytes.
+    pub fn new(cap: usize) -> BannerReader {
+        BannerReader { received: BytesMut::with_capacity(cap.min(512)), cap }
+    }
+
+    /// How many more bytes it takes.
+    pub fn room(&self) -> usize {
+        self.cap.saturating_sub(self.received.len())
+    }
+
+    /// Whether the cap is reached.
+    pub fn is_full(&self) -> bool {
+        self.room() == 0
+    }
+
+    /// The bytes kept so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.received
+    }
+
+    /// Appends the first [`room`](Self::room) bytes of `chunk` (the rest is dropped) and judges the
+    /// whole.
+    pub fn push(&mut self, chunk: &[u8]) -> Progress {
+        let taken = &chunk[..chunk.len().min(self.room())];
+        self.received.extend_from_slice(taken);
+        if !taken.contains(&b'\n') && !taken.contains(&0) {
+            return Progress::NeedMore;
+        }
+        match ident::scan(&self.received) {
+            Scan::NeedMore => Progress::NeedMore,
+            Scan::Ident(_) | Scan::Ssh1Only(_) => Progress::Ident,
+            Scan::NotSsh(_) => Progress::NotSsh,
+        }
+    }
+
+    /// The bytes kept.
+    pub fn into_bytes(self) -> Bytes {
+        self.received.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_reader_scans_at_line_ends_and_caps() {
+        let mut r = BannerReader::new(64);
+        assert_eq!(r.push(b"SSH-2.0-Open"), Progress::NeedMore);
+        assert_eq!(r.push(b"SSH_9.2\r\n"), Progress::Ident);
+        let mut r = BannerReader::new(8);
+        assert_eq!(r.push(b"0123456789"), Progress::NeedMore);
+        assert!(r.is_full());
+        assert_eq!(r.bytes(), b"01234567");
+        let mut r = BannerReader::new(64);
+        assert_eq!(r.push(b"HTTP/1.1 400\r\n"), Progress::NeedMore);
+        assert_eq!(r.push(b"\0"), Progress::NotSsh);
+    }
 }
