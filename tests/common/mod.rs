@@ -1225,6 +1225,7 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         std::env::var_os("SSHPROBE_TRIXIE_ROOT").map(PathBuf::from).unwrap_or(DEFAULT_TRIXIE_ROOT.into());
     let ready = |r: &Path| r.join("usr/sbin/sshd").is_file() && r.join("tmp").is_dir();
     if ready(&root) {
+        remove_stale_config_dirs(&root);
         return Some(root);
     }
     let skip = |reason: String| {
@@ -1279,6 +1280,20 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
     }
     eprintln!("common: built the OpenSSH 10 root in {:.0?}", started.elapsed());
     Some(root)
+}
+
+/// Removes `sshprobe-sshd-*` directories older than an hour from the root's /tmp: left by a test
+/// process that was killed before its guard ran, or by older fixtures that did not clean up. (No
+/// test keeps an sshd for an hour, so none of them is in use.)
+fn remove_stale_config_dirs(root: &Path) {
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in fs::read_dir(root.join("tmp")).into_iter().flatten().flatten() {
+        let ours = entry.file_name().to_str().is_some_and(|n| n.starts_with("sshprobe-sshd-"));
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago);
+        if ours && old {
+            let _ = remove_tree(&entry.path());
+        }
+    }
 }
 
 /// debootstrap and openssh-server into `dir`, each in a private mount namespace, time-bounded.
