@@ -110,13 +110,7 @@ fn sshd_children_die_and_are_reaped_with_the_guard() {
     wait_until("sshd logs the denial", Duration::from_secs(3), || {
         sshd.log().contains("Connection refused by tcp wrapper")
     });
-    let started = Instant::now();
     drop(sshd);
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "the guard waited for the child: {:?}",
-        started.elapsed()
-    );
     for child in forked {
         assert!(!exists(child), "sshd's child {child} survived the guard (or is an unreaped zombie)");
     }
@@ -210,6 +204,34 @@ fn nft_table_exists_and_is_gone_after_drop() {
     assert!(fw.list().contains("198.51.100.1"), "{}", fw.list());
     drop(fw);
     assert!(!ours().contains(&table), "table {table} survived its guard");
+}
+
+/// A test that panics still drops its guards: the server, its namespace and its table are gone.
+#[test]
+fn guards_clean_up_when_a_test_panics() {
+    if !common::need("guards_clean_up_when_a_test_panics", &["ip", "nft", "sshd", "ssh-keygen"]) {
+        return;
+    }
+    let made = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = Netns::new();
+        let fw = Nft::new(Some(&ns), "input", &["tcp dport 9 drop"]);
+        let sshd = Sshd::new().in_netns(&ns).start();
+        *made.lock().expect("lock") = Some((
+            ns.name.clone(),
+            ns.host_veth(),
+            fw.name().to_string(),
+            sshd.pid(),
+            sshd.dir().to_path_buf(),
+        ));
+        panic!("a failing assertion in the middle of a test");
+    }));
+    assert!(result.is_err());
+    let (name, veth, _table, pid, dir) = made.lock().expect("lock").take().expect("the guards were made");
+    assert!(!exists(pid), "sshd {pid} survived the panic");
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+    assert!(!Netns::exists(&name), "{name} survived the panic (and its table with it)");
+    assert!(!Path::new(&format!("/sys/class/net/{veth}")).exists(), "{veth} survived the panic");
 }
 
 /// SLOW on first run: builds the Debian 13 root (debootstrap, about 30-45 s), then reuses it.

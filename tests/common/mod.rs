@@ -68,6 +68,16 @@ const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/loc
 // Skipping loudly
 // ---------------------------------------------------------------------------------------------
 
+/// `eprintln!` that the test harness cannot swallow: libtest captures the print macros of passing
+/// tests, so a skip reported with `eprintln!` would be invisible without `--nocapture`. This
+/// writes to file descriptor 2 itself, so a skip shows in every `cargo test` run.
+macro_rules! loud {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Whether we run as root. When not, prints `SKIPPED <test>: needs root (...)` on stderr and
 /// returns false: the caller returns at once. A skipped test is reported, never silently passed.
 pub fn need_root(test: &str) -> bool {
@@ -76,7 +86,7 @@ pub fn need_root(test: &str) -> bool {
     if euid == 0 {
         return true;
     }
-    eprintln!(
+    loud!(
         "\n*** SKIPPED {test}: needs root (euid is {euid}; network namespaces, nftables, \
          mount namespaces and sshd need it) ***\n"
     );
@@ -104,7 +114,7 @@ pub fn need_bins(test: &str, bins: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
+    loud!(
         "\n*** SKIPPED {test}: needs {} (not installed; Debian packages: openssh-server, \
          dropbear-bin, nftables, iproute2, util-linux) ***\n",
         missing.join(", ")
@@ -1081,7 +1091,7 @@ pub fn owner_pid(name: &str, prefix: &str, sep: char) -> Option<u32> {
 fn reap_stale_namespaces() {
     for name in namespaces() {
         if owner_pid(&name, "sp-", '-').is_some_and(|pid| !alive(pid)) {
-            eprintln!("common: deleting the stale network namespace {name}");
+            loud!("common: deleting the stale network namespace {name}");
             run_quietly(Command::new(bin("ip")).args(["netns", "delete", &name]));
         }
     }
@@ -1189,7 +1199,7 @@ fn reap_stale_tables() {
         let words: Vec<&str> = line.split_whitespace().collect();
         if let ["table", family, name] = words[..] {
             if owner_pid(name, "sp_", '_').is_some_and(|pid| !alive(pid)) {
-                eprintln!("common: deleting the stale nftables table {family} {name}");
+                loud!("common: deleting the stale nftables table {family} {name}");
                 run_quietly(Command::new(bin("nft")).args(["delete", "table", family, name]));
             }
         }
@@ -1229,10 +1239,7 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         return Some(root);
     }
     let skip = |reason: String| {
-        eprintln!(
-            "\n*** SKIPPED {test}: cannot build the OpenSSH 10 root at {}: {reason} ***\n",
-            root.display()
-        );
+        loud!("\n*** SKIPPED {test}: cannot build the OpenSSH 10 root at {}: {reason} ***\n", root.display());
         None
     };
     let (Some(parent), Some(name)) = (root.parent(), root.file_name().and_then(|n| n.to_str())) else {
@@ -1245,7 +1252,7 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
     if ready(&root) {
         return Some(root); // another process built it while we waited for the lock
     }
-    eprintln!("common: building the OpenSSH 10 root at {} (debootstrap; about 30 s) ...", root.display());
+    loud!("common: building the OpenSSH 10 root at {} (debootstrap; about 30 s) ...", root.display());
     let started = Instant::now();
     // Leftovers of an interrupted build (we hold the lock, so no one is building them).
     for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
@@ -1278,7 +1285,7 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         let _ = remove_tree(&tmp);
         return skip(format!("renaming {} into place: {e}", tmp.display()));
     }
-    eprintln!("common: built the OpenSSH 10 root in {:.0?}", started.elapsed());
+    loud!("common: built the OpenSSH 10 root in {:.0?}", started.elapsed());
     Some(root)
 }
 
