@@ -226,3 +226,42 @@ fn slow_openssh10_wrappers_denial() {
     assert_eq!(r["bytes_len"], 0);
     assert!(us(&r, "closed") - us(&r, "connected") >= 4_000_000, "{r}");
 }
+
+/// FACTS §3: a firewall's `reject with tcp reset` and an ICMP port-unreachable read as `refused` to
+/// a kernel socket, like nothing listening; an ICMP admin-prohibited reads as `unreachable`.
+#[test]
+fn firewall_rejects_records() {
+    let test = "firewall_rejects_records";
+    if !root_or_skip(test) || !have(test, &["ip", "nft"]) {
+        return;
+    }
+    let ns = Netns::new();
+    for (rule, outcome) in [
+        ("reject with tcp reset", "refused"),
+        ("reject with icmp type port-unreachable", "refused"),
+        ("reject with icmp type admin-prohibited", "unreachable"),
+    ] {
+        let port = common::free_port();
+        let _fw = Nft::new(Some(&ns), "input", &[&format!("tcp dport {port} {rule}")]);
+        let r = probe_one(&[&SocketAddr::new(ns.inner_ip, port).to_string(), "--connect-timeout", "3s"]);
+        assert_eq!(r["outcome"], outcome, "{rule}: {r}");
+        if outcome == "unreachable" {
+            assert!(r["error"].is_string(), "the system's words: {r}");
+        }
+    }
+}
+
+/// IPv6: the target form `[::1]:port`, an IPv6 local address, the same banner.
+#[test]
+fn ipv6_banner_record() {
+    if !root_or_skip("ipv6_banner_record") || !have("ipv6_banner_record", &["sshd"]) {
+        return;
+    }
+    let sshd = Sshd::new().listen("::1".parse().expect("::1")).start();
+    let target = sshd.addr.to_string();
+    assert!(target.starts_with("[::1]:"), "{target}");
+    let r = probe_one(&[&target]);
+    assert_eq!(r["outcome"], "banner", "{r}\n{}", sshd.log());
+    assert!(r["local"].as_str().expect("local").starts_with("[::1]:"), "{r}");
+    assert_eq!(r["remote"], target.as_str());
+}
