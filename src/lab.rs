@@ -157,7 +157,7 @@ impl Lab {
                 0 => 0,
                 base => base + i as u16,
             };
-            let listener = TcpListener::bind((config.bind, port)).await?;
+            let listener = listen(SocketAddr::new(config.bind, port))?;
             lab.endpoints.push((behaviour, listener.local_addr()?));
             lab.tasks.push(tokio::spawn(serve(listener, behaviour, config.clone())));
         }
@@ -185,6 +185,18 @@ impl Drop for Lab {
             task.abort();
         }
     }
+}
+
+/// The accept queue of a lab endpoint: deep enough that probing at high concurrency never falls
+/// back to SYN cookies (which drop handshakes under load and turn fast endpoints into timeouts).
+const BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Accepts connections for one behaviour; the connections live in a `JoinSet` owned by this task,

@@ -16,7 +16,7 @@
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`] | none |
 //! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
 //! | [`target`] | targets as users write them | none |
-//! | [`engine`] | performs exchanges: [`engine::connect`] (kernel sockets) | network |
+//! | [`engine`] | performs exchanges: [`engine::connect`] (kernel sockets), [`engine::raw`] (a user-space TCP handshake over raw sockets, with a packet trace) | network |
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
 //! | [`lab`] | emulated endpoints for demos and for cases no real server produces on demand | network |
 //! | [`report`] | table, JSON Lines and CSV output | writes |

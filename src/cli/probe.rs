@@ -4,12 +4,13 @@ use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
 use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::{ident_line, ProbeConfig, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
+use sshprobe::engine::raw::{RawEngine, RawOptions};
+use sshprobe::engine::{ident_line, Engine, ProbeConfig, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
 use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
-use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource};
+use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource, TargetStream};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc::error::TryRecvError;
   sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
   sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
   sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
+  sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
 
 Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors.")]
 pub struct ProbeArgs {
@@ -85,6 +87,22 @@ pub struct ProbeArgs {
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
 
+    /// How to make connections: connect (kernel sockets, unprivileged) or raw (a user-space TCP
+    /// client over raw sockets: packet trace, no file descriptor or TIME_WAIT per probe; needs
+    /// CAP_NET_RAW and CAP_NET_ADMIN, and installs an nftables rule for the run).
+    #[arg(long, value_enum, default_value_t = EngineKind::Connect)]
+    engine: EngineKind,
+
+    /// Print each probe's packet trace under its table row (--engine raw; JSONL always carries it
+    /// as `packets`).
+    #[arg(long)]
+    trace: bool,
+
+    /// With --engine raw: do not install the nftables rule that drops the kernel's RSTs from the
+    /// engine's source ports (ports above ip_local_port_range); you arrange that yourself.
+    #[arg(long)]
+    no_firewall: bool,
+
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
@@ -128,6 +146,15 @@ pub fn runtime_builder(args: &ProbeArgs) -> tokio::runtime::Builder {
 /// Descriptors a run needs besides one per probe in flight: stdio, the runtime's epoll and wake-up
 /// descriptors, target files, resolver sockets.
 const FD_HEADROOM: u64 = 64;
+
+/// Which engine makes the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EngineKind {
+    /// Kernel sockets.
+    Connect,
+    /// Raw sockets and a user-space TCP client.
+    Raw,
+}
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let bad = || format!("invalid shard {s:?}: expected I/N with 1 <= I <= N, e.g. 1/4");
@@ -224,15 +251,57 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         interval: args.interval,
         sources: args.sources,
     };
+    if args.trace && args.engine != EngineKind::Raw {
+        tracing::warn!("--trace shows packets only with --engine raw");
+    }
+    if args.no_firewall && args.engine != EngineKind::Raw {
+        tracing::warn!("--no-firewall applies only to --engine raw");
+    }
+    let output = Output { format: args.format, trace: args.trace };
+    match args.engine {
+        EngineKind::Connect => drive(Arc::new(ConnectEngine::new(config)), targets, options, output).await,
+        EngineKind::Raw => {
+            // Caught before the rule exists, so no window leaves it behind.
+            let mut signals = ShutdownSignals::install()?;
+            let engine = RawEngine::new(config, RawOptions { firewall: !args.no_firewall, ports: None })?;
+            let engine = Arc::new(engine);
+            // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
+            // before exiting (a normal end removes it when the engine is dropped).
+            tokio::select! {
+                code = drive(engine.clone(), targets, options, output) => code,
+                (name, code) = signals.recv() => {
+                    engine.shutdown();
+                    eprintln!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
+                    Ok(code)
+                }
+            }
+        }
+    }
+}
+
+/// How results are shown.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    format: Format,
+    trace: bool,
+}
+
+/// Runs the probes with `engine`, reports each result, and returns the exit status.
+async fn drive<E: Engine>(
+    engine: Arc<E>,
+    targets: TargetStream,
+    options: RunOptions,
+    output: Output,
+) -> anyhow::Result<u8> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let runner = tokio::spawn(scan::run(Arc::new(ConnectEngine::new(config)), targets, options, tx));
+    let runner = tokio::spawn(scan::run(engine, targets, options, tx));
 
     let started = Instant::now();
-    let table = args.format == Format::Table;
+    let table = output.format == Format::Table;
     // Buffered, and flushed whenever no further result is waiting: lines still stream as probes
     // finish, but a busy run writes many lines per system call instead of one.
     let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let mut reporter = ProbeReporter::new(out, args.format, table && stdout_wants_colour(), false);
+    let mut reporter = ProbeReporter::new(out, output.format, table && stdout_wants_colour(), output.trace);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     loop {
@@ -272,6 +341,30 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_SOME_FAILED
     })
+}
+
+/// Ctrl-C and SIGTERM, caught from the moment this exists.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for either; returns what happened and the conventional exit status.
+    async fn recv(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.interrupt.recv() => ("interrupted", 130),
+            _ = self.terminate.recv() => ("terminated", 143),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,17 +5,15 @@
 //! passes, send our ident if we waited, close. Reads are drained to the end before an error is acted
 //! on, so a refusal line that arrives just before an RST is kept (FACTS §2).
 
-use super::{Engine, ProbeConfig, ProbeRequest};
+use super::{BannerReader, Engine, ProbeConfig, ProbeRequest, Progress};
 use crate::evidence::{CloseMode, Connect, End, Observation, ProbeOrder, Timings};
-use crate::ident::{self, Scan};
-use bytes::{BufMut, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at};
 
@@ -83,38 +81,29 @@ impl Engine for ConnectEngine {
         }
 
         let deadline = tokio::time::Instant::from_std(connected + cfg.banner_timeout);
-        // Reads go straight into the buffer the observation keeps: a scratch array would sit in every
-        // in-flight probe's state (4 KiB of a probe's 5 KiB before, docs/performance.md).
-        let mut received = BytesMut::with_capacity(512);
+        let mut banner = BannerReader::new(cfg.byte_cap);
         let end = loop {
-            let room = cfg.byte_cap.saturating_sub(received.len());
-            if room == 0 {
+            if banner.is_full() {
                 break End::ByteCap;
             }
-            let before = received.len();
-            let mut limited = (&mut received).limit(room);
-            let read = match timeout_at(deadline, exchange.stream.read_buf(&mut limited)).await {
+            let read = match timeout_at(deadline, banner.read_from(&mut exchange.stream)).await {
                 Err(_) => break End::Timeout,
                 Ok(read) => read,
             };
             match read {
-                Ok(0) => break End::Fin,
-                Ok(_) => {
+                Ok((0, _)) => break End::Fin,
+                Ok((_, progress)) => {
                     timings.first_byte.get_or_insert_with(us);
-                    let new = &received[before..];
-                    if !new.contains(&b'\n') && !new.contains(&0) {
-                        continue;
-                    }
-                    match ident::scan(&received) {
-                        Scan::NeedMore => continue,
-                        Scan::Ident(_) | Scan::Ssh1Only(_) => {
+                    match progress {
+                        Progress::NeedMore => continue,
+                        Progress::Ident => {
                             timings.ident = Some(us());
                             if cfg.order == ProbeOrder::WaitForBanner {
                                 exchange.send_ident().await;
                             }
                             break End::WeClosed;
                         }
-                        Scan::NotSsh(_) => break End::WeClosed,
+                        Progress::NotSsh => break End::WeClosed,
                     }
                 }
                 // Every byte that arrived before the reset has been read by now: the kernel hands
@@ -135,7 +124,7 @@ impl Engine for ConnectEngine {
             connect: Connect::Established,
             end: Some(end),
             timings,
-            received: received.freeze(),
+            received: banner.into_bytes(),
             sent_ident,
             packets: Vec::new(),
         }

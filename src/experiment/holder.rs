@@ -10,7 +10,7 @@
 //! dropped. Process exit closes them too, so they are released on every path.
 
 use super::budget::Budget;
-use crate::ident::{self, Scan};
+use crate::engine::{BannerReader, Progress as ReadProgress};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,18 +147,17 @@ async fn connect_for_banner(remote: SocketAddr, source: Option<IpAddr>) -> Optio
         socket.bind(SocketAddr::new(ip, 0)).ok()?;
     }
     let mut stream = socket.connect(remote).await.ok()?;
-    let mut buf = Vec::with_capacity(256);
+    let mut reader = BannerReader::new(crate::engine::DEFAULT_BYTE_CAP);
     let mut chunk = [0u8; 512];
     loop {
         let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > crate::engine::DEFAULT_BYTE_CAP {
+        if n == 0 || reader.is_full() {
             return None;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        match ident::scan(&buf) {
-            Scan::NeedMore => continue,
-            Scan::Ident(_) => return Some(stream),
-            Scan::Ssh1Only(_) | Scan::NotSsh(_) => return None,
+        match reader.push(&chunk[..n]) {
+            ReadProgress::NeedMore => continue,
+            ReadProgress::Ident => return Some(stream),
+            ReadProgress::NotSsh => return None,
         }
     }
 }

@@ -272,8 +272,8 @@ pub async fn limits(
             let c = classify(&obs);
             if c.outcome == Outcome::Banner {
                 // sshd counts this probe until its child has exited, which takes about as long as
-                // starting it did: wait that long, so the next probe sees only what we hold.
-                let settle = obs.timings.ident.unwrap_or(0).max(2_000);
+                // starting it did: wait twice that, so the next probe sees only what we hold.
+                let settle = (2 * obs.timings.ident.unwrap_or(0)).max(2_000);
                 tokio::time::sleep(Duration::from_micros(settle)).await;
             }
             outcomes.push((c.outcome, obs.timings.ident, c.message));

@@ -1,0 +1,991 @@
+//! One probe's TCP client as a pure state machine: a segment, an ICMP error or a timer tick goes in,
+//! the segments to send come out. No I/O and no clock: times are microseconds from the probe's first
+//! SYN, given by the caller, so every path is unit-tested with byte-exact segments.
+//!
+//! It is just enough TCP for an identification exchange, and follows what the kernel does where the
+//! evidence depends on it, so that both engines report the same server behaviour alike:
+//! - the SYN carries an MSS option and is retransmitted after 1 s, 2 s, 4 s... until the connect
+//!   timeout; an RST answering it is `refused`, an ICMP error `unreachable`, silence `connect_timeout`;
+//! - the server's bytes are reassembled in order (duplicates trimmed, out-of-order segments kept
+//!   within the window) and every data segment is acknowledged at once;
+//! - our ident goes out right after the handshake (send first) or once the server's line is complete
+//!   (wait for banner), through the same [`BannerReader`] and deadlines as the connect engine;
+//! - we close with FIN (then wait, briefly, for the close to complete: a server that sends more after
+//!   our close gets an RST, as a closed kernel socket would send) or with RST, as configured;
+//! - acceptable RSTs (sequence in window) and FINs end the exchange.
+//!
+//! What it leaves out: congestion control, window scaling, SACK, timestamps, urgent data, and any
+//! retransmission beyond a few tries of our ident and FIN.
+
+use super::wire::{IcmpErrorKind, SeqNumber, TcpFlags, TcpOption};
+use crate::engine::{BannerReader, ProbeConfig, Progress};
+use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketRecord, ProbeOrder, Timings};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// The first SYN retransmission, as Linux's `TCP_TIMEOUT_INIT`; later ones double.
+pub const SYN_RTO_US: u64 = 1_000_000;
+/// The floor of the retransmission timeout for our ident and FIN (Linux's `TCP_RTO_MIN`).
+pub const RTO_MIN_US: u64 = 200_000;
+/// The ceiling of that timeout.
+pub const RTO_MAX_US: u64 = 3_000_000;
+/// Retransmissions of our ident or FIN before giving up on them.
+pub const MAX_RETRANSMITS: u32 = 3;
+/// How long a closed flow waits for the server to complete the close before it is forgotten.
+pub const CLOSE_LINGER_US: u64 = 1_000_000;
+/// The MSS assumed when the server announces none (RFC 9293).
+pub const DEFAULT_PEER_MSS: u16 = 536;
+
+/// What a flow needs to know about itself.
+#[derive(Debug, Clone)]
+pub struct FlowParams {
+    /// Our address and (raw-engine) port.
+    pub local: SocketAddr,
+    /// The server.
+    pub remote: SocketAddr,
+    /// Our initial sequence number.
+    pub iss: SeqNumber,
+    /// The MSS we announce.
+    pub mss: u16,
+    /// The TTL (hop limit) our packets leave with, for the trace.
+    pub ttl: u8,
+    /// How the probe behaves.
+    pub config: ProbeConfig,
+}
+
+/// A segment that arrived for this flow, already matched to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// When it arrived, µs from the first SYN.
+    pub t_us: u64,
+    /// Control bits.
+    pub flags: TcpFlags,
+    /// Sequence number.
+    pub seq: SeqNumber,
+    /// Acknowledgement number.
+    pub ack: SeqNumber,
+    /// Window.
+    pub window: u16,
+    /// TTL or hop limit it arrived with (0 when unknown).
+    pub ttl: u8,
+    /// Options.
+    pub options: Vec<TcpOption>,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// A segment the flow wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Control bits.
+    pub flags: TcpFlags,
+    /// Sequence number.
+    pub seq: SeqNumber,
+    /// Acknowledgement number (zero without ACK).
+    pub ack: SeqNumber,
+    /// Window.
+    pub window: u16,
+    /// Options.
+    pub options: Vec<TcpOption>,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// Where a flow is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Our SYN is out; no answer yet.
+    SynSent,
+    /// The handshake completed; the exchange is under way.
+    Established,
+    /// The exchange is over and we sent our FIN: waiting for the close to complete.
+    Closing,
+    /// Nothing more to do.
+    Done,
+}
+
+/// One probe's TCP client.
+#[derive(Debug)]
+pub struct Flow {
+    params: FlowParams,
+    state: State,
+    // Our side.
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    /// Our ident once queued; its first byte has sequence number iss + 1.
+    ident_queued: bool,
+    /// The sequence number of our FIN, once sent.
+    fin_seq: Option<SeqNumber>,
+    peer_mss: u16,
+    // Their side.
+    irs: Option<SeqNumber>,
+    rcv_nxt: SeqNumber,
+    /// Out-of-order bytes, by sequence number.
+    out_of_order: BTreeMap<u32, Bytes>,
+    /// Where their FIN sits, when it came early.
+    peer_fin: Option<SeqNumber>,
+    peer_fin_received: bool,
+    banner: BannerReader,
+    // Timers, µs from the first SYN.
+    syn_rto: u64,
+    next_syn: u64,
+    connect_deadline: u64,
+    banner_deadline: u64,
+    rtt: u64,
+    rto_at: Option<u64>,
+    retransmits: u32,
+    linger_until: u64,
+    // Evidence.
+    connect: Option<Connect>,
+    end: Option<End>,
+    timings: Timings,
+    sent_ident: bool,
+    trace: Vec<PacketRecord>,
+}
+
+impl Flow {
+    /// A flow that has not sent anything yet.
+    pub fn new(params: FlowParams) -> Flow {
+        let iss = params.iss;
+        Flow {
+            banner: BannerReader::new(params.config.byte_cap),
+            connect_deadline: params.config.connect_timeout.as_micros() as u64,
+            state: State::SynSent,
+            snd_una: iss,
+            snd_nxt: iss,
+            ident_queued: false,
+            fin_seq: None,
+            peer_mss: DEFAULT_PEER_MSS,
+            irs: None,
+            rcv_nxt: SeqNumber(0),
+            out_of_order: BTreeMap::new(),
+            peer_fin: None,
+            peer_fin_received: false,
+            syn_rto: SYN_RTO_US,
+            next_syn: 0,
+            banner_deadline: u64::MAX,
+            rtt: 0,
+            rto_at: None,
+            retransmits: 0,
+            linger_until: u64::MAX,
+            connect: None,
+            end: None,
+            timings: Timings::default(),
+            sent_ident: false,
+            trace: Vec::new(),
+            params,
+        }
+    }
+
+    /// Where the flow is.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether nothing more will happen: the observation is complete.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The highest acknowledgement number a segment answering this flow can carry: our SYN, our
+    /// ident and our FIN. For stateless validation of replies.
+    pub fn max_ack_offset(config: &ProbeConfig) -> u32 {
+        1 + config.ident.len() as u32 + 1
+    }
+
+    /// Sends the first SYN.
+    pub fn start(&mut self) -> Vec<Outbound> {
+        self.snd_nxt = self.params.iss + 1;
+        self.next_syn = self.syn_rto;
+        vec![self.syn()]
+    }
+
+    fn syn(&self) -> Outbound {
+        Outbound {
+            flags: TcpFlags(TcpFlags::SYN),
+            seq: self.params.iss,
+            ack: SeqNumber(0),
+            window: self.window(),
+            options: vec![TcpOption::MaxSegmentSize(self.params.mss)],
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Our receive window: what the byte cap still allows.
+    fn window(&self) -> u16 {
+        self.banner.room().min(usize::from(u16::MAX)) as u16
+    }
+
+    fn segment(&self, flags: u8, seq: SeqNumber, payload: Bytes) -> Outbound {
+        Outbound {
+            flags: TcpFlags(flags | TcpFlags::ACK),
+            seq,
+            ack: self.rcv_nxt,
+            window: self.window(),
+            options: Vec::new(),
+            payload,
+        }
+    }
+
+    fn ack(&self) -> Outbound {
+        self.segment(0, self.snd_nxt, Bytes::new())
+    }
+
+    /// When [`on_timer`](Self::on_timer) next has something to do.
+    pub fn poll_at(&self) -> Option<u64> {
+        match self.state {
+            State::SynSent => Some(self.next_syn.min(self.connect_deadline)),
+            State::Established => {
+                Some(self.rto_at.map_or(self.banner_deadline, |r| r.min(self.banner_deadline)))
+            }
+            State::Closing => Some(self.rto_at.map_or(self.linger_until, |r| r.min(self.linger_until))),
+            State::Done => None,
+        }
+    }
+
+    /// Timers: SYN retransmission and the connect timeout, the banner deadline, retransmission of
+    /// our ident and FIN, the end of the close.
+    pub fn on_timer(&mut self, now: u64) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        match self.state {
+            State::SynSent => {
+                if now >= self.connect_deadline {
+                    self.fail_connect(now, Connect::TimedOut);
+                } else if now >= self.next_syn {
+                    out.push(self.syn());
+                    self.syn_rto *= 2;
+                    self.next_syn = now + self.syn_rto;
+                }
+            }
+            State::Established if now >= self.banner_deadline => {
+                self.finish_exchange(now, End::Timeout, &mut out)
+            }
+            State::Closing if now >= self.linger_until => self.state = State::Done,
+            State::Done => {}
+            _ => {}
+        }
+        if matches!(self.state, State::Established | State::Closing) && self.rto_at.is_some_and(|t| now >= t)
+        {
+            self.retransmit(now, &mut out);
+        }
+        out
+    }
+
+    /// The connect attempt failed before establishment: an answer to the SYN, silence, or a local
+    /// error sending it.
+    pub fn fail_connect(&mut self, now: u64, connect: Connect) {
+        if self.state == State::SynSent {
+            self.connect = Some(connect);
+            self.timings.closed = Some(now);
+            self.state = State::Done;
+        }
+    }
+
+    /// An ICMP error quoting one of our segments. Before establishment it ends the connect, as it
+    /// does for a kernel socket; afterwards it is only traced (a soft error).
+    pub fn on_icmp(&mut self, now: u64, kind: IcmpErrorKind, seq: SeqNumber) {
+        self.trace.push(PacketRecord {
+            t_us: now,
+            dir: Direction::In,
+            flags: "icmp".into(),
+            seq: seq.diff(self.params.iss) as u32,
+            ack: 0,
+            window: 0,
+            ttl: 0,
+            len: 0,
+            options: vec![kind.to_string()],
+        });
+        // Fragmentation needed is path MTU discovery, not a failure.
+        if kind != IcmpErrorKind::Unreachable4(4) {
+            self.fail_connect(now, Connect::Unreachable { detail: kind.to_string() });
+        }
+    }
+
+    /// Records a segment as sent (call after it went out).
+    pub fn sent(&mut self, now: u64, seg: &Outbound) {
+        if !seg.payload.is_empty() && seg.seq + seg.payload.len() == self.ident_end() {
+            self.sent_ident = true;
+        }
+        let ack = match self.irs {
+            Some(irs) if seg.flags.has(TcpFlags::ACK) => seg.ack.diff(irs) as u32,
+            _ => 0,
+        };
+        self.trace.push(PacketRecord {
+            t_us: now,
+            dir: Direction::Out,
+            flags: seg.flags.to_string(),
+            seq: seg.seq.diff(self.params.iss) as u32,
+            ack,
+            window: seg.window,
+            ttl: self.params.ttl,
+            len: seg.payload.len(),
+            options: seg.options.iter().map(ToString::to_string).collect(),
+        });
+    }
+
+    fn record_in(&mut self, seg: &Inbound) {
+        let seq = match self.irs {
+            Some(irs) => seg.seq.diff(irs) as u32,
+            None => seg.seq.0,
+        };
+        let ack = if seg.flags.has(TcpFlags::ACK) { seg.ack.diff(self.params.iss) as u32 } else { 0 };
+        self.trace.push(PacketRecord {
+            t_us: seg.t_us,
+            dir: Direction::In,
+            flags: seg.flags.to_string(),
+            seq,
+            ack,
+            window: seg.window,
+            ttl: seg.ttl,
+            len: seg.payload.len(),
+            options: seg
+                .options
+                .iter()
+                .filter(|o| !matches!(o, TcpOption::NoOperation | TcpOption::EndOfList))
+                .map(ToString::to_string)
+                .collect(),
+        });
+    }
+
+    /// A segment for this flow arrived.
+    pub fn on_segment(&mut self, seg: &Inbound) -> Vec<Outbound> {
+        if self.state == State::Done {
+            return Vec::new();
+        }
+        if self.state == State::SynSent {
+            return self.on_segment_syn_sent(seg);
+        }
+        self.record_in(seg);
+        let mut out = Vec::new();
+        let now = seg.t_us;
+        let flags = seg.flags;
+        if flags.has(TcpFlags::RST) {
+            // RFC 793's check: the reset must fall in the window (the server's data may be lost).
+            let window = u32::from(self.window()).max(1) as usize;
+            if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + window) {
+                if self.state == State::Established {
+                    self.end_with(now, End::Rst);
+                }
+                self.state = State::Done;
+            }
+            return out;
+        }
+        if flags.has(TcpFlags::SYN) {
+            // Their SYN-ACK again: our ACK was lost.
+            if Some(seg.seq) == self.irs {
+                out.push(self.ack());
+            }
+            return out;
+        }
+        if !flags.has(TcpFlags::ACK) {
+            return out;
+        }
+        // An acknowledgement of something never sent: answer with an ACK, drop the segment.
+        if seg.ack.diff(self.snd_nxt) > 0 {
+            out.push(self.ack());
+            return out;
+        }
+        if seg.ack.diff(self.snd_una) > 0 {
+            self.snd_una = seg.ack;
+            self.retransmits = 0;
+            self.rto_at = if self.snd_una == self.snd_nxt { None } else { Some(now + self.rto()) };
+        }
+        let fresh = if self.state == State::Established { self.take_payload(seg) } else { None };
+        let data_after_close = self.state == State::Closing
+            && !seg.payload.is_empty()
+            && (seg.seq + seg.payload.len()).diff(self.rcv_nxt) > 0;
+        if flags.has(TcpFlags::FIN) {
+            let fin = seg.seq + seg.payload.len();
+            self.peer_fin.get_or_insert(fin);
+        }
+        let fin_now = !self.peer_fin_received && self.peer_fin == Some(self.rcv_nxt);
+        if fin_now {
+            self.peer_fin_received = true;
+            self.rcv_nxt = self.rcv_nxt + 1;
+        }
+        match self.state {
+            State::Established => {
+                if fresh.is_some() || fin_now || !seg.payload.is_empty() {
+                    out.push(self.ack());
+                }
+                if let Some(progress) = fresh {
+                    self.timings.first_byte.get_or_insert(now);
+                    match progress {
+                        Progress::Ident => {
+                            self.timings.ident = Some(now);
+                            if self.params.config.order == ProbeOrder::WaitForBanner {
+                                self.queue_ident(now, &mut out);
+                            }
+                            self.finish_exchange(now, End::WeClosed, &mut out);
+                        }
+                        Progress::NotSsh => self.finish_exchange(now, End::WeClosed, &mut out),
+                        Progress::NeedMore if self.banner.is_full() => {
+                            self.finish_exchange(now, End::ByteCap, &mut out)
+                        }
+                        Progress::NeedMore => {}
+                    }
+                }
+                if self.state == State::Established && self.peer_fin_received {
+                    self.finish_exchange(now, End::Fin, &mut out);
+                }
+            }
+            State::Closing => {
+                if data_after_close {
+                    // Data after our close: a closed kernel socket answers with a reset whose
+                    // sequence number is the segment's acknowledgement (RFC 9293 §3.10.7.1), and
+                    // the bytes are never read.
+                    out.push(Outbound {
+                        flags: TcpFlags(TcpFlags::RST),
+                        seq: seg.ack,
+                        ack: SeqNumber(0),
+                        window: 0,
+                        options: Vec::new(),
+                        payload: Bytes::new(),
+                    });
+                    self.state = State::Done;
+                } else {
+                    if fin_now || !seg.payload.is_empty() {
+                        out.push(self.ack());
+                    }
+                    let fin_acked = self.fin_seq.is_some_and(|f| self.snd_una.diff(f) > 0);
+                    if fin_acked && self.peer_fin_received {
+                        self.state = State::Done;
+                    }
+                }
+            }
+            State::SynSent | State::Done => {}
+        }
+        out
+    }
+
+    fn on_segment_syn_sent(&mut self, seg: &Inbound) -> Vec<Outbound> {
+        self.record_in(seg);
+        let flags = seg.flags;
+        let ack_ok = flags.has(TcpFlags::ACK) && seg.ack == self.params.iss + 1;
+        if !ack_ok {
+            // No acknowledgement of our SYN (a simultaneous open, an RST without ACK): not an answer.
+            return Vec::new();
+        }
+        if flags.has(TcpFlags::RST) {
+            self.fail_connect(seg.t_us, Connect::Refused);
+            return Vec::new();
+        }
+        if !flags.has(TcpFlags::SYN) {
+            return Vec::new();
+        }
+        let now = seg.t_us;
+        self.irs = Some(seg.seq);
+        self.rcv_nxt = seg.seq + 1;
+        self.snd_una = seg.ack;
+        // The SYN-ACK's own relative sequence number is now known: zero.
+        if let Some(last) = self.trace.last_mut() {
+            last.seq = 0;
+        }
+        for option in &seg.options {
+            if let TcpOption::MaxSegmentSize(mss) = option {
+                self.peer_mss = (*mss).max(64);
+            }
+        }
+        self.connect = Some(Connect::Established);
+        self.timings.connected = Some(now);
+        self.rtt = now.saturating_sub(self.last_syn_time());
+        self.banner_deadline = now + self.params.config.banner_timeout.as_micros() as u64;
+        self.state = State::Established;
+        let mut out = vec![self.ack()];
+        if self.params.config.order == ProbeOrder::SendFirst {
+            self.queue_ident(now, &mut out);
+        }
+        out
+    }
+
+    /// When the SYN that was answered went out: the last one before now (for the RTT).
+    fn last_syn_time(&self) -> u64 {
+        self.trace.iter().rev().find(|p| p.dir == Direction::Out && p.flags == "S").map_or(0, |p| p.t_us)
+    }
+
+    /// Takes the payload's new in-order bytes (and any out-of-order bytes they join up with) into
+    /// the banner reader; returns its verdict when any byte was taken.
+    fn take_payload(&mut self, seg: &Inbound) -> Option<Progress> {
+        if seg.payload.is_empty() {
+            return None;
+        }
+        let offset = seg.seq.diff(self.rcv_nxt);
+        let end = offset.saturating_add(seg.payload.len() as i32);
+        if end <= 0 {
+            return None; // all old: the caller re-acknowledges
+        }
+        let window = i32::from(self.window());
+        if offset >= window {
+            return None; // beyond the window
+        }
+        if offset > 0 {
+            // Out of order: keep it (within the window) until the gap fills.
+            let keep = seg.payload.slice(..(window - offset).min(seg.payload.len() as i32) as usize);
+            self.out_of_order.insert(seg.seq.0, keep);
+            return None;
+        }
+        let mut progress = self.deliver(seg.payload.slice((-offset) as usize..));
+        // Join up what was waiting.
+        while progress == Some(Progress::NeedMore) || progress.is_none() {
+            let next = self.out_of_order.iter().find_map(|(&seq, bytes)| {
+                let off = SeqNumber(seq).diff(self.rcv_nxt);
+                (off <= 0 && off.saturating_add(bytes.len() as i32) > 0).then_some((seq, off))
+            });
+            let Some((seq, off)) = next else { break };
+            let Some(bytes) = self.out_of_order.remove(&seq) else { break };
+            match self.deliver(bytes.slice((-off) as usize..)) {
+                None => break,
+                p => progress = p,
+            }
+        }
+        let rcv_nxt = self.rcv_nxt;
+        self.out_of_order.retain(|&seq, bytes| (SeqNumber(seq) + bytes.len()).diff(rcv_nxt) > 0);
+        progress
+    }
+
+    /// Hands in-order bytes to the banner reader, as far as the cap allows.
+    fn deliver(&mut self, bytes: Bytes) -> Option<Progress> {
+        let taken = bytes.len().min(self.banner.room());
+        if taken == 0 {
+            return None;
+        }
+        self.rcv_nxt = self.rcv_nxt + taken;
+        Some(self.banner.push(&bytes[..taken]))
+    }
+
+    /// Queues our ident and sends it in segments of at most the server's MSS.
+    fn queue_ident(&mut self, now: u64, out: &mut Vec<Outbound>) {
+        if self.ident_queued {
+            return;
+        }
+        self.ident_queued = true;
+        let start = self.snd_nxt;
+        let ident = self.params.config.ident.clone();
+        out.extend(self.data_segments(start, &ident));
+        self.snd_nxt = start + ident.len();
+        self.rto_at = Some(now + self.rto());
+    }
+
+    fn data_segments(&self, from: SeqNumber, bytes: &Bytes) -> Vec<Outbound> {
+        let mss = usize::from(self.peer_mss).max(1);
+        (0..bytes.len())
+            .step_by(mss)
+            .map(|at| self.segment(TcpFlags::PSH, from + at, bytes.slice(at..(at + mss).min(bytes.len()))))
+            .collect()
+    }
+
+    /// Sequence number just after our ident.
+    fn ident_end(&self) -> SeqNumber {
+        self.params.iss + 1 + self.params.config.ident.len()
+    }
+
+    fn rto(&self) -> u64 {
+        (RTO_MIN_US + 2 * self.rtt).min(RTO_MAX_US) << self.retransmits.min(4)
+    }
+
+    fn retransmit(&mut self, now: u64, out: &mut Vec<Outbound>) {
+        if self.retransmits >= MAX_RETRANSMITS {
+            self.rto_at = None;
+            return;
+        }
+        self.retransmits += 1;
+        if self.ident_queued && self.snd_una.diff(self.ident_end()) < 0 {
+            let ident = self.params.config.ident.clone();
+            let done = self.snd_una.diff(self.params.iss + 1).max(0) as usize;
+            out.extend(self.data_segments(self.snd_una, &ident.slice(done.min(ident.len())..)));
+        }
+        if let Some(fin) = self.fin_seq {
+            if self.snd_una.diff(fin) <= 0 {
+                out.push(self.segment(TcpFlags::FIN, fin, Bytes::new()));
+            }
+        }
+        self.rto_at = Some(now + self.rto());
+    }
+
+    fn reset(&self) -> Outbound {
+        self.segment(TcpFlags::RST, self.snd_nxt, Bytes::new())
+    }
+
+    fn end_with(&mut self, now: u64, end: End) {
+        if self.end.is_none() {
+            self.end = Some(end);
+            self.timings.closed = Some(now);
+        }
+    }
+
+    /// The exchange is over: record how, and close as configured.
+    fn finish_exchange(&mut self, now: u64, end: End, out: &mut Vec<Outbound>) {
+        self.end_with(now, end);
+        match self.params.config.close {
+            CloseMode::Rst => {
+                out.push(self.reset());
+                self.state = State::Done;
+            }
+            CloseMode::Fin => {
+                let fin = self.snd_nxt;
+                out.push(self.segment(TcpFlags::FIN, fin, Bytes::new()));
+                self.fin_seq = Some(fin);
+                self.snd_nxt = fin + 1;
+                self.rto_at = Some(now + self.rto());
+                self.linger_until = now + CLOSE_LINGER_US;
+                self.state = State::Closing;
+            }
+        }
+    }
+
+    /// What the probe observed. Call once [`is_done`](Self::is_done) (or to give up early: a flow
+    /// still connecting then reads as timed out, an established one as ended by our deadline).
+    pub fn into_observation(self) -> Observation {
+        let connect = self.connect.unwrap_or(Connect::TimedOut);
+        let established = connect == Connect::Established;
+        let mut timings = self.timings;
+        if timings.closed.is_none() {
+            timings.closed = self.trace.last().map(|p| p.t_us);
+        }
+        // Wire order: a segment that arrived while we were answering the previous one is recorded
+        // after our answer but carries its own (earlier) arrival time.
+        let mut trace = self.trace;
+        trace.sort_by_key(|p| p.t_us);
+        Observation {
+            remote: self.params.remote,
+            local: Some(self.params.local),
+            order: self.params.config.order,
+            connect,
+            end: if established { Some(self.end.unwrap_or(End::Timeout)) } else { None },
+            timings,
+            received: self.banner.into_bytes(),
+            sent_ident: self.sent_ident,
+            packets: trace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ident_line;
+    use std::time::Duration;
+
+    const ISS: u32 = 1000;
+    const IRS: u32 = 5000;
+    const IDENT: &str = "SSH-2.0-t";
+
+    fn params(order: ProbeOrder, close: CloseMode) -> FlowParams {
+        FlowParams {
+            local: "127.0.0.1:61000".parse().unwrap(),
+            remote: "127.0.0.1:22".parse().unwrap(),
+            iss: SeqNumber(ISS),
+            mss: 1460,
+            ttl: 64,
+            config: ProbeConfig {
+                order,
+                ident: ident_line(IDENT),
+                connect_timeout: Duration::from_secs(5),
+                banner_timeout: Duration::from_secs(10),
+                byte_cap: 64,
+                close,
+            },
+        }
+    }
+
+    /// A flow driven by the test: every segment it emits counts as sent at the current time.
+    struct Run {
+        flow: Flow,
+        now: u64,
+        sent: Vec<Outbound>,
+    }
+
+    impl Run {
+        fn new(order: ProbeOrder, close: CloseMode) -> Run {
+            let mut flow = Flow::new(params(order, close));
+            let out = flow.start();
+            let mut run = Run { flow, now: 0, sent: Vec::new() };
+            run.emit(out);
+            run
+        }
+
+        fn emit(&mut self, out: Vec<Outbound>) {
+            for seg in out {
+                self.flow.sent(self.now, &seg);
+                self.sent.push(seg);
+            }
+        }
+
+        fn recv(&mut self, at: u64, flags: u8, seq: u32, payload: &'static [u8]) {
+            self.now = at;
+            let seg = Inbound {
+                t_us: at,
+                flags: TcpFlags(flags),
+                seq: SeqNumber(seq),
+                ack: SeqNumber(self.flow.snd_nxt.0),
+                window: 65535,
+                ttl: 64,
+                options: if flags & TcpFlags::SYN != 0 {
+                    vec![TcpOption::MaxSegmentSize(1460)]
+                } else {
+                    vec![]
+                },
+                payload: Bytes::from_static(payload),
+            };
+            let out = self.flow.on_segment(&seg);
+            self.emit(out);
+        }
+
+        fn tick(&mut self, at: u64) {
+            self.now = at;
+            let out = self.flow.on_timer(at);
+            self.emit(out);
+        }
+
+        fn handshake(&mut self) {
+            self.recv(100, SA, IRS, b"");
+        }
+
+        /// The trace as `dir flags seq ack len` strings.
+        fn trace(&self) -> Vec<String> {
+            self.flow
+                .trace
+                .iter()
+                .map(|p| {
+                    let d = if p.dir == Direction::Out { ">" } else { "<" };
+                    format!("{d}{} {} {} {}", p.flags, p.seq, p.ack, p.len)
+                })
+                .collect()
+        }
+    }
+
+    const SA: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const A: u8 = TcpFlags::ACK;
+    const PA: u8 = TcpFlags::PSH | TcpFlags::ACK;
+    const FA: u8 = TcpFlags::FIN | TcpFlags::ACK;
+    const RA: u8 = TcpFlags::RST | TcpFlags::ACK;
+    const R: u8 = TcpFlags::RST;
+
+    #[test]
+    fn banner_wait_then_send_then_fin() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        assert_eq!(run.sent[0].options, [TcpOption::MaxSegmentSize(1460)]);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        assert_eq!(run.flow.state(), State::Closing);
+        // The server acknowledges our ident and FIN, then closes too.
+        run.recv(300, A, IRS + 14, b"");
+        run.recv(310, FA, IRS + 14, b"");
+        assert!(run.flow.is_done());
+        assert_eq!(
+            run.trace(),
+            [
+                ">S 0 0 0",
+                "<SA 0 1 0",
+                ">A 1 1 0",
+                "<PA 1 1 13",
+                ">A 1 14 0",
+                ">PA 1 14 11",
+                ">FA 12 14 0",
+                "<A 14 13 0",
+                "<FA 14 13 0",
+                ">A 13 15 0"
+            ]
+        );
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.connect, obs.end, obs.sent_ident), (Connect::Established, Some(End::WeClosed), true));
+        assert_eq!(&obs.received[..], b"SSH-2.0-srv\r\n");
+        assert_eq!(
+            (obs.timings.connected, obs.timings.first_byte, obs.timings.ident),
+            (Some(100), Some(200), Some(200))
+        );
+        assert_eq!(obs.timings.closed, Some(200));
+        assert_eq!(obs.local, Some("127.0.0.1:61000".parse().unwrap()));
+    }
+
+    #[test]
+    fn send_first_and_rst_close() {
+        let mut run = Run::new(ProbeOrder::SendFirst, CloseMode::Rst);
+        run.handshake();
+        assert_eq!(run.trace()[2..], [">A 1 1 0", ">PA 1 1 11"]);
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        assert!(run.flow.is_done());
+        assert_eq!(run.trace()[4..], ["<PA 1 12 13", ">A 12 14 0", ">RA 12 14 0"]);
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, obs.sent_ident), (Some(End::WeClosed), true));
+    }
+
+    #[test]
+    fn rst_to_syn_is_refused_and_bad_acks_are_ignored() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        // An RST whose ACK does not match our SYN is not an answer to it.
+        run.flow.on_segment(&Inbound {
+            t_us: 50,
+            flags: TcpFlags(RA),
+            seq: SeqNumber(0),
+            ack: SeqNumber(ISS + 7),
+            window: 0,
+            ttl: 64,
+            options: vec![],
+            payload: Bytes::new(),
+        });
+        assert_eq!(run.flow.state(), State::SynSent);
+        run.recv(60, RA, 0, b"");
+        assert!(run.flow.is_done());
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.connect, obs.end, obs.timings.closed), (Connect::Refused, None, Some(60)));
+        assert_eq!(obs.packets.len(), 3);
+    }
+
+    #[test]
+    fn syn_is_retransmitted_on_the_kernel_schedule_until_the_connect_timeout() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        let mut ticks = 0;
+        while let Some(at) = run.flow.poll_at() {
+            run.tick(at);
+            ticks += 1;
+            assert!(ticks < 20);
+        }
+        let syns: Vec<u64> = run.flow.trace.iter().map(|p| p.t_us / 1000).collect();
+        assert_eq!(syns, [0, 1000, 3000]);
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.connect, obs.timings.closed), (Connect::TimedOut, Some(5_000_000)));
+    }
+
+    #[test]
+    fn icmp_before_establishment_is_unreachable() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.flow.on_icmp(80, IcmpErrorKind::Unreachable4(4), SeqNumber(ISS));
+        assert_eq!(run.flow.state(), State::SynSent);
+        run.flow.on_icmp(90, IcmpErrorKind::Unreachable4(13), SeqNumber(ISS));
+        let obs = run.flow.into_observation();
+        assert_eq!(obs.connect, Connect::Unreachable { detail: "administratively prohibited".into() });
+        assert_eq!(obs.packets[2].flags, "icmp");
+    }
+
+    #[test]
+    fn silent_close_reads_as_fin_and_we_close_too() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(5_000_000, FA, IRS + 1, b"");
+        assert_eq!(run.trace()[3..], ["<FA 1 1 0", ">A 1 2 0", ">FA 1 2 0"]);
+        run.recv(5_000_100, A, IRS + 2, b"");
+        assert!(run.flow.is_done());
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, obs.received.len(), obs.sent_ident), (Some(End::Fin), 0, false));
+        assert_eq!(obs.timings.closed, Some(5_000_000));
+    }
+
+    #[test]
+    fn refusal_text_then_reset_is_kept() {
+        let mut run = Run::new(ProbeOrder::SendFirst, CloseMode::Fin);
+        run.handshake();
+        run.recv(300, PA, IRS + 1, b"Exceeded MaxStartups\r\n");
+        assert_eq!(run.flow.state(), State::Established);
+        run.recv(310, R, IRS + 23, b"");
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, &obs.received[..]), (Some(End::Rst), &b"Exceeded MaxStartups\r\n"[..]));
+    }
+
+    #[test]
+    fn out_of_window_rst_is_ignored() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(300, R, IRS + 1 + 100_000, b"");
+        assert_eq!(run.flow.state(), State::Established);
+        run.recv(301, R, IRS + 1, b"");
+        assert_eq!(run.flow.into_observation().end, Some(End::Rst));
+    }
+
+    #[test]
+    fn reassembles_out_of_order_and_duplicate_segments() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Rst);
+        run.handshake();
+        // "SSH-2.0-srv\r\n" in three pieces: the last first, then a duplicate, then an overlap.
+        run.recv(200, PA, IRS + 1 + 8, b"srv\r\n");
+        assert_eq!(run.flow.state(), State::Established);
+        assert_eq!(run.sent.last().unwrap().ack, SeqNumber(IRS + 1)); // duplicate ACK
+        run.recv(210, A, IRS + 1, b"SSH-");
+        assert_eq!(run.flow.state(), State::Established);
+        run.recv(220, A, IRS + 1, b"SSH-");
+        run.recv(230, A, IRS + 1 + 2, b"H-2.0-");
+        assert!(run.flow.is_done());
+        let obs = run.flow.into_observation();
+        assert_eq!(&obs.received[..], b"SSH-2.0-srv\r\n");
+        assert_eq!(obs.timings.ident, Some(230));
+    }
+
+    #[test]
+    fn early_fin_waits_for_the_gap() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Rst);
+        run.handshake();
+        run.recv(200, FA, IRS + 1 + 4, b"away\r\n");
+        assert_eq!(run.flow.state(), State::Established);
+        run.recv(210, PA, IRS + 1, b"Go, ");
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, &obs.received[..]), (Some(End::Fin), &b"Go, away\r\n"[..]));
+    }
+
+    #[test]
+    fn byte_cap_ends_the_exchange() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Rst);
+        run.handshake();
+        assert_eq!(run.sent[1].window, 64);
+        run.recv(200, PA, IRS + 1, &[b'x'; 100]);
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, obs.received.len()), (Some(End::ByteCap), 64));
+    }
+
+    #[test]
+    fn banner_deadline_closes() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-sl");
+        assert_eq!(run.flow.poll_at(), Some(100 + 10_000_000));
+        run.tick(100 + 10_000_000);
+        assert_eq!(run.flow.state(), State::Closing);
+        // Nobody answers: our FIN is retransmitted a few times, then the flow is forgotten.
+        let mut ticks = 0;
+        while let Some(at) = run.flow.poll_at() {
+            run.tick(at);
+            ticks += 1;
+            assert!(ticks < 20);
+        }
+        let fins = run.flow.trace.iter().filter(|p| p.flags == "FA").count();
+        assert!((2..=4).contains(&fins), "{fins}");
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, obs.timings.closed), (Some(End::Timeout), Some(10_000_100)));
+    }
+
+    #[test]
+    fn data_after_our_close_is_reset() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        run.recv(300, PA, IRS + 14, b"\x00\x00\x01\x0ckexinit");
+        assert!(run.flow.is_done());
+        assert_eq!(run.trace().last().unwrap(), ">R 13 0 0");
+        assert_eq!(run.flow.into_observation().received.len(), 13);
+    }
+
+    #[test]
+    fn the_trace_is_in_wire_order() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(300, PA, IRS + 1, b"Exceeded MaxStartups\r\n");
+        // The FIN arrived at 250 µs, before our ACK of the line went out, but was handled after.
+        run.recv(250, FA, IRS + 23, b"");
+        let obs = run.flow.into_observation();
+        let times: Vec<u64> = obs.packets.iter().map(|p| p.t_us).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert_eq!(obs.end, Some(End::Fin));
+    }
+
+    #[test]
+    fn lost_ident_is_retransmitted() {
+        let mut run = Run::new(ProbeOrder::SendFirst, CloseMode::Fin);
+        run.handshake();
+        let at = run.flow.poll_at().unwrap();
+        assert!(at < 1_000_000);
+        run.tick(at);
+        assert_eq!(run.trace().last().unwrap(), ">PA 1 1 11");
+        run.recv(at + 10, A, IRS + 1, b"");
+        assert_eq!(run.flow.poll_at(), Some(100 + 10_000_000));
+    }
+}

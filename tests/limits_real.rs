@@ -1,0 +1,44 @@
+//! `limits` against a real sshd with a known MaxStartups. In a test binary of its own, so that no
+//! other test loads the machine while it measures (Cargo runs test binaries one at a time).
+
+mod common;
+
+use common::{have, jsonl, root_or_skip, Sshd};
+
+#[test]
+fn limits_estimates_maxstartups_4_30_12() {
+    if !root_or_skip("limits_estimate") || !have("limits_estimate", &["sshd"]) {
+        return;
+    }
+    // Debian 12's sshd (9.2) has no penalties to turn off.
+    let sshd = Sshd::new().option("MaxStartups 4:30:12").start();
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("limits.svg");
+    let (lines, out) = jsonl(&[
+        "limits",
+        &sshd.addr.to_string(),
+        "--max-duration",
+        "50s",
+        "--rate-duration",
+        "1s",
+        "--plot",
+        plot.to_str().unwrap(),
+        "-o",
+        "jsonl",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = lines.iter().find(|l| l["type"] == "summary").expect("a summary line");
+    let fit = &summary["fit"]["best"];
+    let (start, rate, full) =
+        (fit["start"].as_i64().unwrap(), fit["rate"].as_i64().unwrap(), fit["full"].as_i64().unwrap());
+    assert!(
+        (start - 4).abs() <= 1 && (full - 12).abs() <= 1 && (rate - 30).abs() <= 15,
+        "fitted {start}:{rate}:{full}\n{summary:#}"
+    );
+    assert!(summary["duration_ms"].as_u64().unwrap() < 60_000);
+    assert!(summary["accept_rate"]["banners_per_s"].as_f64().unwrap() > 0.0);
+    let levels = lines.iter().filter(|l| l["type"] == "level").count();
+    assert!(levels >= 12, "{levels} levels");
+    let svg = std::fs::read_to_string(&plot).expect("the plot");
+    assert!(svg.starts_with("<svg") && svg.contains("refused fraction"));
+}

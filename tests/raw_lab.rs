@@ -1,0 +1,221 @@
+//! The raw engine against the embedded lab on loopback: for every behaviour, probe order and close
+//! mode, it must reach the same outcome as the connect engine, and its trace must show the segments
+//! that explain it.
+//!
+//! Needs root (raw sockets and an nftables rule): skipped, loudly, otherwise.
+
+use sshprobe::engine::connect::ConnectEngine;
+use sshprobe::engine::raw::{RawEngine, RawOptions};
+use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
+use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
+use sshprobe::outcome::{classify, Outcome};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIPPED {}: the raw engine needs root (CAP_NET_RAW, CAP_NET_ADMIN)", module_path!());
+            return;
+        }
+    };
+}
+
+fn config(order: ProbeOrder, close: CloseMode) -> ProbeConfig {
+    ProbeConfig {
+        order,
+        connect_timeout: Duration::from_secs(2),
+        banner_timeout: Duration::from_millis(1500),
+        close,
+        ..ProbeConfig::default()
+    }
+}
+
+async fn lab() -> Lab {
+    Lab::start(LabConfig {
+        deny_delay: Duration::from_millis(200),
+        slow_interval: Duration::from_millis(5),
+        maxstartups: MaxStartups { start: 100, rate: 100, full: 100 },
+        ..LabConfig::default()
+    })
+    .await
+    .expect("starting the lab")
+}
+
+async fn probe(engine: &impl Engine, remote: SocketAddr) -> Observation {
+    engine.probe(ProbeRequest { remote, source: None }).await
+}
+
+/// Flags of the trace, `>` for ours and `<` for theirs.
+fn flags(obs: &Observation) -> Vec<String> {
+    obs.packets
+        .iter()
+        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.flags))
+        .collect()
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_and_connect_agree_on_every_lab_behaviour() {
+    require_root!();
+    let lab = lab().await;
+    let behaviours = [
+        (Behaviour::Ok, Outcome::Banner),
+        // FACTS §2: the same silent refusal is a FIN to a probe that waits, an RST to one that spoke.
+        (Behaviour::DenyClose, Outcome::ClosedBeforeBanner),
+        (Behaviour::DenyReset, Outcome::ResetBeforeBanner),
+        (Behaviour::Tarpit, Outcome::BannerTimeout),
+        (Behaviour::Slow, Outcome::Banner),
+        (Behaviour::NotSsh, Outcome::NotSsh),
+        (Behaviour::Endless, Outcome::NotSsh),
+        (Behaviour::Prebanner, Outcome::Banner),
+        (Behaviour::Ssh1, Outcome::ProtocolMismatch),
+    ];
+    for order in [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst] {
+        for close in [CloseMode::Fin, CloseMode::Rst] {
+            let cfg = config(order, close);
+            let raw = RawEngine::new(cfg.clone(), RawOptions::default()).expect("raw engine");
+            let connect = ConnectEngine::new(cfg);
+            for (behaviour, expected) in behaviours {
+                let expected = match (behaviour, order) {
+                    (Behaviour::DenyClose, ProbeOrder::SendFirst) => Outcome::ResetBeforeBanner,
+                    _ => expected,
+                };
+                let addr = lab.addr(behaviour);
+                let (r, c) = tokio::join!(probe(&raw, addr), probe(&connect, addr));
+                let (ro, co) = (classify(&r).outcome, classify(&c).outcome);
+                assert_eq!(
+                    (ro, co),
+                    (expected, expected),
+                    "{behaviour} {order:?} {close:?}: raw {ro} connect {co}\nraw trace {:?}",
+                    flags(&r)
+                );
+                // How the connection ended must agree too, except where it is a race on the
+                // server's side: the lab's HTTP reply is written and closed at once, so whether a
+                // send-first client's ident is already queued (RST) or not yet (FIN) varies.
+                if !(behaviour == Behaviour::NotSsh && order == ProbeOrder::SendFirst) {
+                    assert_eq!(r.end, c.end, "{behaviour} {order:?} {close:?}: {:?}", flags(&r));
+                }
+                assert!(r.local.is_some_and(|l| raw.ports().contains(&l.port())));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banner_trace_shows_the_handshake_the_exchange_and_the_close() {
+    require_root!();
+    let lab = lab().await;
+    let raw =
+        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin), RawOptions::default()).unwrap();
+    let obs = probe(&raw, lab.addr(Behaviour::Ok)).await;
+    assert_eq!(classify(&obs).outcome, Outcome::Banner);
+    assert_eq!((obs.end, obs.sent_ident), (Some(End::WeClosed), true));
+    let f = flags(&obs);
+    assert_eq!(f[..6], [">S", "<SA", ">A", "<PA", ">A", ">PA"], "{f:?}");
+    assert_eq!(f[6], ">FA", "{f:?}");
+    let syn = &obs.packets[0];
+    assert_eq!(syn.options, ["mss=1460"]);
+    assert_eq!((syn.seq, syn.ttl), (0, 64));
+    let synack = &obs.packets[1];
+    assert_eq!((synack.seq, synack.ack), (0, 1));
+    assert!(synack.options.iter().any(|o| o.starts_with("mss=")), "{:?}", synack.options);
+    let banner = &obs.packets[3];
+    assert_eq!(banner.len, sshprobe::lab::LAB_BANNER.len());
+    let t = obs.timings;
+    assert!(t.connected.unwrap() <= t.first_byte.unwrap() && t.first_byte <= t.ident && t.ident <= t.closed);
+    assert_eq!(t.connected, Some(synack.t_us));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_is_an_rst_to_the_syn() {
+    require_root!();
+    let raw =
+        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin), RawOptions::default()).unwrap();
+    let addr = closed_port();
+    let obs = probe(&raw, addr).await;
+    let c = probe(&ConnectEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin)), addr).await;
+    assert_eq!((obs.connect.clone(), c.connect), (Connect::Refused, Connect::Refused));
+    assert_eq!(flags(&obs), [">S", "<RA"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_works_too() {
+    require_root!();
+    let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("SKIPPED ipv6_loopback_works_too: no ::1 on this host");
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"SSH-2.0-v6test\r\n").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let raw = RawEngine::new(config(ProbeOrder::SendFirst, CloseMode::Rst), RawOptions::default()).unwrap();
+    let obs = probe(&raw, addr).await;
+    assert_eq!(classify(&obs).outcome, Outcome::Banner, "{:?}", flags(&obs));
+    assert_eq!(obs.local.map(|l| l.ip()), Some("::1".parse().unwrap()));
+    assert!(obs.packets.iter().filter(|p| p.dir == Direction::In).all(|p| p.ttl == 64), "{:?}", obs.packets);
+    assert_eq!(flags(&obs).last().map(String::as_str), Some(">RA"));
+}
+
+/// Thousands of probes at once: the lab's accept queue would overflow (for both engines alike: SYN
+/// cookies, dropped ACKs), so most go to a closed port, whose RSTs come from the kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_probes_in_flight_share_one_receive_thread() {
+    require_root!();
+    let lab = lab().await;
+    let raw =
+        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst), RawOptions::default()).unwrap();
+    let (ok, closed) = (lab.addr(Behaviour::Ok), closed_port());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..2100 {
+        let raw = raw.clone();
+        let addr = if i % 21 == 0 { ok } else { closed };
+        set.spawn(async move { probe(&raw, addr).await });
+    }
+    let results: Vec<Observation> = set.join_all().await;
+    let count = |o: Outcome| results.iter().filter(|r| classify(r).outcome == o).count();
+    assert_eq!((count(Outcome::Banner), count(Outcome::Refused)), (100, 2000));
+    let mut ports: Vec<u16> = results.iter().filter_map(|o| o.local.map(|l| l.port())).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 2100, "every probe had its own port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_address_is_used_and_must_be_ours() {
+    require_root!();
+    let lab = lab().await;
+    let raw =
+        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst), RawOptions::default()).unwrap();
+    let connect = ConnectEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst));
+    let remote = lab.addr(Behaviour::Ok);
+    // Any 127/8 address is this host's (the lab listens on 127.0.0.1).
+    let source = Some("127.0.0.9".parse().unwrap());
+    let obs = raw.probe(ProbeRequest { remote, source }).await;
+    assert_eq!(classify(&obs).outcome, Outcome::Banner);
+    assert_eq!(obs.local.map(|l| l.ip()), source);
+    // 192.0.2.1 (TEST-NET-1) is not: both engines fail locally, neither sends a packet.
+    let source = Some("192.0.2.1".parse().unwrap());
+    let (r, c) = tokio::join!(
+        raw.probe(ProbeRequest { remote, source }),
+        connect.probe(ProbeRequest { remote, source })
+    );
+    assert_eq!((classify(&r).outcome, classify(&c).outcome), (Outcome::LocalError, Outcome::LocalError));
+    assert!(r.packets.is_empty());
+}
