@@ -209,3 +209,28 @@ fn a_network_is_walked() {
         [(format!("127.0.0.1:{port}"), "banner".into()), (format!("127.0.0.2:{port}"), "refused".into())]
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targets.txt");
+    std::fs::write(&file, format!("{ok}\n").repeat(5000)).unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["probe", "-i", file.to_str().unwrap(), "-o", "jsonl"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sshprobe");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"banner\""), "{first}");
+    // The reader is gone now (`| head -1`).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}

@@ -304,30 +304,38 @@ async fn drive<E: Engine>(
     let mut reporter = ProbeReporter::new(out, output.format, table && stdout_wants_colour(), output.trace);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
-    loop {
+    let progress = progress_line();
+    let mut open = true;
+    while open {
         let event = match rx.try_recv() {
             Ok(event) => event,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
-                reporter.flush().context("writing results")?;
+                open = output_open(reporter.flush())?;
                 match rx.recv().await {
-                    Some(event) => event,
-                    None => break,
+                    Some(event) if open => event,
+                    _ => break,
                 }
             }
         };
         match event {
             Event::Probe(result) => {
                 *tally.entry(result.classification.outcome).or_default() += 1;
-                reporter.write_unflushed(&result).context("writing results")?;
+                progress.inc(1);
+                open = output_open(reporter.write_unflushed(&result))?;
             }
             Event::BadTarget(e) => {
                 bad_targets += 1;
-                eprintln!("sshprobe: {e}");
+                progress.suspend(|| eprintln!("sshprobe: {e}"));
             }
         }
     }
-    reporter.flush().context("writing results")?;
+    progress.finish_and_clear();
+    if !open || !output_open(reporter.flush())? {
+        // Nobody reads the results any more (`sshprobe probe ... | head`): stop probing.
+        runner.abort();
+        return Ok(EXIT_OK);
+    }
     runner.await.context("the probe runner failed")?;
     let probes: u64 = tally.values().sum();
     if table {
@@ -341,6 +349,32 @@ async fn drive<E: Engine>(
     } else {
         EXIT_SOME_FAILED
     })
+}
+
+/// Whether stdout still takes results: a closed pipe (`| head`) ends the run quietly, as it does for
+/// other Unix tools; any other write error is an error.
+fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing results"),
+    }
+}
+
+/// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
+/// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
+fn progress_line() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos} probes, {per_sec}, {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// Ctrl-C and SIGTERM, caught from the moment this exists.
