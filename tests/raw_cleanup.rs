@@ -3,6 +3,8 @@
 //!
 //! These run the `sshprobe` binary. Needs root: skipped, loudly, otherwise.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -11,15 +13,9 @@ use std::time::{Duration, Instant};
 /// One raw run at a time: runs share the per-namespace lock.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("SKIPPED {}: the raw engine needs root (CAP_NET_RAW, CAP_NET_ADMIN)", module_path!());
+        if !common::need_root(module_path!()) {
             return;
         }
     };

@@ -4,6 +4,8 @@
 //!
 //! Needs root (raw sockets and an nftables rule): skipped, loudly, otherwise.
 
+mod common;
+
 use sshprobe::engine::connect::ConnectEngine;
 use sshprobe::engine::raw::{RawEngine, RawOptions};
 use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
@@ -13,15 +15,9 @@ use sshprobe::outcome::{classify, Outcome};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("SKIPPED {}: the raw engine needs root (CAP_NET_RAW, CAP_NET_ADMIN)", module_path!());
+        if !common::need_root(module_path!()) {
             return;
         }
     };
