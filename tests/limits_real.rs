@@ -42,3 +42,33 @@ fn limits_estimates_maxstartups_4_30_12() {
     let svg = std::fs::read_to_string(&plot).expect("the plot");
     assert!(svg.starts_with("<svg") && svg.contains("refused fraction"));
 }
+
+#[test]
+fn limits_measures_login_grace_time() {
+    if !root_or_skip("limits_grace") || !have("limits_grace", &["sshd"]) {
+        return;
+    }
+    let sshd = Sshd::new().option("LoginGraceTime 2").start();
+    let (lines, out) = jsonl(&[
+        "limits",
+        &sshd.addr.to_string(),
+        "--max-held",
+        "2",
+        "--probes",
+        "2",
+        "--rate-duration",
+        "0s",
+        "--grace",
+        "15s",
+        "-o",
+        "jsonl",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = lines.iter().find(|l| l["type"] == "summary").expect("a summary line");
+    let grace = &summary["grace"];
+    // sshd 9.2 closes at LoginGraceTime exactly (9.9+ adds up to 4 s of jitter).
+    let estimate = grace["estimate_s"].as_f64().expect("an estimate");
+    assert!((1.9..3.0).contains(&estimate), "{grace}");
+    assert_eq!(grace["still_open"], 0, "{grace}");
+    assert_eq!(grace["lifetimes_ms"].as_array().map(Vec::len), Some(3), "{grace}");
+}
