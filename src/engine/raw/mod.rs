@@ -228,7 +228,7 @@ impl Driver {
             None => firewall::port_range()?,
         };
         let lock = RunLock::acquire()?;
-        let sockets = Arc::new(RawSockets::open().map_err(|e| match e.raw_os_error() {
+        let sockets = Arc::new(RawSockets::open(ports.clone()).map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM | libc::EACCES) => {
                 RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
             }

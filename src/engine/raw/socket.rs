@@ -18,6 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -78,6 +79,31 @@ fn raw_socket(domain: Domain, protocol: i32) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// A classic BPF program that keeps a TCP segment only when its destination port is in `ports`:
+/// a raw TCP socket otherwise gets a copy of every TCP packet the host receives, on loopback our own
+/// outgoing segments among them (half of what it queued in the e2e bench, each a wake-up and a
+/// `recv`). Only packets the flow table would drop are filtered: every flow's local port is in
+/// `ports`. `ipv4`: the packet starts with its IPv4 header (IP_HDRINCL sockets receive it), else
+/// with the TCP header (IPv6 raw sockets). A packet too short to hold the port is dropped, as
+/// parsing would drop it.
+pub fn port_filter(ipv4: bool, ports: &RangeInclusive<u16>) -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let mut prog = Vec::with_capacity(6);
+    if ipv4 {
+        // X = 4 * (IHL), then A = the 16 bits at X + 2 (the TCP destination port).
+        prog.push(op(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0, 0, 0));
+        prog.push(op(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, 0, 0, 2));
+    } else {
+        prog.push(op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 2));
+    }
+    // A < start: drop (skip 2 to the last); A > end: drop (skip 1); else keep.
+    prog.push(op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, 0, 2, u32::from(*ports.start())));
+    prog.push(op(libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K, 1, 0, u32::from(*ports.end())));
+    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
+    prog
+}
+
 fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: a valid descriptor and a pointer to an int of the size given.
     let rc = unsafe {
@@ -97,13 +123,16 @@ fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Res
 }
 
 impl RawSockets {
-    /// Opens the sockets. Fails (EPERM) without CAP_NET_RAW; IPv6 is optional.
-    pub fn open() -> io::Result<RawSockets> {
+    /// Opens the sockets. Fails (EPERM) without CAP_NET_RAW; IPv6 is optional. The TCP sockets
+    /// keep only segments to a port in `ports` (see [`port_filter`]).
+    pub fn open(ports: RangeInclusive<u16>) -> io::Result<RawSockets> {
         let tcp4 = raw_socket(Domain::IPV4, libc::IPPROTO_TCP)?;
         tcp4.set_header_included_v4(true)?;
+        tcp4.attach_filter(&port_filter(true, &ports))?;
         let icmp4 = raw_socket(Domain::IPV4, libc::IPPROTO_ICMP)?;
         let v6 = || -> io::Result<(Socket, Socket)> {
             let tcp6 = raw_socket(Domain::IPV6, libc::IPPROTO_TCP)?;
+            tcp6.attach_filter(&port_filter(false, &ports))?;
             setsockopt_int(&tcp6, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
             setsockopt_int(&tcp6, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
             tcp6.set_unicast_hops_v6(u32::from(TTL))?;
