@@ -179,3 +179,23 @@ fn without_capabilities_one_line_names_what_is_missing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("refused"));
 }
+
+#[test]
+fn source_ports_inside_the_ephemeral_range_are_refused_before_any_rule() {
+    require_root!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _cleanup = Cleanup(None);
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let lo: u16 = text.split_whitespace().next().unwrap().parse().unwrap();
+    let inside = format!("{lo}-{}", lo.saturating_add(10));
+    let out = sshprobe()
+        .args(["probe", "--engine", "raw", "--source-ports", &inside, &closed_port().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("source ports {inside} overlap ip_local_port_range")), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(!table_exists());
+}

@@ -13,6 +13,7 @@ use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource, TargetStream};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +104,12 @@ pub struct ProbeArgs {
     #[arg(long)]
     no_firewall: bool,
 
+    /// With --engine raw: the source ports to use, as LO-HI or one port (default: those above
+    /// ip_local_port_range). They must lie outside that range. One port per probe in flight
+    /// towards the same destination.
+    #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
+    source_ports: Option<RangeInclusive<u16>>,
+
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
@@ -164,6 +171,16 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
         return Err(bad());
     }
     Ok((i - 1, n))
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("invalid port range {s:?}: expected LO-HI or PORT, with 1 <= LO <= HI <= 65535");
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi): (u16, u16) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
 }
 
 /// Checks our ident line: errors for what would break the exchange, warnings for what servers dislike.
@@ -257,13 +274,19 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     if args.no_firewall && args.engine != EngineKind::Raw {
         tracing::warn!("--no-firewall applies only to --engine raw");
     }
+    if args.source_ports.is_some() && args.engine != EngineKind::Raw {
+        tracing::warn!("--source-ports applies only to --engine raw");
+    }
     let output = Output { format: args.format, trace: args.trace };
     match args.engine {
         EngineKind::Connect => drive(Arc::new(ConnectEngine::new(config)), targets, options, output).await,
         EngineKind::Raw => {
             // Caught before the rule exists, so no window leaves it behind.
             let mut signals = ShutdownSignals::install()?;
-            let engine = RawEngine::new(config, RawOptions { firewall: !args.no_firewall, ports: None })?;
+            let engine = RawEngine::new(
+                config,
+                RawOptions { firewall: !args.no_firewall, ports: args.source_ports.clone() },
+            )?;
             let engine = Arc::new(engine);
             // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
             // before exiting (a normal end removes it when the engine is dropped).
@@ -411,6 +434,15 @@ mod tests {
         assert_eq!(parse_shard("4/4"), Ok((3, 4)));
         for bad in ["0/4", "5/4", "1", "a/b", "1/0"] {
             assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("61000-61010"), Ok(61000..=61010));
+        assert_eq!(parse_port_range("62000"), Ok(62000..=62000));
+        for bad in ["0-10", "10-9", "1-70000", "a", "", "5-"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
         }
     }
 

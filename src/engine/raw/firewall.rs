@@ -69,6 +69,19 @@ pub enum SetupError {
         /// The fewest ports the engine accepts.
         min: u16,
     },
+    /// The source ports asked for (`--source-ports`) overlap the kernel's ephemeral range.
+    #[error(
+        "source ports {ports} overlap ip_local_port_range {lo}-{hi}: the kernel could give those ports \
+         to other connections, whose resets the engine's firewall rule would drop; choose ports outside it"
+    )]
+    PortsOverlap {
+        /// The ports asked for, as `lo-hi`.
+        ports: String,
+        /// The kernel's range, low end.
+        lo: u16,
+        /// The kernel's range, high end.
+        hi: u16,
+    },
     /// Another raw engine holds this network namespace.
     #[error(
         "another sshprobe raw engine is running in this network namespace (pid {}, lock {path}); \
@@ -102,13 +115,27 @@ pub const MIN_PORTS: u16 = 256;
 /// The source ports for the raw engine: those above the kernel's ephemeral range (or, when that
 /// reaches 65535, below it, above 1024).
 pub fn port_range() -> Result<RangeInclusive<u16>, SetupError> {
+    let (lo, hi) = local_port_range()?;
+    ports_outside(lo, hi)
+}
+
+/// Checks source ports the user chose: they must lie outside the kernel's ephemeral range.
+pub fn check_ports(ports: &RangeInclusive<u16>) -> Result<(), SetupError> {
+    let (lo, hi) = local_port_range()?;
+    if *ports.end() < lo || *ports.start() > hi {
+        Ok(())
+    } else {
+        Err(SetupError::PortsOverlap { ports: format!("{}-{}", ports.start(), ports.end()), lo, hi })
+    }
+}
+
+fn local_port_range() -> Result<(u16, u16), SetupError> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .map_err(io_error("reading /proc/sys/net/ipv4/ip_local_port_range"))?;
-    let (lo, hi) = parse_local_port_range(&text).ok_or_else(|| SetupError::Io {
+    parse_local_port_range(&text).ok_or_else(|| SetupError::Io {
         what: "parsing /proc/sys/net/ipv4/ip_local_port_range".into(),
         source: io::Error::new(io::ErrorKind::InvalidData, text.trim().to_string()),
-    })?;
-    ports_outside(lo, hi)
+    })
 }
 
 fn parse_local_port_range(text: &str) -> Option<(u16, u16)> {

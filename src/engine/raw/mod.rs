@@ -18,9 +18,12 @@
 //! One receive thread polls the raw sockets (with a timeout, so it can stop) and hands each packet
 //! that answers one of our probes to that probe's task through a channel; everything else (the
 //! host's other TCP traffic, which raw sockets also see) is dropped. A packet answers a probe when its
-//! 4-tuple is in the flow table and its acknowledgement number lies within what that probe can have
-//! sent (zmap's stateless validation); the probe's state machine then checks it exactly. Probes are
-//! tasks, not threads or sockets: thousands can be in flight.
+//! 4-tuple is in the flow table and it carries an ACK, or is a reset whose acknowledgement number (if
+//! any) lies within what that probe can have sent (zmap's stateless validation, so that a stray reset
+//! is not even queued); the probe's state machine then checks it exactly. An ACK outside that range
+//! is not dropped: it is the 4-tuple's previous incarnation (a server's TIME_WAIT answering our SYN),
+//! which the probe must reset before its SYN can succeed. Probes are tasks, not threads or sockets:
+//! thousands can be in flight.
 //!
 //! The sockets, the thread and the host setup belong to a process-wide [`Driver`] shared by every
 //! `RawEngine` alive, and released with the last one.
@@ -83,7 +86,8 @@ pub struct RawOptions {
     /// Install the nftables rule that keeps the kernel from resetting our connections. Without it
     /// the user must drop those RSTs some other way (FACTS §7), or every probe is reset.
     pub firewall: bool,
-    /// Source ports; `None` for those above `ip_local_port_range`.
+    /// Source ports, outside `ip_local_port_range`; `None` for those above it (or below it when
+    /// it reaches 65535).
     pub ports: Option<RangeInclusive<u16>>,
 }
 
@@ -158,7 +162,7 @@ struct FlowEntry {
 }
 
 impl FlowEntry {
-    /// zmap-style: an acknowledgement must cover our SYN and at most what we can have sent.
+    /// zmap-style: a reset's acknowledgement must cover our SYN and at most what we can have sent.
     fn ack_ok(&self, ack: SeqNumber) -> bool {
         (1..=self.max_ack).contains(&ack.0.wrapping_sub(self.iss.0))
     }
@@ -224,7 +228,10 @@ impl Driver {
             return Err(RawError::MissingCapabilities { missing });
         }
         let ports = match &options.ports {
-            Some(p) => p.clone(),
+            Some(p) => {
+                firewall::check_ports(p)?;
+                p.clone()
+            }
             None => firewall::port_range()?,
         };
         let lock = RunLock::acquire()?;
@@ -548,8 +555,13 @@ fn deliver_segment(
     let (tx, start) = {
         let table = flows.lock();
         let Some(entry) = table.get(&key) else { return };
-        let answers =
-            if flags.has(TcpFlags::ACK) { entry.ack_ok(tcp.ack_number()) } else { flags.has(TcpFlags::RST) };
+        // An RST must acknowledge something we can have sent (or nothing); any other ACK goes to
+        // the probe, which answers a stale one (a server's TIME_WAIT) with a reset.
+        let answers = match (flags.has(TcpFlags::ACK), flags.has(TcpFlags::RST)) {
+            (true, true) => entry.ack_ok(tcp.ack_number()),
+            (true, false) => true,
+            (false, rst) => rst,
+        };
         if !answers {
             return;
         }

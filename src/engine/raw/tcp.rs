@@ -130,6 +130,8 @@ pub struct Flow {
     // Timers, µs from the first SYN.
     syn_rto: u64,
     next_syn: u64,
+    /// Whether a stale ACK was already answered with a reset and an immediate SYN.
+    stale_reset_sent: bool,
     connect_deadline: u64,
     banner_deadline: u64,
     rtt: u64,
@@ -164,6 +166,7 @@ impl Flow {
             peer_fin_received: false,
             syn_rto: SYN_RTO_US,
             next_syn: 0,
+            stale_reset_sent: false,
             banner_deadline: u64::MAX,
             rtt: 0,
             rto_at: None,
@@ -435,14 +438,7 @@ impl Flow {
                     // Data after our close: a closed kernel socket answers with a reset whose
                     // sequence number is the segment's acknowledgement (RFC 9293 §3.10.7.1), and
                     // the bytes are never read.
-                    out.push(Outbound {
-                        flags: TcpFlags(TcpFlags::RST),
-                        seq: seg.ack,
-                        ack: SeqNumber(0),
-                        window: 0,
-                        options: Vec::new(),
-                        payload: Bytes::new(),
-                    });
+                    out.push(Self::reset_at(seg.ack));
                     self.state = State::Done;
                 } else {
                     if fin_now || !seg.payload.is_empty() {
@@ -464,6 +460,9 @@ impl Flow {
         let flags = seg.flags;
         let ack_ok = flags.has(TcpFlags::ACK) && seg.ack == self.params.iss + 1;
         if !ack_ok {
+            if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::RST) {
+                return self.on_stale_ack(seg);
+            }
             // No acknowledgement of our SYN (a simultaneous open, an RST without ACK): not an answer.
             return Vec::new();
         }
@@ -497,6 +496,36 @@ impl Flow {
             self.queue_ident(now, &mut out);
         }
         out
+    }
+
+    /// An ACK of something this flow never sent, while it waits for the SYN-ACK: the 4-tuple's
+    /// previous incarnation. Typically the server still holds it in TIME_WAIT (it closed first, a
+    /// few seconds ago, towards the same source port) and our SYN's sequence number is not above
+    /// the old connection's, so it answers with the old acknowledgement instead of a SYN-ACK. A
+    /// kernel client escapes this with timestamps; we send none. RFC 9293 §3.10.7.3: answer with
+    /// `<SEQ=SEG.ACK><CTL=RST>`, which ends the TIME_WAIT, and send the SYN again: at once the
+    /// first time, on the retransmission schedule after that (a server that ignores the reset
+    /// cannot make us loop).
+    fn on_stale_ack(&mut self, seg: &Inbound) -> Vec<Outbound> {
+        let mut out = vec![Self::reset_at(seg.ack)];
+        if !self.stale_reset_sent {
+            self.stale_reset_sent = true;
+            out.push(self.syn());
+        }
+        out
+    }
+
+    /// A bare RST with sequence number `seq`: the answer to a segment that belongs to no
+    /// connection of ours, whose acknowledgement number `seq` is (RFC 9293 §3.10.7.1).
+    fn reset_at(seq: SeqNumber) -> Outbound {
+        Outbound {
+            flags: TcpFlags(TcpFlags::RST),
+            seq,
+            ack: SeqNumber(0),
+            window: 0,
+            options: Vec::new(),
+            payload: Bytes::new(),
+        }
     }
 
     /// When the SYN that was answered went out: the last one before now (for the RTT).
@@ -831,6 +860,47 @@ mod tests {
         let obs = run.flow.into_observation();
         assert_eq!((obs.connect, obs.end, obs.timings.closed), (Connect::Refused, None, Some(60)));
         assert_eq!(obs.packets.len(), 3);
+    }
+
+    #[test]
+    fn a_stale_ack_to_our_syn_is_reset_and_the_syn_sent_again() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        // A server's TIME_WAIT answers the SYN with the old connection's acknowledgement.
+        let stale = |t_us| Inbound {
+            t_us,
+            flags: TcpFlags(A),
+            seq: SeqNumber(IRS.wrapping_sub(500)),
+            ack: SeqNumber(ISS.wrapping_sub(9000)),
+            window: 512,
+            ttl: 64,
+            options: vec![],
+            payload: Bytes::new(),
+        };
+        run.now = 40;
+        let out = run.flow.on_segment(&stale(40));
+        run.emit(out);
+        // RFC 9293: <SEQ=SEG.ACK><CTL=RST>, then our SYN again at once.
+        let (rst, syn) = (&run.sent[1], &run.sent[2]);
+        assert_eq!(
+            (rst.flags, rst.seq, rst.ack),
+            (TcpFlags(R), SeqNumber(ISS.wrapping_sub(9000)), SeqNumber(0))
+        );
+        assert_eq!((syn.flags, syn.seq), (TcpFlags(TcpFlags::SYN), SeqNumber(ISS)));
+        assert_eq!(run.flow.state(), State::SynSent);
+        // A second stale ACK is reset, but the SYN waits for its retransmission time.
+        run.now = 60;
+        let out = run.flow.on_segment(&stale(60));
+        run.emit(out);
+        assert_eq!(run.sent.len(), 4);
+        assert_eq!(run.sent[3].flags, TcpFlags(R));
+        assert_eq!(run.flow.poll_at(), Some(1_000_000));
+        // The SYN sent again is answered: connected, with the RTT measured from it.
+        run.recv(100, SA, IRS, b"");
+        assert_eq!(run.flow.state(), State::Established);
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.connect, obs.timings.connected), (Connect::Established, Some(100)));
+        let flags: Vec<&str> = obs.packets.iter().map(|p| p.flags.as_str()).collect();
+        assert_eq!(flags, ["S", "A", "R", "S", "A", "R", "SA", "A"]);
     }
 
     #[test]
