@@ -75,48 +75,9 @@ impl Engine for ConnectEngine {
             // (tokio deprecates its set_linger because a non-zero linger blocks on drop; zero does not.)
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
         }
-        let mut exchange = Exchange { stream, cfg, sent_ident: false };
-        if cfg.order == ProbeOrder::SendFirst {
-            exchange.send_ident().await;
-        }
-
         let deadline = tokio::time::Instant::from_std(connected + cfg.banner_timeout);
-        let mut banner = BannerReader::new(cfg.byte_cap);
-        let end = loop {
-            if banner.is_full() {
-                break End::ByteCap;
-            }
-            let read = match timeout_at(deadline, banner.read_from(&mut exchange.stream)).await {
-                Err(_) => break End::Timeout,
-                Ok(read) => read,
-            };
-            match read {
-                Ok((0, _)) => break End::Fin,
-                Ok((_, progress)) => {
-                    timings.first_byte.get_or_insert_with(us);
-                    match progress {
-                        Progress::NeedMore => continue,
-                        Progress::Ident => {
-                            timings.ident = Some(us());
-                            if cfg.order == ProbeOrder::WaitForBanner {
-                                exchange.send_ident().await;
-                            }
-                            break End::WeClosed;
-                        }
-                        Progress::NotSsh => break End::WeClosed,
-                    }
-                }
-                // Every byte that arrived before the reset has been read by now: the kernel hands
-                // out queued data before the error.
-                Err(e) => {
-                    tracing::debug!(%remote, error = %e, "read error");
-                    break End::Rst;
-                }
-            }
-        };
+        let (end, banner, sent_ident) = exchange(stream, remote, cfg, deadline, &mut timings, us).await;
         timings.closed = Some(us());
-        let sent_ident = exchange.sent_ident;
-        drop(exchange);
         Observation {
             remote,
             local,
@@ -131,19 +92,79 @@ impl Engine for ConnectEngine {
     }
 }
 
-/// An established connection and whether our ident went out on it.
+/// The exchange on an established connection: our ident when the order says, then the server's
+/// bytes until its ident line, its close, the byte cap or the deadline. Returns how it ended, what
+/// was read, and whether our ident went out; the stream is closed on return.
+async fn exchange(
+    stream: TcpStream,
+    remote: SocketAddr,
+    cfg: &ProbeConfig,
+    deadline: tokio::time::Instant,
+    timings: &mut Timings,
+    us: impl Fn() -> u64 + Copy,
+) -> (End, BannerReader, bool) {
+    let mut exchange = Exchange { stream, cfg, sent_ident: false, reset: false };
+    if cfg.order == ProbeOrder::SendFirst {
+        exchange.send_ident().await;
+    }
+
+    let mut banner = BannerReader::new(cfg.byte_cap);
+    let end = loop {
+        if banner.is_full() {
+            break End::ByteCap;
+        }
+        let read = match timeout_at(deadline, banner.read_from(&mut exchange.stream)).await {
+            Err(_) => break End::Timeout,
+            Ok(read) => read,
+        };
+        match read {
+            // End of stream after our ident was refused with a reset: the reset was the end.
+            Ok((0, _)) if exchange.reset => break End::Rst,
+            Ok((0, _)) => break End::Fin,
+            Ok((_, progress)) => {
+                timings.first_byte.get_or_insert_with(us);
+                match progress {
+                    Progress::NeedMore => continue,
+                    Progress::Ident => {
+                        timings.ident = Some(us());
+                        if cfg.order == ProbeOrder::WaitForBanner {
+                            exchange.send_ident().await;
+                        }
+                        break End::WeClosed;
+                    }
+                    Progress::NotSsh => break End::WeClosed,
+                }
+            }
+            // Every byte that arrived before the reset has been read by now: the kernel hands
+            // out queued data before the error.
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "read error");
+                break End::Rst;
+            }
+        }
+    };
+    (end, banner, exchange.sent_ident)
+}
+
+/// An established connection, whether our ident went out on it, and whether sending it found the
+/// connection reset.
 struct Exchange<'a> {
     stream: TcpStream,
     cfg: &'a ProbeConfig,
     sent_ident: bool,
+    reset: bool,
 }
 
 impl Exchange<'_> {
     async fn send_ident(&mut self) {
         match self.stream.write_all(&self.cfg.ident).await {
             Ok(()) => self.sent_ident = true,
-            // The server may already have closed; what we read next tells how.
-            Err(e) => tracing::debug!(error = %e, "sending our ident failed"),
+            // The server may already have closed; what we read next tells how, except that the
+            // send took the reset's error (ECONNRESET): the read then finds only the end of stream.
+            Err(e) => {
+                tracing::debug!(error = %e, "sending our ident failed");
+                self.reset |= e.raw_os_error() == Some(libc::ECONNRESET);
+            }
         }
     }
 }
@@ -235,6 +256,26 @@ fn connect_error(e: &io::Error) -> Connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that accepted and reset before our ident went out: the send takes the reset's
+    /// error, and the read that follows finds only the end of the stream. The end is the reset.
+    #[tokio::test]
+    async fn a_reset_found_by_our_send_is_the_end_not_a_fin() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&server).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(server);
+        // Until the reset has arrived: the stream turns readable (end of stream, error) then.
+        stream.readable().await.unwrap();
+        let cfg = ProbeConfig { order: ProbeOrder::SendFirst, ..ProbeConfig::default() };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut timings = Timings::default();
+        let (end, banner, sent_ident) = exchange(stream, addr, &cfg, deadline, &mut timings, || 0).await;
+        assert_eq!((end, sent_ident), (End::Rst, false));
+        assert!(banner.into_bytes().is_empty());
+    }
 
     #[test]
     fn port_exhaustion_is_a_local_error_and_warns_once() {
