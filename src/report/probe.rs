@@ -305,9 +305,9 @@ impl<W: Write> ProbeReporter<W> {
                     crate::evidence::Direction::Out => "->",
                     crate::evidence::Direction::In => "<-",
                 };
-                writeln!(
+                write!(
                     self.out,
-                    "    {:>10} {arrow} {:<3} seq={} ack={} win={} ttl={} len={} {}",
+                    "    {:>10} {arrow} {:<3} seq={} ack={} win={} ttl={} len={}",
                     format_us(p.t_us),
                     p.flags,
                     p.seq,
@@ -315,8 +315,12 @@ impl<W: Write> ProbeReporter<W> {
                     p.window,
                     p.ttl,
                     p.len,
-                    p.options.join(",")
                 )?;
+                if p.options.is_empty() {
+                    writeln!(self.out)?;
+                } else {
+                    writeln!(self.out, " {}", p.options.join(","))?;
+                }
             }
         }
         Ok(())

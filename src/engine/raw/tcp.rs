@@ -105,6 +105,40 @@ pub enum State {
     Done,
 }
 
+/// Merges what one event made us send into as few segments as TCP allows: a bare ACK into the
+/// data segment after it (which carries the same acknowledgement), and a FIN into the data segment
+/// it follows. After a banner that is one segment (`FPA`: the ACK of the banner, our ident, our
+/// close) instead of three, as a kernel client's delayed ACK and corked close would send; each
+/// segment saved is a trip through both TCP stacks.
+fn coalesce(out: &mut Vec<Outbound>) {
+    let mut merged: Vec<Outbound> = Vec::with_capacity(out.len());
+    for seg in out.drain(..) {
+        if let Some(last) = merged.last_mut() {
+            let last_is_bare_ack = last.flags == TcpFlags(TcpFlags::ACK) && last.payload.is_empty();
+            if last_is_bare_ack
+                && seg.flags.has(TcpFlags::ACK)
+                && seg.ack == last.ack
+                && !seg.flags.has(TcpFlags::RST)
+            {
+                *last = seg;
+                continue;
+            }
+            let fin_follows_data = seg.flags == TcpFlags(TcpFlags::FIN | TcpFlags::ACK)
+                && seg.payload.is_empty()
+                && !last.payload.is_empty()
+                && !last.flags.has(TcpFlags::FIN)
+                && last.seq + last.payload.len() == seg.seq
+                && last.ack == seg.ack;
+            if fin_follows_data {
+                last.flags = TcpFlags(last.flags.0 | TcpFlags::FIN);
+                continue;
+            }
+        }
+        merged.push(seg);
+    }
+    *out = merged;
+}
+
 /// One probe's TCP client.
 #[derive(Debug)]
 pub struct Flow {
@@ -432,6 +466,7 @@ impl Flow {
                 if self.state == State::Established && self.peer_fin_received {
                     self.finish_exchange(now, End::Fin, &mut out);
                 }
+                coalesce(&mut out);
             }
             State::Closing => {
                 if data_after_close {
@@ -809,9 +844,8 @@ mod tests {
                 "<SA 0 1 0",
                 ">A 1 1 0",
                 "<PA 1 1 13",
-                ">A 1 14 0",
-                ">PA 1 14 11",
-                ">FA 12 14 0",
+                // One segment: the ACK of the banner, our ident, our FIN.
+                ">FPA 1 14 11",
                 "<A 14 13 0",
                 "<FA 14 13 0",
                 ">A 13 15 0"
@@ -860,6 +894,37 @@ mod tests {
         let obs = run.flow.into_observation();
         assert_eq!((obs.connect, obs.end, obs.timings.closed), (Connect::Refused, None, Some(60)));
         assert_eq!(obs.packets.len(), 3);
+    }
+
+    #[test]
+    fn coalescing_keeps_what_tcp_allows_and_only_that() {
+        let seg = |flags: u8, seq: u32, ack: u32, payload: &'static [u8]| Outbound {
+            flags: TcpFlags(flags),
+            seq: SeqNumber(seq),
+            ack: SeqNumber(ack),
+            window: 100,
+            options: vec![],
+            payload: Bytes::from_static(payload),
+        };
+        let shape = |out: &[Outbound]| -> Vec<String> {
+            out.iter().map(|s| format!("{} {} {} {}", s.flags, s.seq.0, s.ack.0, s.payload.len())).collect()
+        };
+        // ACK, two data segments (a small MSS), FIN: the ACK rides on the first, the FIN on the last.
+        let mut out =
+            vec![seg(A, 1, 9, b""), seg(PA, 1, 9, b"abc"), seg(PA, 4, 9, b"de"), seg(FA, 6, 9, b"")];
+        coalesce(&mut out);
+        assert_eq!(shape(&out), ["PA 1 9 3", "FPA 4 9 2"]);
+        // A reset stays alone; an ACK before it is kept (the reset acknowledges nothing).
+        let mut out = vec![seg(A, 1, 9, b""), seg(PA, 1, 9, b"abc"), seg(R, 4, 0, b"")];
+        coalesce(&mut out);
+        assert_eq!(shape(&out), ["PA 1 9 3", "R 4 0 0"]);
+        let mut out = vec![seg(A, 1, 9, b""), seg(R, 1, 0, b"")];
+        coalesce(&mut out);
+        assert_eq!(shape(&out), ["A 1 9 0", "R 1 0 0"]);
+        // A FIN that does not follow the data, or acknowledges more, is its own segment.
+        let mut out = vec![seg(PA, 1, 9, b"abc"), seg(FA, 5, 9, b""), seg(FA, 4, 10, b"")];
+        coalesce(&mut out);
+        assert_eq!(shape(&out), ["PA 1 9 3", "FA 5 9 0", "FA 4 10 0"]);
     }
 
     #[test]
@@ -934,7 +999,8 @@ mod tests {
         let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
         run.handshake();
         run.recv(5_000_000, FA, IRS + 1, b"");
-        assert_eq!(run.trace()[3..], ["<FA 1 1 0", ">A 1 2 0", ">FA 1 2 0"]);
+        // The ACK of their FIN rides on ours.
+        assert_eq!(run.trace()[3..], ["<FA 1 1 0", ">FA 1 2 0"]);
         run.recv(5_000_100, A, IRS + 2, b"");
         assert!(run.flow.is_done());
         let obs = run.flow.into_observation();
