@@ -217,3 +217,30 @@ async fn a_source_address_is_used_and_must_be_ours() {
     assert_eq!((classify(&r).outcome, classify(&c).outcome), (Outcome::LocalError, Outcome::LocalError));
     assert!(r.packets.is_empty());
 }
+
+/// A probe whose future is dropped (a cancelled run, a caller's timeout) releases the connection at
+/// once: the server sees a reset, not a connection held until our banner deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_resets_its_connection() {
+    require_root!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = ProbeConfig {
+        banner_timeout: Duration::from_secs(30),
+        ..config(ProbeOrder::WaitForBanner, CloseMode::Fin)
+    };
+    let raw = RawEngine::new(cfg, RawOptions::default()).unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        (std::io::Read::read(&mut conn, &mut buf).map_err(|e| e.kind()), started.elapsed())
+    });
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), probe(&raw, addr)).await;
+    assert!(cancelled.is_err(), "the tarpit never answers: the probe is still waiting");
+    let (read, after) = server.await.unwrap();
+    assert_eq!(read, Err(std::io::ErrorKind::ConnectionReset), "after {after:?}");
+    // (Not one second later, when the flow's first timer would notice nobody waits.)
+    assert!(after < Duration::from_millis(800), "reset only after {after:?}");
+}

@@ -10,7 +10,8 @@
 //! | ICMPv6 | — | ICMPv6 errors |
 //!
 //! All carry `SO_MARK` [`MARK`](super::firewall::MARK) so the engine's own RSTs pass its firewall
-//! rule, and are non-blocking: the receive thread polls them with a timeout so it can stop.
+//! rule, and are non-blocking: the engine thread polls them, with a descriptor that wakes it and a
+//! timeout for its timers.
 
 use super::firewall::MARK;
 use super::wire::{Ipv4Repr, TcpRepr, PROTO_TCP};
@@ -19,7 +20,7 @@ use std::io;
 use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// The TTL and hop limit our packets leave with.
@@ -35,6 +36,15 @@ pub struct RawSockets {
     icmp4: Socket,
     tcp6: Option<Socket>,
     icmp6: Option<Socket>,
+}
+
+/// What [`RawSockets::wait`] found readable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// The sockets, in the order tcp4, icmp4, tcp6, icmp6 (as [`RawSockets::recv`] numbers them).
+    pub sockets: [bool; 4],
+    /// The wake-up descriptor.
+    pub wake: bool,
 }
 
 /// One packet as it arrived.
@@ -212,21 +222,30 @@ impl RawSockets {
         Ok(())
     }
 
-    /// Waits up to `timeout` for any socket to be readable; returns which (in the order tcp4,
-    /// icmp4, tcp6, icmp6).
-    pub fn wait(&self, timeout: Duration) -> io::Result<[bool; 4]> {
+    /// Waits up to `timeout` for any socket, or `wake` (another descriptor: how the engine is
+    /// woken), to be readable.
+    pub fn wait(&self, wake: RawFd, timeout: Duration) -> io::Result<Readiness> {
         let fd = |s: Option<&Socket>| s.map_or(-1, AsRawFd::as_raw_fd);
-        let mut fds =
-            [fd(Some(&self.tcp4)), fd(Some(&self.icmp4)), fd(self.tcp6.as_ref()), fd(self.icmp6.as_ref())]
-                .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        let mut fds = [
+            fd(Some(&self.tcp4)),
+            fd(Some(&self.icmp4)),
+            fd(self.tcp6.as_ref()),
+            fd(self.icmp6.as_ref()),
+            wake,
+        ]
+        .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: a valid array of pollfd of the length given (negative fds are ignored by poll).
-        let rc =
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis() as i32) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok([false; 4]) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(Readiness::default()) } else { Err(e) };
         }
-        Ok(fds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR) != 0))
+        let readable = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR) != 0;
+        Ok(Readiness {
+            sockets: [readable(&fds[0]), readable(&fds[1]), readable(&fds[2]), readable(&fds[3])],
+            wake: readable(&fds[4]),
+        })
     }
 
     /// Receives one packet from socket `which` (as [`wait`](Self::wait) numbers them) into `buf`;

@@ -385,6 +385,18 @@ impl Flow {
         });
     }
 
+    /// Gives up on the flow now (the probe was cancelled, or the engine stops): a connection the
+    /// server has accepted is reset, so it does not hold one of its slots until its own timeout.
+    /// The observation then reads as [`into_observation`](Self::into_observation) says.
+    pub fn abort(&mut self) -> Vec<Outbound> {
+        let out = match self.state {
+            State::Established | State::Closing => vec![self.reset()],
+            State::SynSent | State::Done => Vec::new(),
+        };
+        self.state = State::Done;
+        out
+    }
+
     /// A segment for this flow arrived.
     pub fn on_segment(&mut self, seg: &Inbound) -> Vec<Outbound> {
         if self.state == State::Done {
