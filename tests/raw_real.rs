@@ -181,20 +181,30 @@ async fn banner_through_a_namespace() {
 }
 
 #[tokio::test]
-async fn icmp_reject_is_unreachable_on_the_wire() {
+async fn icmp_rejects_read_as_the_kernel_reads_them() {
     if skip("raw icmp_reject", &["ip", "nft"]) {
         return;
     }
-    // A port-unreachable from a firewall: the kernel reports ECONNREFUSED (FACTS §3), the wire
-    // shows the ICMP error, and the raw engine says so.
+    // A firewall's reject: the wire shows the ICMP error; both engines say what the kernel makes of
+    // it (FACTS §3): administratively prohibited is unreachable (EHOSTUNREACH), a port unreachable
+    // (nft's plain `reject`) is refused (ECONNREFUSED), like an RST.
     let ns = Netns::new();
-    let port = common::free_port();
-    let _reject =
-        Nft::new(Some(&ns), "input", &[&format!("tcp dport {port} reject with icmp type admin-prohibited")]);
-    let addr = SocketAddr::new(ns.inner_ip, port);
-    let raw = RawEngine::new(config(ProbeOrder::WaitForBanner), RawOptions::default()).unwrap();
-    let r = raw.probe(ProbeRequest { remote: addr, source: None }).await;
-    assert_eq!(classify(&r).outcome, Outcome::Unreachable, "{:?}", r.packets);
+    let (prohibited, plain) = (common::free_port(), common::free_port());
+    let _reject = Nft::new(
+        Some(&ns),
+        "input",
+        &[
+            &format!("tcp dport {prohibited} reject with icmp type admin-prohibited"),
+            &format!("tcp dport {plain} reject"),
+        ],
+    );
+    let cfg = config(ProbeOrder::WaitForBanner);
+    let (r, c) = both(SocketAddr::new(ns.inner_ip, prohibited), cfg.clone()).await;
+    agree(&r, &c, Outcome::Unreachable);
     assert_eq!(r.connect, Connect::Unreachable { detail: "administratively prohibited".into() });
     assert_eq!(flags(&r), [">S", "<icmp"]);
+    let (r, c) = both(SocketAddr::new(ns.inner_ip, plain), cfg).await;
+    agree(&r, &c, Outcome::Refused);
+    assert_eq!(flags(&r), [">S", "<icmp"]);
+    assert_eq!(r.packets[1].options, ["port unreachable"]);
 }

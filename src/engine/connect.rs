@@ -245,9 +245,18 @@ fn connect_error(e: &io::Error) -> Connect {
             Connect::LocalError { detail: e.to_string() }
         }
         Some(libc::ECONNREFUSED) => Connect::Refused,
-        Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EPERM) => {
-            Connect::Unreachable { detail: e.to_string() }
-        }
+        // ICMP errors to our SYN as the kernel maps them (net/ipv4/icmp.c; a port unreachable is
+        // ECONNREFUSED, above), and a local firewall's verdict (EACCES, EPERM).
+        Some(
+            libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::ENOPROTOOPT
+            | libc::EOPNOTSUPP
+            | libc::EACCES
+            | libc::EPERM,
+        ) => Connect::Unreachable { detail: e.to_string() },
         Some(libc::ETIMEDOUT) => Connect::TimedOut,
         _ => Connect::LocalError { detail: e.to_string() },
     }
@@ -285,5 +294,12 @@ mod tests {
         // Later ones find the warning given (no second line; the flag is what gates it).
         assert!(matches!(connect_error(&e), Connect::LocalError { .. }));
         assert_eq!(connect_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), Connect::Refused);
+        // What the kernel makes of ICMP errors other than port unreachable: unreachable, as the
+        // raw engine reads the ICMP itself.
+        for errno in [libc::EHOSTUNREACH, libc::ENETUNREACH, libc::EHOSTDOWN, libc::ENONET, libc::ENOPROTOOPT]
+        {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(matches!(connect_error(&e), Connect::Unreachable { .. }), "{e}");
+        }
     }
 }

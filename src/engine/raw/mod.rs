@@ -496,7 +496,8 @@ impl EngineThread {
         self.ids.clear();
         for (_, mut probe) in self.probes.drain() {
             let out = probe.flow.abort();
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, 0);
+            let now = probe.now_us(Instant::now());
+            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
             let _ = probe.done.send(probe.flow.into_observation());
         }
     }
@@ -512,7 +513,8 @@ impl EngineThread {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
                     if let Some(probe) = self.probes.get_mut(&key) {
                         let out = probe.flow.abort();
-                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, 0);
+                        let now = probe.now_us(Instant::now());
+                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
                     }
                     self.settle(key);
                 }
@@ -579,7 +581,8 @@ impl EngineThread {
         let Some(probe) = self.probes.get_mut(&key) else { return };
         if probe.done.is_closed() && !probe.flow.is_done() {
             let out = probe.flow.abort();
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, 0);
+            let now = probe.now_us(Instant::now());
+            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
         }
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {

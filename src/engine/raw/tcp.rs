@@ -333,9 +333,16 @@ impl Flow {
             len: 0,
             options: vec![kind.to_string()],
         });
-        // Fragmentation needed is path MTU discovery, not a failure.
-        if kind != IcmpErrorKind::Unreachable4(4) {
-            self.fail_connect(now, Connect::Unreachable { detail: kind.to_string() });
+        match kind {
+            // Fragmentation needed is path MTU discovery, not a failure.
+            IcmpErrorKind::Unreachable4(4) => {}
+            // A port unreachable (a firewall's plain `reject`) is what the kernel reports as
+            // ECONNREFUSED, like an RST: the same outcome as the connect engine's, the ICMP error
+            // in the trace.
+            IcmpErrorKind::Unreachable4(3) | IcmpErrorKind::Unreachable6(4) => {
+                self.fail_connect(now, Connect::Refused)
+            }
+            _ => self.fail_connect(now, Connect::Unreachable { detail: kind.to_string() }),
         }
     }
 
@@ -410,13 +417,19 @@ impl Flow {
         let now = seg.t_us;
         let flags = seg.flags;
         if flags.has(TcpFlags::RST) {
-            // RFC 793's check: the reset must fall in the window (the server's data may be lost).
+            // RFC 5961 §3.2, as Linux does it: a reset ends the connection only at exactly the
+            // next sequence number we expect (or one before it, after their FIN). One elsewhere in
+            // the window (it overtook data still on its way, or is forged) draws a challenge ACK,
+            // and the data, when it comes, is read: the kernel client would read it too.
             let window = u32::from(self.window()).max(1) as usize;
-            if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + window) {
+            let exact = seg.seq == self.rcv_nxt || (self.peer_fin_received && seg.seq + 1 == self.rcv_nxt);
+            if exact {
                 if self.state == State::Established {
                     self.end_with(now, End::Rst);
                 }
                 self.state = State::Done;
+            } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + window) {
+                out.push(self.ack());
             }
             return out;
         }
@@ -445,8 +458,13 @@ impl Flow {
             && !seg.payload.is_empty()
             && (seg.seq + seg.payload.len()).diff(self.rcv_nxt) > 0;
         if flags.has(TcpFlags::FIN) {
+            // Only a FIN within what we can receive counts (not a stray from an old connection),
+            // and the first such one stands.
             let fin = seg.seq + seg.payload.len();
-            self.peer_fin.get_or_insert(fin);
+            let room = u32::from(self.window()) as i32;
+            if (0..=room).contains(&fin.diff(self.rcv_nxt)) {
+                self.peer_fin.get_or_insert(fin);
+            }
         }
         let fin_now = !self.peer_fin_received && self.peer_fin == Some(self.rcv_nxt);
         if fin_now {
@@ -906,6 +924,46 @@ mod tests {
         let obs = run.flow.into_observation();
         assert_eq!((obs.connect, obs.end, obs.timings.closed), (Connect::Refused, None, Some(60)));
         assert_eq!(obs.packets.len(), 3);
+    }
+
+    #[test]
+    fn a_reset_that_overtook_the_banner_draws_a_challenge_ack_and_the_banner_is_read() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        let line = b"Exceeded MaxStartups\r\n";
+        // The reset that followed the line arrives first: in the window, not where we are.
+        run.recv(200, R, IRS + 1 + line.len() as u32, b"");
+        assert_eq!(run.flow.state(), State::Established);
+        assert_eq!(run.trace().last().map(String::as_str), Some(">A 1 1 0"), "a challenge ACK");
+        run.recv(210, PA, IRS + 1, line);
+        // Now the reset at exactly the next sequence number ends it, the line kept.
+        run.recv(220, R, IRS + 1 + line.len() as u32, b"");
+        assert!(run.flow.is_done());
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, &obs.received[..]), (Some(End::Rst), &line[..]));
+    }
+
+    #[test]
+    fn a_fin_outside_the_window_is_not_their_close() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        // A stray FIN (an old connection's, reordered): ignored, and the real one still counts.
+        run.recv(200, FA, IRS.wrapping_sub(70_000), b"");
+        assert_eq!(run.flow.state(), State::Established);
+        run.recv(300, FA, IRS + 1, b"");
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.end, obs.timings.closed), (Some(End::Fin), Some(300)));
+    }
+
+    #[test]
+    fn an_icmp_port_unreachable_is_refused_as_the_kernel_says() {
+        for kind in [IcmpErrorKind::Unreachable4(3), IcmpErrorKind::Unreachable6(4)] {
+            let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+            run.flow.on_icmp(80, kind, SeqNumber(ISS));
+            let obs = run.flow.into_observation();
+            assert_eq!((obs.connect, obs.timings.closed), (Connect::Refused, Some(80)));
+            assert_eq!(obs.packets[1].flags, "icmp");
+        }
     }
 
     #[test]
