@@ -3,7 +3,7 @@
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
-use sshprobe::experiment::budget::DEFAULT_PER_SOURCE;
+use sshprobe::experiment::budget::{Budget, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
@@ -71,7 +71,6 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
     let options = DiagnoseOptions {
         connect_timeout: args.connect_timeout,
         banner_timeout: args.banner_timeout,
-        budget_per_source: args.budget,
         max_held: args.max_held,
         sources: args.sources,
         penalty_wait: args.wait_penalty,
@@ -85,6 +84,9 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
     }
     let mut all_ok = true;
     let mut bad_input = false;
+    // One budget per server host: two targets naming one server (a name and its address, two ports
+    // of one sshd) share its source addresses' penalty count.
+    let mut budgets: std::collections::HashMap<IpAddr, Budget> = std::collections::HashMap::new();
     for text in &args.targets {
         let remote = match resolve(text, args.port).await {
             Ok(r) => r,
@@ -100,7 +102,13 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
                 args.budget
             );
         }
-        let d = diagnose(text, remote, &options).await;
+        let budget = budgets.entry(remote.ip()).or_insert_with(|| Budget::new(args.budget));
+        if budget.usage().spent.values().any(|&n| n > 0) {
+            eprintln!(
+                "sshprobe: {text}: same host as an earlier target: its probes share that target's budget"
+            );
+        }
+        let d = diagnose(text, remote, &options, budget).await;
         all_ok &= d.finding.verdict == Verdict::Ok;
         write_diagnosis(&mut out, &d, args.format, colour).context("writing the diagnosis")?;
     }

@@ -46,6 +46,13 @@ impl Budget {
         true
     }
 
+    /// Counts a connection from `source` that was made whatever the budget said (polling for a
+    /// penalty to lift): what was spent stays honest.
+    pub fn charge(&self, source: Option<IpAddr>) {
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        *spent.entry(source).or_insert(0) += 1;
+    }
+
     /// Connections left for `source`.
     pub fn remaining(&self, source: Option<IpAddr>) -> u32 {
         let spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,5 +87,8 @@ mod tests {
         let u = b.usage();
         assert_eq!(u.spent["default"], 2);
         assert_eq!(u.spent["127.0.0.2"], 1);
+        b.charge(None);
+        assert_eq!(b.usage().spent["default"], 3);
+        assert_eq!(b.remaining(None), 0);
     }
 }

@@ -14,7 +14,7 @@
 //! Gathering ([`diagnose`]) does I/O; deciding ([`decide`]) is a pure function of the gathered
 //! [`Facts`], so every verdict rule is unit-tested on synthetic facts.
 
-use super::budget::{Budget, BudgetUse, DEFAULT_PER_SOURCE};
+use super::budget::{Budget, BudgetUse};
 use super::holder::Holder;
 use crate::engine::connect::ConnectEngine;
 use crate::engine::{Engine, ProbeConfig, ProbeRequest};
@@ -174,6 +174,13 @@ pub struct Experiment {
     pub held_from_probing_source: bool,
     /// Its probes.
     pub probes: Vec<ProbeRecord>,
+    /// Attempts to hold a connection that the server refused while we filled up to `held`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hold_refused: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Experiment {
@@ -269,8 +276,6 @@ pub struct DiagnoseOptions {
     pub connect_timeout: Duration,
     /// Banner deadline per probe (longer than Debian's 5 s wrappers delay).
     pub banner_timeout: Duration,
-    /// Connections allowed per source address.
-    pub budget_per_source: u32,
     /// The most connections held at once in the load experiment.
     pub max_held: u32,
     /// Local addresses to use; the first probes, the others are second sources and holders. Empty:
@@ -287,7 +292,6 @@ impl Default for DiagnoseOptions {
         DiagnoseOptions {
             connect_timeout: Duration::from_secs(3),
             banner_timeout: Duration::from_secs(8),
-            budget_per_source: DEFAULT_PER_SOURCE,
             max_held: CONFIDENT_LOAD,
             sources: Vec::new(),
             spacing: Duration::from_millis(200),
@@ -327,12 +331,18 @@ fn source_label(source: Option<IpAddr>) -> String {
     source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
 }
 
-/// Runs the experiments against `remote` and decides.
-pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOptions) -> Diagnosis {
+/// Runs the experiments against `remote` and decides, taking connections from `budget`: one
+/// budget per server host, shared by every target naming it (a penalty counts per server and
+/// source address, whatever the port or name).
+pub async fn diagnose(
+    target: &str,
+    remote: SocketAddr,
+    options: &DiagnoseOptions,
+    budget: &Budget,
+) -> Diagnosis {
     let started = std::time::Instant::now();
-    let budget = Budget::new(options.budget_per_source);
     let sources = Sources::plan(remote, &options.sources);
-    let lab = Bench::new(remote, options, &budget);
+    let lab = Bench::new(remote, options, budget);
     let mut facts = Facts { second_source: !sources.others.is_empty(), ..Facts::default() };
     let primary = sources.primary;
 
@@ -357,6 +367,7 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
         held: 0,
         held_from_probing_source: false,
         probes: baseline,
+        hold_refused: 0,
     });
 
     if any_refused {
@@ -368,6 +379,7 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
                 held: 0,
                 held_from_probing_source: false,
                 probes,
+                hold_refused: 0,
             });
         }
         // 3. Source: does another address fare better? (Two at once: a different address, and
@@ -379,6 +391,7 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
                 held: 0,
                 held_from_probing_source: false,
                 probes,
+                hold_refused: 0,
             });
         }
     } else if all_banner {
@@ -413,13 +426,14 @@ pub async fn diagnose(target: &str, remote: SocketAddr, options: &DiagnoseOption
 }
 
 /// Polls `source` every 2 s until it gets a banner again, for at most `wait`: how long a penalty
-/// lasted. Refused attempts do not extend a block (FACTS §5) and are not taken from the budget; the
-/// final banner is.
+/// lasted. Refused attempts do not extend a block (FACTS §5), so the budget does not stop them, but
+/// every poll is counted in what was spent.
 async fn wait_for_lift(bench: &Bench<'_>, source: Option<IpAddr>, wait: Duration) -> Option<Duration> {
     let started = std::time::Instant::now();
     while started.elapsed() < wait {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let obs = bench.wait.probe(ProbeRequest { remote: bench.remote, source }).await;
+        bench.budget.charge(source);
         if classify(&obs).outcome == Outcome::Banner {
             return Some(started.elapsed());
         }
@@ -451,7 +465,9 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     let mut holder = Holder::new(lab.remote);
     let mut refused_at = None;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
+        let refused_before = holder.refused();
         let held = holder.fill_to(step, &holder_sources, lab.budget, options.banner_timeout, step * 3).await;
+        let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes =
             lab.series(ProbeOrder::WaitForBanner, sources.primary, PROBES_PER_STEP, held, facts).await;
@@ -465,8 +481,9 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
             held,
             held_from_probing_source: from_probing,
             probes,
+            hold_refused,
         });
-        if refused || holder.refused() > 0 {
+        if refused || hold_refused > 0 {
             refused_at = Some(held);
             break;
         }
@@ -483,6 +500,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
                 held,
                 held_from_probing_source: from_probing,
                 probes,
+                hold_refused: 0,
             });
         }
     }
@@ -496,6 +514,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
             held: 0,
             held_from_probing_source: false,
             probes,
+            hold_refused: 0,
         });
     }
 }
@@ -715,6 +734,25 @@ pub fn decide(facts: &Facts) -> Finding {
                     ));
                     f.remedy.push(per_source_remedy(software));
                 }
+            } else if second.is_empty() && kind == KnownRefusal::NotAllowedAtThisTime {
+                // OpenSSH 9.8+ sends one line for all three limits, and there is no second address
+                // to tell per-source from global.
+                f.verdict = Verdict::Penalized;
+                f.confidence = Confidence::Low;
+                f.evidence.push(
+                    "OpenSSH 9.8+ sends this line for PerSourcePenalties, PerSourceMaxStartups and MaxStartups alike. \
+                     With nothing held by us, a global limit needs others holding unauthenticated connections up to \
+                     `full` (100 by default), a penalty only earlier connections from this address that did not \
+                     authenticate (scanners, monitoring, earlier runs): the likelier cause, not a proven one"
+                        .into(),
+                );
+                f.notes.push(
+                    "a second source address tells a penalty (one address) from MaxStartups (every address): \
+                     give two --source addresses, or probe from another host"
+                        .into(),
+                );
+                f.remedy.push(penalty_remedy());
+                f.remedy.push(format!("if every address is refused: {}", maxstartups_remedy()));
             } else {
                 f.verdict = Verdict::Maxstartups;
                 f.confidence = if second_all_refused { Confidence::High } else { Confidence::Medium };
@@ -798,11 +836,43 @@ pub fn decide(facts: &Facts) -> Finding {
         return f;
     }
 
-    // Some banners, some refusals, with nothing held by us: load from others.
+    // Some banners, some refusals, with nothing held by us.
     if !refusals.is_empty() && count(Outcome::Banner) > 0 {
         let known = refusals.iter().find_map(|p| p.refusal);
         let fast_zero =
             refusals.iter().all(|p| p.zero_byte_refusal() && p.closed_us.unwrap_or(0) < FAST_CLOSE_US);
+        // Banners first, then nothing but refusals: a block that began during this diagnosis.
+        let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
+        let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome == Outcome::Banner)
+            && unloaded[first_refused..].iter().all(|p| p.refused());
+        let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
+            || software.is_some_and(Software::has_penalties);
+        if (known.is_some() || fast_zero) && second_all_banner {
+            if banners_then_refused && penalties_possible {
+                f.verdict = Verdict::Penalized;
+                f.confidence = Confidence::Medium;
+                f.evidence.push(format!(
+                    "the first {first_refused} probes got banners, then every one was refused, while another address is \
+                     served: a PerSourcePenalties block on this address that began during this diagnosis"
+                ));
+                f.notes.push(
+                    "our own probes may have caused this refusal: the address was close to the penalty threshold \
+                     (earlier connections that did not authenticate) and this diagnosis's connections added to it"
+                        .into(),
+                );
+                f.remedy.push(penalty_remedy());
+            } else {
+                f.verdict = Verdict::PerSourceLimit;
+                f.confidence = Confidence::Medium;
+                f.evidence.push(format!(
+                    "{} of {n} probes refused with nothing held by us, while another address is served: a limit on \
+                     this address (unauthenticated connections from it held by others: PerSourceMaxStartups)",
+                    refusals.len()
+                ));
+                f.remedy.push(per_source_remedy(software));
+            }
+            return f;
+        }
         if known.is_some() || fast_zero {
             f.verdict = Verdict::Maxstartups;
             f.confidence = Confidence::Medium;
@@ -830,7 +900,13 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
     let n = facts.unloaded().len();
     let sw = software.map(|s| s.to_string()).unwrap_or_else(|| "the server".into());
     f.evidence.push(format!("{n} probes with nothing held: all banner ({sw})"));
-    let refused_level = loads.iter().find(|e| e.probes.iter().any(|p| p.refused()));
+    // The first load at which anything was refused: our probes, our attempts to hold more, or the
+    // fresh address probing at the same load (one more sample of the same server count).
+    let refused_level = facts
+        .experiments
+        .iter()
+        .filter(|e| e.kind == ExperimentKind::Load || (e.kind == ExperimentKind::Source && e.held > 0))
+        .find(|e| e.hold_refused > 0 || e.probes.iter().any(|p| p.refused()));
     let timeouts =
         loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome == Outcome::BannerTimeout).count();
     let max_held = loads.iter().map(|e| e.held).max().unwrap_or(0);
@@ -872,6 +948,12 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
         if level.held_from_probing_source { " from the probing address" } else { " from other addresses" },
         level.tally()
     ));
+    if level.hold_refused > 0 {
+        f.evidence.push(format!(
+            "{} of our attempts to hold more connections were refused on the way there",
+            level.hold_refused
+        ));
+    }
     if let Some(line) = refused.iter().find_map(|p| p.message.clone()) {
         f.evidence.push(format!("the refusals said {line:?}"));
     }
@@ -1012,11 +1094,74 @@ mod tests {
     }
 
     fn exp(kind: ExperimentKind, held: u32, probes: Vec<ProbeRecord>) -> Experiment {
-        Experiment { kind, held, held_from_probing_source: false, probes }
+        Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
     }
 
     fn facts(experiments: Vec<Experiment>) -> Facts {
         Facts { experiments, second_source: true, budget_exhausted: false }
+    }
+
+    #[test]
+    fn not_allowed_with_no_second_address_is_a_likely_penalty_with_both_remedies() {
+        let na = "Not allowed at this time";
+        let f = decide(&Facts {
+            experiments: vec![exp(ExperimentKind::Baseline, 0, vec![refusal(na); 3])],
+            second_source: false,
+            budget_exhausted: false,
+        });
+        assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Low));
+        assert!(f.remedy.iter().any(|r| r.contains("PerSourcePenaltyExemptList")), "{:?}", f.remedy);
+        assert!(f.remedy.iter().any(|r| r.contains("MaxStartups")), "{:?}", f.remedy);
+        assert!(f.notes.iter().any(|n| n.contains("--source")), "{:?}", f.notes);
+    }
+
+    #[test]
+    fn a_penalty_that_begins_during_the_baseline_is_penalized_not_random_drops() {
+        let na = "Not allowed at this time";
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_10.0p2"), refusal(na), refusal(na)]),
+            exp(ExperimentKind::Determinism, 0, vec![refusal(na); 4]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Medium));
+        assert!(f.notes.iter().any(|n| n.contains("our own probes")), "{:?}", f.notes);
+        // Refusals at random (not banners then refusals) on one address only: a per-source limit.
+        let f = decide(&facts(vec![
+            exp(
+                ExperimentKind::Baseline,
+                0,
+                vec![banner("OpenSSH_9.2p1"), refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
+            ),
+            exp(
+                ExperimentKind::Determinism,
+                0,
+                vec![refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
+            ),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!(f.verdict, Verdict::PerSourceLimit);
+    }
+
+    #[test]
+    fn refusals_at_load_count_wherever_they_were_seen() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let line = "Exceeded MaxStartups";
+        let base = || exp(ExperimentKind::Baseline, 0, vec![ok(), ok(), ok()]);
+        // Our probes at 8 were lucky; the fresh address at the same load was refused.
+        let f = decide(&facts(vec![
+            base(),
+            exp(ExperimentKind::Load, 3, vec![ok(), ok()]),
+            exp(ExperimentKind::Load, 8, vec![ok(), ok()]),
+            exp(ExperimentKind::Source, 8, vec![ok(), refusal(line)]),
+            exp(ExperimentKind::Persistence, 0, vec![ok(), ok()]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        // Our attempts to hold more were refused on the way to 8.
+        let mut load = exp(ExperimentKind::Load, 8, vec![ok(), ok()]);
+        load.hold_refused = 3;
+        let f = decide(&facts(vec![base(), load, exp(ExperimentKind::Persistence, 0, vec![ok(), ok()])]));
+        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| e.contains("3 of our attempts to hold")), "{:?}", f.evidence);
     }
 
     #[test]

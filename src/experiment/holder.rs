@@ -29,6 +29,11 @@ pub struct Holder {
     lifetimes: Arc<Mutex<Vec<Duration>>>,
     /// Attempts the server refused while we tried to hold.
     refused: u32,
+    /// Where the round-robin over source addresses stands: it goes on across calls, so holders
+    /// spread over every address (a per-address limit or penalty would otherwise shape the load).
+    turn: usize,
+    /// No new attempt starts after this.
+    deadline: Option<Instant>,
 }
 
 /// Why one attempt to hold a connection failed.
@@ -49,7 +54,15 @@ impl Holder {
             alive: Arc::new(AtomicU32::new(0)),
             lifetimes: Arc::new(Mutex::new(Vec::new())),
             refused: 0,
+            turn: 0,
+            deadline: None,
         }
+    }
+
+    /// Makes [`fill_to`](Self::fill_to) start no attempt after `deadline` (one under way may
+    /// take up to its timeout).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// How many held connections the server has not closed.
@@ -108,12 +121,16 @@ impl Holder {
         timeout: Duration,
         max_attempts: u32,
     ) -> u32 {
-        let mut turn = 0usize;
         let mut attempts = 0;
         let mut spent_sources = 0;
-        while self.alive() < target && attempts < max_attempts && !sources.is_empty() {
-            let source = sources[turn % sources.len()];
-            turn += 1;
+        let in_time = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
+        while self.alive() < target
+            && attempts < max_attempts
+            && !sources.is_empty()
+            && in_time(self.deadline)
+        {
+            let source = sources[self.turn % sources.len()];
+            self.turn = self.turn.wrapping_add(1);
             match self.hold_one(source, budget, timeout).await {
                 Err(HoldFailure::Budget) => {
                     spent_sources += 1;
@@ -159,5 +176,44 @@ async fn connect_for_banner(remote: SocketAddr, source: Option<IpAddr>) -> Optio
             ReadProgress::Ident => return Some(stream),
             ReadProgress::NotSsh => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers every connection with a banner and then keeps it open.
+    async fn banner_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"SSH-2.0-test\r\n").await;
+                open.push(s);
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn fill_to_stops_at_its_deadline_and_spreads_over_sources_across_calls() {
+        let (addr, server) = banner_server().await;
+        let budget = Budget::new(100);
+        let sources = [Some(IpAddr::from([127, 0, 0, 1])), Some(IpAddr::from([127, 0, 0, 2]))];
+        let mut holder = Holder::new(addr);
+        // One connection per call: the round-robin goes on where it stopped.
+        for target in 1..=4 {
+            assert_eq!(holder.fill_to(target, &sources, &budget, Duration::from_secs(5), 10).await, target);
+        }
+        let spent = budget.usage().spent;
+        assert_eq!((spent["127.0.0.1"], spent["127.0.0.2"]), (2, 2), "{spent:?}");
+        // Past the deadline no attempt starts.
+        holder.set_deadline(Some(Instant::now()));
+        assert_eq!(holder.fill_to(8, &sources, &budget, Duration::from_secs(5), 10).await, 4);
+        assert_eq!(budget.usage().spent.values().sum::<u32>(), 4);
+        holder.release().await;
+        server.abort();
     }
 }

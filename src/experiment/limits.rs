@@ -77,7 +77,8 @@ pub struct Level {
     pub timeouts: u32,
     /// Other outcomes (connect failures...).
     pub other: u32,
-    /// The refused fraction.
+    /// The refused fraction of the probes the server decided on (refusals and banners: timeouts
+    /// and failed connects are left out, as in the fit).
     pub fraction: f64,
     /// Its 95 % Wilson interval.
     pub fraction_ci: (f64, f64),
@@ -248,19 +249,34 @@ pub async fn limits(
     }
     progress.phase("ramp");
     let mut holder = Holder::new(remote);
+    // The ramp's time cap holds inside a level too: filling and probing stop at the deadline (an
+    // attempt under way may take up to its timeout).
+    let ramp_deadline = started + options.max_duration;
+    holder.set_deadline(Some(ramp_deadline));
     let mut levels = Vec::new();
     let holder_sources: Vec<Option<IpAddr>> = sources.iter().rev().copied().collect();
+    let mut timed_out = false;
     for step in level_schedule(options.max_held) {
-        if started.elapsed() > options.max_duration {
-            warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
+        if Instant::now() >= ramp_deadline {
+            timed_out = true;
             break;
         }
         // Near `full` the server refuses our holders too, nearly always: a refused attempt costs well
         // under a millisecond, so try many times before concluding that no more will be taken.
         let want = step.saturating_sub(holder.alive());
         holder
-            .fill_to(step, &holder_sources, &budget, options.banner_timeout, want.max(1) * HOLD_ATTEMPTS)
+            .fill_to(
+                step,
+                &holder_sources,
+                &budget,
+                options.banner_timeout,
+                want.max(1).saturating_mul(HOLD_ATTEMPTS),
+            )
             .await;
+        if Instant::now() >= ramp_deadline {
+            timed_out = true;
+            break;
+        }
         let held = holder.alive();
         if levels.last().is_some_and(|l: &Level| l.held == held) {
             // The server would not take more: what we measured last is the top.
@@ -268,6 +284,10 @@ pub async fn limits(
         }
         let mut outcomes = Vec::new();
         for _ in 0..options.probes_per_level {
+            if Instant::now() >= ramp_deadline {
+                timed_out = true;
+                break;
+            }
             let obs = engine.probe(ProbeRequest { remote, source: next_source() }).await;
             let c = classify(&obs);
             if c.outcome == Outcome::Banner {
@@ -277,6 +297,9 @@ pub async fn limits(
                 tokio::time::sleep(Duration::from_micros(settle)).await;
             }
             outcomes.push((c.outcome, obs.timings.ident, c.message));
+        }
+        if timed_out && outcomes.is_empty() {
+            break;
         }
         let level = summarise(held, &outcomes);
         progress.level(held, level.refused, level.probes);
@@ -293,6 +316,9 @@ pub async fn limits(
             ));
             break;
         }
+    }
+    if timed_out {
+        warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
     }
     holder.release().await;
 
@@ -321,8 +347,13 @@ pub async fn limits(
             }
         ));
     }
-    let counts: Vec<LevelCount> =
-        levels.iter().map(|l| LevelCount { open: l.held, refused: l.refused, probes: l.probes }).collect();
+    // The trials are the probes the server decided on (a banner or a refusal): a banner timeout or a
+    // failed connect near `full` says nothing about sshd's drop, and counted as accepted it would
+    // bias the drop rate low.
+    let counts: Vec<LevelCount> = levels
+        .iter()
+        .map(|l| LevelCount { open: l.held, refused: l.refused, probes: l.refused + l.banners })
+        .collect();
     let fit = fit_maxstartups(&counts);
 
     let accept_rate = if options.rate_duration.is_zero() {
@@ -391,8 +422,12 @@ fn summarise(held: u32, outcomes: &[(Outcome, Option<u64>, Option<String>)]) -> 
         banners,
         timeouts,
         other: probes - refused - banners - timeouts,
-        fraction: if probes == 0 { 0.0 } else { f64::from(refused) / f64::from(probes) },
-        fraction_ci: wilson(refused, probes),
+        fraction: if refused + banners == 0 {
+            0.0
+        } else {
+            f64::from(refused) / f64::from(refused + banners)
+        },
+        fraction_ci: wilson(refused, refused + banners),
         latency_us: percentiles(&latencies),
         messages,
     }
@@ -491,6 +526,7 @@ mod tests {
         assert_eq!(l.latency_us, Some([5000, 7000, 7000]));
         assert_eq!(l.messages["Exceeded MaxStartups"], 1);
         assert_eq!(l.messages["(no bytes)"], 1);
-        assert!((l.fraction - 0.4).abs() < 1e-9);
+        // 2 refused of the 4 the server decided on: the timeout is left out.
+        assert!((l.fraction - 0.5).abs() < 1e-9);
     }
 }
