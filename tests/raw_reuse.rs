@@ -47,6 +47,9 @@ fn half_closing_server(listener: TcpListener, stop: Arc<AtomicBool>) {
         };
         let _ = conn.set_nonblocking(false);
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        // Corked, the banner waits for the FIN and both leave in one segment: the client cannot
+        // answer the banner before our FIN is out, so we are always the side that closed first.
+        let _ = socket2::SockRef::from(&conn).set_cork(true);
         let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n");
         let _ = conn.shutdown(Shutdown::Write);
         let mut sink = Vec::new();

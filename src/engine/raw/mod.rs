@@ -496,8 +496,7 @@ impl EngineThread {
         self.ids.clear();
         for (_, mut probe) in self.probes.drain() {
             let out = probe.flow.abort();
-            let now = probe.now_us(Instant::now());
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
+            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
             let _ = probe.done.send(probe.flow.into_observation());
         }
     }
@@ -513,8 +512,7 @@ impl EngineThread {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
                     if let Some(probe) = self.probes.get_mut(&key) {
                         let out = probe.flow.abort();
-                        let now = probe.now_us(Instant::now());
-                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
+                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
                     }
                     self.settle(key);
                 }
@@ -558,7 +556,7 @@ impl EngineThread {
         let mut flow = Flow::new(FlowParams { local, remote, iss, mss, ttl: socket::TTL, config });
         let first = flow.start();
         let start = Instant::now();
-        send_all(&self.sockets, &mut flow, local, remote, first, 0);
+        send_all(&self.sockets, &mut flow, local, remote, first, start);
         let probe = Probe { id, flow, local, remote, start, iss, max_ack, queued: None, done };
         self.probes.insert(key, probe);
         self.ids.insert(id, key);
@@ -581,8 +579,7 @@ impl EngineThread {
         let Some(probe) = self.probes.get_mut(&key) else { return };
         if probe.done.is_closed() && !probe.flow.is_done() {
             let out = probe.flow.abort();
-            let now = probe.now_us(Instant::now());
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now);
+            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
         }
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
@@ -613,7 +610,7 @@ impl EngineThread {
             let now_us = probe.now_us(now);
             if probe.flow.poll_at().is_some_and(|due| due <= now_us) {
                 let out = probe.flow.on_timer(now_us);
-                send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, now_us);
+                send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
             }
             if probe.queued.is_none() || probe.done.is_closed() {
                 self.settle(key);
@@ -686,7 +683,7 @@ impl EngineThread {
             payload: Bytes::copy_from_slice(tcp.payload()),
         };
         let out = probe.flow.on_segment(&segment);
-        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, t_us);
+        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
         self.settle(key);
     }
 
@@ -703,16 +700,17 @@ impl EngineThread {
     }
 }
 
-/// Sends a flow's segments, recording each that went out. A failure to send the SYN that the
-/// kernel explains (a local firewall's reject, no route) ends the connect as the connect engine
-/// would report it; others are losses, left to retransmission.
+/// Sends a flow's segments, recording each that went out at the time it did (µs since `start`,
+/// the flow's clock). A failure to send the SYN that the kernel explains (a local firewall's reject,
+/// no route) ends the connect as the connect engine would report it; others are losses, left to
+/// retransmission.
 fn send_all(
     sockets: &RawSockets,
     flow: &mut Flow,
     local: SocketAddr,
     remote: SocketAddr,
     out: Vec<Outbound>,
-    now: u64,
+    start: Instant,
 ) {
     for seg in out {
         let repr = TcpRepr {
@@ -725,6 +723,7 @@ fn send_all(
             options: seg.options.clone(),
             payload: &seg.payload,
         };
+        let now = start.elapsed().as_micros() as u64;
         match sockets.send(local.ip(), remote.ip(), &repr) {
             Ok(()) => flow.sent(now, &seg),
             Err(e) => {
