@@ -473,7 +473,9 @@ impl Flow {
         }
         match self.state {
             State::Established => {
-                if fresh.is_some() || fin_now || !seg.payload.is_empty() {
+                // Every FIN is acknowledged: a new one, one that came early (a duplicate ACK asks
+                // for the gap), one sent again because our ACK was lost.
+                if fresh.is_some() || fin_now || !seg.payload.is_empty() || flags.has(TcpFlags::FIN) {
                     out.push(self.ack());
                 }
                 if let Some(progress) = fresh {
@@ -506,7 +508,7 @@ impl Flow {
                     out.push(Self::reset_at(seg.ack));
                     self.state = State::Done;
                 } else {
-                    if fin_now || !seg.payload.is_empty() {
+                    if fin_now || !seg.payload.is_empty() || flags.has(TcpFlags::FIN) {
                         out.push(self.ack());
                     }
                     let fin_acked = self.fin_seq.is_some_and(|f| self.snd_una.diff(f) > 0);
@@ -1123,9 +1125,38 @@ mod tests {
         run.handshake();
         run.recv(200, FA, IRS + 1 + 4, b"away\r\n");
         assert_eq!(run.flow.state(), State::Established);
+        // A duplicate ACK asks for the gap.
+        assert_eq!(run.trace().last().map(String::as_str), Some(">A 1 1 0"));
         run.recv(210, PA, IRS + 1, b"Go, ");
         let obs = run.flow.into_observation();
         assert_eq!((obs.end, &obs.received[..]), (Some(End::Fin), &b"Go, away\r\n"[..]));
+    }
+
+    #[test]
+    fn a_fin_sent_again_is_acknowledged_again() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        // Their FIN, acknowledging our ident but not our FIN; then the same FIN again (our ACK of
+        // it was lost): acknowledged both times.
+        let fin = |t_us| Inbound {
+            t_us,
+            flags: TcpFlags(FA),
+            seq: SeqNumber(IRS + 14),
+            ack: SeqNumber(ISS + 12),
+            window: 65535,
+            ttl: 64,
+            options: vec![],
+            payload: Bytes::new(),
+        };
+        for at in [300, 500] {
+            run.now = at;
+            let out = run.flow.on_segment(&fin(at));
+            run.emit(out);
+        }
+        let t = run.trace();
+        assert_eq!(t[t.len() - 4..], ["<FA 14 12 0", ">A 13 15 0", "<FA 14 12 0", ">A 13 15 0"], "{t:?}");
+        assert_eq!(run.flow.state(), State::Closing);
     }
 
     #[test]
