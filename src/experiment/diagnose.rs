@@ -1097,6 +1097,15 @@ mod tests {
         Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
     }
 
+    /// Banners and `Exceeded MaxStartups` mixed, at concurrency 1 with nothing held.
+    fn random_refusals() -> Vec<Experiment> {
+        let (ok, refused) = (|| banner("OpenSSH_9.2p1"), || refusal("Exceeded MaxStartups"));
+        vec![
+            exp(ExperimentKind::Baseline, 0, vec![ok(), refused(), ok()]),
+            exp(ExperimentKind::Determinism, 0, vec![refused(), ok()]),
+        ]
+    }
+
     fn facts(experiments: Vec<Experiment>) -> Facts {
         Facts { experiments, second_source: true, budget_exhausted: false }
     }
@@ -1126,19 +1135,9 @@ mod tests {
         assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Medium));
         assert!(f.notes.iter().any(|n| n.contains("our own probes")), "{:?}", f.notes);
         // Refusals at random (not banners then refusals) on one address only: a per-source limit.
-        let f = decide(&facts(vec![
-            exp(
-                ExperimentKind::Baseline,
-                0,
-                vec![banner("OpenSSH_9.2p1"), refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
-            ),
-            exp(
-                ExperimentKind::Determinism,
-                0,
-                vec![refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
-            ),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
-        ]));
+        let mut experiments = random_refusals();
+        experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]));
+        let f = decide(&facts(experiments));
         assert_eq!(f.verdict, Verdict::PerSourceLimit);
     }
 
@@ -1232,18 +1231,7 @@ mod tests {
 
     #[test]
     fn random_refusals_with_nothing_held_are_maxstartups() {
-        let f = decide(&facts(vec![
-            exp(
-                ExperimentKind::Baseline,
-                0,
-                vec![banner("OpenSSH_9.2p1"), refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
-            ),
-            exp(
-                ExperimentKind::Determinism,
-                0,
-                vec![refusal("Exceeded MaxStartups"), banner("OpenSSH_9.2p1")],
-            ),
-        ]));
+        let f = decide(&facts(random_refusals()));
         assert_eq!(f.verdict, Verdict::Maxstartups);
     }
 
