@@ -363,7 +363,12 @@ async fn drive<E: Engine>(
     let probes: u64 = tally.values().sum();
     if table {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
-        eprintln!("{probes} probes in {:.2?}: {}", started.elapsed(), parts.join(", "));
+        let noun = if probes == 1 { "probe" } else { "probes" };
+        if parts.is_empty() {
+            eprintln!("{probes} {noun} in {:.2?}", started.elapsed());
+        } else {
+            eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
+        }
     }
     Ok(if bad_targets > 0 {
         EXIT_USAGE
