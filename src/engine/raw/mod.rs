@@ -434,6 +434,14 @@ impl Probe {
     fn now_us(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.start).as_micros() as u64
     }
+
+    /// Gives up on the flow now, resetting a connection the server accepted (see [`Flow::abort`]).
+    fn abort(&mut self, sockets: &RawSockets) {
+        if !self.flow.is_done() {
+            let out = self.flow.abort();
+            send_all(sockets, &mut self.flow, self.local, self.remote, out, self.start);
+        }
+    }
 }
 
 /// The engine thread: every flow's state, timers and packets, on one thread, with no lock and no
@@ -495,8 +503,7 @@ impl EngineThread {
         // servers accepted are reset so they do not hold a slot.
         self.ids.clear();
         for (_, mut probe) in self.probes.drain() {
-            let out = probe.flow.abort();
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+            probe.abort(&self.sockets);
             let _ = probe.done.send(probe.flow.into_observation());
         }
     }
@@ -511,8 +518,7 @@ impl EngineThread {
                 Command::Cancel(id) => {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
                     if let Some(probe) = self.probes.get_mut(&key) {
-                        let out = probe.flow.abort();
-                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+                        probe.abort(&self.sockets);
                     }
                     self.settle(key);
                 }
@@ -577,9 +583,8 @@ impl EngineThread {
     /// nobody waits for it any more: cancelled, reset), else queues its next deadline.
     fn settle(&mut self, key: FlowKey) {
         let Some(probe) = self.probes.get_mut(&key) else { return };
-        if probe.done.is_closed() && !probe.flow.is_done() {
-            let out = probe.flow.abort();
-            send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+        if probe.done.is_closed() {
+            probe.abort(&self.sockets);
         }
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
