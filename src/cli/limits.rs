@@ -33,7 +33,8 @@ pub struct LimitsArgs {
     #[arg(long, default_value_t = 200)]
     max_held: u32,
 
-    /// Stop the ramp after this long.
+    /// Stop the ramp after this long (no hold or probe starts later; one under way may take up to
+    /// its timeout). The recheck, accept-rate and grace phases that follow have their own bounds.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     max_duration: Duration,
 
