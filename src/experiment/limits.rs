@@ -253,11 +253,12 @@ pub async fn limits(
     // attempt under way may take up to its timeout).
     let ramp_deadline = started + options.max_duration;
     holder.set_deadline(Some(ramp_deadline));
+    let past_deadline = || Instant::now() >= ramp_deadline;
     let mut levels = Vec::new();
     let holder_sources: Vec<Option<IpAddr>> = sources.iter().rev().copied().collect();
     let mut timed_out = false;
     for step in level_schedule(options.max_held) {
-        if Instant::now() >= ramp_deadline {
+        if past_deadline() {
             timed_out = true;
             break;
         }
@@ -273,7 +274,7 @@ pub async fn limits(
                 want.max(1).saturating_mul(HOLD_ATTEMPTS),
             )
             .await;
-        if Instant::now() >= ramp_deadline {
+        if past_deadline() {
             timed_out = true;
             break;
         }
@@ -284,7 +285,7 @@ pub async fn limits(
         }
         let mut outcomes = Vec::new();
         for _ in 0..options.probes_per_level {
-            if Instant::now() >= ramp_deadline {
+            if past_deadline() {
                 timed_out = true;
                 break;
             }

@@ -808,13 +808,20 @@ mod tests {
             }
         }
 
+        /// A segment from the server acknowledging everything we sent.
         fn recv(&mut self, at: u64, flags: u8, seq: u32, payload: &'static [u8]) {
+            let ack = self.flow.snd_nxt.0;
+            self.recv_acking(at, flags, seq, ack, payload);
+        }
+
+        /// A segment from the server with the acknowledgement number `ack`.
+        fn recv_acking(&mut self, at: u64, flags: u8, seq: u32, ack: u32, payload: &'static [u8]) {
             self.now = at;
             let seg = Inbound {
                 t_us: at,
                 flags: TcpFlags(flags),
                 seq: SeqNumber(seq),
-                ack: SeqNumber(self.flow.snd_nxt.0),
+                ack: SeqNumber(ack),
                 window: 65535,
                 ttl: 64,
                 options: if flags & TcpFlags::SYN != 0 {
@@ -910,16 +917,7 @@ mod tests {
     fn rst_to_syn_is_refused_and_bad_acks_are_ignored() {
         let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
         // An RST whose ACK does not match our SYN is not an answer to it.
-        run.flow.on_segment(&Inbound {
-            t_us: 50,
-            flags: TcpFlags(RA),
-            seq: SeqNumber(0),
-            ack: SeqNumber(ISS + 7),
-            window: 0,
-            ttl: 64,
-            options: vec![],
-            payload: Bytes::new(),
-        });
+        run.recv_acking(50, RA, 0, ISS + 7, b"");
         assert_eq!(run.flow.state(), State::SynSent);
         run.recv(60, RA, 0, b"");
         assert!(run.flow.is_done());
@@ -1003,19 +1001,8 @@ mod tests {
     fn a_stale_ack_to_our_syn_is_reset_and_the_syn_sent_again() {
         let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
         // A server's TIME_WAIT answers the SYN with the old connection's acknowledgement.
-        let stale = |t_us| Inbound {
-            t_us,
-            flags: TcpFlags(A),
-            seq: SeqNumber(IRS.wrapping_sub(500)),
-            ack: SeqNumber(ISS.wrapping_sub(9000)),
-            window: 512,
-            ttl: 64,
-            options: vec![],
-            payload: Bytes::new(),
-        };
-        run.now = 40;
-        let out = run.flow.on_segment(&stale(40));
-        run.emit(out);
+        let (old_seq, old_ack) = (IRS.wrapping_sub(500), ISS.wrapping_sub(9000));
+        run.recv_acking(40, A, old_seq, old_ack, b"");
         // RFC 9293: <SEQ=SEG.ACK><CTL=RST>, then our SYN again at once.
         let (rst, syn) = (&run.sent[1], &run.sent[2]);
         assert_eq!(
@@ -1025,9 +1012,7 @@ mod tests {
         assert_eq!((syn.flags, syn.seq), (TcpFlags(TcpFlags::SYN), SeqNumber(ISS)));
         assert_eq!(run.flow.state(), State::SynSent);
         // A second stale ACK is reset, but the SYN waits for its retransmission time.
-        run.now = 60;
-        let out = run.flow.on_segment(&stale(60));
-        run.emit(out);
+        run.recv_acking(60, A, old_seq, old_ack, b"");
         assert_eq!(run.sent.len(), 4);
         assert_eq!(run.sent[3].flags, TcpFlags(R));
         assert_eq!(run.flow.poll_at(), Some(1_000_000));
@@ -1139,20 +1124,8 @@ mod tests {
         run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
         // Their FIN, acknowledging our ident but not our FIN; then the same FIN again (our ACK of
         // it was lost): acknowledged both times.
-        let fin = |t_us| Inbound {
-            t_us,
-            flags: TcpFlags(FA),
-            seq: SeqNumber(IRS + 14),
-            ack: SeqNumber(ISS + 12),
-            window: 65535,
-            ttl: 64,
-            options: vec![],
-            payload: Bytes::new(),
-        };
         for at in [300, 500] {
-            run.now = at;
-            let out = run.flow.on_segment(&fin(at));
-            run.emit(out);
+            run.recv_acking(at, FA, IRS + 14, ISS + 12, b"");
         }
         let t = run.trace();
         assert_eq!(t[t.len() - 4..], ["<FA 14 12 0", ">A 13 15 0", "<FA 14 12 0", ">A 13 15 0"], "{t:?}");
