@@ -173,9 +173,10 @@ fn netns_exists_answers_and_is_gone_after_drop() {
     let other = Netns::new();
     assert_ne!(other.inner_ip, ns.inner_ip);
     drop(other);
+    assert!(veth_into(&veth, &name), "the check sees our veth while it exists");
     drop(ns);
     assert!(!Netns::exists(&name), "{name} survived its guard");
-    assert!(!Path::new(&format!("/sys/class/net/{veth}")).exists(), "{veth} survived its guard");
+    assert!(!veth_into(&veth, &name), "{veth} survived its guard");
 }
 
 #[test]
@@ -206,6 +207,15 @@ fn nft_table_exists_and_is_gone_after_drop() {
     assert!(!ours().contains(&table), "table {table} survived its guard");
 }
 
+/// Whether the host has a veth named `veth` whose peer is in namespace `netns`. Veth names follow
+/// the subnet index, which a test running meanwhile may take again: a link of that name is the one
+/// we made only while its peer is in our namespace.
+fn veth_into(veth: &str, netns: &str) -> bool {
+    let out =
+        std::process::Command::new("ip").args(["-o", "link", "show", "dev", veth]).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("link-netns {netns}"))
+}
+
 /// A test that panics still drops its guards: the server, its namespace and its table are gone.
 #[test]
 fn guards_clean_up_when_a_test_panics() {
@@ -231,7 +241,12 @@ fn guards_clean_up_when_a_test_panics() {
     assert!(!exists(pid), "sshd {pid} survived the panic");
     assert!(!dir.exists(), "{} survived the panic", dir.display());
     assert!(!Netns::exists(&name), "{name} survived the panic (and its table with it)");
-    assert!(!Path::new(&format!("/sys/class/net/{veth}")).exists(), "{veth} survived the panic");
+    // Veth names follow the subnet index, which a test running meanwhile may take again: a link of
+    // that name is ours only if its peer is still in our namespace.
+    let link =
+        std::process::Command::new("ip").args(["-o", "link", "show", "dev", &veth]).output().expect("ip");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains(&format!("link-netns {name}")), "{veth} survived the panic: {link}");
 }
 
 /// SLOW on first run: builds the Debian 13 root (debootstrap, about 30-45 s), then reuses it.
