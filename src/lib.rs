@@ -31,6 +31,7 @@ pub mod experiment;
 pub mod ident;
 pub mod lab;
 pub mod outcome;
+pub mod record;
 pub mod report;
 pub mod scan;
 pub mod server;
