@@ -15,8 +15,11 @@ use serde::Serialize;
 use std::fmt;
 
 /// The classified result of one probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Its name has one source, strum's `snake_case` rule: [`Outcome::name`] reads it and serde writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// The server sent an SSH-2 identification line: the exchange works.
     Banner,
@@ -60,19 +63,7 @@ impl Outcome {
 
     /// The stable snake_case name.
     pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Banner => "banner",
-            Outcome::Refused => "refused",
-            Outcome::Unreachable => "unreachable",
-            Outcome::ConnectTimeout => "connect_timeout",
-            Outcome::ResetBeforeBanner => "reset_before_banner",
-            Outcome::ClosedBeforeBanner => "closed_before_banner",
-            Outcome::ServerRefusal => "server_refusal",
-            Outcome::BannerTimeout => "banner_timeout",
-            Outcome::NotSsh => "not_ssh",
-            Outcome::ProtocolMismatch => "protocol_mismatch",
-            Outcome::LocalError => "local_error",
-        }
+        self.into()
     }
 
     /// Whether the identification exchange worked (zmap's `success`).
@@ -404,6 +395,24 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_match_serde() {
+        // The JSON contract: these names never change meaning.
+        let names: Vec<&str> = Outcome::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "banner",
+                "refused",
+                "unreachable",
+                "connect_timeout",
+                "reset_before_banner",
+                "closed_before_banner",
+                "server_refusal",
+                "banner_timeout",
+                "not_ssh",
+                "protocol_mismatch",
+                "local_error"
+            ]
+        );
         for o in Outcome::ALL {
             assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.name()));
         }

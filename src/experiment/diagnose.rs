@@ -26,9 +26,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// What diagnose concludes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What diagnose concludes. Its name ([`Verdict::name`], the JSON) comes from strum's `snake_case` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum Verdict {
     /// The identification exchange works: the problem is past it.
     Ok,
@@ -57,19 +58,7 @@ pub enum Verdict {
 impl Verdict {
     /// The stable snake_case name.
     pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::NotListening => "not_listening",
-            Verdict::Filtered => "filtered",
-            Verdict::Unreachable => "unreachable",
-            Verdict::AccessDenied => "access_denied",
-            Verdict::Maxstartups => "maxstartups",
-            Verdict::PerSourceLimit => "per_source_limit",
-            Verdict::Penalized => "penalized",
-            Verdict::Overloaded => "overloaded",
-            Verdict::NotSsh => "not_ssh",
-            Verdict::Intermittent => "intermittent",
-        }
+        self.into()
     }
 }
 
@@ -80,8 +69,9 @@ impl fmt::Display for Verdict {
 }
 
 /// How sure the verdict is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum Confidence {
     /// Other explanations remain likely.
     Low,
@@ -147,8 +137,9 @@ impl ProbeRecord {
 }
 
 /// Which experiment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum ExperimentKind {
     /// Single probes, both orders, nothing held.
     Baseline,
@@ -1108,6 +1099,23 @@ mod tests {
 
     fn facts(experiments: Vec<Experiment>) -> Facts {
         Facts { experiments, second_source: true, budget_exhausted: false }
+    }
+
+    #[test]
+    fn verdict_names_are_stable_and_match_serde() {
+        use strum::VariantArray;
+        // The JSON contract, and the list in `sshprobe diagnose --help`.
+        let names: Vec<&str> = Verdict::VARIANTS.iter().map(|v| v.name()).collect();
+        assert_eq!(
+            names.join(", "),
+            "ok, not_listening, filtered, unreachable, access_denied, maxstartups, per_source_limit, penalized, \
+             overloaded, not_ssh, intermittent"
+        );
+        for v in Verdict::VARIANTS {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+        }
+        assert_eq!(serde_json::to_value(Confidence::Medium).unwrap(), "medium");
+        assert_eq!(serde_json::to_value(ExperimentKind::Persistence).unwrap(), "persistence");
     }
 
     #[test]

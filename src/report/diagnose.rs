@@ -1,7 +1,7 @@
 //! Reports of diagnoses: a block of text per target for people, one JSON object per target otherwise.
 
 use super::{Format, Palette};
-use crate::experiment::diagnose::{Confidence, Diagnosis, Verdict};
+use crate::experiment::diagnose::{Diagnosis, Verdict};
 use std::io::{self, Write};
 
 /// Writes one diagnosis in `format`.
@@ -18,10 +18,7 @@ pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colo
                 "{},{},{},{},{}",
                 super::csv_field(&d.target),
                 f.verdict,
-                serde_json::to_value(f.confidence)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                <&str>::from(f.confidence),
                 super::csv_field(&f.evidence.join(" | ")),
                 super::csv_field(&f.remedy.join(" | "))
             )?;
@@ -41,11 +38,7 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
         Verdict::Intermittent | Verdict::Overloaded => "33",
         _ => "31",
     };
-    let confidence = match f.confidence {
-        Confidence::High => "high",
-        Confidence::Medium => "medium",
-        Confidence::Low => "low",
-    };
+    let confidence: &str = f.confidence.into();
     writeln!(
         out,
         "{}  {}  (confidence: {confidence}, {:.1} s)",
@@ -69,8 +62,7 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     }
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
-        let kind =
-            serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let kind: &str = e.kind.into();
         let source = e.probes.first().map(|p| p.source.as_str()).unwrap_or("-");
         writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, e.tally())?;
     }
