@@ -16,6 +16,7 @@
 
 use super::budget::{Budget, BudgetUse};
 use super::holder::Holder;
+use super::sources::{LoopbackAliases, Sources};
 use crate::engine::connect::ConnectEngine;
 use crate::engine::{Engine, ProbeConfig, ProbeRequest};
 use crate::evidence::{End, ProbeOrder};
@@ -291,32 +292,8 @@ impl Default for DiagnoseOptions {
     }
 }
 
-/// The probing address and the others.
-#[derive(Debug, Clone)]
-struct Sources {
-    primary: Option<IpAddr>,
-    others: Vec<Option<IpAddr>>,
-}
-
-/// How many automatic loopback sources to make available.
-const LOOPBACK_SOURCES: u8 = 40;
-
-impl Sources {
-    fn plan(remote: SocketAddr, given: &[IpAddr]) -> Sources {
-        let same_family: Vec<IpAddr> =
-            given.iter().copied().filter(|ip| ip.is_ipv4() == remote.is_ipv4()).collect();
-        if let Some((&first, rest)) = same_family.split_first() {
-            return Sources { primary: Some(first), others: rest.iter().copied().map(Some).collect() };
-        }
-        let others = match remote.ip() {
-            IpAddr::V4(v4) if v4.is_loopback() => {
-                (1..=LOOPBACK_SOURCES).map(|i| Some(IpAddr::from([127, 77, 0, i]))).collect()
-            }
-            _ => Vec::new(),
-        };
-        Sources { primary: None, others }
-    }
-}
+/// diagnose's automatic second sources on IPv4 loopback: 127.77.0.1 to 127.77.0.40.
+const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
 
 fn source_label(source: Option<IpAddr>) -> String {
     source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
@@ -332,10 +309,11 @@ pub async fn diagnose(
     budget: &Budget,
 ) -> Diagnosis {
     let started = std::time::Instant::now();
-    let sources = Sources::plan(remote, &options.sources);
+    let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
+    let others = sources.others();
     let lab = Bench::new(remote, options, budget);
-    let mut facts = Facts { second_source: !sources.others.is_empty(), ..Facts::default() };
-    let primary = sources.primary;
+    let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
+    let primary = sources.probing();
 
     // 1. Baseline: both orders, one at a time.
     let mut baseline = Vec::new();
@@ -375,7 +353,7 @@ pub async fn diagnose(
         }
         // 3. Source: does another address fare better? (Two at once: a different address, and
         // nothing of ours is held.)
-        if let Some(&other) = sources.others.first() {
+        if let Some(&other) = others.first() {
             let probes = lab.concurrent(other, 2, 0).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Source,
@@ -386,7 +364,7 @@ pub async fn diagnose(
             });
         }
     } else if all_banner {
-        load_experiment(&lab, &sources, options, &mut facts).await;
+        load_experiment(&lab, primary, &others, options, &mut facts).await;
     }
 
     let mut finding = decide(&facts);
@@ -445,14 +423,17 @@ const PROBES_PER_STEP: u32 = 2;
 
 /// 4 and 5: hold more and more connections, probe at each step; on refusals, check another source
 /// and, after releasing, whether they persist.
-async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseOptions, facts: &mut Facts) {
+async fn load_experiment(
+    lab: &Bench<'_>,
+    primary: Option<IpAddr>,
+    others: &[Option<IpAddr>],
+    options: &DiagnoseOptions,
+    facts: &mut Facts,
+) {
     // Hold from the other addresses when there are any, so a per-source limit on the probing address
     // cannot be mistaken for a global one, and penalties are spread.
-    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) = if sources.others.len() >= 2 {
-        (sources.others[1..].to_vec(), false)
-    } else {
-        (vec![sources.primary], true)
-    };
+    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
+        if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
     let mut holder = Holder::new(lab.remote);
     let mut refused_at = None;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
@@ -460,8 +441,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
         let held = holder.fill_to(step, &holder_sources, lab.budget, options.banner_timeout, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
-        let probes =
-            lab.series(ProbeOrder::WaitForBanner, sources.primary, PROBES_PER_STEP, held, facts).await;
+        let probes = lab.series(ProbeOrder::WaitForBanner, primary, PROBES_PER_STEP, held, facts).await;
         let refused = probes.iter().any(|p| p.refused() || p.outcome == Outcome::BannerTimeout);
         let stop = probes.len() < PROBES_PER_STEP as usize || held < step;
         if probes.is_empty() {
@@ -484,7 +464,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     }
     if let Some(held) = refused_at {
         // Another address at the same load: global or per-source?
-        if let Some(&fresh) = sources.others.first() {
+        if let Some(&fresh) = others.first() {
             let probes = lab.series(ProbeOrder::WaitForBanner, fresh, PROBES_PER_STEP, held, facts).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Source,
@@ -499,7 +479,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     if refused_at.is_some() {
         // MaxStartups counts clear about 0.5 s after held connections close (FACTS §3); a penalty stays.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let probes = lab.series(ProbeOrder::WaitForBanner, sources.primary, 2, 0, facts).await;
+        let probes = lab.series(ProbeOrder::WaitForBanner, primary, 2, 0, facts).await;
         facts.experiments.push(Experiment {
             kind: ExperimentKind::Persistence,
             held: 0,

@@ -181,23 +181,6 @@ impl Progress for NoProgress {
     fn warn(&self, _: &str) {}
 }
 
-/// Sources for probes and holders: the given ones, or the kernel's choice plus loopback aliases.
-fn sources_for(remote: SocketAddr, given: &[IpAddr]) -> Vec<Option<IpAddr>> {
-    let same: Vec<Option<IpAddr>> =
-        given.iter().copied().filter(|ip| ip.is_ipv4() == remote.is_ipv4()).map(Some).collect();
-    if !same.is_empty() {
-        return same;
-    }
-    match remote.ip() {
-        IpAddr::V4(v4) if v4.is_loopback() => {
-            // 127.77.1.0/24 .. 127.77.4.0/24: enough addresses that neither a per-source limit nor a
-            // penalty on one of them shapes the curve.
-            (1..=4u8).flat_map(|c| (1..=250u8).map(move |d| Some(IpAddr::from([127, 77, c, d])))).collect()
-        }
-        _ => vec![None],
-    }
-}
-
 /// Runs the benchmark.
 pub async fn limits(
     target: &str,
@@ -206,7 +189,10 @@ pub async fn limits(
     progress: &dyn Progress,
 ) -> Result<LimitsReport, LimitsError> {
     let started = Instant::now();
-    let sources = sources_for(remote, &options.sources);
+    // 127.77.1.0/24 .. 127.77.4.0/24 on loopback: enough addresses that neither a per-source limit nor a
+    // penalty on one of them shapes the curve.
+    let aliases = super::sources::LoopbackAliases { first_subnet: 1, count: 1000 };
+    let sources = super::sources::Sources::plan(remote, &options.sources, aliases).spread();
     // limits is a benchmark on purpose: no per-source budget beyond spreading over sources, but a
     // single source is warned about below.
     let budget = Budget::new(u32::MAX);

@@ -7,14 +7,15 @@
 //!   `start:rate:full`, LoginGraceTime and accept rate.
 //!
 //! Experiments compose an [`crate::engine::Engine`] with [`holder`] (connections held open on
-//! purpose, always released) and keep to a [`budget`] of connections per source address, because
-//! OpenSSH 9.8+ penalises every connection that leaves without authenticating (FACTS §5). Their
-//! arithmetic lives in [`stats`], without I/O.
+//! purpose, always released), connect from the local addresses [`sources`] plans, and keep to a
+//! [`budget`] of connections per source address, because OpenSSH 9.8+ penalises every connection
+//! that leaves without authenticating (FACTS §5). Their arithmetic lives in [`stats`], without I/O.
 
 pub mod budget;
 pub mod diagnose;
 pub mod holder;
 pub mod limits;
+pub mod sources;
 pub mod stats;
 
 /// Polls futures on this task until all are done; outputs in order.
