@@ -21,6 +21,7 @@ use crate::engine::connect::ConnectEngine;
 use crate::engine::{Engine, ProbeConfig, ProbeRequest};
 use crate::evidence::{End, ProbeOrder};
 use crate::outcome::{classify, KnownRefusal, Outcome};
+use crate::record::ProbeRecord;
 use crate::server::Software;
 use serde::Serialize;
 use std::fmt;
@@ -82,45 +83,56 @@ pub enum Confidence {
     High,
 }
 
-/// One probe, as an experiment records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbeRecord {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// The probe order.
-    pub order: ProbeOrder,
-    /// The source address asked for (`default`: the kernel's choice).
-    pub source: String,
-    /// Our address as connected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local: Option<SocketAddr>,
+/// One probe of an experiment: its [`ProbeRecord`] (the observation and its classification) and the
+/// experiment's context when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentProbe {
+    /// What the probe observed and what it means.
+    pub record: ProbeRecord,
+    /// The source address asked for (`None`: the kernel's choice).
+    pub source: Option<IpAddr>,
     /// Our held connections open when it connected.
     pub held: u32,
-    /// Bytes received.
-    pub bytes: usize,
-    /// How the connection ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end: Option<End>,
-    /// Microseconds from connect to the end.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub closed_us: Option<u64>,
-    /// Microseconds from connect to the complete ident line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ident_us: Option<u64>,
-    /// The server's software, from its ident line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub software: Option<String>,
-    /// What the server said instead of an ident.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// A recognised refusal.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<KnownRefusal>,
 }
 
-impl ProbeRecord {
+impl ExperimentProbe {
+    /// The outcome.
+    pub fn outcome(&self) -> Outcome {
+        self.record.outcome()
+    }
+
+    /// The source address asked for, as reports write it (`default`: the kernel's choice).
+    pub fn source_label(&self) -> String {
+        self.source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
+    }
+
+    /// Microseconds from connect to the end.
+    pub fn closed_us(&self) -> Option<u64> {
+        self.record.observation.timings.closed
+    }
+
+    /// Our address as connected.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.record.observation.local
+    }
+
+    /// What the server said instead of an ident.
+    pub fn message(&self) -> Option<&str> {
+        self.record.classification.message.as_deref()
+    }
+
+    /// A recognised refusal.
+    pub fn refusal(&self) -> Option<KnownRefusal> {
+        self.record.classification.refusal
+    }
+
+    /// The server's `softwareversion`, from its ident line.
+    pub fn software_version(&self) -> Option<&str> {
+        self.record.banner().map(|b| b.software.as_str())
+    }
+
     fn refused(&self) -> bool {
-        self.outcome.is_refusal_after_accept()
+        self.outcome().is_refusal_after_accept()
     }
 
     /// The kind of answer: a banner, a refusal after accept, or the outcome itself.
@@ -128,12 +140,57 @@ impl ProbeRecord {
         if self.refused() {
             Outcome::ClosedBeforeBanner
         } else {
-            self.outcome
+            self.outcome()
         }
     }
 
     fn zero_byte_refusal(&self) -> bool {
-        matches!(self.outcome, Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
+        matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
+    }
+}
+
+/// The JSON of one [`ExperimentProbe`]: the fields reports have always had, read from the record.
+#[derive(Serialize)]
+struct ExperimentProbeJson<'a> {
+    outcome: Outcome,
+    order: ProbeOrder,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<SocketAddr>,
+    held: u32,
+    bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<End>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ident_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    software: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<KnownRefusal>,
+}
+
+impl Serialize for ExperimentProbe {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let obs = &self.record.observation;
+        ExperimentProbeJson {
+            outcome: self.outcome(),
+            order: obs.order,
+            source: self.source_label(),
+            local: obs.local,
+            held: self.held,
+            bytes: obs.received.len(),
+            end: obs.end,
+            closed_us: obs.timings.closed,
+            ident_us: obs.timings.ident,
+            software: self.software_version(),
+            message: self.message(),
+            refusal: self.refusal(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -165,7 +222,7 @@ pub struct Experiment {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub held_from_probing_source: bool,
     /// Its probes.
-    pub probes: Vec<ProbeRecord>,
+    pub probes: Vec<ExperimentProbe>,
     /// Attempts to hold a connection that the server refused while we filled up to `held`.
     #[serde(skip_serializing_if = "is_zero")]
     pub hold_refused: u32,
@@ -182,10 +239,10 @@ impl Experiment {
     }
 }
 
-fn tally<'a>(probes: impl Iterator<Item = &'a ProbeRecord>) -> String {
+fn tally<'a>(probes: impl Iterator<Item = &'a ExperimentProbe>) -> String {
     let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
     for p in probes {
-        *counts.entry(p.outcome).or_default() += 1;
+        *counts.entry(p.outcome()).or_default() += 1;
     }
     counts.iter().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
 }
@@ -206,22 +263,18 @@ impl Facts {
         self.experiments.iter().filter(move |e| e.kind == kind)
     }
 
-    fn probes(&self, kind: ExperimentKind) -> impl Iterator<Item = &ProbeRecord> {
+    fn probes(&self, kind: ExperimentKind) -> impl Iterator<Item = &ExperimentProbe> {
         self.of(kind).flat_map(|e| e.probes.iter())
     }
 
     /// Probes from the probing address with nothing held: baseline and determinism.
-    fn unloaded(&self) -> Vec<&ProbeRecord> {
+    fn unloaded(&self) -> Vec<&ExperimentProbe> {
         self.probes(ExperimentKind::Baseline).chain(self.probes(ExperimentKind::Determinism)).collect()
     }
 
     /// The server software, from any banner.
     pub fn software(&self) -> Option<Software> {
-        self.experiments
-            .iter()
-            .flat_map(|e| &e.probes)
-            .find_map(|p| p.software.as_deref())
-            .map(Software::parse)
+        self.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.record.banner()).map(Software::of)
     }
 }
 
@@ -295,10 +348,6 @@ impl Default for DiagnoseOptions {
 /// diagnose's automatic second sources on IPv4 loopback: 127.77.0.1 to 127.77.0.40.
 const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
 
-fn source_label(source: Option<IpAddr>) -> String {
-    source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
-}
-
 /// Runs the experiments against `remote` and decides, taking connections from `budget`: one
 /// budget per server host, shared by every target naming it (a penalty counts per server and
 /// source address, whatever the port or name).
@@ -326,8 +375,8 @@ pub async fn diagnose(
             None => facts.budget_exhausted = true,
         }
     }
-    let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome == Outcome::Banner);
-    let any_refused = baseline.iter().any(|p| p.refused() || p.outcome == Outcome::BannerTimeout);
+    let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
+    let any_refused = baseline.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
     // Mixed means different kinds of answer; a reset and a close are the same refusal seen from
     // the two probe orders (FACTS §2).
     let mixed = baseline.windows(2).any(|w| w[0].kind() != w[1].kind());
@@ -382,7 +431,8 @@ pub async fn diagnose(
             ),
         });
     }
-    let server = facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software.clone());
+    let server =
+        facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software_version().map(String::from));
     Diagnosis {
         target: target.to_string(),
         remote,
@@ -442,7 +492,7 @@ async fn load_experiment(
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, PROBES_PER_STEP, held, facts).await;
-        let refused = probes.iter().any(|p| p.refused() || p.outcome == Outcome::BannerTimeout);
+        let refused = probes.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
         let stop = probes.len() < PROBES_PER_STEP as usize || held < step;
         if probes.is_empty() {
             break;
@@ -516,27 +566,13 @@ impl<'a> Bench<'a> {
     }
 
     /// One probe, if the budget allows.
-    async fn probe(&self, order: ProbeOrder, source: Option<IpAddr>, held: u32) -> Option<ProbeRecord> {
+    async fn probe(&self, order: ProbeOrder, source: Option<IpAddr>, held: u32) -> Option<ExperimentProbe> {
         if !self.budget.try_take(source) {
             return None;
         }
         let engine = if order == ProbeOrder::SendFirst { &self.send_first } else { &self.wait };
-        let obs = engine.probe(ProbeRequest { remote: self.remote, source }).await;
-        let c = classify(&obs);
-        Some(ProbeRecord {
-            outcome: c.outcome,
-            order,
-            source: source_label(source),
-            local: obs.local,
-            held,
-            bytes: obs.received.len(),
-            end: obs.end,
-            closed_us: obs.timings.closed,
-            ident_us: obs.timings.ident,
-            software: c.banner.as_ref().map(|b| b.software.clone()),
-            message: c.message,
-            refusal: c.refusal,
-        })
+        let observation = engine.probe(ProbeRequest { remote: self.remote, source }).await;
+        Some(ExperimentProbe { record: ProbeRecord::new(observation), source, held })
     }
 
     /// `n` probes one after another, `spacing` apart, with `held` connections held.
@@ -547,7 +583,7 @@ impl<'a> Bench<'a> {
         n: u32,
         held: u32,
         facts: &mut Facts,
-    ) -> Vec<ProbeRecord> {
+    ) -> Vec<ExperimentProbe> {
         let mut out = Vec::new();
         for i in 0..n {
             if i > 0 {
@@ -565,7 +601,7 @@ impl<'a> Bench<'a> {
     }
 
     /// `n` probes at once.
-    async fn concurrent(&self, source: Option<IpAddr>, n: u32, held: u32) -> Vec<ProbeRecord> {
+    async fn concurrent(&self, source: Option<IpAddr>, n: u32, held: u32) -> Vec<ExperimentProbe> {
         let probes = (0..n).map(|_| self.probe(ProbeOrder::WaitForBanner, source, held));
         let mut out = Vec::new();
         for p in super::join_all(probes).await.into_iter().flatten() {
@@ -602,7 +638,7 @@ pub fn decide(facts: &Facts) -> Finding {
         f.evidence.push("no probe could be made within the budget".into());
         return f;
     }
-    let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome == o).count();
+    let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
     let all = |o: Outcome| count(o) == n;
     let software = facts.software();
 
@@ -635,10 +671,13 @@ pub fn decide(facts: &Facts) -> Finding {
             return f;
         }
     }
-    if unloaded.iter().all(|p| matches!(p.outcome, Outcome::NotSsh | Outcome::ProtocolMismatch)) {
+    if unloaded.iter().all(|p| matches!(p.outcome(), Outcome::NotSsh | Outcome::ProtocolMismatch)) {
         f.verdict = Verdict::NotSsh;
         f.confidence = Confidence::High;
-        let what = unloaded.iter().find_map(|p| p.message.clone().or(p.software.clone())).unwrap_or_default();
+        let what = unloaded
+            .iter()
+            .find_map(|p| p.message().or(p.software_version()).map(String::from))
+            .unwrap_or_default();
         f.evidence
             .push(format!("all {n} probes: {}; the server said {what:?}", tally(unloaded.iter().copied())));
         f.remedy.push("something other than an SSH-2 server answers on this port: check the port number, or what listens there".into());
@@ -648,10 +687,10 @@ pub fn decide(facts: &Facts) -> Finding {
         return decide_loaded(facts, f, software);
     }
 
-    let refusals: Vec<&ProbeRecord> = unloaded.iter().copied().filter(|p| p.refused()).collect();
-    let second: Vec<&ProbeRecord> =
+    let refusals: Vec<&ExperimentProbe> = unloaded.iter().copied().filter(|p| p.refused()).collect();
+    let second: Vec<&ExperimentProbe> =
         facts.of(ExperimentKind::Source).filter(|e| e.held == 0).flat_map(|e| &e.probes).collect();
-    let second_all_banner = !second.is_empty() && second.iter().all(|p| p.outcome == Outcome::Banner);
+    let second_all_banner = !second.is_empty() && second.iter().all(|p| p.outcome() == Outcome::Banner);
     let second_all_refused = !second.is_empty() && second.iter().all(|p| p.refused());
     let deterministic = refusals.len() == n;
     f.evidence.push(format!(
@@ -662,7 +701,7 @@ pub fn decide(facts: &Facts) -> Finding {
     if !second.is_empty() {
         f.evidence.push(format!(
             "from a second address ({}): {}",
-            second[0].source,
+            second[0].source_label(),
             tally(second.iter().copied())
         ));
     } else if !facts.second_source {
@@ -674,12 +713,12 @@ pub fn decide(facts: &Facts) -> Finding {
     }
 
     if deterministic {
-        let known = refusals.iter().find_map(|p| p.refusal);
+        let known = refusals.iter().find_map(|p| p.refusal());
         let zero = refusals.iter().all(|p| p.zero_byte_refusal());
-        let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us).collect();
+        let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
         let median = super::stats::percentile(&closes, 0.5).unwrap_or(0);
         if let Some(kind) = known {
-            let line = refusals.iter().find_map(|p| p.message.clone()).unwrap_or_default();
+            let line = refusals.iter().find_map(|p| p.message().map(String::from)).unwrap_or_default();
             f.evidence.push(format!(
                 "the server sent {line:?} and closed, in {} (median): {}",
                 us(median),
@@ -785,7 +824,7 @@ pub fn decide(facts: &Facts) -> Finding {
             return f;
         }
         // Text that is not a recognised refusal: a wrappers `twist`, a custom ACL message.
-        let line = refusals.iter().find_map(|p| p.message.clone()).unwrap_or_default();
+        let line = refusals.iter().find_map(|p| p.message().map(String::from)).unwrap_or_default();
         f.verdict = Verdict::AccessDenied;
         f.confidence = Confidence::Medium;
         f.evidence.push(format!(
@@ -809,12 +848,12 @@ pub fn decide(facts: &Facts) -> Finding {
 
     // Some banners, some refusals, with nothing held by us.
     if !refusals.is_empty() && count(Outcome::Banner) > 0 {
-        let known = refusals.iter().find_map(|p| p.refusal);
+        let known = refusals.iter().find_map(|p| p.refusal());
         let fast_zero =
-            refusals.iter().all(|p| p.zero_byte_refusal() && p.closed_us.unwrap_or(0) < FAST_CLOSE_US);
+            refusals.iter().all(|p| p.zero_byte_refusal() && p.closed_us().unwrap_or(0) < FAST_CLOSE_US);
         // Banners first, then nothing but refusals: a block that began during this diagnosis.
         let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
-        let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome == Outcome::Banner)
+        let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome() == Outcome::Banner)
             && unloaded[first_refused..].iter().all(|p| p.refused());
         let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
             || software.is_some_and(Software::has_penalties);
@@ -879,7 +918,7 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
         .filter(|e| e.kind == ExperimentKind::Load || (e.kind == ExperimentKind::Source && e.held > 0))
         .find(|e| e.hold_refused > 0 || e.probes.iter().any(|p| p.refused()));
     let timeouts =
-        loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome == Outcome::BannerTimeout).count();
+        loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome() == Outcome::BannerTimeout).count();
     let max_held = loads.iter().map(|e| e.held).max().unwrap_or(0);
     let Some(level) = refused_level else {
         if timeouts > 0 {
@@ -912,7 +951,7 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
         );
         return f;
     };
-    let refused: Vec<&ProbeRecord> = level.probes.iter().filter(|p| p.refused()).collect();
+    let refused: Vec<&ExperimentProbe> = level.probes.iter().filter(|p| p.refused()).collect();
     f.evidence.push(format!(
         "holding {} unauthenticated connections{}: {}",
         level.held,
@@ -925,14 +964,14 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
             level.hold_refused
         ));
     }
-    if let Some(line) = refused.iter().find_map(|p| p.message.clone()) {
+    if let Some(line) = refused.iter().find_map(|p| p.message().map(String::from)) {
         f.evidence.push(format!("the refusals said {line:?}"));
     }
-    let fresh: Vec<&ProbeRecord> =
+    let fresh: Vec<&ExperimentProbe> =
         facts.of(ExperimentKind::Source).filter(|e| e.held > 0).flat_map(|e| &e.probes).collect();
-    let fresh_banner = !fresh.is_empty() && fresh.iter().all(|p| p.outcome == Outcome::Banner);
-    let after: Vec<&ProbeRecord> = facts.probes(ExperimentKind::Persistence).collect();
-    let cleared = !after.is_empty() && after.iter().all(|p| p.outcome == Outcome::Banner);
+    let fresh_banner = !fresh.is_empty() && fresh.iter().all(|p| p.outcome() == Outcome::Banner);
+    let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
+    let cleared = !after.is_empty() && after.iter().all(|p| p.outcome() == Outcome::Banner);
     if !fresh.is_empty() {
         f.evidence.push(format!("meanwhile from a fresh address: {}", tally(fresh.iter().copied())));
     }
@@ -941,7 +980,7 @@ fn decide_loaded(facts: &Facts, mut f: Finding, software: Option<Software>) -> F
     }
     // A penalty needs a server that has them, and outlives our held connections.
     let penalties_possible = software.is_some_and(Software::has_penalties)
-        || refused.iter().any(|p| p.refusal == Some(KnownRefusal::NotAllowedAtThisTime));
+        || refused.iter().any(|p| p.refusal() == Some(KnownRefusal::NotAllowedAtThisTime));
     if penalties_possible && fresh_banner && !after.is_empty() && !cleared {
         f.verdict = Verdict::Penalized;
         f.confidence = Confidence::Medium;
@@ -989,9 +1028,12 @@ fn us(v: u64) -> String {
     crate::report::probe::format_us(v)
 }
 
-fn wrappers_remedy(refusals: &[&ProbeRecord]) -> String {
-    let client =
-        refusals.iter().find_map(|p| p.local).map(|a| a.ip().to_string()).unwrap_or_else(|| "CLIENT".into());
+fn wrappers_remedy(refusals: &[&ExperimentProbe]) -> String {
+    let client = refusals
+        .iter()
+        .find_map(|p| p.local())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "CLIENT".into());
     format!(
         "TCP wrappers: find the matching rule in /etc/hosts.deny (e.g. `sshd: ALL`) and allow this client in \
          /etc/hosts.allow (`sshd: {client}`); sshd logs the denial only at LogLevel DEBUG1 \
@@ -1030,41 +1072,63 @@ fn penalty_remedy() -> String {
 mod tests {
     use super::*;
 
-    fn rec(outcome: Outcome) -> ProbeRecord {
-        ProbeRecord {
-            outcome,
-            order: ProbeOrder::WaitForBanner,
-            source: "default".into(),
+    use crate::evidence::{Connect, Observation, Timings};
+
+    /// A probe from the kernel's choice of address (127.0.0.1) that ended `closed_us` after connecting.
+    fn probe(connect: Connect, received: &[u8], end: Option<End>, closed_us: u64) -> ExperimentProbe {
+        let established = connect == Connect::Established;
+        let observation = Observation {
+            remote: "127.0.0.1:22".parse().unwrap(),
             local: Some("127.0.0.1:40000".parse().unwrap()),
-            held: 0,
-            bytes: 0,
-            end: None,
-            closed_us: Some(300),
-            ident_us: None,
-            software: None,
-            message: None,
-            refusal: None,
-        }
+            order: ProbeOrder::WaitForBanner,
+            connect,
+            end,
+            timings: Timings {
+                connected: established.then_some(100),
+                ident: received.starts_with(b"SSH-").then_some(closed_us),
+                closed: Some(closed_us),
+                ..Timings::default()
+            },
+            received: bytes::Bytes::copy_from_slice(received),
+            sent_ident: false,
+            packets: Vec::new(),
+        };
+        ExperimentProbe { record: ProbeRecord::new(observation), source: None, held: 0 }
     }
 
-    fn banner(sw: &str) -> ProbeRecord {
-        ProbeRecord { software: Some(sw.into()), bytes: 30, ..rec(Outcome::Banner) }
+    /// A probe whose observation classifies as `outcome`, with nothing received.
+    fn rec(outcome: Outcome) -> ExperimentProbe {
+        let p = match outcome {
+            Outcome::Refused => probe(Connect::Refused, b"", None, 300),
+            Outcome::ConnectTimeout => probe(Connect::TimedOut, b"", None, 300),
+            Outcome::Unreachable => probe(Connect::Unreachable { detail: "no route".into() }, b"", None, 300),
+            Outcome::ClosedBeforeBanner => probe(Connect::Established, b"", Some(End::Fin), 300),
+            Outcome::ResetBeforeBanner => probe(Connect::Established, b"", Some(End::Rst), 300),
+            Outcome::BannerTimeout => probe(Connect::Established, b"", Some(End::Timeout), 300),
+            other => panic!("rec({other}) needs bytes: use banner or refusal"),
+        };
+        assert_eq!(p.outcome(), outcome);
+        p
     }
 
-    fn closed_after(us: u64) -> ProbeRecord {
-        ProbeRecord { closed_us: Some(us), ..rec(Outcome::ClosedBeforeBanner) }
+    fn banner(sw: &str) -> ExperimentProbe {
+        probe(Connect::Established, format!("SSH-2.0-{sw}\r\n").as_bytes(), Some(End::WeClosed), 300)
     }
 
-    fn refusal(line: &str) -> ProbeRecord {
-        ProbeRecord {
-            message: Some(line.into()),
-            refusal: KnownRefusal::recognise(line),
-            bytes: line.len() + 2,
-            ..rec(Outcome::ServerRefusal)
-        }
+    fn closed_after(us: u64) -> ExperimentProbe {
+        probe(Connect::Established, b"", Some(End::Fin), us)
     }
 
-    fn exp(kind: ExperimentKind, held: u32, probes: Vec<ProbeRecord>) -> Experiment {
+    fn reset_after(us: u64) -> ExperimentProbe {
+        probe(Connect::Established, b"", Some(End::Rst), us)
+    }
+
+    /// The server sent `line` and closed.
+    fn refusal(line: &str) -> ExperimentProbe {
+        probe(Connect::Established, format!("{line}\r\n").as_bytes(), Some(End::Fin), 300)
+    }
+
+    fn exp(kind: ExperimentKind, held: u32, probes: Vec<ExperimentProbe>) -> Experiment {
         Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
     }
 
@@ -1079,6 +1143,27 @@ mod tests {
 
     fn facts(experiments: Vec<Experiment>) -> Facts {
         Facts { experiments, second_source: true, budget_exhausted: false }
+    }
+
+    #[test]
+    fn a_probe_serializes_with_the_fields_reports_have_always_had() {
+        let mut p = refusal("Exceeded MaxStartups");
+        p.held = 3;
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
+                "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300,
+                "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
+            })
+        );
+        let p = ExperimentProbe { source: Some("127.77.0.1".parse().unwrap()), ..banner("OpenSSH_9.2p1") };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            (&json["source"], &json["software"], &json["ident_us"]),
+            (&"127.77.0.1".into(), &"OpenSSH_9.2p1".into(), &300.into())
+        );
     }
 
     #[test]
@@ -1159,15 +1244,14 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Filtered);
         let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::Unreachable); 3])]));
         assert_eq!(f.verdict, Verdict::Unreachable);
-        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::NotSsh); 3])]));
+        let http = probe(Connect::Established, b"HTTP/1.1 400 Bad Request\r\n\r\n", Some(End::Fin), 300);
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![http; 3])]));
         assert_eq!(f.verdict, Verdict::NotSsh);
     }
 
     #[test]
     fn wrappers_denial_is_access_denied() {
-        let base = vec![closed_after(5_010_000), rec(Outcome::ResetBeforeBanner), closed_after(5_020_000)];
-        let mut base = base;
-        base[1].closed_us = Some(5_012_000);
+        let base = vec![closed_after(5_010_000), reset_after(5_012_000), closed_after(5_020_000)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, base),
             exp(ExperimentKind::Source, 0, vec![closed_after(5_000_000); 2]),
@@ -1197,8 +1281,7 @@ mod tests {
         assert_eq!((f.verdict, f.confidence), (Verdict::PerSourceLimit, Confidence::High));
         assert!(f.remedy[0].contains("PerSourceMaxStartups"));
 
-        let mut quick = vec![closed_after(300); 3];
-        quick[1].outcome = Outcome::ResetBeforeBanner;
+        let quick = vec![closed_after(300), reset_after(300), closed_after(300)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, quick),
             exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 2]),

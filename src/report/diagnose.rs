@@ -63,7 +63,7 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
         let kind: &str = e.kind.into();
-        let source = e.probes.first().map(|p| p.source.as_str()).unwrap_or("-");
+        let source = e.probes.first().map_or_else(|| "-".to_string(), |p| p.source_label());
         writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, e.tally())?;
     }
     let spent: Vec<String> = d.budget.spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
