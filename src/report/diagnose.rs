@@ -1,26 +1,41 @@
 //! Reports of diagnoses: a block of text per target for people, one JSON object per target otherwise.
+//!
+//! This is where a diagnosis becomes English: [`evidence_text`], [`remedy_text`] and [`note_text`]
+//! write the typed [`Evidence`], [`Remedy`] and [`Note`] for people. The JSON keeps each piece of
+//! evidence's kind and numbers beside its text: `{"kind": "zero_byte_close", "median_us": 5011343,
+//! "probes": 3, "source": "default", "text": "every refusal sent zero bytes; ..."}`.
 
+use super::probe::format_us;
 use super::{Format, Palette};
-use crate::experiment::diagnose::{Diagnosis, Verdict};
+use crate::experiment::budget::BudgetUse;
+use crate::experiment::diagnose::{
+    Confidence, Diagnosis, Evidence, Experiment, Note, Remedy, Tally, Verdict,
+};
+use crate::outcome::Outcome;
+use crate::server::Software;
+use serde::Serialize;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
 /// Writes one diagnosis in `format`.
 pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colour: bool) -> io::Result<()> {
     match format {
         Format::Jsonl => {
-            serde_json::to_writer(&mut *out, d)?;
+            serde_json::to_writer(&mut *out, &DiagnosisJson::of(d))?;
             writeln!(out)?;
         }
         Format::Csv => {
             let f = &d.finding;
+            let evidence: Vec<String> = f.evidence.iter().map(evidence_text).collect();
+            let remedy: Vec<String> = f.remedy.iter().map(remedy_text).collect();
             writeln!(
                 out,
                 "{},{},{},{},{}",
                 super::csv_field(&d.target),
                 f.verdict,
                 <&str>::from(f.confidence),
-                super::csv_field(&f.evidence.join(" | ")),
-                super::csv_field(&f.remedy.join(" | "))
+                super::csv_field(&evidence.join(" | ")),
+                super::csv_field(&remedy.join(" | "))
             )?;
         }
         Format::Table => write_text(out, d, Palette::new(colour))?,
@@ -30,6 +45,54 @@ pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colo
 
 /// The CSV header for [`write_diagnosis`].
 pub const CSV_HEADER: &str = "target,verdict,confidence,evidence,remedy";
+
+/// The JSON object of one diagnosis.
+#[derive(Serialize)]
+struct DiagnosisJson<'a> {
+    target: &'a str,
+    remote: SocketAddr,
+    verdict: Verdict,
+    confidence: Confidence,
+    evidence: Vec<EvidenceJson<'a>>,
+    remedy: Vec<String>,
+    notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
+    experiments: &'a [Experiment],
+    budget: &'a BudgetUse,
+    duration_ms: u64,
+}
+
+/// One piece of evidence in JSON: its kind and numbers, and the text for people.
+#[derive(Serialize)]
+struct EvidenceJson<'a> {
+    #[serde(flatten)]
+    evidence: &'a Evidence,
+    text: String,
+}
+
+impl<'a> DiagnosisJson<'a> {
+    fn of(d: &'a Diagnosis) -> DiagnosisJson<'a> {
+        let f = &d.finding;
+        DiagnosisJson {
+            target: &d.target,
+            remote: d.remote,
+            verdict: f.verdict,
+            confidence: f.confidence,
+            evidence: f
+                .evidence
+                .iter()
+                .map(|e| EvidenceJson { evidence: e, text: evidence_text(e) })
+                .collect(),
+            remedy: f.remedy.iter().map(remedy_text).collect(),
+            notes: f.notes.iter().map(note_text).collect(),
+            server: d.server.as_deref(),
+            experiments: &d.experiments,
+            budget: &d.budget,
+            duration_ms: d.duration_ms,
+        }
+    }
+}
 
 fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Result<()> {
     let f = &d.finding;
@@ -51,22 +114,366 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     }
     writeln!(out, "  evidence:")?;
     for e in &f.evidence {
-        writeln!(out, "    - {e}")?;
+        writeln!(out, "    - {}", evidence_text(e))?;
     }
     writeln!(out, "  remedy:")?;
     for r in &f.remedy {
-        writeln!(out, "    - {r}")?;
+        writeln!(out, "    - {}", remedy_text(r))?;
     }
     for n in &f.notes {
-        writeln!(out, "  note:     {n}")?;
+        writeln!(out, "  note:     {}", note_text(n))?;
     }
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
         let kind: &str = e.kind.into();
         let source = e.probes.first().map_or_else(|| "-".to_string(), |p| p.source_label());
-        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, e.tally())?;
+        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, tally_text(&e.tally()))?;
     }
     let spent: Vec<String> = d.budget.spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
     writeln!(out, "  budget:   {} (at most {} per source address)", spent.join(", "), d.budget.per_source)?;
     writeln!(out)
+}
+
+/// `3 banner, 2 server_refusal`.
+pub fn tally_text(tally: &Tally) -> String {
+    tally.counts().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The server family for a sentence: `OpenSSH 9.2`, `dropbear`, or `the server`.
+fn server_text(software: Option<Software>) -> String {
+    software.map(|s| s.to_string()).unwrap_or_else(|| "the server".into())
+}
+
+/// One piece of evidence, for people.
+pub fn evidence_text(evidence: &Evidence) -> String {
+    match evidence {
+        Evidence::NoProbes => "no probe could be made within the budget".into(),
+        Evidence::ConnectFailed { outcome, probes } => {
+            let why = match outcome {
+                Outcome::Refused => {
+                    "answered every SYN with RST: nothing listens on this address and port (or a firewall rejects \
+                     with a TCP reset)"
+                }
+                Outcome::ConnectTimeout => "never answered our SYNs: a firewall drops them, or the host is down",
+                Outcome::Unreachable => {
+                    "answered with ICMP errors: no route to the host, or a firewall rejecting with ICMP"
+                }
+                _ => "could not be reached",
+            };
+            format!("all {probes} probes: {outcome}; the server {why}")
+        }
+        Evidence::NotSsh { tally, said } => {
+            format!("all {} probes: {}; the server said {said:?}", tally.total(), tally_text(tally))
+        }
+        Evidence::Unloaded { tally } => {
+            format!("{} probes at concurrency 1 with nothing held: {}", tally.total(), tally_text(tally))
+        }
+        Evidence::SecondSource { source, tally } => {
+            format!("from a second address ({source}): {}", tally_text(tally))
+        }
+        Evidence::RefusalMessage { message, refusal, median_us, .. } => format!(
+            "the server sent {message:?} and closed, in {} (median): {}",
+            format_us(*median_us),
+            refusal.meaning()
+        ),
+        Evidence::ServedElsewhereWithPenalties { software } => {
+            let sw = server_text(*software);
+            format!(
+                "another address gets a banner ({sw}) while this one is refused with nothing held by us: \
+                 PerSourcePenalties (on by default since 9.8) blocks this address; PerSourceMaxStartups \
+                 (off by default) would need other clients on this address holding connections"
+            )
+        }
+        Evidence::ServedElsewhereWithoutPenalties { software } => {
+            let sw = server_text(*software);
+            format!("another address gets a banner ({sw}): the limit is per source address, and {sw} has no penalties")
+        }
+        Evidence::AmbiguousRefusalLine => {
+            "OpenSSH 9.8+ sends this line for PerSourcePenalties, PerSourceMaxStartups and MaxStartups alike. \
+             With nothing held by us, a global limit needs others holding unauthenticated connections up to \
+             `full` (100 by default), a penalty only earlier connections from this address that did not \
+             authenticate (scanners, monitoring, earlier runs): the likelier cause, not a proven one"
+                .into()
+        }
+        Evidence::RefusedEverywhere => {
+            "another address is refused too, while we hold nothing: the server is at its global MaxStartups \
+             `full` with unauthenticated connections held by others"
+                .into()
+        }
+        Evidence::ZeroByteClose { median_us, probes, .. } => format!(
+            "every refusal sent zero bytes; the server closed after {} (median; {probes} probes)",
+            format_us(*median_us)
+        ),
+        Evidence::WrappersDelay { .. } => {
+            "a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial \
+             (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond"
+                .into()
+        }
+        Evidence::RuleMatchesThisAddressOnly => {
+            "another address gets a banner: the rule matches this address only".into()
+        }
+        Evidence::DropbearPerSourceClose => {
+            "dropbear closes with zero bytes at once when one address has MAX_UNAUTH_PER_IP (5) unauthenticated \
+             connections; another address gets a banner"
+                .into()
+        }
+        Evidence::FastZeroByteClose { .. } => {
+            "a fast zero-byte close on every probe: an access rule (TCP wrappers without Debian's delay, an ACL), or \
+             a server that cannot start sessions (a host key it cannot read closes in ~7 ms), or a connection limit \
+             on a server that sends no message (dropbear, OpenSSH before 8.2) held full by others"
+                .into()
+        }
+        Evidence::UnusualZeroByteClose { .. } => {
+            "a zero-byte close on every probe, at an unusual delay: an access rule or a broken server".into()
+        }
+        Evidence::UnknownRefusal { message } => format!(
+            "every probe was refused with {message:?}: a message no sshd limit sends (a TCP-wrappers `twist` or an ACL)"
+        ),
+        Evidence::NoBanner { .. } => {
+            "the server accepts but never sends its banner: sshd is not accepting (hung, or its listen backlog is \
+             full and the kernel completes handshakes for it), or something on the path holds the connection"
+                .into()
+        }
+        Evidence::PenaltyBegan { banners } => format!(
+            "the first {banners} probes got banners, then every one was refused, while another address is \
+             served: a PerSourcePenalties block on this address that began during this diagnosis"
+        ),
+        Evidence::RefusedHereServedElsewhere { refused, probes } => format!(
+            "{refused} of {probes} probes refused with nothing held by us, while another address is served: a limit on \
+             this address (unauthenticated connections from it held by others: PerSourceMaxStartups)"
+        ),
+        Evidence::RandomRefusals { refused, probes } => format!(
+            "{refused} of {probes} probes refused at random with nothing held by us: the server's unauthenticated \
+             connections (held by others) are between MaxStartups `start` and `full`, where sshd drops at random"
+        ),
+        Evidence::NoPattern => "failures without a pattern".into(),
+        Evidence::UnloadedBanners { probes, software } => {
+            format!("{probes} probes with nothing held: all banner ({})", server_text(*software))
+        }
+        Evidence::LoadTimeouts { timeouts } => {
+            format!("{timeouts} probes under load timed out waiting for the banner")
+        }
+        Evidence::ServedUnderLoad { max_held } => {
+            format!("with up to {max_held} unauthenticated connections held, every probe still got a banner")
+        }
+        Evidence::LoadRefusals { held, from_probing_source, tally } => format!(
+            "holding {held} unauthenticated connections{}: {}",
+            if *from_probing_source { " from the probing address" } else { " from other addresses" },
+            tally_text(tally)
+        ),
+        Evidence::HoldRefused { attempts } => {
+            format!("{attempts} of our attempts to hold more connections were refused on the way there")
+        }
+        Evidence::RefusalsSaid { message } => format!("the refusals said {message:?}"),
+        Evidence::FreshAddressUnderLoad { tally } => format!("meanwhile from a fresh address: {}", tally_text(tally)),
+        Evidence::AfterRelease { tally } => format!("after releasing them: {}", tally_text(tally)),
+        Evidence::PenaltyOutlivedLoad => {
+            "the probing address stayed refused after we released everything while a fresh address was served: a \
+             PerSourcePenalties block, likely earned by this diagnosis's own connections on top of earlier ones"
+                .into()
+        }
+        Evidence::PerSourceUnderLoad { held } => format!(
+            "refusals began at {held} connections from the probing address while a fresh address was served, and \
+             cleared when they were released: a per-source limit"
+        ),
+        Evidence::MaxStartupsUnderLoad { held, cleared } => format!(
+            "refusals began with {held} connections held{}: MaxStartups `start` is at most {held} (minus unauthenticated \
+             connections others hold); `sshprobe limits` estimates start:rate:full",
+            if *cleared { " and cleared once they were released" } else { "" },
+        ),
+        Evidence::PenaltyLifted { after_ms } => {
+            format!("the block lifted {:.1} s later (polled every 2 s)", *after_ms as f64 / 1000.0)
+        }
+        Evidence::PenaltyLiftsLater => "the block lifts once the address's outstanding penalty drops under \
+             the threshold: at most `max` (600 s by default) from now; --wait-penalty 10m measures it"
+            .into(),
+        Evidence::PenaltyNotLifted { polled_ms } => {
+            format!("the block had not lifted after {:.0} s of polling", *polled_ms as f64 / 1000.0)
+        }
+    }
+}
+
+/// A remedy, for people.
+pub fn remedy_text(remedy: &Remedy) -> String {
+    const MAXSTARTUPS: &str = "raise `MaxStartups` in sshd_config (default 10:30:100; e.g. `MaxStartups 50:30:200`), \
+         lower `LoginGraceTime` so stalled connections free their slot sooner, and find who holds unauthenticated \
+         connections (`ss -tn state established '( sport = :22 )'` on the server)";
+    match remedy {
+        Remedy::StartServer => "start sshd or fix its `ListenAddress`/`Port` (check with `ss -ltnp` on the server); \
+             if sshd runs, look for a firewall rule rejecting with tcp reset"
+            .into(),
+        Remedy::AllowInFirewall => "allow TCP to this port in the firewall on the path (nftables/iptables DROP rules, \
+             cloud security groups), or check that the host is up"
+            .into(),
+        Remedy::FixRouting => "fix routing to the host, or the firewall rule that rejects with ICMP".into(),
+        Remedy::CheckPort => "something other than an SSH-2 server answers on this port: check the port number, or \
+             what listens there"
+            .into(),
+        Remedy::AllowInHostsAllow { client } => {
+            let client = client.map_or_else(|| "CLIENT".to_string(), |ip| ip.to_string());
+            format!(
+                "TCP wrappers: find the matching rule in /etc/hosts.deny (e.g. `sshd: ALL`) and allow this client in \
+                 /etc/hosts.allow (`sshd: {client}`); sshd logs the denial only at LogLevel DEBUG1 \
+                 ('Connection refused by tcp wrapper'). Otherwise look for another access rule in front of sshd"
+            )
+        }
+        Remedy::CheckServerLog => "check the server's log for the reason (sshd -d on a spare port shows it)".into(),
+        Remedy::RaiseMaxStartups => MAXSTARTUPS.into(),
+        Remedy::RaiseMaxStartupsIfEveryAddressRefused => format!("if every address is refused: {MAXSTARTUPS}"),
+        Remedy::RaisePerSourceMaxStartups => "raise or remove `PerSourceMaxStartups` in sshd_config (OpenSSH 8.5+; \
+             `PerSourceNetBlockSize` sets what counts as one source), or close the idle unauthenticated connections \
+             this address holds"
+            .into(),
+        Remedy::DropbearMaxUnauthPerIp => "dropbear allows MAX_UNAUTH_PER_IP (5) unauthenticated connections per \
+             address, a compile-time constant (default_options.h): close idle connections from this address or \
+             rebuild dropbear with a higher limit"
+            .into(),
+        Remedy::ExemptFromPenalties => "wait for the penalty to lift (each unauthenticated connection earns 1 s, up \
+             to `max:600`), or exempt the address: `PerSourcePenaltyExemptList 192.0.2.0/24` in sshd_config; \
+             `PerSourcePenalties noauth:0` stops penalising connections that never authenticate (monitoring, \
+             probes); `PerSourcePenalties no` turns it off. `sshd -T | grep -i penalt` shows the settings"
+            .into(),
+        Remedy::RestartHungServer => {
+            "check sshd is alive and not overloaded (load, `MaxStartups`, LoginGraceTime); restart it if hung".into()
+        }
+        Remedy::CheckServerUnderLoad => {
+            "the server slows to a stop under load: check its CPU, `MaxStartups`, and LoginGraceTime".into()
+        }
+        Remedy::CollectMore => "collect more: `sshprobe probe TARGET --count 50 --interval 200ms -o jsonl`, and check \
+             the path (packet loss, middleboxes)"
+            .into(),
+        Remedy::LookPastTheExchange => "the identification exchange works: look past it (host keys and known_hosts, \
+             key exchange algorithms, authentication): `ssh -vvv` shows where it stops"
+            .into(),
+    }
+}
+
+/// A caveat, for people.
+pub fn note_text(note: &Note) -> String {
+    match note {
+        Note::BudgetExhausted => "the probe budget per source address ran out: some experiments were cut short \
+             (raise it with --budget, at the risk of an OpenSSH 9.8+ penalty)"
+            .into(),
+        Note::NoSecondSource => "no second source address: per-source limits and penalties cannot be told from \
+             global ones (give two --source addresses)"
+            .into(),
+        Note::SecondSourceWouldTell => "a second source address tells a penalty (one address) from MaxStartups \
+             (every address): give two --source addresses, or probe from another host"
+            .into(),
+        Note::OwnProbesNearPenaltyThreshold => "our own probes may have caused this refusal: the address was close \
+             to the penalty threshold (earlier connections that did not authenticate) and this diagnosis's \
+             connections added to it"
+            .into(),
+        Note::OwnProbesDuringLoad => {
+            "our own probes may have caused this refusal: the exchange worked before the load experiment".into()
+        }
+        Note::LoadNotConfident { max_held } => format!(
+            "the load experiment reached only {max_held} held connections (budget or --max-held): a MaxStartups \
+             `start` above that was not tested"
+        ),
+        Note::RefusalsPersisted => {
+            "refusals persisted after we released our connections: others' load or a penalty".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::diagnose::facts::fixtures::*;
+    use crate::experiment::diagnose::{decide, ExperimentKind, ExperimentProbe};
+
+    /// The README's case: Debian sshd with `sshd: ALL` in hosts.deny.
+    fn hosts_deny() -> Diagnosis {
+        let facts = facts(vec![
+            exp(
+                ExperimentKind::Baseline,
+                0,
+                vec![closed_after(5_010_000), reset_after(5_013_155), closed_after(5_020_000)],
+            ),
+            exp(
+                ExperimentKind::Source,
+                0,
+                vec![
+                    ExperimentProbe {
+                        source: Some("127.77.0.1".parse().unwrap()),
+                        ..closed_after(5_000_000)
+                    };
+                    2
+                ],
+            ),
+        ]);
+        Diagnosis {
+            target: "127.0.0.1:2301".into(),
+            remote: "127.0.0.1:2301".parse().unwrap(),
+            finding: decide(&facts),
+            server: None,
+            experiments: facts.experiments,
+            budget: BudgetUse {
+                per_source: 12,
+                spent: [("default".to_string(), 3), ("127.77.0.1".to_string(), 2)].into(),
+            },
+            duration_ms: 20_400,
+        }
+    }
+
+    #[test]
+    fn evidence_in_json_has_its_kind_numbers_and_text() {
+        let mut out = Vec::new();
+        write_diagnosis(&mut out, &hosts_deny(), Format::Jsonl, false).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for field in [
+            "target",
+            "remote",
+            "verdict",
+            "confidence",
+            "evidence",
+            "remedy",
+            "notes",
+            "experiments",
+            "budget",
+            "duration_ms",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing: {json}");
+        }
+        assert_eq!((&json["verdict"], &json["confidence"]), (&"access_denied".into(), &"high".into()));
+        let zero =
+            json["evidence"].as_array().unwrap().iter().find(|e| e["kind"] == "zero_byte_close").unwrap();
+        assert_eq!(
+            *zero,
+            serde_json::json!({
+                "kind": "zero_byte_close", "median_us": 5_013_155, "probes": 3, "source": "default",
+                "text": "every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes)"
+            })
+        );
+        assert_eq!(
+            json["evidence"][0]["tally"],
+            serde_json::json!({"reset_before_banner": 1, "closed_before_banner": 2})
+        );
+        assert!(json["remedy"][0].as_str().unwrap().contains("(`sshd: 127.0.0.1`)"), "{json}");
+        assert_eq!(json["experiments"][1]["probes"][0]["source"], "127.77.0.1");
+    }
+
+    #[test]
+    fn text_for_people_is_the_readme_s() {
+        let mut out = Vec::new();
+        write_diagnosis(&mut out, &hosts_deny(), Format::Table, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = "\
+127.0.0.1:2301  access_denied  (confidence: high, 20.4 s)
+  evidence:
+    - 3 probes at concurrency 1 with nothing held: 1 reset_before_banner, 2 closed_before_banner
+    - from a second address (127.77.0.1): 2 closed_before_banner
+    - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes)
+    - a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond
+  remedy:
+    - TCP wrappers: find the matching rule in /etc/hosts.deny (e.g. `sshd: ALL`) and allow this client in /etc/hosts.allow (`sshd: 127.0.0.1`); sshd logs the denial only at LogLevel DEBUG1 ('Connection refused by tcp wrapper'). Otherwise look for another access rule in front of sshd
+  experiments:
+    baseline     held   0  from default      1 reset_before_banner, 2 closed_before_banner
+    source       held   0  from 127.77.0.1   2 closed_before_banner
+  budget:   2 from 127.77.0.1, 3 from default (at most 12 per source address)
+
+";
+        assert_eq!(text, expected);
+    }
 }

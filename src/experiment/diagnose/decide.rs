@@ -1,0 +1,678 @@
+//! The verdict: [`decide`] reads the gathered [`Facts`] and writes a [`Finding`]. Pure, so every rule
+//! is unit-tested on synthetic facts; no English (the report writes [`Evidence`] for people).
+//!
+//! The rules, in order: the connect fails (`not_listening`, `filtered`, `unreachable`); something
+//! else answers (`not_ssh`); the exchange works with nothing held, so the load experiment decides
+//! (`ok`, `maxstartups`, `per_source_limit`, `penalized`, `overloaded`); every probe is refused (by a
+//! line that names a limit, a zero-byte close whose delay tells the cause, or another message); no
+//! banner ever; some banners, some refusals; else `intermittent`.
+
+use super::evidence::{Evidence, Note};
+use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, Tally};
+use super::remedy::{remedies, Remedy};
+use crate::experiment::stats::percentile;
+use crate::outcome::{KnownRefusal, Outcome};
+use crate::server::Software;
+use serde::Serialize;
+use std::fmt;
+
+/// What diagnose concludes. Its name ([`Verdict::name`], the JSON) comes from strum's `snake_case` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum Verdict {
+    /// The identification exchange works: the problem is past it.
+    Ok,
+    /// Nothing listens: RST to SYN.
+    NotListening,
+    /// SYNs get no answer: a firewall drops them, or the host is down.
+    Filtered,
+    /// ICMP errors answer the SYN.
+    Unreachable,
+    /// TCP wrappers or an ACL: a deterministic refusal after accept.
+    AccessDenied,
+    /// The server's global MaxStartups limit.
+    Maxstartups,
+    /// A per-source-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP).
+    PerSourceLimit,
+    /// OpenSSH 9.8+ PerSourcePenalties has blocked this address.
+    Penalized,
+    /// Accepted but no banner, or banners slowing and timing out under load.
+    Overloaded,
+    /// Not an SSH server.
+    NotSsh,
+    /// Failures without a pattern.
+    Intermittent,
+}
+
+impl Verdict {
+    /// The stable snake_case name.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How sure the verdict is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum Confidence {
+    /// Other explanations remain likely.
+    Low,
+    /// The evidence points one way, with a plausible alternative.
+    Medium,
+    /// The evidence has this verdict's signature.
+    High,
+}
+
+/// The conclusion: a verdict, how sure, why, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// How sure.
+    pub confidence: Confidence,
+    /// Why: the facts it rests on, with their numbers.
+    pub evidence: Vec<Evidence>,
+    /// What to change, naming the setting.
+    pub remedy: Vec<Remedy>,
+    /// Caveats: what limited the experiments.
+    pub notes: Vec<Note>,
+}
+
+impl Finding {
+    fn new(verdict: Verdict, confidence: Confidence) -> Finding {
+        Finding { verdict, confidence, evidence: Vec::new(), remedy: Vec::new(), notes: Vec::new() }
+    }
+
+    fn conclude(&mut self, verdict: Verdict, confidence: Confidence) {
+        self.verdict = verdict;
+        self.confidence = confidence;
+    }
+}
+
+/// Debian's libwrap child sleeps 5 s before closing a denied connection (FACTS §3).
+const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
+/// Listener drops close well under this.
+const FAST_CLOSE_US: u64 = 100_000;
+/// Held connections that, refused-free, make `ok` a confident verdict.
+pub(super) const CONFIDENT_LOAD: u32 = 8;
+
+/// Decides the verdict from the facts, and the remedies for it. Pure.
+pub fn decide(facts: &Facts) -> Finding {
+    let mut f = Finding::new(Verdict::Intermittent, Confidence::Low);
+    if facts.budget_exhausted {
+        f.notes.push(Note::BudgetExhausted);
+    }
+    let unloaded = facts.unloaded();
+    let software = facts.software();
+    if unloaded.is_empty() {
+        f.evidence.push(Evidence::NoProbes);
+    } else if unloaded.iter().all(|p| p.outcome() == Outcome::Banner) {
+        decide_loaded(facts, &mut f, software);
+    } else {
+        decide_unloaded(facts, &unloaded, &mut f, software);
+    }
+    // Our address as the server saw it, for an access rule to name.
+    let client = unloaded.iter().filter(|p| p.refused()).find_map(|p| p.local()).map(|a| a.ip());
+    f.remedy = remedies(f.verdict, software, &f.evidence, client);
+    f
+}
+
+/// The verdict when some probe with nothing held did not get a banner.
+fn decide_unloaded(
+    facts: &Facts,
+    unloaded: &[&ExperimentProbe],
+    f: &mut Finding,
+    software: Option<Software>,
+) {
+    let n = unloaded.len();
+    let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
+
+    // The connect itself fails.
+    for (outcome, verdict) in [
+        (Outcome::Refused, Verdict::NotListening),
+        (Outcome::ConnectTimeout, Verdict::Filtered),
+        (Outcome::Unreachable, Verdict::Unreachable),
+    ] {
+        if count(outcome) == n {
+            f.conclude(verdict, if n >= 2 { Confidence::High } else { Confidence::Medium });
+            f.evidence.push(Evidence::ConnectFailed { outcome, probes: n });
+            return;
+        }
+    }
+    if unloaded.iter().all(|p| matches!(p.outcome(), Outcome::NotSsh | Outcome::ProtocolMismatch)) {
+        f.conclude(Verdict::NotSsh, Confidence::High);
+        let said = unloaded
+            .iter()
+            .find_map(|p| p.message().or(p.software_version()))
+            .unwrap_or_default()
+            .to_string();
+        f.evidence.push(Evidence::NotSsh { tally: Tally::of(unloaded.iter().copied()), said });
+        return;
+    }
+
+    let refusals: Vec<&ExperimentProbe> = unloaded.iter().copied().filter(|p| p.refused()).collect();
+    let second: Vec<&ExperimentProbe> =
+        facts.of(ExperimentKind::Source).filter(|e| e.held == 0).flat_map(|e| &e.probes).collect();
+    let second_all_banner = !second.is_empty() && second.iter().all(|p| p.outcome() == Outcome::Banner);
+    let second_all_refused = !second.is_empty() && second.iter().all(|p| p.refused());
+    f.evidence.push(Evidence::Unloaded { tally: Tally::of(unloaded.iter().copied()) });
+    if let Some(first) = second.first() {
+        f.evidence.push(Evidence::SecondSource {
+            source: first.source_label(),
+            tally: Tally::of(second.iter().copied()),
+        });
+    } else if !facts.second_source {
+        f.notes.push(Note::NoSecondSource);
+    }
+
+    if refusals.len() == n {
+        decide_all_refused(&refusals, f, software, second_all_banner, second_all_refused, second.is_empty());
+        return;
+    }
+
+    if count(Outcome::BannerTimeout) == n {
+        f.conclude(Verdict::Overloaded, Confidence::Medium);
+        f.evidence.push(Evidence::NoBanner { probes: n });
+        return;
+    }
+
+    // Some banners, some refusals, with nothing held by us.
+    if !refusals.is_empty() && count(Outcome::Banner) > 0 {
+        let known = refusals.iter().find_map(|p| p.refusal());
+        let fast_zero =
+            refusals.iter().all(|p| p.zero_byte_refusal() && p.closed_us().unwrap_or(0) < FAST_CLOSE_US);
+        // Banners first, then nothing but refusals: a block that began during this diagnosis.
+        let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
+        let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome() == Outcome::Banner)
+            && unloaded[first_refused..].iter().all(|p| p.refused());
+        let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
+            || software.is_some_and(Software::has_penalties);
+        if (known.is_some() || fast_zero) && second_all_banner {
+            if banners_then_refused && penalties_possible {
+                f.conclude(Verdict::Penalized, Confidence::Medium);
+                f.evidence.push(Evidence::PenaltyBegan { banners: first_refused });
+                f.notes.push(Note::OwnProbesNearPenaltyThreshold);
+            } else {
+                f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
+                f.evidence.push(Evidence::RefusedHereServedElsewhere { refused: refusals.len(), probes: n });
+            }
+            return;
+        }
+        if known.is_some() || fast_zero {
+            f.conclude(Verdict::Maxstartups, Confidence::Medium);
+            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
+            return;
+        }
+    }
+    f.evidence.push(Evidence::NoPattern);
+}
+
+/// The verdict when every probe with nothing held was refused after accept.
+fn decide_all_refused(
+    refusals: &[&ExperimentProbe],
+    f: &mut Finding,
+    software: Option<Software>,
+    second_all_banner: bool,
+    second_all_refused: bool,
+    no_second: bool,
+) {
+    let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
+    let median_us = percentile(&closes, 0.5).unwrap_or(0);
+    if let Some(refusal) = refusals.iter().find_map(|p| p.refusal()) {
+        let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
+        f.evidence.push(Evidence::RefusalMessage { message, refusal, median_us, probes: refusals.len() });
+        if second_all_banner {
+            if refusal == KnownRefusal::NotAllowedAtThisTime || software.is_some_and(Software::has_penalties)
+            {
+                f.conclude(Verdict::Penalized, Confidence::Medium);
+                f.evidence.push(Evidence::ServedElsewhereWithPenalties { software });
+            } else {
+                f.conclude(Verdict::PerSourceLimit, Confidence::High);
+                f.evidence.push(Evidence::ServedElsewhereWithoutPenalties { software });
+            }
+        } else if no_second && refusal == KnownRefusal::NotAllowedAtThisTime {
+            // OpenSSH 9.8+ sends one line for all three limits, and there is no second address
+            // to tell per-source from global.
+            f.conclude(Verdict::Penalized, Confidence::Low);
+            f.evidence.push(Evidence::AmbiguousRefusalLine);
+            f.notes.push(Note::SecondSourceWouldTell);
+        } else {
+            f.conclude(
+                Verdict::Maxstartups,
+                if second_all_refused { Confidence::High } else { Confidence::Medium },
+            );
+            if second_all_refused {
+                f.evidence.push(Evidence::RefusedEverywhere);
+            }
+        }
+        return;
+    }
+    if refusals.iter().all(|p| p.zero_byte_refusal()) {
+        let source = refusals.first().map(|p| p.source_label()).unwrap_or_default();
+        f.evidence.push(Evidence::ZeroByteClose { median_us, probes: closes.len(), source });
+        if WRAPPERS_DELAY_US.contains(&median_us) {
+            f.conclude(Verdict::AccessDenied, Confidence::High);
+            f.evidence.push(Evidence::WrappersDelay { median_us });
+            if second_all_banner {
+                f.evidence.push(Evidence::RuleMatchesThisAddressOnly);
+            }
+        } else if median_us < FAST_CLOSE_US && second_all_banner && software == Some(Software::Dropbear) {
+            f.conclude(Verdict::PerSourceLimit, Confidence::High);
+            f.evidence.push(Evidence::DropbearPerSourceClose);
+        } else {
+            f.conclude(Verdict::AccessDenied, Confidence::Medium);
+            f.evidence.push(if median_us < FAST_CLOSE_US {
+                Evidence::FastZeroByteClose { median_us }
+            } else {
+                Evidence::UnusualZeroByteClose { median_us }
+            });
+        }
+        return;
+    }
+    // Text that is not a recognised refusal: a wrappers `twist`, a custom ACL message.
+    let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
+    f.conclude(Verdict::AccessDenied, Confidence::Medium);
+    f.evidence.push(Evidence::UnknownRefusal { message });
+}
+
+/// The verdict when unloaded probes all got banners: what did the load experiment show?
+fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
+    let loads: Vec<&Experiment> = facts.of(ExperimentKind::Load).collect();
+    f.evidence.push(Evidence::UnloadedBanners { probes: facts.unloaded().len(), software });
+    // The first load at which anything was refused: our probes, our attempts to hold more, or the
+    // fresh address probing at the same load (one more sample of the same server count).
+    let refused_level = facts
+        .experiments
+        .iter()
+        .filter(|e| e.kind == ExperimentKind::Load || (e.kind == ExperimentKind::Source && e.held > 0))
+        .find(|e| e.hold_refused > 0 || e.probes.iter().any(|p| p.refused()));
+    let timeouts =
+        loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome() == Outcome::BannerTimeout).count();
+    let max_held = loads.iter().map(|e| e.held).max().unwrap_or(0);
+    let Some(level) = refused_level else {
+        if timeouts > 0 {
+            f.conclude(Verdict::Overloaded, Confidence::Medium);
+            f.evidence.push(Evidence::LoadTimeouts { timeouts });
+            return;
+        }
+        f.conclude(
+            Verdict::Ok,
+            if max_held >= CONFIDENT_LOAD { Confidence::High } else { Confidence::Medium },
+        );
+        if max_held > 0 {
+            f.evidence.push(Evidence::ServedUnderLoad { max_held });
+        }
+        if max_held < CONFIDENT_LOAD {
+            f.notes.push(Note::LoadNotConfident { max_held });
+        }
+        return;
+    };
+    let refused: Vec<&ExperimentProbe> = level.probes.iter().filter(|p| p.refused()).collect();
+    f.evidence.push(Evidence::LoadRefusals {
+        held: level.held,
+        from_probing_source: level.held_from_probing_source,
+        tally: level.tally(),
+    });
+    if level.hold_refused > 0 {
+        f.evidence.push(Evidence::HoldRefused { attempts: level.hold_refused });
+    }
+    if let Some(message) = refused.iter().find_map(|p| p.message()) {
+        f.evidence.push(Evidence::RefusalsSaid { message: message.to_string() });
+    }
+    let fresh: Vec<&ExperimentProbe> =
+        facts.of(ExperimentKind::Source).filter(|e| e.held > 0).flat_map(|e| &e.probes).collect();
+    let fresh_banner = !fresh.is_empty() && fresh.iter().all(|p| p.outcome() == Outcome::Banner);
+    let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
+    let cleared = !after.is_empty() && after.iter().all(|p| p.outcome() == Outcome::Banner);
+    if !fresh.is_empty() {
+        f.evidence.push(Evidence::FreshAddressUnderLoad { tally: Tally::of(fresh.iter().copied()) });
+    }
+    if !after.is_empty() {
+        f.evidence.push(Evidence::AfterRelease { tally: Tally::of(after.iter().copied()) });
+    }
+    // A penalty needs a server that has them, and outlives our held connections.
+    let penalties_possible = software.is_some_and(Software::has_penalties)
+        || refused.iter().any(|p| p.refusal() == Some(KnownRefusal::NotAllowedAtThisTime));
+    if penalties_possible && fresh_banner && !after.is_empty() && !cleared {
+        f.conclude(Verdict::Penalized, Confidence::Medium);
+        f.evidence.push(Evidence::PenaltyOutlivedLoad);
+        f.notes.push(Note::OwnProbesDuringLoad);
+        return;
+    }
+    if level.held_from_probing_source && fresh_banner && cleared {
+        f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
+        f.evidence.push(Evidence::PerSourceUnderLoad { held: level.held });
+        return;
+    }
+    f.conclude(Verdict::Maxstartups, if cleared { Confidence::High } else { Confidence::Medium });
+    f.evidence.push(Evidence::MaxStartupsUnderLoad { held: level.held, cleared });
+    if !after.is_empty() && !cleared {
+        f.notes.push(Note::RefusalsPersisted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::diagnose::facts::fixtures::*;
+
+    const EXCEEDED: &str = "Exceeded MaxStartups";
+    const NOT_ALLOWED: &str = "Not allowed at this time";
+    const OPENSSH_9_2: Option<Software> = Some(Software::Openssh { major: 9, minor: 2 });
+    const OPENSSH_10_0: Option<Software> = Some(Software::Openssh { major: 10, minor: 0 });
+
+    /// Banners and `Exceeded MaxStartups` mixed, at concurrency 1 with nothing held.
+    fn random_refusals() -> Vec<Experiment> {
+        let (ok, refused) = (|| banner("OpenSSH_9.2p1"), || refusal(EXCEEDED));
+        vec![
+            exp(ExperimentKind::Baseline, 0, vec![ok(), refused(), ok()]),
+            exp(ExperimentKind::Determinism, 0, vec![refused(), ok()]),
+        ]
+    }
+
+    #[test]
+    fn verdict_names_are_stable_and_match_serde() {
+        use strum::VariantArray;
+        // The JSON contract, and the list in `sshprobe diagnose --help`.
+        let names: Vec<&str> = Verdict::VARIANTS.iter().map(|v| v.name()).collect();
+        assert_eq!(
+            names.join(", "),
+            "ok, not_listening, filtered, unreachable, access_denied, maxstartups, per_source_limit, penalized, \
+             overloaded, not_ssh, intermittent"
+        );
+        for v in Verdict::VARIANTS {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+        }
+        assert_eq!(serde_json::to_value(Confidence::Medium).unwrap(), "medium");
+        assert_eq!(serde_json::to_value(ExperimentKind::Persistence).unwrap(), "persistence");
+    }
+
+    #[test]
+    fn not_allowed_with_no_second_address_is_a_likely_penalty_with_both_remedies() {
+        let f = decide(&Facts {
+            experiments: vec![exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3])],
+            second_source: false,
+            budget_exhausted: false,
+        });
+        assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Low));
+        assert!(f.evidence.contains(&Evidence::AmbiguousRefusalLine), "{:?}", f.evidence);
+        assert_eq!(f.remedy, [Remedy::ExemptFromPenalties, Remedy::RaiseMaxStartupsIfEveryAddressRefused]);
+        assert_eq!(f.notes, [Note::NoSecondSource, Note::SecondSourceWouldTell]);
+    }
+
+    #[test]
+    fn a_penalty_that_begins_during_the_baseline_is_penalized_not_random_drops() {
+        let f = decide(&facts(vec![
+            exp(
+                ExperimentKind::Baseline,
+                0,
+                vec![banner("OpenSSH_10.0p2"), refusal(NOT_ALLOWED), refusal(NOT_ALLOWED)],
+            ),
+            exp(ExperimentKind::Determinism, 0, vec![refusal(NOT_ALLOWED); 4]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Medium));
+        assert!(f.evidence.contains(&Evidence::PenaltyBegan { banners: 1 }), "{:?}", f.evidence);
+        assert_eq!(f.notes, [Note::OwnProbesNearPenaltyThreshold]);
+        // Refusals at random (not banners then refusals) on one address only: a per-source limit.
+        let mut experiments = random_refusals();
+        experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]));
+        let f = decide(&facts(experiments));
+        assert_eq!(f.verdict, Verdict::PerSourceLimit);
+        assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 2, probes: 5 }));
+    }
+
+    #[test]
+    fn refusals_at_load_count_wherever_they_were_seen() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let base = || exp(ExperimentKind::Baseline, 0, vec![ok(), ok(), ok()]);
+        // Our probes at 8 were lucky; the fresh address at the same load was refused.
+        let f = decide(&facts(vec![
+            base(),
+            exp(ExperimentKind::Load, 3, vec![ok(), ok()]),
+            exp(ExperimentKind::Load, 8, vec![ok(), ok()]),
+            exp(ExperimentKind::Source, 8, vec![ok(), refusal(EXCEEDED)]),
+            exp(ExperimentKind::Persistence, 0, vec![ok(), ok()]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        assert!(
+            f.evidence.contains(&Evidence::MaxStartupsUnderLoad { held: 8, cleared: true }),
+            "{:?}",
+            f.evidence
+        );
+        // Our attempts to hold more were refused on the way to 8.
+        let mut load = exp(ExperimentKind::Load, 8, vec![ok(), ok()]);
+        load.hold_refused = 3;
+        let f = decide(&facts(vec![base(), load, exp(ExperimentKind::Persistence, 0, vec![ok(), ok()])]));
+        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::HoldRefused { attempts: 3 }), "{:?}", f.evidence);
+    }
+
+    #[test]
+    fn connect_failures() {
+        for (outcome, verdict, remedy) in [
+            (Outcome::Refused, Verdict::NotListening, Remedy::StartServer),
+            (Outcome::ConnectTimeout, Verdict::Filtered, Remedy::AllowInFirewall),
+            (Outcome::Unreachable, Verdict::Unreachable, Remedy::FixRouting),
+        ] {
+            let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(outcome); 3])]));
+            assert_eq!((f.verdict, f.confidence), (verdict, Confidence::High));
+            assert_eq!(f.evidence, [Evidence::ConnectFailed { outcome, probes: 3 }]);
+            assert_eq!(f.remedy, [remedy]);
+        }
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::Refused)])]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::NotListening, Confidence::Medium));
+        let http = probe(Connect::Established, b"HTTP/1.1 400 Bad Request\r\n\r\n", Some(End::Fin), 300);
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![http; 3])]));
+        assert_eq!(f.verdict, Verdict::NotSsh);
+        assert!(
+            matches!(&f.evidence[..], [Evidence::NotSsh { said, .. }] if said == "HTTP/1.1 400 Bad Request"),
+            "{:?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn wrappers_denial_is_access_denied() {
+        let base = vec![closed_after(5_010_000), reset_after(5_012_000), closed_after(5_020_000)];
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, base),
+            exp(ExperimentKind::Source, 0, vec![closed_after(5_000_000); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::High));
+        assert!(
+            f.evidence.contains(&Evidence::ZeroByteClose {
+                median_us: 5_012_000,
+                probes: 3,
+                source: "default".into()
+            }),
+            "{:?}",
+            f.evidence
+        );
+        assert!(f.evidence.contains(&Evidence::WrappersDelay { median_us: 5_012_000 }), "{:?}", f.evidence);
+        assert_eq!(f.remedy, [Remedy::AllowInHostsAllow { client: Some("127.0.0.1".parse().unwrap()) }]);
+    }
+
+    #[test]
+    fn a_fast_or_odd_zero_byte_close_is_access_denied_with_the_log_to_read() {
+        for (close_us, expected) in [
+            (7_000, Evidence::FastZeroByteClose { median_us: 7_000 }),
+            (2_000_000, Evidence::UnusualZeroByteClose { median_us: 2_000_000 }),
+        ] {
+            let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![closed_after(close_us); 3])]));
+            assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
+            assert!(f.evidence.contains(&expected), "{:?}", f.evidence);
+            assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
+        }
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![refusal("go away"); 3])]));
+        assert_eq!(f.verdict, Verdict::AccessDenied);
+        assert!(f.evidence.contains(&Evidence::UnknownRefusal { message: "go away".into() }));
+    }
+
+    #[test]
+    fn maxstartups_full_from_others_hits_every_address() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
+            exp(ExperimentKind::Source, 0, vec![refusal(EXCEEDED); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High));
+        assert!(f.evidence.contains(&Evidence::RefusedEverywhere), "{:?}", f.evidence);
+        assert!(
+            matches!(
+                f.evidence[2],
+                Evidence::RefusalMessage {
+                    refusal: KnownRefusal::ExceededMaxStartups,
+                    median_us: 300,
+                    probes: 3,
+                    ..
+                }
+            ),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy, [Remedy::RaiseMaxStartups]);
+    }
+
+    #[test]
+    fn per_source_limits_spare_other_addresses() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::PerSourceLimit, Confidence::High));
+        assert!(f.evidence.contains(&Evidence::ServedElsewhereWithoutPenalties { software: OPENSSH_9_2 }));
+        assert_eq!(f.remedy, [Remedy::RaisePerSourceMaxStartups]);
+
+        let quick = vec![closed_after(300), reset_after(300), closed_after(300)];
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, quick),
+            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 2]),
+        ]));
+        assert_eq!(f.verdict, Verdict::PerSourceLimit);
+        assert!(f.evidence.contains(&Evidence::DropbearPerSourceClose), "{:?}", f.evidence);
+        assert_eq!(f.remedy, [Remedy::DropbearMaxUnauthPerIp]);
+    }
+
+    #[test]
+    fn penalties_on_9_8_plus() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Penalized);
+        assert!(f.evidence.contains(&Evidence::ServedElsewhereWithPenalties { software: OPENSSH_10_0 }));
+        assert_eq!(f.remedy, [Remedy::ExemptFromPenalties]);
+    }
+
+    #[test]
+    fn random_refusals_with_nothing_held_are_maxstartups() {
+        let f = decide(&facts(random_refusals()));
+        assert_eq!(f.verdict, Verdict::Maxstartups);
+        assert!(f.evidence.contains(&Evidence::RandomRefusals { refused: 2, probes: 5 }), "{:?}", f.evidence);
+    }
+
+    #[test]
+    fn healthy_under_load_is_ok() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"); 3]),
+            exp(ExperimentKind::Load, 8, vec![banner("OpenSSH_9.2p1"); 3]),
+            exp(ExperimentKind::Load, 8, vec![banner("OpenSSH_9.2p1"); 3]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Ok, Confidence::High));
+        assert_eq!(
+            f.evidence,
+            [
+                Evidence::UnloadedBanners { probes: 3, software: OPENSSH_9_2 },
+                Evidence::ServedUnderLoad { max_held: 8 }
+            ]
+        );
+        assert_eq!(f.remedy, [Remedy::LookPastTheExchange]);
+        assert!(f.notes.is_empty());
+        // Fewer held than a confident verdict needs.
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"); 3]),
+            exp(ExperimentKind::Load, 3, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Ok, Confidence::Medium));
+        assert_eq!(f.notes, [Note::LoadNotConfident { max_held: 3 }]);
+    }
+
+    #[test]
+    fn a_limit_under_load_that_clears_is_maxstartups() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"); 3]),
+            exp(ExperimentKind::Load, 4, vec![refusal(EXCEEDED), banner("OpenSSH_9.2p1"), refusal(EXCEEDED)]),
+            exp(ExperimentKind::Source, 4, vec![refusal(EXCEEDED); 2]),
+            exp(ExperimentKind::Persistence, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High));
+        assert!(f.evidence.contains(&Evidence::MaxStartupsUnderLoad { held: 4, cleared: true }));
+        assert!(f.evidence.contains(&Evidence::RefusalsSaid { message: EXCEEDED.into() }));
+    }
+
+    #[test]
+    fn own_penalty_is_reported_as_such() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_10.0p2"); 3]),
+            exp(ExperimentKind::Load, 8, vec![refusal(NOT_ALLOWED); 3]),
+            exp(ExperimentKind::Source, 8, vec![banner("OpenSSH_10.0p2"); 2]),
+            exp(ExperimentKind::Persistence, 0, vec![refusal(NOT_ALLOWED); 2]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Penalized);
+        assert!(f.evidence.contains(&Evidence::PenaltyOutlivedLoad), "{:?}", f.evidence);
+        assert_eq!(f.notes, [Note::OwnProbesDuringLoad]);
+    }
+
+    #[test]
+    fn no_banner_ever_is_overloaded() {
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::BannerTimeout); 3])]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Overloaded, Confidence::Medium));
+        assert!(f.evidence.contains(&Evidence::NoBanner { probes: 3 }), "{:?}", f.evidence);
+        assert_eq!(f.remedy, [Remedy::RestartHungServer]);
+    }
+
+    #[test]
+    fn banners_that_time_out_under_load_are_overloaded() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"); 3]),
+            exp(ExperimentKind::Load, 3, vec![banner("OpenSSH_9.2p1"), rec(Outcome::BannerTimeout)]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Overloaded, Confidence::Medium));
+        assert!(f.evidence.contains(&Evidence::LoadTimeouts { timeouts: 1 }), "{:?}", f.evidence);
+        assert_eq!(f.remedy, [Remedy::CheckServerUnderLoad]);
+    }
+
+    #[test]
+    fn failures_without_a_pattern_are_intermittent() {
+        // A slow zero-byte close and a banner timeout among banners: no limit closes like that.
+        let f = decide(&facts(vec![
+            exp(
+                ExperimentKind::Baseline,
+                0,
+                vec![banner("OpenSSH_9.2p1"), closed_after(3_000_000), banner("OpenSSH_9.2p1")],
+            ),
+            exp(ExperimentKind::Determinism, 0, vec![rec(Outcome::BannerTimeout), banner("OpenSSH_9.2p1")]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Intermittent, Confidence::Low));
+        assert_eq!(f.evidence.last(), Some(&Evidence::NoPattern));
+        assert_eq!(f.remedy, [Remedy::CollectMore]);
+        // No probe at all: nothing to say, nothing to do but raise the budget.
+        let f = decide(&Facts {
+            budget_exhausted: true,
+            ..facts(vec![exp(ExperimentKind::Baseline, 0, vec![])])
+        });
+        assert_eq!(
+            (f.verdict, f.evidence, f.remedy),
+            (Verdict::Intermittent, vec![Evidence::NoProbes], vec![])
+        );
+        assert_eq!(f.notes, [Note::BudgetExhausted]);
+    }
+}

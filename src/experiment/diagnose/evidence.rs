@@ -1,0 +1,229 @@
+//! What a verdict rests on, typed: [`Evidence`] (one kind per fact [`super::decide`] cites, with its
+//! numbers) and [`Note`] (what limited the experiments).
+//!
+//! No English here: `report::diagnose` writes each for people and puts its fields in the JSON, so a
+//! test or a script matches on the kind and reads the numbers instead of parsing a sentence.
+
+use super::facts::Tally;
+use crate::outcome::{KnownRefusal, Outcome};
+use crate::server::Software;
+use serde::Serialize;
+
+/// One fact a verdict rests on. Durations in microseconds (`_us`) or milliseconds (`_ms`); `software`
+/// is the server family from a banner, when any probe got one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// The budget allowed no probe at all.
+    NoProbes,
+    /// Every probe with nothing held failed to connect in the same way (`refused`, `connect_timeout`,
+    /// `unreachable`).
+    ConnectFailed {
+        /// How.
+        outcome: Outcome,
+        /// How many probes.
+        probes: usize,
+    },
+    /// Every probe with nothing held met something that is not an SSH-2 server.
+    NotSsh {
+        /// Their outcomes.
+        tally: Tally,
+        /// What it said (a message, or an SSH-1 server's software).
+        said: String,
+    },
+    /// What the probes with nothing held got (baseline and determinism).
+    Unloaded {
+        /// Their outcomes.
+        tally: Tally,
+    },
+    /// What a second source address got with nothing held.
+    SecondSource {
+        /// The address.
+        source: String,
+        /// Its probes' outcomes.
+        tally: Tally,
+    },
+    /// Every probe with nothing held was refused with a line that names a limit.
+    RefusalMessage {
+        /// The line.
+        message: String,
+        /// What it is.
+        refusal: KnownRefusal,
+        /// Median time from connect to close.
+        median_us: u64,
+        /// How many refusals.
+        probes: usize,
+    },
+    /// Another address is served while this one is refused with nothing held, by a server that has
+    /// PerSourcePenalties (or sent its line): a penalty on this address.
+    ServedElsewhereWithPenalties {
+        /// The server family.
+        software: Option<Software>,
+    },
+    /// Another address is served, by a server without penalties: a per-source limit.
+    ServedElsewhereWithoutPenalties {
+        /// The server family.
+        software: Option<Software>,
+    },
+    /// OpenSSH 9.8+'s one line for three limits, and no second address to tell them apart.
+    AmbiguousRefusalLine,
+    /// Another address is refused too while we hold nothing: global MaxStartups, held full by others.
+    RefusedEverywhere,
+    /// Every refusal closed without sending a byte.
+    ZeroByteClose {
+        /// Median time from connect to close.
+        median_us: u64,
+        /// How many refusals had a close time.
+        probes: usize,
+        /// The source address they came from.
+        source: String,
+    },
+    /// The zero-byte close came about 5 s after accept: Debian's TCP-wrappers delay.
+    WrappersDelay {
+        /// Median time from connect to close.
+        median_us: u64,
+    },
+    /// Another address gets a banner: the access rule matches the probing address only.
+    RuleMatchesThisAddressOnly,
+    /// dropbear closing at once on one address while another is served: MAX_UNAUTH_PER_IP.
+    DropbearPerSourceClose,
+    /// A fast zero-byte close on every probe, not dropbear's per-source limit.
+    FastZeroByteClose {
+        /// Median time from connect to close.
+        median_us: u64,
+    },
+    /// A zero-byte close on every probe, neither fast nor at the wrappers delay.
+    UnusualZeroByteClose {
+        /// Median time from connect to close.
+        median_us: u64,
+    },
+    /// Every probe was refused with a message no sshd limit sends.
+    UnknownRefusal {
+        /// The message.
+        message: String,
+    },
+    /// The server accepts but never sends a banner.
+    NoBanner {
+        /// How many probes timed out.
+        probes: usize,
+    },
+    /// Banners first, then only refusals, while another address is served: a penalty that began
+    /// during the diagnosis.
+    PenaltyBegan {
+        /// Probes that got a banner before the first refusal.
+        banners: usize,
+    },
+    /// Some probes refused with nothing held while another address is served: a per-source limit
+    /// filled by others on this address.
+    RefusedHereServedElsewhere {
+        /// Refused probes.
+        refused: usize,
+        /// All probes with nothing held.
+        probes: usize,
+    },
+    /// Some probes refused at random with nothing held: MaxStartups between `start` and `full`.
+    RandomRefusals {
+        /// Refused probes.
+        refused: usize,
+        /// All probes with nothing held.
+        probes: usize,
+    },
+    /// Failures that fit no rule.
+    NoPattern,
+    /// Every probe with nothing held got a banner.
+    UnloadedBanners {
+        /// How many.
+        probes: usize,
+        /// The server family.
+        software: Option<Software>,
+    },
+    /// Probes under load timed out waiting for the banner (nothing refused).
+    LoadTimeouts {
+        /// How many.
+        timeouts: usize,
+    },
+    /// Every probe got a banner up to this many held connections.
+    ServedUnderLoad {
+        /// The most connections held.
+        max_held: u32,
+    },
+    /// The first load at which something was refused, and what the probes got there.
+    LoadRefusals {
+        /// Connections held.
+        held: u32,
+        /// Whether they were held from the probing address.
+        from_probing_source: bool,
+        /// The probes' outcomes at that load.
+        tally: Tally,
+    },
+    /// Our attempts to hold more connections were refused on the way to the load.
+    HoldRefused {
+        /// How many attempts.
+        attempts: u32,
+    },
+    /// What the refusals under load said.
+    RefusalsSaid {
+        /// The line.
+        message: String,
+    },
+    /// What a fresh address got at the same load.
+    FreshAddressUnderLoad {
+        /// Its probes' outcomes.
+        tally: Tally,
+    },
+    /// What the probing address got after we released every held connection.
+    AfterRelease {
+        /// Its probes' outcomes.
+        tally: Tally,
+    },
+    /// The probing address stayed refused after the release while a fresh address was served.
+    PenaltyOutlivedLoad,
+    /// Refusals began with connections held from the probing address, a fresh address was served,
+    /// and they cleared on release: a per-source limit.
+    PerSourceUnderLoad {
+        /// Connections held when refusals began.
+        held: u32,
+    },
+    /// Refusals began with this many connections held: MaxStartups `start` is at most that.
+    MaxStartupsUnderLoad {
+        /// Connections held when refusals began.
+        held: u32,
+        /// Whether they cleared once released.
+        cleared: bool,
+    },
+    /// Polling showed the penalty lift.
+    PenaltyLifted {
+        /// After how long.
+        after_ms: u64,
+    },
+    /// Nobody waited for the penalty to lift.
+    PenaltyLiftsLater,
+    /// Polling for this long did not see the penalty lift.
+    PenaltyNotLifted {
+        /// How long we polled.
+        polled_ms: u64,
+    },
+}
+
+/// A caveat: what limited the experiments or the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Note {
+    /// The per-source budget cut experiments short.
+    BudgetExhausted,
+    /// No second source address: per-source limits cannot be told from global ones.
+    NoSecondSource,
+    /// A second source address would tell a penalty from MaxStartups.
+    SecondSourceWouldTell,
+    /// Our own probes may have pushed an address near the penalty threshold over it.
+    OwnProbesNearPenaltyThreshold,
+    /// The exchange worked before the load experiment: our own connections may have earned the penalty.
+    OwnProbesDuringLoad,
+    /// The load experiment stopped short of a confident `ok`.
+    LoadNotConfident {
+        /// The most connections held.
+        max_held: u32,
+    },
+    /// Refusals persisted after we released our connections.
+    RefusalsPersisted,
+}

@@ -1,0 +1,340 @@
+//! The facts diagnose gathers: experiments of probes, each probe one [`ProbeRecord`] with the
+//! experiment's context. Data only; [`super::decide`] reads them, the report writes them.
+
+use crate::evidence::{End, ProbeOrder};
+use crate::outcome::{KnownRefusal, Outcome};
+use crate::record::ProbeRecord;
+use crate::server::Software;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// One probe of an experiment: its [`ProbeRecord`] (the observation and its classification) and the
+/// experiment's context when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentProbe {
+    /// What the probe observed and what it means.
+    pub record: ProbeRecord,
+    /// The source address asked for (`None`: the kernel's choice).
+    pub source: Option<IpAddr>,
+    /// Our held connections open when it connected.
+    pub held: u32,
+}
+
+impl ExperimentProbe {
+    /// The outcome.
+    pub fn outcome(&self) -> Outcome {
+        self.record.outcome()
+    }
+
+    /// The source address asked for, as reports write it (`default`: the kernel's choice).
+    pub fn source_label(&self) -> String {
+        self.source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
+    }
+
+    /// Microseconds from connect to the end.
+    pub fn closed_us(&self) -> Option<u64> {
+        self.record.observation.timings.closed
+    }
+
+    /// Our address as connected.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.record.observation.local
+    }
+
+    /// What the server said instead of an ident.
+    pub fn message(&self) -> Option<&str> {
+        self.record.classification.message.as_deref()
+    }
+
+    /// A recognised refusal.
+    pub fn refusal(&self) -> Option<KnownRefusal> {
+        self.record.classification.refusal
+    }
+
+    /// The server's `softwareversion`, from its ident line.
+    pub fn software_version(&self) -> Option<&str> {
+        self.record.banner().map(|b| b.software.as_str())
+    }
+
+    /// Whether the server accepted and then refused, silently or not.
+    pub fn refused(&self) -> bool {
+        self.outcome().is_refusal_after_accept()
+    }
+
+    /// The kind of answer: a banner, a refusal after accept, or the outcome itself.
+    pub fn kind(&self) -> Outcome {
+        if self.refused() {
+            Outcome::ClosedBeforeBanner
+        } else {
+            self.outcome()
+        }
+    }
+
+    /// A refusal with no byte before the close (FIN or RST).
+    pub fn zero_byte_refusal(&self) -> bool {
+        matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
+    }
+}
+
+/// The JSON of one [`ExperimentProbe`]: the fields reports have always had, read from the record.
+#[derive(Serialize)]
+struct ExperimentProbeJson<'a> {
+    outcome: Outcome,
+    order: ProbeOrder,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<SocketAddr>,
+    held: u32,
+    bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<End>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ident_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    software: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<KnownRefusal>,
+}
+
+impl Serialize for ExperimentProbe {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let obs = &self.record.observation;
+        ExperimentProbeJson {
+            outcome: self.outcome(),
+            order: obs.order,
+            source: self.source_label(),
+            local: obs.local,
+            held: self.held,
+            bytes: obs.received.len(),
+            end: obs.end,
+            closed_us: obs.timings.closed,
+            ident_us: obs.timings.ident,
+            software: self.software_version(),
+            message: self.message(),
+            refusal: self.refusal(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Which experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum ExperimentKind {
+    /// Single probes, both orders, nothing held.
+    Baseline,
+    /// More single probes at concurrency 1.
+    Determinism,
+    /// From a second source address.
+    Source,
+    /// Probes while holding connections.
+    Load,
+    /// Probes after releasing held connections.
+    Persistence,
+}
+
+/// One experiment's probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Experiment {
+    /// Which experiment.
+    pub kind: ExperimentKind,
+    /// Our held connections during it.
+    pub held: u32,
+    /// Whether the held connections came from the probing address.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held_from_probing_source: bool,
+    /// Its probes.
+    pub probes: Vec<ExperimentProbe>,
+    /// Attempts to hold a connection that the server refused while we filled up to `held`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hold_refused: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Experiment {
+    /// Its probes' outcomes, counted.
+    pub fn tally(&self) -> Tally {
+        Tally::of(&self.probes)
+    }
+}
+
+/// Outcomes counted: `{banner: 3, server_refusal: 2}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Tally(BTreeMap<Outcome, u32>);
+
+impl Tally {
+    /// Counts the outcomes of `probes`.
+    pub fn of<'a>(probes: impl IntoIterator<Item = &'a ExperimentProbe>) -> Tally {
+        let mut counts = BTreeMap::new();
+        for p in probes {
+            *counts.entry(p.outcome()).or_default() += 1;
+        }
+        Tally(counts)
+    }
+
+    /// How many probes.
+    pub fn total(&self) -> u32 {
+        self.0.values().sum()
+    }
+
+    /// Each outcome seen and how often, in [`Outcome`] order.
+    pub fn counts(&self) -> impl Iterator<Item = (Outcome, u32)> + '_ {
+        self.0.iter().map(|(&o, &n)| (o, n))
+    }
+}
+
+/// Everything gathered, in the order it was gathered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// The experiments.
+    pub experiments: Vec<Experiment>,
+    /// Whether a second source address was available.
+    pub second_source: bool,
+    /// Whether the budget stopped an experiment early.
+    pub budget_exhausted: bool,
+}
+
+impl Facts {
+    /// The experiments of `kind`.
+    pub fn of(&self, kind: ExperimentKind) -> impl Iterator<Item = &Experiment> {
+        self.experiments.iter().filter(move |e| e.kind == kind)
+    }
+
+    /// The probes of every experiment of `kind`.
+    pub fn probes(&self, kind: ExperimentKind) -> impl Iterator<Item = &ExperimentProbe> {
+        self.of(kind).flat_map(|e| e.probes.iter())
+    }
+
+    /// Probes from the probing address with nothing held: baseline and determinism.
+    pub fn unloaded(&self) -> Vec<&ExperimentProbe> {
+        self.probes(ExperimentKind::Baseline).chain(self.probes(ExperimentKind::Determinism)).collect()
+    }
+
+    /// The server software, from any banner.
+    pub fn software(&self) -> Option<Software> {
+        self.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.record.banner()).map(Software::of)
+    }
+}
+
+/// Probes and experiments built from observations, for tests of the rules and the report.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    pub(crate) use crate::evidence::{Connect, End, Observation, ProbeOrder, Timings};
+
+    /// A probe from the kernel's choice of address (127.0.0.1) that ended `closed_us` after connecting.
+    pub(crate) fn probe(
+        connect: Connect,
+        received: &[u8],
+        end: Option<End>,
+        closed_us: u64,
+    ) -> ExperimentProbe {
+        let established = connect == Connect::Established;
+        let observation = Observation {
+            remote: "127.0.0.1:22".parse().unwrap(),
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            order: ProbeOrder::WaitForBanner,
+            connect,
+            end,
+            timings: Timings {
+                connected: established.then_some(100),
+                ident: received.starts_with(b"SSH-").then_some(closed_us),
+                closed: Some(closed_us),
+                ..Timings::default()
+            },
+            received: bytes::Bytes::copy_from_slice(received),
+            sent_ident: false,
+            packets: Vec::new(),
+        };
+        ExperimentProbe { record: ProbeRecord::new(observation), source: None, held: 0 }
+    }
+
+    /// A probe whose observation classifies as `outcome`, with nothing received.
+    pub(crate) fn rec(outcome: Outcome) -> ExperimentProbe {
+        let p = match outcome {
+            Outcome::Refused => probe(Connect::Refused, b"", None, 300),
+            Outcome::ConnectTimeout => probe(Connect::TimedOut, b"", None, 300),
+            Outcome::Unreachable => probe(Connect::Unreachable { detail: "no route".into() }, b"", None, 300),
+            Outcome::ClosedBeforeBanner => probe(Connect::Established, b"", Some(End::Fin), 300),
+            Outcome::ResetBeforeBanner => probe(Connect::Established, b"", Some(End::Rst), 300),
+            Outcome::BannerTimeout => probe(Connect::Established, b"", Some(End::Timeout), 300),
+            other => panic!("rec({other}) needs bytes: use banner or refusal"),
+        };
+        assert_eq!(p.outcome(), outcome);
+        p
+    }
+
+    pub(crate) fn banner(sw: &str) -> ExperimentProbe {
+        probe(Connect::Established, format!("SSH-2.0-{sw}\r\n").as_bytes(), Some(End::WeClosed), 300)
+    }
+
+    pub(crate) fn closed_after(us: u64) -> ExperimentProbe {
+        probe(Connect::Established, b"", Some(End::Fin), us)
+    }
+
+    pub(crate) fn reset_after(us: u64) -> ExperimentProbe {
+        probe(Connect::Established, b"", Some(End::Rst), us)
+    }
+
+    /// The server sent `line` and closed.
+    pub(crate) fn refusal(line: &str) -> ExperimentProbe {
+        probe(Connect::Established, format!("{line}\r\n").as_bytes(), Some(End::Fin), 300)
+    }
+
+    pub(crate) fn exp(kind: ExperimentKind, held: u32, probes: Vec<ExperimentProbe>) -> Experiment {
+        Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
+    }
+
+    /// Facts with a second source address available.
+    pub(crate) fn facts(experiments: Vec<Experiment>) -> Facts {
+        Facts { experiments, second_source: true, budget_exhausted: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn a_probe_serializes_with_the_fields_reports_have_always_had() {
+        let mut p = refusal("Exceeded MaxStartups");
+        p.held = 3;
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
+                "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300,
+                "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
+            })
+        );
+        let p = ExperimentProbe { source: Some("127.77.0.1".parse().unwrap()), ..banner("OpenSSH_9.2p1") };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            (&json["source"], &json["software"], &json["ident_us"]),
+            (&"127.77.0.1".into(), &"OpenSSH_9.2p1".into(), &300.into())
+        );
+    }
+
+    #[test]
+    fn the_software_comes_from_the_first_banner() {
+        let f = facts(vec![exp(
+            ExperimentKind::Baseline,
+            0,
+            vec![closed_after(300), banner("dropbear_2022.83")],
+        )]);
+        assert_eq!(f.software(), Some(Software::Dropbear));
+        assert_eq!(Tally::of(&f.experiments[0].probes).total(), 2);
+    }
+}

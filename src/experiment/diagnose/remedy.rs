@@ -1,0 +1,125 @@
+//! What to change, chosen in one table by verdict and server family ([`remedies`]).
+//!
+//! A [`Remedy`] names the setting or file to change; `report::diagnose` writes it for people.
+
+use super::decide::Verdict;
+use super::evidence::Evidence;
+use crate::server::Software;
+use std::net::IpAddr;
+
+/// One thing to change or check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Start sshd or fix its `ListenAddress`/`Port`; else a firewall rejecting with a reset.
+    StartServer,
+    /// Allow TCP to the port in the firewall on the path, or check the host is up.
+    AllowInFirewall,
+    /// Fix routing, or the firewall rule that rejects with ICMP.
+    FixRouting,
+    /// Check the port number and what listens there.
+    CheckPort,
+    /// Allow the client in `/etc/hosts.allow`.
+    AllowInHostsAllow {
+        /// Our address as the server saw it.
+        client: Option<IpAddr>,
+    },
+    /// Read the server's log (`sshd -d` on a spare port).
+    CheckServerLog,
+    /// Raise `MaxStartups`, lower `LoginGraceTime`, find who holds connections.
+    RaiseMaxStartups,
+    /// The same, for when every address is refused.
+    RaiseMaxStartupsIfEveryAddressRefused,
+    /// Raise or remove `PerSourceMaxStartups` (OpenSSH 8.5+).
+    RaisePerSourceMaxStartups,
+    /// dropbear's compile-time `MAX_UNAUTH_PER_IP`.
+    DropbearMaxUnauthPerIp,
+    /// Wait, or exempt the address: `PerSourcePenaltyExemptList`, `PerSourcePenalties`.
+    ExemptFromPenalties,
+    /// Check sshd is alive and not overloaded; restart it if hung.
+    RestartHungServer,
+    /// Check CPU, `MaxStartups` and `LoginGraceTime` of a server that slows under load.
+    CheckServerUnderLoad,
+    /// Collect more probes and check the path.
+    CollectMore,
+    /// The exchange works: look past it with `ssh -vvv`.
+    LookPastTheExchange,
+}
+
+/// The remedies for `verdict` on a server of `software`, refined by what the evidence showed;
+/// `client` is our address as the server saw it (for an access rule to name).
+pub fn remedies(
+    verdict: Verdict,
+    software: Option<Software>,
+    evidence: &[Evidence],
+    client: Option<IpAddr>,
+) -> Vec<Remedy> {
+    let shows = |wanted: fn(&Evidence) -> bool| evidence.iter().any(wanted);
+    match verdict {
+        Verdict::Ok => vec![Remedy::LookPastTheExchange],
+        Verdict::NotListening => vec![Remedy::StartServer],
+        Verdict::Filtered => vec![Remedy::AllowInFirewall],
+        Verdict::Unreachable => vec![Remedy::FixRouting],
+        Verdict::NotSsh => vec![Remedy::CheckPort],
+        Verdict::AccessDenied => {
+            let unexplained_close = shows(|e| {
+                matches!(e, Evidence::FastZeroByteClose { .. } | Evidence::UnusualZeroByteClose { .. })
+            });
+            let mut r = vec![Remedy::AllowInHostsAllow { client }];
+            if unexplained_close {
+                r.push(Remedy::CheckServerLog);
+            }
+            r
+        }
+        Verdict::Maxstartups => vec![Remedy::RaiseMaxStartups],
+        Verdict::PerSourceLimit => match software {
+            Some(Software::Dropbear) => vec![Remedy::DropbearMaxUnauthPerIp],
+            _ => vec![Remedy::RaisePerSourceMaxStartups],
+        },
+        Verdict::Penalized => {
+            if shows(|e| matches!(e, Evidence::AmbiguousRefusalLine)) {
+                vec![Remedy::ExemptFromPenalties, Remedy::RaiseMaxStartupsIfEveryAddressRefused]
+            } else {
+                vec![Remedy::ExemptFromPenalties]
+            }
+        }
+        Verdict::Overloaded => {
+            if shows(|e| matches!(e, Evidence::LoadTimeouts { .. })) {
+                vec![Remedy::CheckServerUnderLoad]
+            } else {
+                vec![Remedy::RestartHungServer]
+            }
+        }
+        Verdict::Intermittent => {
+            if shows(|e| matches!(e, Evidence::NoProbes)) {
+                Vec::new()
+            } else {
+                vec![Remedy::CollectMore]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_limits_name_the_server_family_setting() {
+        let openssh = Some(Software::Openssh { major: 9, minor: 2 });
+        let r = remedies(Verdict::PerSourceLimit, openssh, &[], None);
+        assert_eq!(r, [Remedy::RaisePerSourceMaxStartups]);
+        let r = remedies(Verdict::PerSourceLimit, Some(Software::Dropbear), &[], None);
+        assert_eq!(r, [Remedy::DropbearMaxUnauthPerIp]);
+    }
+
+    #[test]
+    fn an_unexplained_close_adds_the_server_log() {
+        let client = Some("127.0.0.1".parse().unwrap());
+        let wrappers = [Evidence::WrappersDelay { median_us: 5_000_000 }];
+        let r = remedies(Verdict::AccessDenied, None, &wrappers, client);
+        assert_eq!(r, [Remedy::AllowInHostsAllow { client }]);
+        let fast = [Evidence::FastZeroByteClose { median_us: 7_000 }];
+        let r = remedies(Verdict::AccessDenied, None, &fast, client);
+        assert_eq!(r, [Remedy::AllowInHostsAllow { client }, Remedy::CheckServerLog]);
+    }
+}
