@@ -15,9 +15,8 @@
 //! [`Facts`], so every verdict rule is unit-tested on synthetic facts.
 
 use super::budget::{Budget, BudgetUse};
-use super::holder::Holder;
-use crate::engine::connect::ConnectEngine;
-use crate::engine::{Engine, ProbeConfig, ProbeRequest};
+use super::holder::{Holder, SETTLE_AFTER_RELEASE};
+use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::{End, ProbeOrder};
 use crate::outcome::{classify, KnownRefusal, Outcome};
 use crate::server::Software;
@@ -334,7 +333,8 @@ fn source_label(source: Option<IpAddr>) -> String {
 /// Runs the experiments against `remote` and decides, taking connections from `budget`: one
 /// budget per server host, shared by every target naming it (a penalty counts per server and
 /// source address, whatever the port or name).
-pub async fn diagnose(
+pub async fn diagnose<E: Engine>(
+    engine: &E,
     target: &str,
     remote: SocketAddr,
     options: &DiagnoseOptions,
@@ -342,7 +342,7 @@ pub async fn diagnose(
 ) -> Diagnosis {
     let started = std::time::Instant::now();
     let sources = Sources::plan(remote, &options.sources);
-    let lab = Bench::new(remote, options, budget);
+    let lab = Bench::new(engine, remote, options, budget);
     let mut facts = Facts { second_source: !sources.others.is_empty(), ..Facts::default() };
     let primary = sources.primary;
 
@@ -428,11 +428,15 @@ pub async fn diagnose(
 /// Polls `source` every 2 s until it gets a banner again, for at most `wait`: how long a penalty
 /// lasted. Refused attempts do not extend a block (FACTS §5), so the budget does not stop them, but
 /// every poll is counted in what was spent.
-async fn wait_for_lift(bench: &Bench<'_>, source: Option<IpAddr>, wait: Duration) -> Option<Duration> {
+async fn wait_for_lift<E: Engine>(
+    bench: &Bench<'_, E>,
+    source: Option<IpAddr>,
+    wait: Duration,
+) -> Option<Duration> {
     let started = std::time::Instant::now();
     while started.elapsed() < wait {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let obs = bench.wait.probe(ProbeRequest { remote: bench.remote, source }).await;
+        let obs = bench.engine.probe(bench.request.clone().source(source)).await;
         bench.budget.charge(source);
         if classify(&obs).outcome == Outcome::Banner {
             return Some(started.elapsed());
@@ -454,7 +458,12 @@ const PROBES_PER_STEP: u32 = 2;
 
 /// 4 and 5: hold more and more connections, probe at each step; on refusals, check another source
 /// and, after releasing, whether they persist.
-async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseOptions, facts: &mut Facts) {
+async fn load_experiment<E: Engine>(
+    lab: &Bench<'_, E>,
+    sources: &Sources,
+    options: &DiagnoseOptions,
+    facts: &mut Facts,
+) {
     // Hold from the other addresses when there are any, so a per-source limit on the probing address
     // cannot be mistaken for a global one, and penalties are spread.
     let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) = if sources.others.len() >= 2 {
@@ -462,11 +471,11 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     } else {
         (vec![sources.primary], true)
     };
-    let mut holder = Holder::new(lab.remote);
+    let mut holder = Holder::new(lab.engine, lab.request.clone());
     let mut refused_at = None;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
         let refused_before = holder.refused();
-        let held = holder.fill_to(step, &holder_sources, lab.budget, options.banner_timeout, step * 3).await;
+        let held = holder.fill_to(step, &holder_sources, lab.budget, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes =
@@ -507,7 +516,7 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     holder.release().await;
     if refused_at.is_some() {
         // MaxStartups counts clear about 0.5 s after held connections close (FACTS §3); a penalty stays.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
         let probes = lab.series(ProbeOrder::WaitForBanner, sources.primary, 2, 0, facts).await;
         facts.experiments.push(Experiment {
             kind: ExperimentKind::Persistence,
@@ -519,29 +528,19 @@ async fn load_experiment(lab: &Bench<'_>, sources: &Sources, options: &DiagnoseO
     }
 }
 
-/// Makes probes for experiments, within the budget.
-struct Bench<'a> {
-    remote: SocketAddr,
-    wait: ConnectEngine,
-    send_first: ConnectEngine,
+/// Makes probes for experiments through one engine, within the budget.
+struct Bench<'a, E: Engine> {
+    engine: &'a E,
+    /// Every probe's request: the remote and timeouts; source and order are each probe's own.
+    request: ProbeRequest,
     budget: &'a Budget,
     spacing: Duration,
 }
 
-impl<'a> Bench<'a> {
-    fn new(remote: SocketAddr, options: &DiagnoseOptions, budget: &'a Budget) -> Bench<'a> {
-        let config = ProbeConfig {
-            connect_timeout: options.connect_timeout,
-            banner_timeout: options.banner_timeout,
-            ..ProbeConfig::default()
-        };
-        Bench {
-            remote,
-            wait: ConnectEngine::new(config.clone()),
-            send_first: ConnectEngine::new(ProbeConfig { order: ProbeOrder::SendFirst, ..config }),
-            budget,
-            spacing: options.spacing,
-        }
+impl<'a, E: Engine> Bench<'a, E> {
+    fn new(engine: &'a E, remote: SocketAddr, options: &DiagnoseOptions, budget: &'a Budget) -> Bench<'a, E> {
+        let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
+        Bench { engine, request, budget, spacing: options.spacing }
     }
 
     /// One probe, if the budget allows.
@@ -549,8 +548,7 @@ impl<'a> Bench<'a> {
         if !self.budget.try_take(source) {
             return None;
         }
-        let engine = if order == ProbeOrder::SendFirst { &self.send_first } else { &self.wait };
-        let obs = engine.probe(ProbeRequest { remote: self.remote, source }).await;
+        let obs = self.engine.probe(self.request.clone().source(source).order(order)).await;
         let c = classify(&obs);
         Some(ProbeRecord {
             outcome: c.outcome,
