@@ -272,6 +272,9 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Local addresses to probe from, used round-robin (per address family).
     pub sources: Vec<IpAddr>,
+    /// The probe every target gets (order, ident, timeouts); its remote and source are each
+    /// probe's own ([`ProbeRequest::to`]).
+    pub probe: ProbeRequest,
 }
 
 impl Default for RunOptions {
@@ -282,6 +285,7 @@ impl Default for RunOptions {
             count: 1,
             interval: Duration::from_secs(1),
             sources: Vec::new(),
+            probe: ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0))),
         }
     }
 }
@@ -365,7 +369,7 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
             pacer.wait().await;
         }
         let source = shared.sources.next_for(remote.ip());
-        let observation = engine.probe(ProbeRequest { remote, source }).await;
+        let observation = engine.probe(shared.options.probe.to(remote, source)).await;
         let classification = classify(&observation);
         let result = ProbeResult { target: target.label.clone(), seq, observation, classification };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {

@@ -7,7 +7,7 @@ mod common;
 use common::{jsonl, sshprobe};
 use predicates::str::contains;
 use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::engine::{Engine, ProbeRequest};
 use sshprobe::evidence::{End, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Classification, KnownRefusal, Outcome};
@@ -25,8 +25,9 @@ fn lab_config() -> LabConfig {
 }
 
 async fn probe(addr: SocketAddr, order: ProbeOrder) -> (Classification, sshprobe::evidence::Observation) {
-    let config = ProbeConfig { order, banner_timeout: Duration::from_secs(1), ..ProbeConfig::default() };
-    let obs = ConnectEngine::new(config).probe(ProbeRequest { remote: addr, source: None }).await;
+    let request =
+        ProbeRequest::new(addr).order(order).timeouts(Duration::from_secs(5), Duration::from_secs(1));
+    let obs = ConnectEngine::default().probe(request).await;
     (classify(&obs), obs)
 }
 

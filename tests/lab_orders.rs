@@ -5,7 +5,7 @@ mod common;
 
 use common::{jsonl, sshprobe};
 use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::engine::{Engine, ProbeRequest};
 use sshprobe::evidence::{End, Observation, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Classification, KnownRefusal, Outcome};
@@ -14,8 +14,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 async fn probe(addr: SocketAddr, order: ProbeOrder) -> (Classification, Observation) {
-    let config = ProbeConfig { order, banner_timeout: Duration::from_secs(1), ..ProbeConfig::default() };
-    let obs = ConnectEngine::new(config).probe(ProbeRequest { remote: addr, source: None }).await;
+    let request =
+        ProbeRequest::new(addr).order(order).timeouts(Duration::from_secs(5), Duration::from_secs(1));
+    let obs = ConnectEngine::default().probe(request).await;
     (classify(&obs), obs)
 }
 

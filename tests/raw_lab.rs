@@ -8,7 +8,7 @@ mod common;
 
 use sshprobe::engine::connect::ConnectEngine;
 use sshprobe::engine::raw::{RawEngine, RawOptions};
-use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
 use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Outcome};
@@ -23,14 +23,24 @@ macro_rules! require_root {
     };
 }
 
-fn config(order: ProbeOrder, close: CloseMode) -> ProbeConfig {
-    ProbeConfig {
-        order,
-        connect_timeout: Duration::from_secs(2),
-        banner_timeout: Duration::from_millis(1500),
-        close,
-        ..ProbeConfig::default()
-    }
+/// An engine configuration and the probe every test engine makes: the order and deadlines travel
+/// with each probe, the close mode with the engine.
+#[derive(Clone)]
+struct Setup {
+    engine: EngineConfig,
+    request: ProbeRequest,
+}
+
+fn config(order: ProbeOrder, close: CloseMode) -> Setup {
+    let request = ProbeRequest::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .order(order)
+        .timeouts(Duration::from_secs(2), Duration::from_millis(1500));
+    Setup { engine: EngineConfig { close, ..EngineConfig::default() }, request }
+}
+
+/// A raw engine, as `cfg` says.
+fn raw_engine(cfg: &Setup) -> RawEngine {
+    RawEngine::new(cfg.engine, RawOptions::default()).expect("the raw engine")
 }
 
 async fn lab() -> Lab {
@@ -44,8 +54,8 @@ async fn lab() -> Lab {
     .expect("starting the lab")
 }
 
-async fn probe(engine: &impl Engine, remote: SocketAddr) -> Observation {
-    engine.probe(ProbeRequest { remote, source: None }).await
+async fn probe(engine: &impl Engine, cfg: &Setup, remote: SocketAddr) -> Observation {
+    engine.probe(cfg.request.to(remote, None)).await
 }
 
 /// Flags of the trace, `>` for ours and `<` for theirs.
@@ -81,15 +91,15 @@ async fn raw_and_connect_agree_on_every_lab_behaviour() {
     for order in [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst] {
         for close in [CloseMode::Fin, CloseMode::Rst] {
             let cfg = config(order, close);
-            let raw = RawEngine::new(cfg.clone(), RawOptions::default()).expect("raw engine");
-            let connect = ConnectEngine::new(cfg);
+            let raw = raw_engine(&cfg);
+            let connect = ConnectEngine::new(cfg.engine);
             for (behaviour, expected) in behaviours {
                 let expected = match (behaviour, order) {
                     (Behaviour::DenyClose, ProbeOrder::SendFirst) => Outcome::ResetBeforeBanner,
                     _ => expected,
                 };
                 let addr = lab.addr(behaviour);
-                let (r, c) = tokio::join!(probe(&raw, addr), probe(&connect, addr));
+                let (r, c) = tokio::join!(probe(&raw, &cfg, addr), probe(&connect, &cfg, addr));
                 let (ro, co) = (classify(&r).outcome, classify(&c).outcome);
                 assert_eq!(
                     (ro, co),
@@ -113,9 +123,9 @@ async fn raw_and_connect_agree_on_every_lab_behaviour() {
 async fn banner_trace_shows_the_handshake_the_exchange_and_the_close() {
     require_root!();
     let lab = lab().await;
-    let raw =
-        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin), RawOptions::default()).unwrap();
-    let obs = probe(&raw, lab.addr(Behaviour::Ok)).await;
+    let cfg = config(ProbeOrder::WaitForBanner, CloseMode::Fin);
+    let raw = raw_engine(&cfg);
+    let obs = probe(&raw, &cfg, lab.addr(Behaviour::Ok)).await;
     assert_eq!(classify(&obs).outcome, Outcome::Banner);
     assert_eq!((obs.end, obs.sent_ident), (Some(End::WeClosed), true));
     let f = flags(&obs);
@@ -139,11 +149,11 @@ async fn banner_trace_shows_the_handshake_the_exchange_and_the_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_is_an_rst_to_the_syn() {
     require_root!();
-    let raw =
-        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin), RawOptions::default()).unwrap();
+    let cfg = config(ProbeOrder::WaitForBanner, CloseMode::Fin);
+    let raw = raw_engine(&cfg);
     let addr = closed_port();
-    let obs = probe(&raw, addr).await;
-    let c = probe(&ConnectEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Fin)), addr).await;
+    let obs = probe(&raw, &cfg, addr).await;
+    let c = probe(&ConnectEngine::new(cfg.engine), &cfg, addr).await;
     assert_eq!((obs.connect.clone(), c.connect), (Connect::Refused, Connect::Refused));
     assert_eq!(flags(&obs), [">S", "<RA"]);
 }
@@ -163,8 +173,9 @@ async fn ipv6_loopback_works_too() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let raw = RawEngine::new(config(ProbeOrder::SendFirst, CloseMode::Rst), RawOptions::default()).unwrap();
-    let obs = probe(&raw, addr).await;
+    let cfg = config(ProbeOrder::SendFirst, CloseMode::Rst);
+    let raw = raw_engine(&cfg);
+    let obs = probe(&raw, &cfg, addr).await;
     assert_eq!(classify(&obs).outcome, Outcome::Banner, "{:?}", flags(&obs));
     assert_eq!(obs.local.map(|l| l.ip()), Some("::1".parse().unwrap()));
     assert!(obs.packets.iter().filter(|p| p.dir == Direction::In).all(|p| p.ttl == 64), "{:?}", obs.packets);
@@ -177,14 +188,15 @@ async fn ipv6_loopback_works_too() {
 async fn many_probes_in_flight_share_one_receive_thread() {
     require_root!();
     let lab = lab().await;
-    let raw =
-        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst), RawOptions::default()).unwrap();
+    let cfg = config(ProbeOrder::WaitForBanner, CloseMode::Rst);
+    let raw = raw_engine(&cfg);
     let (ok, closed) = (lab.addr(Behaviour::Ok), closed_port());
     let mut set = tokio::task::JoinSet::new();
     for i in 0..2100 {
         let raw = raw.clone();
         let addr = if i % 21 == 0 { ok } else { closed };
-        set.spawn(async move { probe(&raw, addr).await });
+        let cfg = cfg.clone();
+        set.spawn(async move { probe(&raw, &cfg, addr).await });
     }
     let results: Vec<Observation> = set.join_all().await;
     let count = |o: Outcome| results.iter().filter(|r| classify(r).outcome == o).count();
@@ -199,20 +211,20 @@ async fn many_probes_in_flight_share_one_receive_thread() {
 async fn a_source_address_is_used_and_must_be_ours() {
     require_root!();
     let lab = lab().await;
-    let raw =
-        RawEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst), RawOptions::default()).unwrap();
-    let connect = ConnectEngine::new(config(ProbeOrder::WaitForBanner, CloseMode::Rst));
+    let cfg = config(ProbeOrder::WaitForBanner, CloseMode::Rst);
+    let raw = raw_engine(&cfg);
+    let connect = ConnectEngine::new(cfg.engine);
     let remote = lab.addr(Behaviour::Ok);
     // Any 127/8 address is this host's (the lab listens on 127.0.0.1).
     let source = Some("127.0.0.9".parse().unwrap());
-    let obs = raw.probe(ProbeRequest { remote, source }).await;
+    let obs = raw.probe(cfg.request.to(remote, source)).await;
     assert_eq!(classify(&obs).outcome, Outcome::Banner);
     assert_eq!(obs.local.map(|l| l.ip()), source);
     // 192.0.2.1 (TEST-NET-1) is not: both engines fail locally, neither sends a packet.
     let source = Some("192.0.2.1".parse().unwrap());
     let (r, c) = tokio::join!(
-        raw.probe(ProbeRequest { remote, source }),
-        connect.probe(ProbeRequest { remote, source })
+        raw.probe(cfg.request.to(remote, source)),
+        connect.probe(cfg.request.to(remote, source))
     );
     assert_eq!((classify(&r).outcome, classify(&c).outcome), (Outcome::LocalError, Outcome::LocalError));
     assert!(r.packets.is_empty());
@@ -225,11 +237,9 @@ async fn a_cancelled_probe_resets_its_connection() {
     require_root!();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg = ProbeConfig {
-        banner_timeout: Duration::from_secs(30),
-        ..config(ProbeOrder::WaitForBanner, CloseMode::Fin)
-    };
-    let raw = RawEngine::new(cfg, RawOptions::default()).unwrap();
+    let mut cfg = config(ProbeOrder::WaitForBanner, CloseMode::Fin);
+    cfg.request.banner_timeout = Duration::from_secs(30);
+    let raw = raw_engine(&cfg);
     let server = tokio::task::spawn_blocking(move || {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -237,7 +247,7 @@ async fn a_cancelled_probe_resets_its_connection() {
         let mut buf = [0u8; 64];
         (std::io::Read::read(&mut conn, &mut buf).map_err(|e| e.kind()), started.elapsed())
     });
-    let cancelled = tokio::time::timeout(Duration::from_millis(300), probe(&raw, addr)).await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), probe(&raw, &cfg, addr)).await;
     assert!(cancelled.is_err(), "the tarpit never answers: the probe is still waiting");
     let (read, after) = server.await.unwrap();
     assert_eq!(read, Err(std::io::ErrorKind::ConnectionReset), "after {after:?}");

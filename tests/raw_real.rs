@@ -9,23 +9,33 @@ mod common;
 use common::{dropbear, have, hold, root_or_skip, Netns, Nft, Sshd};
 use sshprobe::engine::connect::ConnectEngine;
 use sshprobe::engine::raw::{RawEngine, RawOptions};
-use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
 use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
 use sshprobe::outcome::{classify, KnownRefusal, Outcome};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-fn config(order: ProbeOrder) -> ProbeConfig {
-    ProbeConfig { order, connect_timeout: Duration::from_secs(3), ..ProbeConfig::default() }
+/// How both engines are set up for a test: the run's engine configuration and the probe.
+#[derive(Clone)]
+struct Setup {
+    engine: EngineConfig,
+    request: ProbeRequest,
+}
+
+fn config(order: ProbeOrder) -> Setup {
+    let request = ProbeRequest::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .order(order)
+        .timeouts(Duration::from_secs(3), Duration::from_secs(10));
+    Setup { engine: EngineConfig::default(), request }
 }
 
 /// Both engines probe `addr` once each, one after the other (so neither takes a slot the other
 /// needs); returns (raw, connect).
-async fn both(addr: SocketAddr, cfg: ProbeConfig) -> (Observation, Observation) {
-    let raw = RawEngine::new(cfg.clone(), RawOptions::default()).expect("the raw engine");
-    let request = ProbeRequest { remote: addr, source: None };
-    let r = raw.probe(request).await;
-    let c = ConnectEngine::new(cfg).probe(request).await;
+async fn both(addr: SocketAddr, cfg: Setup) -> (Observation, Observation) {
+    let raw = RawEngine::new(cfg.engine, RawOptions::default()).expect("the raw engine");
+    let request = cfg.request.to(addr, None);
+    let r = raw.probe(request.clone()).await;
+    let c = ConnectEngine::new(cfg.engine).probe(request).await;
     (r, c)
 }
 
@@ -72,7 +82,8 @@ async fn banner_from_dropbear_send_first_rst_close() {
         return;
     }
     let server = dropbear();
-    let cfg = ProbeConfig { close: CloseMode::Rst, ..config(ProbeOrder::SendFirst) };
+    let mut cfg = config(ProbeOrder::SendFirst);
+    cfg.engine.close = CloseMode::Rst;
     let (r, c) = both(server.addr, cfg).await;
     agree(&r, &c, Outcome::Banner);
     let f = flags(&r);
@@ -155,8 +166,8 @@ async fn dropped_syns_are_a_connect_timeout_after_retransmissions() {
     let ns = Netns::new();
     let sshd = Sshd::new().in_netns(&ns).start();
     let _drop = Nft::new(Some(&ns), "input", &[&format!("tcp dport {} drop", sshd.addr.port())]);
-    let cfg =
-        ProbeConfig { connect_timeout: Duration::from_millis(3500), ..config(ProbeOrder::WaitForBanner) };
+    let mut cfg = config(ProbeOrder::WaitForBanner);
+    cfg.request.connect_timeout = Duration::from_millis(3500);
     let (r, c) = both(sshd.addr, cfg).await;
     agree(&r, &c, Outcome::ConnectTimeout);
     assert_eq!(r.connect, Connect::TimedOut);

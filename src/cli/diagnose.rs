@@ -1,8 +1,11 @@
 //! `sshprobe diagnose`.
 
+use super::engine::EngineArgs;
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
+use sshprobe::engine::any::AnyEngine;
+use sshprobe::engine::EngineConfig;
 use sshprobe::experiment::budget::{Budget, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
@@ -62,12 +65,21 @@ pub struct DiagnoseArgs {
     /// Output format.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
     if args.budget == 0 {
         bail!("--budget must be at least 1");
     }
+    let engine = args.engine.clone();
+    engine.run(EngineConfig::default(), |engine| diagnose_all(engine, args)).await
+}
+
+/// Diagnoses every target in turn through `engine`.
+async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u8> {
     let options = DiagnoseOptions {
         connect_timeout: args.connect_timeout,
         banner_timeout: args.banner_timeout,
@@ -108,7 +120,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
                 "sshprobe: {text}: same host as an earlier target: its probes share that target's budget"
             );
         }
-        let d = diagnose(text, remote, &options, budget).await;
+        let d = diagnose(&engine, text, remote, &options, budget).await;
         all_ok &= d.finding.verdict == Verdict::Ok;
         write_diagnosis(&mut out, &d, args.format, colour).context("writing the diagnosis")?;
     }

@@ -1,10 +1,11 @@
 //! `sshprobe lab` and `sshprobe demo`.
 
+use super::engine::EngineArgs;
 use super::EXIT_OK;
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Args;
-use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
+use sshprobe::engine::any::AnyEngine;
+use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
 use sshprobe::evidence::ProbeOrder;
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::classify;
@@ -13,7 +14,6 @@ use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::ProbeResult;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -33,7 +33,9 @@ pub struct LabArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     deny_delay: Duration,
 
-    /// start:rate:full for the maxstartups and not_allowed endpoints, as in sshd_config.
+    /// MaxStartups start:rate:full for the maxstartups and not_allowed endpoints, as in sshd_config:
+    /// unauthenticated connections open before refusals start, the refusal percentage there, and
+    /// the count at which every new connection is refused.
     #[arg(long, default_value = "3:30:6")]
     maxstartups: MaxStartups,
 
@@ -67,12 +69,21 @@ pub struct DemoArgs {
     /// Output format.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// How many connections the demo holds on each MaxStartups endpoint: enough to reach `full`.
 const DEMO_MAXSTARTUPS: MaxStartups = MaxStartups { start: 2, rate: 100, full: 2 };
 
 pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
+    let format = args.format;
+    args.engine.run(EngineConfig::default(), |engine| demo(engine, format)).await
+}
+
+/// Starts the lab and probes every behaviour once through `engine`.
+async fn demo(engine: AnyEngine, format: Format) -> anyhow::Result<u8> {
     let lab = Lab::start(LabConfig {
         deny_delay: Duration::from_millis(500),
         maxstartups: DEMO_MAXSTARTUPS,
@@ -83,14 +94,15 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
     .context("starting the lab")?;
 
     // Fill both MaxStartups endpoints so that the probes see the refusal.
+    let timeouts = |r: ProbeRequest| r.timeouts(Duration::from_secs(2), Duration::from_secs(2));
     let mut held = Vec::new();
     for behaviour in [Behaviour::Maxstartups, Behaviour::NotAllowed] {
         for _ in 0..DEMO_MAXSTARTUPS.full {
-            held.push(
-                hold(lab.addr(behaviour))
-                    .await
-                    .with_context(|| format!("holding a {behaviour} connection"))?,
-            );
+            let request = timeouts(ProbeRequest::new(lab.addr(behaviour)));
+            let connection = engine.hold(request).await.map_err(|obs| {
+                anyhow!("holding a {behaviour} connection: the lab answered {}", classify(&obs).outcome)
+            })?;
+            held.push(connection);
         }
     }
 
@@ -100,11 +112,10 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
         .collect();
     plan.insert(2, ("deny_close --send-first".into(), lab.addr(Behaviour::DenyClose), ProbeOrder::SendFirst));
 
-    let base = ProbeConfig { banner_timeout: Duration::from_secs(2), ..ProbeConfig::default() };
     let probes = plan.into_iter().map(|(label, remote, order)| {
-        let engine = ConnectEngine::new(ProbeConfig { order, ..base.clone() });
+        let engine = engine.clone();
         async move {
-            let observation = engine.probe(ProbeRequest { remote, source: None }).await;
+            let observation = engine.probe(timeouts(ProbeRequest::new(remote)).order(order)).await;
             let classification = classify(&observation);
             ProbeResult { target: label, seq: 0, observation, classification }
         }
@@ -116,19 +127,11 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
     }
     drop(held);
 
-    let table = args.format == Format::Table;
+    let table = format == Format::Table;
     let mut reporter =
-        ProbeReporter::new(std::io::stdout().lock(), args.format, table && stdout_wants_colour(), false);
+        ProbeReporter::new(std::io::stdout().lock(), format, table && stdout_wants_colour(), false);
     for r in &results {
         reporter.write(r).context("writing results")?;
     }
     Ok(EXIT_OK)
-}
-
-/// Opens a connection and waits for its first bytes, so it is counted by the server before we go on.
-async fn hold(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut buf = [0u8; 64];
-    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await??;
-    Ok(stream)
 }

@@ -1,9 +1,12 @@
 //! `sshprobe limits`.
 
+use super::engine::EngineArgs;
 use super::EXIT_OK;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use sshprobe::engine::any::AnyEngine;
+use sshprobe::engine::EngineConfig;
 use sshprobe::experiment::limits::{limits, LimitsOptions, Progress};
 use sshprobe::report::limits::{plot_svg, write_limits};
 use sshprobe::report::Format;
@@ -69,6 +72,9 @@ pub struct LimitsArgs {
     /// Output format.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// A progress bar on stderr (drawn only on a terminal).
@@ -93,6 +99,12 @@ pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
     if args.probes == 0 {
         bail!("--probes must be at least 1");
     }
+    let engine = args.engine.clone();
+    engine.run(EngineConfig::default(), |engine| measure(engine, args)).await
+}
+
+/// Runs the benchmark through `engine` and reports it.
+async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
     let options = LimitsOptions {
         max_held: args.max_held,
@@ -110,7 +122,7 @@ pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = limits(&args.target, remote, &options, &Bar(bar.clone())).await;
+    let report = limits(&engine, &args.target, remote, &options, &Bar(bar.clone())).await;
     bar.finish_and_clear();
     let report = report?;
     let mut out = std::io::stdout().lock();

@@ -1,6 +1,7 @@
 //! Command-line interface: arguments, logging, the runtime, and errors reported with context.
 
 mod diagnose;
+mod engine;
 mod lab;
 mod limits;
 mod probe;
@@ -16,6 +17,8 @@ pub const EXIT_SOME_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status after Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status after SIGTERM (128 + SIGTERM).
+pub const EXIT_TERMINATED: u8 = 143;
 
 #[derive(Debug, Parser)]
 #[command(

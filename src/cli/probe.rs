@@ -1,19 +1,17 @@
 //! `sshprobe probe`.
 
+use super::engine::{EngineArgs, EngineKind};
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
-use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::raw::{RawEngine, RawOptions};
-use sshprobe::engine::{ident_line, Engine, ProbeConfig, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
+use sshprobe::engine::{ident_line, Engine, EngineConfig, ProbeRequest, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
 use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource, TargetStream};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::ops::RangeInclusive;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,27 +86,13 @@ pub struct ProbeArgs {
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
 
-    /// How to make connections: connect (kernel sockets, unprivileged) or raw (a user-space TCP
-    /// client over raw sockets: packet trace, no file descriptor or TIME_WAIT per probe; needs
-    /// CAP_NET_RAW and CAP_NET_ADMIN, and installs an nftables rule for the run).
-    #[arg(long, value_enum, default_value_t = EngineKind::Connect)]
-    engine: EngineKind,
+    #[command(flatten)]
+    engine: EngineArgs,
 
     /// Print each probe's packet trace under its table row (--engine raw; JSONL always carries it
     /// as `packets`).
     #[arg(long)]
     trace: bool,
-
-    /// With --engine raw: do not install the nftables rule that drops the kernel's RSTs from the
-    /// engine's source ports (ports above ip_local_port_range); you arrange that yourself.
-    #[arg(long)]
-    no_firewall: bool,
-
-    /// With --engine raw: the source ports to use, as LO-HI or one port (default: those above
-    /// ip_local_port_range). They must lie outside that range. One port per probe in flight
-    /// towards the same destination.
-    #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
-    source_ports: Option<RangeInclusive<u16>>,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
@@ -154,15 +138,6 @@ pub fn runtime_builder(args: &ProbeArgs) -> tokio::runtime::Builder {
 /// descriptors, target files, resolver sockets.
 const FD_HEADROOM: u64 = 64;
 
-/// Which engine makes the connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum EngineKind {
-    /// Kernel sockets.
-    Connect,
-    /// Raw sockets and a user-space TCP client.
-    Raw,
-}
-
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let bad = || format!("invalid shard {s:?}: expected I/N with 1 <= I <= N, e.g. 1/4");
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
@@ -171,16 +146,6 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
         return Err(bad());
     }
     Ok((i - 1, n))
-}
-
-fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let bad = || format!("invalid port range {s:?}: expected LO-HI or PORT, with 1 <= LO <= HI <= 65535");
-    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
-    let (lo, hi): (u16, u16) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
-    if lo == 0 || lo > hi {
-        return Err(bad());
-    }
-    Ok(lo..=hi)
 }
 
 /// Checks our ident line: errors for what would break the exchange, warnings for what servers dislike.
@@ -222,14 +187,12 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             bail!("--rate {rate}: must be a positive number of connections per second");
         }
     }
-    let config = ProbeConfig {
-        order: if args.send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner },
-        ident: ident_line(&args.ident),
-        connect_timeout: args.connect_timeout,
-        banner_timeout: args.banner_timeout,
-        byte_cap: DEFAULT_BYTE_CAP,
-        close: args.close,
-    };
+    let config = EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: args.close };
+    let order = if args.send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner };
+    let probe = ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .order(order)
+        .ident(ident_line(&args.ident))
+        .timeouts(args.connect_timeout, args.banner_timeout);
     let open_files = scan::raise_open_files_limit().context("reading the open-files limit")?;
     let needed = args.concurrency as u64 + FD_HEADROOM;
     if open_files.soft < needed {
@@ -267,39 +230,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         count: args.count,
         interval: args.interval,
         sources: args.sources,
+        probe,
     };
-    if args.trace && args.engine != EngineKind::Raw {
+    if args.trace && args.engine.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
     }
-    if args.no_firewall && args.engine != EngineKind::Raw {
-        tracing::warn!("--no-firewall applies only to --engine raw");
-    }
-    if args.source_ports.is_some() && args.engine != EngineKind::Raw {
-        tracing::warn!("--source-ports applies only to --engine raw");
-    }
     let output = Output { format: args.format, trace: args.trace };
-    match args.engine {
-        EngineKind::Connect => drive(Arc::new(ConnectEngine::new(config)), targets, options, output).await,
-        EngineKind::Raw => {
-            // Caught before the rule exists, so no window leaves it behind.
-            let mut signals = ShutdownSignals::install()?;
-            let engine = RawEngine::new(
-                config,
-                RawOptions { firewall: !args.no_firewall, ports: args.source_ports.clone() },
-            )?;
-            let engine = Arc::new(engine);
-            // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
-            // before exiting (a normal end removes it when the engine is dropped).
-            tokio::select! {
-                code = drive(engine.clone(), targets, options, output) => code,
-                (name, code) = signals.recv() => {
-                    engine.shutdown();
-                    eprintln!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
-                    Ok(code)
-                }
-            }
-        }
-    }
+    args.engine.run(config, |engine| drive(Arc::new(engine), targets, options, output)).await
 }
 
 /// How results are shown.
@@ -405,30 +342,6 @@ fn progress_line() -> indicatif::ProgressBar {
     bar
 }
 
-/// Ctrl-C and SIGTERM, caught from the moment this exists.
-struct ShutdownSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    fn install() -> anyhow::Result<ShutdownSignals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(ShutdownSignals {
-            interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
-            terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
-        })
-    }
-
-    /// Waits for either; returns what happened and the conventional exit status.
-    async fn recv(&mut self) -> (&'static str, u8) {
-        tokio::select! {
-            _ = self.interrupt.recv() => ("interrupted", 130),
-            _ = self.terminate.recv() => ("terminated", 143),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,15 +352,6 @@ mod tests {
         assert_eq!(parse_shard("4/4"), Ok((3, 4)));
         for bad in ["0/4", "5/4", "1", "a/b", "1/0"] {
             assert!(parse_shard(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn port_ranges() {
-        assert_eq!(parse_port_range("61000-61010"), Ok(61000..=61010));
-        assert_eq!(parse_port_range("62000"), Ok(62000..=62000));
-        for bad in ["0-10", "10-9", "1-70000", "a", "", "5-"] {
-            assert!(parse_port_range(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,51 +1,56 @@
 //! The connect engine: kernel TCP sockets driven by tokio.
 //!
-//! One probe is: connect (bounded by the connect timeout), optionally send our ident, read until the
-//! server's ident line is complete, the server closes, the byte cap is reached or the banner deadline
-//! passes, send our ident if we waited, close. Reads are drained to the end before an error is acted
-//! on, so a refusal line that arrives just before an RST is kept (FACTS §2).
+//! One probe is: connect (bounded by the request's connect timeout), then the identification
+//! exchange as [`Exchange`] directs it: our ident when the order says, reads until the machine has
+//! what it needs or the banner deadline passes, close. Reads are drained to the end before an error
+//! is acted on, so a refusal line that arrives just before an RST is kept (FACTS §2): the kernel
+//! hands out queued data before the error.
 
-use super::{BannerReader, Engine, ProbeConfig, ProbeRequest, Progress};
-use crate::evidence::{CloseMode, Connect, End, Observation, ProbeOrder, Timings};
+use super::exchange::{Exchange, Purpose, Step};
+use super::{Engine, EngineConfig, Held, HoldEnd, ProbeRequest};
+use crate::evidence::{CloseMode, Connect, End, Observation};
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-use tokio::io::AsyncWriteExt;
-use tokio::io::Interest;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at};
 
 /// Kernel-socket engine. Cheap to share: one per run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectEngine {
-    config: ProbeConfig,
+    config: EngineConfig,
 }
 
 impl ConnectEngine {
-    /// An engine whose probes all behave as `config` says.
-    pub fn new(config: ProbeConfig) -> ConnectEngine {
+    /// An engine whose connections all read and close as `config` says.
+    pub fn new(config: EngineConfig) -> ConnectEngine {
         ConnectEngine { config }
     }
 
-    /// The configuration every probe uses.
-    pub fn config(&self) -> &ProbeConfig {
+    /// The configuration every connection uses.
+    pub fn config(&self) -> &EngineConfig {
         &self.config
     }
-}
 
-impl Engine for ConnectEngine {
-    async fn probe(&self, request: ProbeRequest) -> Observation {
-        let cfg = &self.config;
+    /// Connects and runs the exchange for `purpose`; the stream comes back when a hold got its banner.
+    async fn exchange(
+        &self,
+        request: &ProbeRequest,
+        purpose: Purpose,
+    ) -> (Observation, Option<(TcpStream, Instant)>) {
         let start = Instant::now();
         let us = move || start.elapsed().as_micros() as u64;
         let remote = request.remote;
-        let failed = |local, connect| Observation::failed_connect(remote, local, cfg.order, connect, us());
+        let order = request.order;
+        let failed = |local, connect| Observation::failed_connect(remote, local, order, connect, us());
 
         let socket = match new_socket(remote, request.source) {
             Ok(s) => s,
-            Err(e) => return failed(None, Connect::LocalError { detail: e.to_string() }),
+            Err(e) => return (failed(None, Connect::LocalError { detail: e.to_string() }), None),
         };
         // Only a bound source has an address before the connect (and asking costs a system call).
         let bound = match request.source {
@@ -54,117 +59,144 @@ impl Engine for ConnectEngine {
             }
             None => None,
         };
-        let stream = match timeout(cfg.connect_timeout, connect(socket, remote)).await {
-            Err(_) => return failed(bound, Connect::TimedOut),
+        let mut stream = match timeout(request.connect_timeout, connect(socket, remote)).await {
+            Err(_) => return (failed(bound, Connect::TimedOut), None),
             // ECONNRESET from connect() means the handshake completed and the server reset the
             // connection before we saw it complete: an accepted connection, reset with no bytes.
             // When it was established the kernel knew and we did not, so `connected` stays empty.
             Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {
                 let mut obs = failed(bound, Connect::Established);
                 obs.end = Some(End::Rst);
-                return obs;
+                return (obs, None);
             }
-            Ok(Err(e)) => return failed(bound, connect_error(&e)),
+            Ok(Err(e)) => return (failed(bound, connect_error(&e)), None),
             Ok(Ok(stream)) => stream,
         };
         let connected = Instant::now();
-        let mut timings = Timings { connected: Some(us()), ..Timings::default() };
         let local = stream.local_addr().ok();
-        if cfg.close == CloseMode::Rst {
+        if self.config.close == CloseMode::Rst {
             // Best effort: without it the close is an ordinary FIN.
             // (tokio deprecates its set_linger because a non-zero linger blocks on drop; zero does not.)
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
-        let deadline = tokio::time::Instant::from_std(connected + cfg.banner_timeout);
-        let (end, banner, sent_ident) = exchange(stream, remote, cfg, deadline, &mut timings, us).await;
-        timings.closed = Some(us());
-        Observation {
+        let mut machine = Exchange::new(
+            order,
+            purpose,
+            self.config.byte_cap,
+            us(),
+            request.banner_timeout.as_micros() as u64,
+        );
+        let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
+        let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
+        let held = step == Step::Hold;
+        let (end, timings, received, sent_ident) = machine.into_parts();
+        let observation = Observation {
             remote,
             local,
-            order: cfg.order,
+            order,
             connect: Connect::Established,
-            end: Some(end),
+            // A held connection has not ended yet.
+            end: (!held).then_some(end),
             timings,
-            received: banner.into_bytes(),
+            received,
             sent_ident,
             packets: Vec::new(),
-        }
-    }
-}
-
-/// The exchange on an established connection: our ident when the order says, then the server's
-/// bytes until its ident line, its close, the byte cap or the deadline. Returns how it ended, what
-/// was read, and whether our ident went out; the stream is closed on return.
-async fn exchange(
-    stream: TcpStream,
-    remote: SocketAddr,
-    cfg: &ProbeConfig,
-    deadline: tokio::time::Instant,
-    timings: &mut Timings,
-    us: impl Fn() -> u64 + Copy,
-) -> (End, BannerReader, bool) {
-    let mut exchange = Exchange { stream, cfg, sent_ident: false, reset: false };
-    if cfg.order == ProbeOrder::SendFirst {
-        exchange.send_ident().await;
-    }
-
-    let mut banner = BannerReader::new(cfg.byte_cap);
-    let end = loop {
-        if banner.is_full() {
-            break End::ByteCap;
-        }
-        let read = match timeout_at(deadline, banner.read_from(&mut exchange.stream)).await {
-            Err(_) => break End::Timeout,
-            Ok(read) => read,
         };
-        match read {
-            // End of stream after our ident was refused with a reset: the reset was the end.
-            Ok((0, _)) if exchange.reset => break End::Rst,
-            Ok((0, _)) => break End::Fin,
-            Ok((_, progress)) => {
-                timings.first_byte.get_or_insert_with(us);
-                match progress {
-                    Progress::NeedMore => continue,
-                    Progress::Ident => {
-                        timings.ident = Some(us());
-                        if cfg.order == ProbeOrder::WaitForBanner {
-                            exchange.send_ident().await;
-                        }
-                        break End::WeClosed;
-                    }
-                    Progress::NotSsh => break End::WeClosed,
-                }
-            }
-            // Every byte that arrived before the reset has been read by now: the kernel hands
-            // out queued data before the error.
-            Err(e) => {
-                tracing::debug!(%remote, error = %e, "read error");
-                break End::Rst;
-            }
+        (observation, held.then_some((stream, connected)))
+    }
+}
+
+impl Engine for ConnectEngine {
+    type Held = HeldSocket;
+
+    async fn probe(&self, request: ProbeRequest) -> Observation {
+        self.exchange(&request, Purpose::Probe).await.0
+    }
+
+    async fn hold(&self, request: ProbeRequest) -> Result<HeldSocket, Observation> {
+        match self.exchange(&request, Purpose::Hold).await {
+            (observation, Some((stream, connected))) => Ok(HeldSocket { observation, stream, connected }),
+            (observation, None) => Err(observation),
         }
-    };
-    (end, banner, exchange.sent_ident)
+    }
 }
 
-/// An established connection, whether our ident went out on it, and whether sending it found the
-/// connection reset.
-struct Exchange<'a> {
+/// A connection the connect engine holds: the kernel socket itself. Dropping it closes the socket.
+#[derive(Debug)]
+pub struct HeldSocket {
+    observation: Observation,
     stream: TcpStream,
-    cfg: &'a ProbeConfig,
-    sent_ident: bool,
-    reset: bool,
+    connected: Instant,
 }
 
-impl Exchange<'_> {
-    async fn send_ident(&mut self) {
-        match self.stream.write_all(&self.cfg.ident).await {
-            Ok(()) => self.sent_ident = true,
-            // The server may already have closed; what we read next tells how, except that the
-            // send took the reset's error (ECONNRESET): the read then finds only the end of stream.
-            Err(e) => {
-                tracing::debug!(error = %e, "sending our ident failed");
-                self.reset |= e.raw_os_error() == Some(libc::ECONNRESET);
+impl Held for HeldSocket {
+    fn observation(&self) -> &Observation {
+        &self.observation
+    }
+
+    async fn ended(&mut self) -> HoldEnd {
+        // Nothing arrives until we speak (dropbear's KEXINIT aside, discarded); a read returning
+        // nothing or an error means the server closed.
+        let mut sink = [0u8; 512];
+        let end = loop {
+            match self.stream.read(&mut sink).await {
+                Ok(0) => break End::Fin,
+                Ok(_) => continue,
+                Err(_) => break End::Rst,
             }
+        };
+        HoldEnd { end, after: self.connected.elapsed() }
+    }
+}
+
+/// Runs the exchange on an established connection until it is over (or held): sends our ident when
+/// the machine says, reads into the machine until it has what it needs, the server ends the
+/// connection, or the deadline passes. Returns the last step.
+async fn drive(
+    stream: &mut TcpStream,
+    machine: &mut Exchange,
+    ident: &Bytes,
+    deadline: tokio::time::Instant,
+    us: impl Fn() -> u64,
+) -> Step {
+    let mut step = machine.start();
+    loop {
+        match step {
+            Step::SendIdent => {
+                send_ident(stream, machine, ident).await;
+                step = Step::Read;
+            }
+            Step::Read => {
+                let read = timeout_at(deadline, machine.reader().read_from(stream)).await;
+                step = match read {
+                    // The timer fires at or after the deadline; the machine's clock agrees.
+                    Err(_) => machine.on_deadline(us().max(machine.deadline_us())),
+                    Ok(Ok((0, _))) => machine.on_eof(us()),
+                    Ok(Ok((_, progress))) => machine.on_progress(us(), progress),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "read error");
+                        machine.on_reset(us())
+                    }
+                };
+            }
+            Step::Finish { send_ident: true } => {
+                send_ident(stream, machine, ident).await;
+                return Step::Finish { send_ident: false };
+            }
+            Step::Finish { send_ident: false } | Step::Hold | Step::Gone => return step,
+        }
+    }
+}
+
+/// Sends our ident and tells the machine how that went. The server may already have closed; what
+/// the next read finds tells how, except that a send that took the reset's error (ECONNRESET)
+/// leaves the read only the end of stream: the machine remembers the reset.
+async fn send_ident(stream: &mut TcpStream, machine: &mut Exchange, ident: &Bytes) {
+    match stream.write_all(ident).await {
+        Ok(()) => machine.on_ident_sent(),
+        Err(e) => {
+            tracing::debug!(error = %e, "sending our ident failed");
+            machine.on_ident_failed(e.raw_os_error() == Some(libc::ECONNRESET));
         }
     }
 }
@@ -265,6 +297,7 @@ fn connect_error(e: &io::Error) -> Connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evidence::ProbeOrder;
 
     /// A server that accepted and reset before our ident went out: the send takes the reset's
     /// error, and the read that follows finds only the end of the stream. The end is the reset.
@@ -278,12 +311,15 @@ mod tests {
         drop(server);
         // Until the reset has arrived: the stream turns readable (end of stream, error) then.
         stream.readable().await.unwrap();
-        let cfg = ProbeConfig { order: ProbeOrder::SendFirst, ..ProbeConfig::default() };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let mut timings = Timings::default();
-        let (end, banner, sent_ident) = exchange(stream, addr, &cfg, deadline, &mut timings, || 0).await;
+        let mut stream = stream;
+        let mut machine = Exchange::new(ProbeOrder::SendFirst, Purpose::Probe, 64, 0, 5_000_000);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let ident = super::super::ident_line("SSH-2.0-t");
+        let step = drive(&mut stream, &mut machine, &ident, deadline, || 0).await;
+        assert_eq!(step, Step::Finish { send_ident: false });
+        let (end, _, received, sent_ident) = machine.into_parts();
         assert_eq!((end, sent_ident), (End::Rst, false));
-        assert!(banner.into_bytes().is_empty());
+        assert!(received.is_empty());
     }
 
     #[test]

@@ -1,17 +1,25 @@
 //! Engines: the I/O that turns a target address into an [`Observation`].
 //!
-//! An engine performs one identification exchange per call and reports what it saw, nothing more:
-//! classification happens later, in [`crate::outcome`], so every engine feeds the same classifier and
-//! must agree with the others on the same server behaviour.
+//! An engine is the only door to the network: every command and experiment (probe, scan, diagnose,
+//! limits, the holder, the lab's checks) reaches servers through the [`Engine`] trait, so each runs on
+//! either engine. An engine performs one identification exchange per [`ProbeRequest`] (or holds a
+//! connection open, [`Engine::hold`]) and reports what it saw, nothing more: classification happens
+//! later, in [`crate::outcome`], so every engine feeds the same classifier and must agree with the
+//! others on the same server behaviour. The policy of the exchange itself (when our ident goes out,
+//! when reading stops, how it ended) is one I/O-free machine, [`exchange::Exchange`], that both drive.
 //!
+//! - [`any`]: either engine behind one type, for commands that let the user choose.
+//! - [`exchange`]: the identification exchange as a pure state machine. No I/O.
 //! - [`connect`]: kernel sockets through tokio. Unprivileged, the default.
 //! - [`raw`]: a user-space TCP client over raw sockets, with a packet trace. Needs CAP_NET_RAW (and
 //!   CAP_NET_ADMIN for its firewall rule).
 
+pub mod any;
 pub mod connect;
+pub mod exchange;
 pub mod raw;
 
-use crate::evidence::{CloseMode, Observation, ProbeOrder};
+use crate::evidence::{CloseMode, End, Observation, ProbeOrder};
 use crate::ident::{self, Scan};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
@@ -25,9 +33,45 @@ pub const DEFAULT_IDENT: &str = concat!("SSH-2.0-sshprobe_", env!("CARGO_PKG_VER
 /// The most bytes a probe reads from one connection.
 pub const DEFAULT_BYTE_CAP: usize = 8 * 1024;
 
-/// How every probe of a run behaves.
-#[derive(Debug, Clone)]
-pub struct ProbeConfig {
+/// What is the same for every probe of a run: how much is read and how connections end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The most bytes read from one connection.
+    pub byte_cap: usize,
+    /// How we close once done.
+    pub close: CloseMode,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: CloseMode::Fin }
+    }
+}
+
+/// Our identification line with its CR LF.
+pub fn ident_line(text: &str) -> Bytes {
+    Bytes::from(format!("{text}\r\n"))
+}
+
+/// One probe to make: where to, from which local address, and how this exchange goes. Everything
+/// that varies between the probes of one experiment is here (diagnose alternates the order, limits
+/// spreads sources), so one engine serves every experiment.
+///
+/// ```
+/// # use sshprobe::engine::ProbeRequest;
+/// # use sshprobe::evidence::ProbeOrder;
+/// # use std::time::Duration;
+/// let request = ProbeRequest::new("127.0.0.1:22".parse().unwrap())
+///     .order(ProbeOrder::SendFirst)
+///     .timeouts(Duration::from_secs(3), Duration::from_secs(8));
+/// assert_eq!(request.order, ProbeOrder::SendFirst);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRequest {
+    /// The server's address.
+    pub remote: SocketAddr,
+    /// The local address to bind, or `None` for the kernel's choice.
+    pub source: Option<IpAddr>,
     /// Which side speaks first.
     pub order: ProbeOrder,
     /// Our identification line, CR LF included.
@@ -37,43 +81,86 @@ pub struct ProbeConfig {
     /// How long after connecting the server's ident may take to arrive in full: a total deadline,
     /// not a per-read one, so a server dribbling bytes cannot hold a probe forever.
     pub banner_timeout: Duration,
-    /// The most bytes read from one connection.
-    pub byte_cap: usize,
-    /// How we close once done.
-    pub close: CloseMode,
 }
 
-impl Default for ProbeConfig {
-    fn default() -> ProbeConfig {
-        ProbeConfig {
+impl ProbeRequest {
+    /// A probe of `remote` from the kernel's choice of address, waiting for the banner, with our
+    /// default ident and timeouts (5 s to connect, 10 s for the banner).
+    pub fn new(remote: SocketAddr) -> ProbeRequest {
+        ProbeRequest {
+            remote,
+            source: None,
             order: ProbeOrder::WaitForBanner,
             ident: ident_line(DEFAULT_IDENT),
             connect_timeout: Duration::from_secs(5),
             banner_timeout: Duration::from_secs(10),
-            byte_cap: DEFAULT_BYTE_CAP,
-            close: CloseMode::Fin,
         }
+    }
+
+    /// The same probe to `remote` from `source`: what a run changes between its probes.
+    pub fn to(&self, remote: SocketAddr, source: Option<IpAddr>) -> ProbeRequest {
+        ProbeRequest { remote, source, ..self.clone() }
+    }
+
+    /// From `source` (`None`: the kernel's choice).
+    pub fn source(mut self, source: Option<IpAddr>) -> ProbeRequest {
+        self.source = source;
+        self
+    }
+
+    /// With this probe order.
+    pub fn order(mut self, order: ProbeOrder) -> ProbeRequest {
+        self.order = order;
+        self
+    }
+
+    /// With this identification line (CR LF included: see [`ident_line`]).
+    pub fn ident(mut self, ident: Bytes) -> ProbeRequest {
+        self.ident = ident;
+        self
+    }
+
+    /// With these connect and banner timeouts.
+    pub fn timeouts(mut self, connect: Duration, banner: Duration) -> ProbeRequest {
+        self.connect_timeout = connect;
+        self.banner_timeout = banner;
+        self
     }
 }
 
-/// Our identification line with its CR LF.
-pub fn ident_line(text: &str) -> Bytes {
-    Bytes::from(format!("{text}\r\n"))
-}
-
-/// One probe to make: where to, and from which local address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeRequest {
-    /// The server's address.
-    pub remote: SocketAddr,
-    /// The local address to bind, or `None` for the kernel's choice.
-    pub source: Option<IpAddr>,
-}
-
-/// Something that can perform identification exchanges.
+/// Something that can perform identification exchanges: the only door to the network for every
+/// command and experiment.
 pub trait Engine: Send + Sync + 'static {
+    /// A connection held open by [`hold`](Self::hold).
+    type Held: Held;
+
     /// Performs one exchange and reports what it saw. Never fails: every failure is an observation.
     fn probe(&self, request: ProbeRequest) -> impl Future<Output = Observation> + Send;
+
+    /// Opens a connection, reads the server's banner and keeps the connection open without sending
+    /// a byte: an unauthenticated connection that counts against the server's MaxStartups until it
+    /// is released (dropped) or the server ends it (LoginGraceTime). The request's order is ignored:
+    /// a hold never speaks. When no banner came, the observation says what happened instead.
+    fn hold(&self, request: ProbeRequest) -> impl Future<Output = Result<Self::Held, Observation>> + Send;
+}
+
+/// A connection an [`Engine`] holds open. Dropping it releases the connection at once (closed as the
+/// engine's [`EngineConfig::close`] says; the raw engine resets it).
+pub trait Held: Send + 'static {
+    /// What the exchange saw up to the banner.
+    fn observation(&self) -> &Observation;
+
+    /// Waits until the server ends the connection (or the engine stops) and says how and when.
+    fn ended(&mut self) -> impl Future<Output = HoldEnd> + Send;
+}
+
+/// How and when a held connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldEnd {
+    /// How: `Fin` or `Rst` from the server, `WeClosed` when the engine stopped first.
+    pub end: End,
+    /// How long after the handshake.
+    pub after: Duration,
 }
 
 /// The server's bytes as a probe collects them: capped at the byte cap, and scanned for the ident line

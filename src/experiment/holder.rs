@@ -2,30 +2,37 @@
 //!
 //! A held connection is one the server accepted (its ident line arrived) and that never sends
 //! anything: to sshd it is a pre-authentication session, counted against `MaxStartups` and
-//! `PerSourceMaxStartups` until it ends or `LoginGraceTime` expires. Each lives in a task that notes
-//! when the server closes it, so the holder knows how many are really still open (and, for
-//! `limits --grace`, when the server gave up on them).
+//! `PerSourceMaxStartups` until it ends or `LoginGraceTime` expires. The engine holds it
+//! ([`Engine::hold`]: either engine can); a task per connection waits for the server to end it, so
+//! the holder knows how many are really still open and, for `limits --grace`, how long each lived.
 //!
-//! Dropping the [`Holder`] closes every connection at once: the tasks are aborted and their sockets
-//! dropped. Process exit closes them too, so they are released on every path.
+//! Dropping the [`Holder`] closes every connection at once: the tasks are aborted and the held
+//! connections dropped, which releases them. Process exit closes them too, so they are released
+//! on every path.
 
 use super::budget::Budget;
-use crate::engine::{BannerReader, Progress as ReadProgress};
-use std::net::{IpAddr, SocketAddr};
+use crate::engine::{Engine, Held, ProbeRequest};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-/// Connections held open against one server.
+/// How long after our held connections close before the server no longer counts them: sshd's
+/// listener learns of a child's end through a pipe, and its MaxStartups count drops about 0.5 s
+/// later (FACTS §3). Experiments wait this long after a release before measuring again.
+pub const SETTLE_AFTER_RELEASE: Duration = Duration::from_millis(1500);
+
+/// Connections held open against one server, through one engine.
 #[derive(Debug)]
-pub struct Holder {
-    remote: SocketAddr,
+pub struct Holder<'e, E: Engine> {
+    engine: &'e E,
+    /// The connection every hold opens (remote, timeouts); its source is each hold's own.
+    request: ProbeRequest,
     tasks: JoinSet<()>,
     alive: Arc<AtomicU32>,
-    /// When each held connection was opened and (once it happened) closed by the server.
+    /// How long each connection the server closed had been open (from its handshake), in closing
+    /// order.
     lifetimes: Arc<Mutex<Vec<Duration>>>,
     /// Attempts the server refused while we tried to hold.
     refused: u32,
@@ -45,11 +52,13 @@ pub enum HoldFailure {
     Refused,
 }
 
-impl Holder {
-    /// An empty holder for `remote`.
-    pub fn new(remote: SocketAddr) -> Holder {
+impl<'e, E: Engine> Holder<'e, E> {
+    /// An empty holder that opens connections as `request` says (its order is ignored: a held
+    /// connection never speaks) through `engine`.
+    pub fn new(engine: &'e E, request: ProbeRequest) -> Holder<'e, E> {
         Holder {
-            remote,
+            engine,
+            request,
             tasks: JoinSet::new(),
             alive: Arc::new(AtomicU32::new(0)),
             lifetimes: Arc::new(Mutex::new(Vec::new())),
@@ -60,7 +69,7 @@ impl Holder {
     }
 
     /// Makes [`fill_to`](Self::fill_to) start no attempt after `deadline` (one under way may
-    /// take up to its timeout).
+    /// take up to its timeouts).
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
@@ -81,18 +90,11 @@ impl Holder {
     }
 
     /// Opens one connection from `source` and holds it once its banner arrived.
-    pub async fn hold_one(
-        &mut self,
-        source: Option<IpAddr>,
-        budget: &Budget,
-        timeout: Duration,
-    ) -> Result<(), HoldFailure> {
+    pub async fn hold_one(&mut self, source: Option<IpAddr>, budget: &Budget) -> Result<(), HoldFailure> {
         if !budget.try_take(source) {
             return Err(HoldFailure::Budget);
         }
-        let opened = Instant::now();
-        let attempt = tokio::time::timeout(timeout, connect_for_banner(self.remote, source)).await;
-        let Ok(Some(mut stream)) = attempt else {
+        let Ok(mut held) = self.engine.hold(self.request.clone().source(source)).await else {
             self.refused += 1;
             return Err(HoldFailure::Refused);
         };
@@ -100,12 +102,10 @@ impl Holder {
         let lifetimes = self.lifetimes.clone();
         alive.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
-            // Nothing more arrives until we speak; a read returning means the server closed.
-            let mut sink = [0u8; 512];
-            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            let end = held.ended().await;
             alive.fetch_sub(1, Ordering::SeqCst);
             if let Ok(mut l) = lifetimes.lock() {
-                l.push(opened.elapsed());
+                l.push(end.after);
             }
         });
         Ok(())
@@ -118,7 +118,6 @@ impl Holder {
         target: u32,
         sources: &[Option<IpAddr>],
         budget: &Budget,
-        timeout: Duration,
         max_attempts: u32,
     ) -> u32 {
         let mut attempts = 0;
@@ -131,7 +130,7 @@ impl Holder {
         {
             let source = sources[self.turn % sources.len()];
             self.turn = self.turn.wrapping_add(1);
-            match self.hold_one(source, budget, timeout).await {
+            match self.hold_one(source, budget).await {
                 Err(HoldFailure::Budget) => {
                     spent_sources += 1;
                     if spent_sources >= sources.len() {
@@ -151,37 +150,20 @@ impl Holder {
     pub async fn release(mut self) {
         self.tasks.shutdown().await;
     }
-}
 
-/// Connects and reads until the server's ident line; the stream if one arrived.
-async fn connect_for_banner(remote: SocketAddr, source: Option<IpAddr>) -> Option<TcpStream> {
-    let socket = match remote {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    }
-    .ok()?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0)).ok()?;
-    }
-    let mut stream = socket.connect(remote).await.ok()?;
-    let mut reader = BannerReader::new(crate::engine::DEFAULT_BYTE_CAP);
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || reader.is_full() {
-            return None;
-        }
-        match reader.push(&chunk[..n]) {
-            ReadProgress::NeedMore => continue,
-            ReadProgress::Ident => return Some(stream),
-            ReadProgress::NotSsh => return None,
-        }
+    /// Closes every held connection, then waits until the server no longer counts them
+    /// ([`SETTLE_AFTER_RELEASE`]).
+    pub async fn release_and_settle(self) {
+        self.release().await;
+        tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::connect::ConnectEngine;
+    use std::net::SocketAddr;
 
     /// A server that answers every connection with a banner and then keeps it open.
     async fn banner_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -202,16 +184,17 @@ mod tests {
         let (addr, server) = banner_server().await;
         let budget = Budget::new(100);
         let sources = [Some(IpAddr::from([127, 0, 0, 1])), Some(IpAddr::from([127, 0, 0, 2]))];
-        let mut holder = Holder::new(addr);
+        let engine = ConnectEngine::default();
+        let mut holder = Holder::new(&engine, ProbeRequest::new(addr));
         // One connection per call: the round-robin goes on where it stopped.
         for target in 1..=4 {
-            assert_eq!(holder.fill_to(target, &sources, &budget, Duration::from_secs(5), 10).await, target);
+            assert_eq!(holder.fill_to(target, &sources, &budget, 10).await, target);
         }
         let spent = budget.usage().spent;
         assert_eq!((spent["127.0.0.1"], spent["127.0.0.2"]), (2, 2), "{spent:?}");
         // Past the deadline no attempt starts.
         holder.set_deadline(Some(Instant::now()));
-        assert_eq!(holder.fill_to(8, &sources, &budget, Duration::from_secs(5), 10).await, 4);
+        assert_eq!(holder.fill_to(8, &sources, &budget, 10).await, 4);
         assert_eq!(budget.usage().spent.values().sum::<u32>(), 4);
         holder.release().await;
         server.abort();

@@ -16,9 +16,9 @@
 use super::budget::Budget;
 use super::holder::Holder;
 use super::stats::{fit_maxstartups, percentile, wilson, LevelCount, MaxStartupsFit};
-use crate::engine::connect::ConnectEngine;
-use crate::engine::{Engine, ProbeConfig, ProbeRequest};
-use crate::outcome::{classify, KnownRefusal, Outcome};
+use crate::engine::{Engine, ProbeRequest};
+use crate::outcome::{KnownRefusal, Outcome};
+use crate::record::ProbeRecord;
 use crate::server::Software;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -181,8 +181,9 @@ impl Progress for NoProgress {
     fn warn(&self, _: &str) {}
 }
 
-/// Runs the benchmark.
-pub async fn limits(
+/// Runs the benchmark through `engine`.
+pub async fn limits<E: Engine>(
+    engine: &E,
     target: &str,
     remote: SocketAddr,
     options: &LimitsOptions,
@@ -196,21 +197,17 @@ pub async fn limits(
     // limits is a benchmark on purpose: no per-source budget beyond spreading over sources, but a
     // single source is warned about below.
     let budget = Budget::new(u32::MAX);
-    let engine = ConnectEngine::new(ProbeConfig {
-        connect_timeout: options.connect_timeout,
-        banner_timeout: options.banner_timeout,
-        ..ProbeConfig::default()
-    });
+    let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
+    let probe = |source| engine.probe(request.clone().source(source));
     let mut turn = 0usize;
     let mut next_source = || {
         turn += 1;
         sources[turn % sources.len()]
     };
 
-    let first = engine.probe(ProbeRequest { remote, source: next_source() }).await;
-    let first = classify(&first);
-    let Some(banner) = first.banner.filter(|_| first.outcome == Outcome::Banner) else {
-        return Err(LimitsError::NoBanner { remote, outcome: first.outcome });
+    let first = ProbeRecord::new(probe(next_source()).await);
+    let Some(banner) = first.banner().filter(|_| first.outcome() == Outcome::Banner).cloned() else {
+        return Err(LimitsError::NoBanner { remote, outcome: first.outcome() });
     };
     let software = Software::of(&banner);
     let mut warnings = Vec::new();
@@ -234,7 +231,7 @@ pub async fn limits(
         progress.warn(w);
     }
     progress.phase("ramp");
-    let mut holder = Holder::new(remote);
+    let mut holder = Holder::new(engine, request.clone());
     // The ramp's time cap holds inside a level too: filling and probing stop at the deadline (an
     // attempt under way may take up to its timeout).
     let ramp_deadline = started + options.max_duration;
@@ -251,15 +248,7 @@ pub async fn limits(
         // Near `full` the server refuses our holders too, nearly always: a refused attempt costs well
         // under a millisecond, so try many times before concluding that no more will be taken.
         let want = step.saturating_sub(holder.alive());
-        holder
-            .fill_to(
-                step,
-                &holder_sources,
-                &budget,
-                options.banner_timeout,
-                want.max(1).saturating_mul(HOLD_ATTEMPTS),
-            )
-            .await;
+        holder.fill_to(step, &holder_sources, &budget, want.max(1).saturating_mul(HOLD_ATTEMPTS)).await;
         if past_deadline() {
             timed_out = true;
             break;
@@ -275,15 +264,14 @@ pub async fn limits(
                 timed_out = true;
                 break;
             }
-            let obs = engine.probe(ProbeRequest { remote, source: next_source() }).await;
-            let c = classify(&obs);
-            if c.outcome == Outcome::Banner {
+            let record = ProbeRecord::new(probe(next_source()).await);
+            if record.outcome() == Outcome::Banner {
                 // sshd counts this probe until its child has exited, which takes about as long as
                 // starting it did: wait twice that, so the next probe sees only what we hold.
-                let settle = (2 * obs.timings.ident.unwrap_or(0)).max(2_000);
+                let settle = (2 * record.observation.timings.ident.unwrap_or(0)).max(2_000);
                 tokio::time::sleep(Duration::from_micros(settle)).await;
             }
-            outcomes.push((c.outcome, obs.timings.ident, c.message));
+            outcomes.push(record);
         }
         if timed_out && outcomes.is_empty() {
             break;
@@ -307,19 +295,18 @@ pub async fn limits(
     if timed_out {
         warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
     }
-    holder.release().await;
-
     // With everything released, refusals mean a penalty or others' load.
     progress.phase("recheck");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    holder.release_and_settle().await;
     let mut recheck = (0, 0);
     let mut penalty_lines = 0;
     for _ in 0..options.probes_per_level.min(10) {
-        let c = classify(&engine.probe(ProbeRequest { remote, source: next_source() }).await);
+        let record = ProbeRecord::new(probe(next_source()).await);
         recheck.0 += 1;
-        if c.outcome.is_refusal_after_accept() {
+        if record.outcome().is_refusal_after_accept() {
             recheck.1 += 1;
-            penalty_lines += u32::from(c.refusal == Some(KnownRefusal::NotAllowedAtThisTime));
+            let refusal = record.classification.refusal;
+            penalty_lines += u32::from(refusal == Some(KnownRefusal::NotAllowedAtThisTime));
         }
     }
     if recheck.1 > 0 {
@@ -350,14 +337,14 @@ pub async fn limits(
         // Stay well below where refusals began, so the rate is the server's, not its limit's: sshd
         // still counts a finished probe until its child has exited.
         let below = fit.map_or(8, |f| f.best.start / 2).clamp(1, 8);
-        Some(accept_rate(&engine, remote, &sources, below, options.rate_duration).await)
+        Some(accept_rate(&probe, &sources, below, options.rate_duration).await)
     };
 
     let grace = match options.grace {
         None => None,
         Some(wait) => {
             progress.phase("grace");
-            Some(measure_grace(remote, &holder_sources, &budget, options.banner_timeout, wait).await)
+            Some(measure_grace(Holder::new(engine, request.clone()), &holder_sources, &budget, wait).await)
         }
     };
 
@@ -390,17 +377,17 @@ pub fn level_schedule(max_held: u32) -> Vec<u32> {
     levels
 }
 
-fn summarise(held: u32, outcomes: &[(Outcome, Option<u64>, Option<String>)]) -> Level {
-    let probes = outcomes.len() as u32;
-    let count = |f: &dyn Fn(Outcome) -> bool| outcomes.iter().filter(|(o, _, _)| f(*o)).count() as u32;
+fn summarise(held: u32, records: &[ProbeRecord]) -> Level {
+    let probes = records.len() as u32;
+    let count = |f: &dyn Fn(Outcome) -> bool| records.iter().filter(|r| f(r.outcome())).count() as u32;
     let refused = count(&|o| o.is_refusal_after_accept());
     let banners = count(&|o| o == Outcome::Banner);
     let timeouts = count(&|o| o == Outcome::BannerTimeout);
-    let latencies: Vec<u64> =
-        outcomes.iter().filter(|(o, _, _)| *o == Outcome::Banner).filter_map(|(_, t, _)| *t).collect();
+    let latencies = banner_latencies(records);
     let mut messages = BTreeMap::new();
-    for (_, _, m) in outcomes.iter().filter(|(o, _, _)| o.is_refusal_after_accept()) {
-        *messages.entry(m.clone().unwrap_or_else(|| "(no bytes)".into())).or_insert(0) += 1;
+    for r in records.iter().filter(|r| r.outcome().is_refusal_after_accept()) {
+        let message = r.classification.message.clone().unwrap_or_else(|| "(no bytes)".into());
+        *messages.entry(message).or_insert(0) += 1;
     }
     Level {
         held,
@@ -420,18 +407,31 @@ fn summarise(held: u32, outcomes: &[(Outcome, Option<u64>, Option<String>)]) -> 
     }
 }
 
+/// Connect-to-ident times of the probes that got a banner, in µs.
+fn banner_latencies(records: &[ProbeRecord]) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r.outcome() == Outcome::Banner)
+        .filter_map(|r| r.observation.timings.ident)
+        .collect()
+}
+
 fn percentiles(values: &[u64]) -> Option<[u64; 3]> {
     Some([percentile(values, 0.5)?, percentile(values, 0.9)?, percentile(values, 0.99)?])
 }
 
-/// `concurrency` workers probing back to back for `duration`.
-async fn accept_rate(
-    engine: &ConnectEngine,
-    remote: SocketAddr,
+/// `concurrency` workers probing back to back for `duration`, each probe made by `probe` from a
+/// source.
+async fn accept_rate<P, F>(
+    probe: &P,
     sources: &[Option<IpAddr>],
     concurrency: u32,
     duration: Duration,
-) -> AcceptRate {
+) -> AcceptRate
+where
+    P: Fn(Option<IpAddr>) -> F,
+    F: std::future::Future<Output = crate::evidence::Observation>,
+{
     let started = Instant::now();
     let deadline = started + duration;
     let worker = |w: usize| async move {
@@ -440,39 +440,33 @@ async fn accept_rate(
         while Instant::now() < deadline {
             let source = sources[i % sources.len()];
             i += concurrency as usize;
-            let obs = engine.probe(ProbeRequest { remote, source }).await;
-            let c = classify(&obs);
-            results.push((c.outcome, obs.timings.ident));
+            results.push(ProbeRecord::new(probe(source).await));
         }
         results
     };
     let all = super::join_all((0..concurrency as usize).map(worker)).await;
     let elapsed = started.elapsed();
-    let flat: Vec<(Outcome, Option<u64>)> = all.into_iter().flatten().collect();
-    let banners = flat.iter().filter(|(o, _)| *o == Outcome::Banner).count();
-    let latencies: Vec<u64> =
-        flat.iter().filter(|(o, _)| *o == Outcome::Banner).filter_map(|(_, t)| *t).collect();
+    let records: Vec<ProbeRecord> = all.into_iter().flatten().collect();
+    let banners = records.iter().filter(|r| r.outcome() == Outcome::Banner).count();
     AcceptRate {
         banners_per_s: banners as f64 / elapsed.as_secs_f64(),
         concurrency,
-        probes: flat.len() as u32,
-        refused: flat.iter().filter(|(o, _)| o.is_refusal_after_accept()).count() as u32,
-        latency_us: percentiles(&latencies),
+        probes: records.len() as u32,
+        refused: records.iter().filter(|r| r.outcome().is_refusal_after_accept()).count() as u32,
+        latency_us: percentiles(&banner_latencies(&records)),
         duration_ms: elapsed.as_millis() as u64,
     }
 }
 
-/// Holds three connections until the server closes them, or `wait` passes.
-async fn measure_grace(
-    remote: SocketAddr,
+/// Holds three connections with `holder` until the server closes them, or `wait` passes.
+async fn measure_grace<E: Engine>(
+    mut holder: Holder<'_, E>,
     sources: &[Option<IpAddr>],
     budget: &Budget,
-    timeout: Duration,
     wait: Duration,
 ) -> Grace {
     const HELD: u32 = 3;
-    let mut holder = Holder::new(remote);
-    holder.fill_to(HELD, sources, budget, timeout, HELD * 5).await;
+    holder.fill_to(HELD, sources, budget, HELD * 5).await;
     let deadline = Instant::now() + wait;
     while holder.alive() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -490,6 +484,7 @@ async fn measure_grace(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evidence::{Connect, End, Observation, ProbeOrder};
 
     #[test]
     fn schedule_is_dense_then_geometric() {
@@ -499,16 +494,31 @@ mod tests {
         assert_eq!(&s[25..], &[30, 37, 46, 57, 71, 88, 110, 137, 171, 200]);
     }
 
+    /// A record of a probe that got `received` and ended as `end`, its ident (if any) at `ident_us`.
+    fn record(received: &'static [u8], end: End, ident_us: Option<u64>) -> ProbeRecord {
+        let mut obs = Observation::failed_connect(
+            "127.0.0.1:22".parse().unwrap(),
+            None,
+            ProbeOrder::WaitForBanner,
+            Connect::Established,
+            9_000,
+        );
+        obs.end = Some(end);
+        obs.received = bytes::Bytes::from_static(received);
+        obs.timings.ident = ident_us;
+        ProbeRecord::new(obs)
+    }
+
     #[test]
     fn levels_summarise_outcomes() {
-        let outcomes = vec![
-            (Outcome::Banner, Some(5000), None),
-            (Outcome::Banner, Some(7000), None),
-            (Outcome::ServerRefusal, None, Some("Exceeded MaxStartups".to_string())),
-            (Outcome::ClosedBeforeBanner, None, None),
-            (Outcome::BannerTimeout, None, None),
+        let records = vec![
+            record(b"SSH-2.0-x\r\n", End::WeClosed, Some(5000)),
+            record(b"SSH-2.0-x\r\n", End::WeClosed, Some(7000)),
+            record(b"Exceeded MaxStartups\r\n", End::Fin, None),
+            record(b"", End::Fin, None),
+            record(b"", End::Timeout, None),
         ];
-        let l = summarise(4, &outcomes);
+        let l = summarise(4, &records);
         assert_eq!((l.held, l.probes, l.refused, l.banners, l.timeouts, l.other), (4, 5, 2, 2, 1, 0));
         assert_eq!(l.latency_us, Some([5000, 7000, 7000]));
         assert_eq!(l.messages["Exceeded MaxStartups"], 1);

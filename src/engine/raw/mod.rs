@@ -43,8 +43,9 @@ use self::firewall::{Firewall, RunLock, SetupError};
 use self::socket::{RawSockets, Received};
 use self::tcp::{Flow, FlowParams, Inbound, Outbound};
 use self::wire::{IcmpErrorRepr, Ipv4Packet, SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
-use super::{Engine, ProbeConfig, ProbeRequest};
-use crate::evidence::{Connect, Observation};
+use super::exchange::Purpose;
+use super::{Engine, EngineConfig, Held, HoldEnd, ProbeRequest};
+use crate::evidence::{Connect, End, Observation};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
@@ -108,19 +109,19 @@ impl Default for RawOptions {
 /// Raw-socket engine. Cheap to clone; all engines of a process share one [`Driver`].
 #[derive(Debug, Clone)]
 pub struct RawEngine {
-    config: ProbeConfig,
+    config: EngineConfig,
     driver: Arc<Driver>,
 }
 
 impl RawEngine {
-    /// An engine whose probes behave as `config` says, starting the process's driver (sockets,
-    /// engine thread, firewall rule) unless one is running.
-    pub fn new(config: ProbeConfig, options: RawOptions) -> Result<RawEngine, RawError> {
+    /// An engine whose connections read and close as `config` says, starting the process's driver
+    /// (sockets, engine thread, firewall rule) unless one is running.
+    pub fn new(config: EngineConfig, options: RawOptions) -> Result<RawEngine, RawError> {
         Ok(RawEngine { config, driver: Driver::shared(options)? })
     }
 
-    /// The configuration every probe uses.
-    pub fn config(&self) -> &ProbeConfig {
+    /// The configuration every connection uses.
+    pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
@@ -166,10 +167,14 @@ struct Start {
     /// Unique in this process: how a cancellation names the probe.
     id: u64,
     source: IpAddr,
-    remote: SocketAddr,
-    config: ProbeConfig,
-    /// Where its observation goes; dropped by the caller when the probe is cancelled.
+    request: ProbeRequest,
+    engine: EngineConfig,
+    purpose: Purpose,
+    /// Where its observation goes (a hold's: once its banner is in); dropped by the caller when
+    /// the probe is cancelled.
     done: oneshot::Sender<Observation>,
+    /// A hold's: where the end of the held connection goes.
+    ended: Option<oneshot::Sender<HoldEnd>>,
 }
 
 /// The process-wide part of the raw engine: sockets, engine thread, host setup.
@@ -347,46 +352,110 @@ impl Drop for Driver {
     }
 }
 
-impl Engine for RawEngine {
-    async fn probe(&self, request: ProbeRequest) -> Observation {
-        let cfg = &self.config;
+impl RawEngine {
+    /// Hands a probe or a hold to the engine thread and waits for its observation (a hold's: once
+    /// its banner is in). The id names the flow for a cancellation.
+    async fn start(
+        &self,
+        request: ProbeRequest,
+        purpose: Purpose,
+        ended: Option<oneshot::Sender<HoldEnd>>,
+    ) -> (Observation, Option<u64>) {
         let remote = request.remote;
+        let order = request.order;
         let started = Instant::now();
         let local_error = |detail: String| {
             Observation::failed_connect(
                 remote,
                 None,
-                cfg.order,
+                order,
                 Connect::LocalError { detail },
                 started.elapsed().as_micros() as u64,
             )
         };
         if remote.is_ipv6() && !self.driver.sockets.has_ipv6() {
-            return local_error("no IPv6 raw sockets on this host".into());
+            return (local_error("no IPv6 raw sockets on this host".into()), None);
         }
         let source = match request.source {
             // With IP_HDRINCL the kernel would send from any address: check that it is ours, as
             // the connect engine's bind does.
             Some(ip) => match self.driver.check_source(ip) {
                 Ok(()) => ip,
-                Err(e) => return local_error(e.to_string()),
+                Err(e) => return (local_error(e.to_string()), None),
             },
             None => match self.driver.source_for(remote.ip()) {
                 Ok(ip) => ip,
-                Err(e) => return local_error(format!("no route to {}: {e}", remote.ip())),
+                Err(e) => return (local_error(format!("no route to {}: {e}", remote.ip())), None),
             },
         };
         let (done, observation) = oneshot::channel();
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
-        let start = Start { id, source, remote, config: cfg.clone(), done };
+        let start = Start { id, source, request, engine: self.config, purpose, done, ended };
         if !self.driver.submit(Command::Start(start)) {
-            return local_error("the raw engine has stopped".into());
+            return (local_error("the raw engine has stopped".into()), None);
         }
         // Dropping this future (a cancelled probe) cancels the flow: a held connection is released.
         let mut cancel = CancelOnDrop { driver: &self.driver, id: Some(id) };
         let result = observation.await;
         cancel.id = None;
-        result.unwrap_or_else(|_| local_error("the raw engine has stopped".into()))
+        match result {
+            Ok(observation) => (observation, Some(id)),
+            Err(_) => (local_error("the raw engine has stopped".into()), None),
+        }
+    }
+}
+
+impl Engine for RawEngine {
+    type Held = HeldFlow;
+
+    async fn probe(&self, request: ProbeRequest) -> Observation {
+        self.start(request, Purpose::Probe, None).await.0
+    }
+
+    async fn hold(&self, request: ProbeRequest) -> Result<HeldFlow, Observation> {
+        let (ended_tx, ended) = oneshot::channel();
+        let (observation, id) = self.start(request, Purpose::Hold, Some(ended_tx)).await;
+        // A hold that got its banner has no end yet; anything else ended before one came.
+        match id {
+            Some(id) if observation.end.is_none() && observation.connect == Connect::Established => {
+                Ok(HeldFlow { observation, ended, driver: self.driver.clone(), id })
+            }
+            _ => Err(observation),
+        }
+    }
+}
+
+/// A connection the raw engine holds: a flow on the engine thread. Dropping it resets the
+/// connection.
+#[derive(Debug)]
+pub struct HeldFlow {
+    observation: Observation,
+    ended: oneshot::Receiver<HoldEnd>,
+    driver: Arc<Driver>,
+    id: u64,
+}
+
+impl Held for HeldFlow {
+    fn observation(&self) -> &Observation {
+        &self.observation
+    }
+
+    async fn ended(&mut self) -> HoldEnd {
+        let after = |obs: &Observation| {
+            let t = obs.timings;
+            Duration::from_micros(t.closed.unwrap_or(0).saturating_sub(t.connected.unwrap_or(0)))
+        };
+        match (&mut self.ended).await {
+            Ok(end) => end,
+            // The engine thread is gone: it stopped, and released the flow.
+            Err(_) => HoldEnd { end: End::WeClosed, after: after(&self.observation) },
+        }
+    }
+}
+
+impl Drop for HeldFlow {
+    fn drop(&mut self) {
+        let _ = self.driver.submit(Command::Cancel(self.id));
     }
 }
 
@@ -417,7 +486,10 @@ struct Probe {
     max_ack: u32,
     /// The earliest of its deadlines queued in the timer heap.
     queued: Option<Instant>,
-    done: oneshot::Sender<Observation>,
+    /// Where its observation goes; taken when sent (a hold's, once its banner is in).
+    done: Option<oneshot::Sender<Observation>>,
+    /// A hold's: where the end of the held connection goes.
+    ended: Option<oneshot::Sender<HoldEnd>>,
 }
 
 /// zmap-style: a reset's acknowledgement must cover our SYN (`iss`) and at most what we can have
@@ -429,6 +501,26 @@ fn acknowledges_ours(iss: SeqNumber, max_ack: u32, ack: SeqNumber) -> bool {
 impl Probe {
     fn ack_ok(&self, ack: SeqNumber) -> bool {
         acknowledges_ours(self.iss, self.max_ack, ack)
+    }
+
+    /// Whether nobody waits for this flow any more: its probe's future, or its hold, was dropped.
+    fn abandoned(&self) -> bool {
+        match (&self.done, &self.ended) {
+            (Some(done), _) => done.is_closed(),
+            (None, Some(ended)) => ended.is_closed(),
+            (None, None) => false,
+        }
+    }
+
+    /// Hands over what the flow saw: its observation, and a hold's end.
+    fn finish(mut self) {
+        let (end, after_us) = self.flow.hold_end();
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(HoldEnd { end, after: Duration::from_micros(after_us) });
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.flow.into_observation());
+        }
     }
 
     fn now_us(&self, at: Instant) -> u64 {
@@ -504,7 +596,7 @@ impl EngineThread {
         self.ids.clear();
         for (_, mut probe) in self.probes.drain() {
             probe.abort(&self.sockets);
-            let _ = probe.done.send(probe.flow.into_observation());
+            probe.finish();
         }
     }
 
@@ -528,7 +620,8 @@ impl EngineThread {
 
     /// Registers a probe on a free source port and sends its SYN.
     fn begin(&mut self, start: Start) {
-        let Start { id, source, remote, config, done } = start;
+        let Start { id, source, request, engine, purpose, done, ended } = start;
+        let remote = request.remote;
         let span = u32::from(self.ports.end() - self.ports.start()) + 1;
         let mut key = None;
         for _ in 0..span {
@@ -549,7 +642,7 @@ impl EngineThread {
             let _ = done.send(Observation::failed_connect(
                 remote,
                 None,
-                config.order,
+                request.order,
                 Connect::LocalError { detail },
                 0,
             ));
@@ -557,13 +650,15 @@ impl EngineThread {
         };
         let iss = self.iss(&key);
         let local = SocketAddr::new(source, key.1);
-        let max_ack = Flow::max_ack_offset(&config);
+        let max_ack = Flow::max_ack_offset(&request.ident);
         let mss = if remote.is_ipv4() { 1460 } else { 1440 };
-        let mut flow = Flow::new(FlowParams { local, remote, iss, mss, ttl: socket::TTL, config });
+        let params = FlowParams { local, remote, iss, mss, ttl: socket::TTL, request, engine, purpose };
+        let mut flow = Flow::new(params);
         let first = flow.start();
         let start = Instant::now();
         send_all(&self.sockets, &mut flow, local, remote, first, start);
-        let probe = Probe { id, flow, local, remote, start, iss, max_ack, queued: None, done };
+        let probe =
+            Probe { id, flow, local, remote, start, iss, max_ack, queued: None, done: Some(done), ended };
         self.probes.insert(key, probe);
         self.ids.insert(id, key);
         self.settle(key);
@@ -583,15 +678,21 @@ impl EngineThread {
     /// nobody waits for it any more: cancelled, reset), else queues its next deadline.
     fn settle(&mut self, key: FlowKey) {
         let Some(probe) = self.probes.get_mut(&key) else { return };
-        if probe.done.is_closed() {
+        if probe.abandoned() {
             probe.abort(&self.sockets);
         }
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
                 self.ids.remove(&probe.id);
-                let _ = probe.done.send(probe.flow.into_observation());
+                probe.finish();
             }
             return;
+        }
+        if probe.flow.is_holding() {
+            // The banner is in: the hold's observation goes now, the flow stays.
+            if let Some(done) = probe.done.take() {
+                let _ = done.send(probe.flow.held_observation());
+            }
         }
         let Some(at) = probe.flow.poll_at() else { return };
         let deadline = probe.start + Duration::from_micros(at);
@@ -617,7 +718,7 @@ impl EngineThread {
                 let out = probe.flow.on_timer(now_us);
                 send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
             }
-            if probe.queued.is_none() || probe.done.is_closed() {
+            if probe.queued.is_none() || probe.abandoned() {
                 self.settle(key);
             }
         }

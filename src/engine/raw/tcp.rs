@@ -8,8 +8,10 @@
 //!   timeout; an RST answering it is `refused`, an ICMP error `unreachable`, silence `connect_timeout`;
 //! - the server's bytes are reassembled in order (duplicates trimmed, out-of-order segments kept
 //!   within the window) and every data segment is acknowledged at once;
-//! - our ident goes out right after the handshake (send first) or once the server's line is complete
-//!   (wait for banner), through the same [`BannerReader`] and deadlines as the connect engine;
+//! - the exchange itself (when our ident goes out, when reading stops, how it ended) is the same
+//!   I/O-free [`Exchange`] machine the connect engine drives: this flow only carries its bytes;
+//! - a hold ([`Purpose::Hold`]) keeps the connection open after the banner, acknowledging and
+//!   discarding whatever else the server sends, until the server closes it or the probe is dropped;
 //! - we close with FIN (then wait, briefly, for the close to complete: a server that sends more after
 //!   our close gets an RST, as a closed kernel socket would send) or with RST, as configured;
 //! - acceptable RSTs (sequence in window) and FINs end the exchange.
@@ -18,8 +20,9 @@
 //! retransmission beyond a few tries of our ident and FIN.
 
 use super::wire::{IcmpErrorKind, SeqNumber, TcpFlags, TcpOption};
-use crate::engine::{BannerReader, ProbeConfig, Progress};
-use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketRecord, ProbeOrder, Timings};
+use crate::engine::exchange::{Exchange, Purpose, Step};
+use crate::engine::{EngineConfig, ProbeRequest};
+use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketRecord, Timings};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,8 +53,12 @@ pub struct FlowParams {
     pub mss: u16,
     /// The TTL (hop limit) our packets leave with, for the trace.
     pub ttl: u8,
-    /// How the probe behaves.
-    pub config: ProbeConfig,
+    /// The probe: order, ident, deadlines.
+    pub request: ProbeRequest,
+    /// What every probe of the run shares: byte cap, close.
+    pub engine: EngineConfig,
+    /// A probe, or a hold.
+    pub purpose: Purpose,
 }
 
 /// A segment that arrived for this flow, already matched to it.
@@ -160,23 +167,22 @@ pub struct Flow {
     /// Where their FIN sits, when it came early.
     peer_fin: Option<SeqNumber>,
     peer_fin_received: bool,
-    banner: BannerReader,
+    /// The identification exchange, once established.
+    exchange: Option<Exchange>,
     // Timers, µs from the first SYN.
     syn_rto: u64,
     next_syn: u64,
     /// Whether a stale ACK was already answered with a reset and an immediate SYN.
     stale_reset_sent: bool,
     connect_deadline: u64,
-    banner_deadline: u64,
     rtt: u64,
     rto_at: Option<u64>,
     retransmits: u32,
     linger_until: u64,
     // Evidence.
     connect: Option<Connect>,
-    end: Option<End>,
-    timings: Timings,
-    sent_ident: bool,
+    /// When a failed connect ended (an established flow's times are the exchange's).
+    failed_at: Option<u64>,
     trace: Vec<PacketRecord>,
 }
 
@@ -185,8 +191,8 @@ impl Flow {
     pub fn new(params: FlowParams) -> Flow {
         let iss = params.iss;
         Flow {
-            banner: BannerReader::new(params.config.byte_cap),
-            connect_deadline: params.config.connect_timeout.as_micros() as u64,
+            exchange: None,
+            connect_deadline: params.request.connect_timeout.as_micros() as u64,
             state: State::SynSent,
             snd_una: iss,
             snd_nxt: iss,
@@ -201,15 +207,12 @@ impl Flow {
             syn_rto: SYN_RTO_US,
             next_syn: 0,
             stale_reset_sent: false,
-            banner_deadline: u64::MAX,
             rtt: 0,
             rto_at: None,
             retransmits: 0,
             linger_until: u64::MAX,
             connect: None,
-            end: None,
-            timings: Timings::default(),
-            sent_ident: false,
+            failed_at: None,
             trace: Vec::new(),
             params,
         }
@@ -225,10 +228,15 @@ impl Flow {
         self.state == State::Done
     }
 
-    /// The highest acknowledgement number a segment answering this flow can carry: our SYN, our
-    /// ident and our FIN. For stateless validation of replies.
-    pub fn max_ack_offset(config: &ProbeConfig) -> u32 {
-        1 + config.ident.len() as u32 + 1
+    /// Whether the banner is in and the connection is being held open.
+    pub fn is_holding(&self) -> bool {
+        self.state == State::Established && self.exchange.as_ref().is_some_and(Exchange::is_holding)
+    }
+
+    /// The highest acknowledgement number a segment answering a flow that sends `ident` can carry:
+    /// our SYN, our ident and our FIN. For stateless validation of replies.
+    pub fn max_ack_offset(ident: &[u8]) -> u32 {
+        1 + ident.len() as u32 + 1
     }
 
     /// Sends the first SYN.
@@ -251,7 +259,12 @@ impl Flow {
 
     /// Our receive window: what the byte cap still allows.
     fn window(&self) -> u16 {
-        self.banner.room().min(usize::from(u16::MAX)) as u16
+        let room = match &self.exchange {
+            Some(x) if x.is_holding() => usize::from(u16::MAX),
+            Some(x) => x.room(),
+            None => self.params.engine.byte_cap,
+        };
+        room.min(usize::from(u16::MAX)) as u16
     }
 
     fn segment(&self, flags: u8, seq: SeqNumber, payload: Bytes) -> Outbound {
@@ -274,7 +287,9 @@ impl Flow {
         match self.state {
             State::SynSent => Some(self.next_syn.min(self.connect_deadline)),
             State::Established => {
-                Some(self.rto_at.map_or(self.banner_deadline, |r| r.min(self.banner_deadline)))
+                let deadline = self.exchange.as_ref().map_or(u64::MAX, Exchange::deadline_us);
+                let next = self.rto_at.map_or(deadline, |r| r.min(deadline));
+                (next != u64::MAX).then_some(next)
             }
             State::Closing => Some(self.rto_at.map_or(self.linger_until, |r| r.min(self.linger_until))),
             State::Done => None,
@@ -295,12 +310,13 @@ impl Flow {
                     self.next_syn = now + self.syn_rto;
                 }
             }
-            State::Established if now >= self.banner_deadline => {
-                self.finish_exchange(now, End::Timeout, &mut out)
+            State::Established => {
+                if let Some(step) = self.exchange.as_mut().map(|x| x.on_deadline(now)) {
+                    self.follow(now, step, &mut out);
+                }
             }
             State::Closing if now >= self.linger_until => self.state = State::Done,
-            State::Done => {}
-            _ => {}
+            State::Closing | State::Done => {}
         }
         if matches!(self.state, State::Established | State::Closing) && self.rto_at.is_some_and(|t| now >= t)
         {
@@ -314,7 +330,7 @@ impl Flow {
     pub fn fail_connect(&mut self, now: u64, connect: Connect) {
         if self.state == State::SynSent {
             self.connect = Some(connect);
-            self.timings.closed = Some(now);
+            self.failed_at = Some(now);
             self.state = State::Done;
         }
     }
@@ -349,7 +365,9 @@ impl Flow {
     /// Records a segment as sent (call after it went out).
     pub fn sent(&mut self, now: u64, seg: &Outbound) {
         if !seg.payload.is_empty() && seg.seq + seg.payload.len() == self.ident_end() {
-            self.sent_ident = true;
+            if let Some(x) = self.exchange.as_mut() {
+                x.on_ident_sent();
+            }
         }
         let ack = match self.irs {
             Some(irs) if seg.flags.has(TcpFlags::ACK) => seg.ack.diff(irs) as u32,
@@ -424,8 +442,8 @@ impl Flow {
             let window = u32::from(self.window()).max(1) as usize;
             let exact = seg.seq == self.rcv_nxt || (self.peer_fin_received && seg.seq + 1 == self.rcv_nxt);
             if exact {
-                if self.state == State::Established {
-                    self.end_with(now, End::Rst);
+                if let (State::Established, Some(x)) = (self.state, self.exchange.as_mut()) {
+                    x.on_reset(now);
                 }
                 self.state = State::Done;
             } else if seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + window) {
@@ -478,25 +496,13 @@ impl Flow {
                 if fresh.is_some() || fin_now || !seg.payload.is_empty() || flags.has(TcpFlags::FIN) {
                     out.push(self.ack());
                 }
-                if let Some(progress) = fresh {
-                    self.timings.first_byte.get_or_insert(now);
-                    match progress {
-                        Progress::Ident => {
-                            self.timings.ident = Some(now);
-                            if self.params.config.order == ProbeOrder::WaitForBanner {
-                                self.queue_ident(now, &mut out);
-                            }
-                            self.finish_exchange(now, End::WeClosed, &mut out);
-                        }
-                        Progress::NotSsh => self.finish_exchange(now, End::WeClosed, &mut out),
-                        Progress::NeedMore if self.banner.is_full() => {
-                            self.finish_exchange(now, End::ByteCap, &mut out)
-                        }
-                        Progress::NeedMore => {}
-                    }
+                if let Some(step) = fresh {
+                    self.follow(now, step, &mut out);
                 }
                 if self.state == State::Established && self.peer_fin_received {
-                    self.finish_exchange(now, End::Fin, &mut out);
+                    if let Some(step) = self.exchange.as_mut().map(|x| x.on_eof(now)) {
+                        self.follow(now, step, &mut out);
+                    }
                 }
                 coalesce(&mut out);
             }
@@ -554,14 +560,19 @@ impl Flow {
             }
         }
         self.connect = Some(Connect::Established);
-        self.timings.connected = Some(now);
         self.rtt = now.saturating_sub(self.last_syn_time());
-        self.banner_deadline = now + self.params.config.banner_timeout.as_micros() as u64;
+        let mut exchange = Exchange::new(
+            self.params.request.order,
+            self.params.purpose,
+            self.params.engine.byte_cap,
+            now,
+            self.params.request.banner_timeout.as_micros() as u64,
+        );
+        let step = exchange.start();
+        self.exchange = Some(exchange);
         self.state = State::Established;
         let mut out = vec![self.ack()];
-        if self.params.config.order == ProbeOrder::SendFirst {
-            self.queue_ident(now, &mut out);
-        }
+        self.follow(now, step, &mut out);
         out
     }
 
@@ -601,8 +612,8 @@ impl Flow {
     }
 
     /// Takes the payload's new in-order bytes (and any out-of-order bytes they join up with) into
-    /// the banner reader; returns its verdict when any byte was taken.
-    fn take_payload(&mut self, seg: &Inbound) -> Option<Progress> {
+    /// the exchange; returns its step when any byte was taken.
+    fn take_payload(&mut self, seg: &Inbound) -> Option<Step> {
         if seg.payload.is_empty() {
             return None;
         }
@@ -621,16 +632,17 @@ impl Flow {
             self.out_of_order.insert(seg.seq.0, keep);
             return None;
         }
-        let mut progress = self.deliver(seg.payload.slice((-offset) as usize..));
+        let now = seg.t_us;
+        let mut progress = self.deliver(now, seg.payload.slice((-offset) as usize..));
         // Join up what was waiting.
-        while progress == Some(Progress::NeedMore) || progress.is_none() {
+        while progress == Some(Step::Read) || progress == Some(Step::Hold) || progress.is_none() {
             let next = self.out_of_order.iter().find_map(|(&seq, bytes)| {
                 let off = SeqNumber(seq).diff(self.rcv_nxt);
                 (off <= 0 && off.saturating_add(bytes.len() as i32) > 0).then_some((seq, off))
             });
             let Some((seq, off)) = next else { break };
             let Some(bytes) = self.out_of_order.remove(&seq) else { break };
-            match self.deliver(bytes.slice((-off) as usize..)) {
+            match self.deliver(now, bytes.slice((-off) as usize..)) {
                 None => break,
                 p => progress = p,
             }
@@ -640,14 +652,31 @@ impl Flow {
         progress
     }
 
-    /// Hands in-order bytes to the banner reader, as far as the cap allows.
-    fn deliver(&mut self, bytes: Bytes) -> Option<Progress> {
-        let taken = bytes.len().min(self.banner.room());
+    /// Hands in-order bytes to the exchange, as far as its cap allows (a held connection takes, and
+    /// discards, everything: what it does not take is not acknowledged).
+    fn deliver(&mut self, now: u64, bytes: Bytes) -> Option<Step> {
+        let exchange = self.exchange.as_mut()?;
+        let taken = if exchange.is_holding() { bytes.len() } else { bytes.len().min(exchange.room()) };
         if taken == 0 {
             return None;
         }
         self.rcv_nxt = self.rcv_nxt + taken;
-        Some(self.banner.push(&bytes[..taken]))
+        Some(exchange.on_bytes(now, &bytes[..taken]))
+    }
+
+    /// Does what the exchange's step asks: send our ident, close, or nothing (read on, hold).
+    fn follow(&mut self, now: u64, step: Step, out: &mut Vec<Outbound>) {
+        match step {
+            Step::Read | Step::Hold => {}
+            Step::SendIdent => self.queue_ident(now, out),
+            Step::Finish { send_ident } => {
+                if send_ident {
+                    self.queue_ident(now, out);
+                }
+                self.close(now, out);
+            }
+            Step::Gone => self.state = State::Done,
+        }
     }
 
     /// Queues our ident and sends it in segments of at most the server's MSS.
@@ -657,7 +686,7 @@ impl Flow {
         }
         self.ident_queued = true;
         let start = self.snd_nxt;
-        let ident = self.params.config.ident.clone();
+        let ident = self.params.request.ident.clone();
         out.extend(self.data_segments(start, &ident));
         self.snd_nxt = start + ident.len();
         self.rto_at = Some(now + self.rto());
@@ -673,7 +702,7 @@ impl Flow {
 
     /// Sequence number just after our ident.
     fn ident_end(&self) -> SeqNumber {
-        self.params.iss + 1 + self.params.config.ident.len()
+        self.params.iss + 1 + self.params.request.ident.len()
     }
 
     fn rto(&self) -> u64 {
@@ -687,7 +716,7 @@ impl Flow {
         }
         self.retransmits += 1;
         if self.ident_queued && self.snd_una.diff(self.ident_end()) < 0 {
-            let ident = self.params.config.ident.clone();
+            let ident = self.params.request.ident.clone();
             let done = self.snd_una.diff(self.params.iss + 1).max(0) as usize;
             out.extend(self.data_segments(self.snd_una, &ident.slice(done.min(ident.len())..)));
         }
@@ -703,17 +732,9 @@ impl Flow {
         self.segment(TcpFlags::RST, self.snd_nxt, Bytes::new())
     }
 
-    fn end_with(&mut self, now: u64, end: End) {
-        if self.end.is_none() {
-            self.end = Some(end);
-            self.timings.closed = Some(now);
-        }
-    }
-
-    /// The exchange is over: record how, and close as configured.
-    fn finish_exchange(&mut self, now: u64, end: End, out: &mut Vec<Outbound>) {
-        self.end_with(now, end);
-        match self.params.config.close {
+    /// The exchange is over: close as configured.
+    fn close(&mut self, now: u64, out: &mut Vec<Outbound>) {
+        match self.params.engine.close {
             CloseMode::Rst => {
                 out.push(self.reset());
                 self.state = State::Done;
@@ -733,11 +754,17 @@ impl Flow {
     /// What the probe observed. Call once [`is_done`](Self::is_done) (or to give up early: a flow
     /// still connecting then reads as timed out, an established one as ended by our deadline).
     pub fn into_observation(self) -> Observation {
-        let connect = self.connect.unwrap_or(Connect::TimedOut);
-        let established = connect == Connect::Established;
-        let mut timings = self.timings;
+        let connect = self.connect.clone().unwrap_or(Connect::TimedOut);
+        let last_packet = self.trace.last().map(|p| p.t_us);
+        let (end, mut timings, received, sent_ident) = match self.exchange {
+            Some(x) => {
+                let (end, timings, received, sent_ident) = x.into_parts();
+                (Some(end), timings, received, sent_ident)
+            }
+            None => (None, Timings { closed: self.failed_at, ..Timings::default() }, Bytes::new(), false),
+        };
         if timings.closed.is_none() {
-            timings.closed = self.trace.last().map(|p| p.t_us);
+            timings.closed = last_packet;
         }
         // Wire order: a segment that arrived while we were answering the previous one is recorded
         // after our answer but carries its own (earlier) arrival time.
@@ -746,13 +773,46 @@ impl Flow {
         Observation {
             remote: self.params.remote,
             local: Some(self.params.local),
-            order: self.params.config.order,
+            order: self.params.request.order,
             connect,
-            end: if established { Some(self.end.unwrap_or(End::Timeout)) } else { None },
+            end,
             timings,
-            received: self.banner.into_bytes(),
-            sent_ident: self.sent_ident,
+            received,
+            sent_ident,
             packets: trace,
+        }
+    }
+
+    /// What a held flow saw up to its banner (the flow goes on): no end yet.
+    pub fn held_observation(&self) -> Observation {
+        let (timings, received, sent_ident) = match &self.exchange {
+            Some(x) => (x.timings(), Bytes::copy_from_slice(x.received()), x.sent_ident()),
+            None => (Timings::default(), Bytes::new(), false),
+        };
+        let mut trace = self.trace.clone();
+        trace.sort_by_key(|p| p.t_us);
+        Observation {
+            remote: self.params.remote,
+            local: Some(self.params.local),
+            order: self.params.request.order,
+            connect: Connect::Established,
+            end: None,
+            timings,
+            received,
+            sent_ident,
+            packets: trace,
+        }
+    }
+
+    /// How and when (µs after the handshake) a held connection ended, once the flow is done.
+    pub fn hold_end(&self) -> (End, u64) {
+        match &self.exchange {
+            Some(x) => {
+                let t = x.timings();
+                let after = t.closed.unwrap_or(0).saturating_sub(t.connected.unwrap_or(0));
+                (x.end().unwrap_or(End::WeClosed), after)
+            }
+            None => (End::WeClosed, 0),
         }
     }
 }
@@ -761,6 +821,7 @@ impl Flow {
 mod tests {
     use super::*;
     use crate::engine::ident_line;
+    use crate::evidence::ProbeOrder;
     use std::time::Duration;
 
     const ISS: u32 = 1000;
@@ -774,14 +835,12 @@ mod tests {
             iss: SeqNumber(ISS),
             mss: 1460,
             ttl: 64,
-            config: ProbeConfig {
-                order,
-                ident: ident_line(IDENT),
-                connect_timeout: Duration::from_secs(5),
-                banner_timeout: Duration::from_secs(10),
-                byte_cap: 64,
-                close,
-            },
+            request: ProbeRequest::new("127.0.0.1:22".parse().unwrap())
+                .order(order)
+                .ident(ident_line(IDENT))
+                .timeouts(Duration::from_secs(5), Duration::from_secs(10)),
+            engine: EngineConfig { byte_cap: 64, close },
+            purpose: Purpose::Probe,
         }
     }
 

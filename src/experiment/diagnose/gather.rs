@@ -5,11 +5,10 @@ use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts};
 use super::Finding;
-use crate::engine::connect::ConnectEngine;
-use crate::engine::{Engine, ProbeConfig, ProbeRequest};
+use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::ProbeOrder;
 use crate::experiment::budget::{Budget, BudgetUse};
-use crate::experiment::holder::Holder;
+use crate::experiment::holder::{Holder, SETTLE_AFTER_RELEASE};
 use crate::experiment::sources::{LoopbackAliases, Sources};
 use crate::outcome::{classify, Outcome};
 use crate::record::ProbeRecord;
@@ -69,10 +68,11 @@ impl Default for DiagnoseOptions {
 /// diagnose's automatic second sources on IPv4 loopback: 127.77.0.1 to 127.77.0.40.
 const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
 
-/// Runs the experiments against `remote` and decides, taking connections from `budget`: one
-/// budget per server host, shared by every target naming it (a penalty counts per server and
-/// source address, whatever the port or name).
-pub async fn diagnose(
+/// Runs the experiments against `remote` through `engine` and decides, taking connections from
+/// `budget`: one budget per server host, shared by every target naming it (a penalty counts per
+/// server and source address, whatever the port or name).
+pub async fn diagnose<E: Engine>(
+    engine: &E,
     target: &str,
     remote: SocketAddr,
     options: &DiagnoseOptions,
@@ -81,7 +81,7 @@ pub async fn diagnose(
     let started = std::time::Instant::now();
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
-    let lab = Bench::new(remote, options, budget);
+    let lab = Bench::new(engine, remote, options, budget);
     let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
     let primary = sources.probing();
 
@@ -161,11 +161,15 @@ pub async fn diagnose(
 /// Polls `source` every 2 s until it gets a banner again, for at most `wait`: how long a penalty
 /// lasted. Refused attempts do not extend a block (FACTS §5), so the budget does not stop them, but
 /// every poll is counted in what was spent.
-async fn wait_for_lift(bench: &Bench<'_>, source: Option<IpAddr>, wait: Duration) -> Option<Duration> {
+async fn wait_for_lift<E: Engine>(
+    bench: &Bench<'_, E>,
+    source: Option<IpAddr>,
+    wait: Duration,
+) -> Option<Duration> {
     let started = std::time::Instant::now();
     while started.elapsed() < wait {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let obs = bench.wait.probe(ProbeRequest { remote: bench.remote, source }).await;
+        let obs = bench.engine.probe(bench.request.clone().source(source)).await;
         bench.budget.charge(source);
         if classify(&obs).outcome == Outcome::Banner {
             return Some(started.elapsed());
@@ -185,8 +189,8 @@ const PROBES_PER_STEP: u32 = 2;
 
 /// 4 and 5: hold more and more connections, probe at each step; on refusals, check another source
 /// and, after releasing, whether they persist.
-async fn load_experiment(
-    lab: &Bench<'_>,
+async fn load_experiment<E: Engine>(
+    lab: &Bench<'_, E>,
     primary: Option<IpAddr>,
     others: &[Option<IpAddr>],
     options: &DiagnoseOptions,
@@ -196,11 +200,11 @@ async fn load_experiment(
     // cannot be mistaken for a global one, and penalties are spread.
     let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
         if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
-    let mut holder = Holder::new(lab.remote);
+    let mut holder = Holder::new(lab.engine, lab.request.clone());
     let mut refused_at = None;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
         let refused_before = holder.refused();
-        let held = holder.fill_to(step, &holder_sources, lab.budget, options.banner_timeout, step * 3).await;
+        let held = holder.fill_to(step, &holder_sources, lab.budget, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, PROBES_PER_STEP, held, facts).await;
@@ -240,7 +244,7 @@ async fn load_experiment(
     holder.release().await;
     if refused_at.is_some() {
         // MaxStartups counts clear about 0.5 s after held connections close (FACTS §3); a penalty stays.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, 2, 0, facts).await;
         facts.experiments.push(Experiment {
             kind: ExperimentKind::Persistence,
@@ -252,29 +256,19 @@ async fn load_experiment(
     }
 }
 
-/// Makes probes for experiments, within the budget.
-struct Bench<'a> {
-    remote: SocketAddr,
-    wait: ConnectEngine,
-    send_first: ConnectEngine,
+/// Makes probes for experiments through one engine, within the budget.
+struct Bench<'a, E: Engine> {
+    engine: &'a E,
+    /// Every probe's request: the remote and timeouts; source and order are each probe's own.
+    request: ProbeRequest,
     budget: &'a Budget,
     spacing: Duration,
 }
 
-impl<'a> Bench<'a> {
-    fn new(remote: SocketAddr, options: &DiagnoseOptions, budget: &'a Budget) -> Bench<'a> {
-        let config = ProbeConfig {
-            connect_timeout: options.connect_timeout,
-            banner_timeout: options.banner_timeout,
-            ..ProbeConfig::default()
-        };
-        Bench {
-            remote,
-            wait: ConnectEngine::new(config.clone()),
-            send_first: ConnectEngine::new(ProbeConfig { order: ProbeOrder::SendFirst, ..config }),
-            budget,
-            spacing: options.spacing,
-        }
+impl<'a, E: Engine> Bench<'a, E> {
+    fn new(engine: &'a E, remote: SocketAddr, options: &DiagnoseOptions, budget: &'a Budget) -> Bench<'a, E> {
+        let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
+        Bench { engine, request, budget, spacing: options.spacing }
     }
 
     /// One probe, if the budget allows.
@@ -282,8 +276,7 @@ impl<'a> Bench<'a> {
         if !self.budget.try_take(source) {
             return None;
         }
-        let engine = if order == ProbeOrder::SendFirst { &self.send_first } else { &self.wait };
-        let observation = engine.probe(ProbeRequest { remote: self.remote, source }).await;
+        let observation = self.engine.probe(self.request.clone().source(source).order(order)).await;
         Some(ExperimentProbe { record: ProbeRecord::new(observation), source, held })
     }
 
