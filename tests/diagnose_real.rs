@@ -28,6 +28,11 @@ fn remedy(d: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The piece of evidence of `kind` (typed: its numbers beside its text), if the diagnosis cites one.
+fn evidence<'a>(d: &'a Value, kind: &str) -> Option<&'a Value> {
+    d["evidence"].as_array()?.iter().find(|e| e["kind"] == kind)
+}
+
 /// Every connection diagnose made stayed within its budget.
 fn within_budget(d: &Value) {
     let per = d["budget"]["per_source"].as_u64().unwrap();
@@ -45,6 +50,11 @@ fn hosts_deny_is_access_denied() {
     let d = diagnose(&sshd.addr.to_string(), &[]);
     assert_eq!(verdict(&d), "access_denied", "{d:#}");
     assert_eq!(d["confidence"], "high");
+    // Debian's libwrap child sleeps 5 s before it closes (FACTS §3).
+    let close = evidence(&d, "zero_byte_close").unwrap_or_else(|| panic!("no zero_byte_close: {d:#}"));
+    let median = close["median_us"].as_u64().unwrap();
+    assert!((4_500_000..=6_500_000).contains(&median), "{d:#}");
+    assert!(evidence(&d, "wrappers_delay").is_some(), "{d:#}");
     assert!(remedy(&d).contains("hosts.allow"), "{d:#}");
     within_budget(&d);
 }
@@ -59,6 +69,9 @@ fn maxstartups_at_capacity_held_by_another_address() {
     let _held: Vec<_> = (0..2).map(|_| hold(sshd.addr, Some(other))).collect();
     let d = diagnose(&sshd.addr.to_string(), &[]);
     assert_eq!(verdict(&d), "maxstartups", "{d:#}");
+    let said = evidence(&d, "refusal_message").unwrap_or_else(|| panic!("no refusal_message: {d:#}"));
+    assert_eq!(said["refusal"], "exceeded_max_startups", "{d:#}");
+    assert!(evidence(&d, "refused_everywhere").is_some(), "{d:#}");
     assert!(remedy(&d).contains("MaxStartups"), "{d:#}");
     within_budget(&d);
 }
