@@ -1,4 +1,4 @@
-//! What a verdict rests on, typed: [`Evidence`] (one kind per fact [`super::decide`] cites, with its
+//! What a verdict rests on, typed: [`Evidence`] (one kind per fact [`super::decide()`] cites, with its
 //! numbers) and [`Note`] (what limited the experiments).
 //!
 //! No English here: `report::diagnose` writes each for people and puts its fields in the JSON, so a

@@ -1,5 +1,5 @@
 //! The facts diagnose gathers: experiments of probes, each probe one [`ProbeRecord`] with the
-//! experiment's context. Data only; [`super::decide`] reads them, the report writes them.
+//! experiment's context. Data only; [`super::decide()`] reads them, the report writes them.
 
 use crate::evidence::{End, ProbeOrder};
 use crate::outcome::{KnownRefusal, Outcome};

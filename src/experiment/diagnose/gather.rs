@@ -1,4 +1,4 @@
-//! Gathering: the experiments against a real server (I/O), then [`super::decide`], then a
+//! Gathering: the experiments against a real server (I/O), then [`super::decide()`], then a
 //! [`Diagnosis`].
 
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};

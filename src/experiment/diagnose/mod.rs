@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | [`gather`] | [`diagnose`]: runs the experiments within the budget, then decides: a [`Diagnosis`] | network |
 //! | [`facts`] | what was gathered: [`Facts`], [`Experiment`]s of [`ExperimentProbe`]s (each a [`crate::record::ProbeRecord`] with its source and load), [`Tally`] | none |
-//! | [`decide`] | [`decide()`]: the rules, from facts to a [`Finding`] (verdict, confidence, evidence, remedies, notes) | none |
+//! | [`decide`](mod@decide) | [`decide()`]: the rules, from facts to a [`Finding`] (verdict, confidence, evidence, remedies, notes) | none |
 //! | [`evidence`] | [`Evidence`] and [`Note`]: what a verdict rests on, typed, with its numbers | none |
 //! | [`remedy`] | [`Remedy`]: what to change, chosen by verdict and server family in one table | none |
 //!
