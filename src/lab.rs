@@ -8,6 +8,7 @@
 //! The lab never reads the client before it has decided how to answer, like sshd: so a client that
 //! speaks first provokes an RST from a closing endpoint, as it does in real life (FACTS §2).
 
+use crate::outcome::KnownRefusal;
 pub use crate::server::MaxStartups;
 use rand::Rng;
 use serde::Serialize;
@@ -241,16 +242,17 @@ async fn answer(
         // A zero linger turns the close into an RST (and does not block, unlike a non-zero one).
         Behaviour::DenyReset => socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)),
         Behaviour::Maxstartups | Behaviour::NotAllowed => {
-            let message: &[u8] = if behaviour == Behaviour::Maxstartups {
-                b"Exceeded MaxStartups\r\n"
+            let refusal = if behaviour == Behaviour::Maxstartups {
+                KnownRefusal::ExceededMaxStartups
             } else {
-                b"Not allowed at this time\r\n"
+                KnownRefusal::NotAllowedAtThisTime
             };
+            let message = format!("{}\r\n", refusal.line());
             let slot = UnauthSlot::take(open);
             let drop_percent = config.maxstartups.drop_percent(slot.others as u32);
             if rand::thread_rng().gen_range(0..100) < drop_percent {
                 drop(slot);
-                return stream.write_all(message).await;
+                return stream.write_all(message.as_bytes()).await;
             }
             let result = banner_then_hold(stream, LAB_BANNER).await;
             drop(slot);

@@ -7,23 +7,26 @@
 //!
 //! # Layout
 //!
-//! The crate is layered; each layer uses only those above it in this list.
+//! The crate is layered; each layer uses only those above it in this list (a test in
+//! `tests/layers.rs` checks the imports).
 //!
 //! | module | what it is | I/O |
 //! |---|---|---|
 //! | [`ident`] | the identification-string parser | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
-//! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`] | none |
+//! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`]; the refusal lines servers send | none |
+//! | [`record`] | [`record::ProbeRecord`]: an observation beside its classification, the one result record | none |
 //! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
 //! | [`target`] | targets as users write them | none |
-//! | [`engine`] | performs exchanges: [`engine::connect`] (kernel sockets), [`engine::raw`] (a user-space TCP handshake over raw sockets, with a packet trace) | network |
+//! | [`engine`] | the only door to the network: [`engine::Engine`] probes and holds; [`engine::exchange`] (the identification exchange as a pure machine both engines drive), [`engine::connect`] (kernel sockets), [`engine::raw`] (a user-space TCP client over raw sockets, with a packet trace), [`engine::any`] (either, chosen at run time) | network |
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
+//! | [`experiment`] | questions about a server, answered by sequences of probes through any engine: [`experiment::diagnose`], [`experiment::limits`], with [`experiment::holder`], [`experiment::budget`] and the pure [`experiment::stats`] | network |
 //! | [`lab`] | emulated endpoints for demos and for cases no real server produces on demand | network |
-//! | [`report`] | table, JSON Lines and CSV output | writes |
+//! | [`report`] | table, JSON Lines, CSV and SVG output of probes, diagnoses and limits | writes |
 //!
-//! The binary (`src/main.rs`, `src/cli/`) only parses arguments, wires these together and reports
-//! errors. One [`evidence::Observation`] flows from an engine through the classifier to a report; no
-//! layer reaches back up.
+//! The binary (`src/main.rs`, `src/cli/`) only parses arguments, opens the engine the user chose
+//! (`cli/engine.rs`), wires these together and reports errors. One [`evidence::Observation`] flows
+//! from an engine through the classifier to a report; no layer reaches back up.
 
 pub mod engine;
 pub mod evidence;

@@ -97,15 +97,22 @@ pub enum KnownRefusal {
 }
 
 impl KnownRefusal {
+    /// Every refusal we know.
+    pub const ALL: [KnownRefusal; 2] =
+        [KnownRefusal::ExceededMaxStartups, KnownRefusal::NotAllowedAtThisTime];
+
+    /// The line the server sends, without its CR LF: the one place these bytes are written down
+    /// (the classifier, the server model and the lab all use it).
+    pub fn line(self) -> &'static str {
+        match self {
+            KnownRefusal::ExceededMaxStartups => "Exceeded MaxStartups",
+            KnownRefusal::NotAllowedAtThisTime => "Not allowed at this time",
+        }
+    }
+
     /// Recognises a refusal line.
     pub fn recognise(message: &str) -> Option<KnownRefusal> {
-        if message.contains("Exceeded MaxStartups") {
-            Some(KnownRefusal::ExceededMaxStartups)
-        } else if message.contains("Not allowed at this time") {
-            Some(KnownRefusal::NotAllowedAtThisTime)
-        } else {
-            None
-        }
+        KnownRefusal::ALL.into_iter().find(|r| message.contains(r.line()))
     }
 
     /// The stable snake_case name.

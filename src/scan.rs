@@ -64,7 +64,8 @@ pub enum NetOrder {
     Sequential,
 }
 
-/// Networks with more addresses than this (a /24) are shuffled by [`NetOrder::Auto`].
+/// Networks that walk more addresses than this (a /24 walks 254, a /23 510) are shuffled by
+/// [`NetOrder::Auto`].
 pub const SHUFFLE_ABOVE: u128 = 256;
 
 /// How targets are read.
@@ -209,7 +210,7 @@ fn emit_spec(
         }
         Ok(spec @ TargetSpec::Net { net, port }) => {
             let shuffle = match options.order {
-                NetOrder::Auto => spec.len() > SHUFFLE_ABOVE,
+                NetOrder::Auto => spec.address_count() > SHUFFLE_ABOVE,
                 NetOrder::Shuffled => true,
                 NetOrder::Sequential => false,
             };

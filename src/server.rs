@@ -2,6 +2,7 @@
 //! identification line tells about the features it has (FACTS §3–§5).
 
 use crate::ident::IdentLine;
+use crate::outcome::KnownRefusal;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -116,12 +117,13 @@ impl Software {
         self.openssh_at_least(9, 8)
     }
 
-    /// The line this server sends when its listener drops a connection, if any.
-    pub fn refusal_line(self) -> Option<&'static str> {
+    /// The refusal this server sends when its listener drops a connection, if any (OpenSSH ≤ 8.1
+    /// and dropbear close without a word).
+    pub fn refusal(self) -> Option<KnownRefusal> {
         if self.has_penalties() {
-            Some("Not allowed at this time")
+            Some(KnownRefusal::NotAllowedAtThisTime)
         } else if self.openssh_at_least(8, 2) {
-            Some("Exceeded MaxStartups")
+            Some(KnownRefusal::ExceededMaxStartups)
         } else {
             None
         }
@@ -172,12 +174,12 @@ mod tests {
         let s = software(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n");
         assert_eq!(s, Software::Openssh { major: 9, minor: 2 });
         assert!(!s.has_penalties());
-        assert_eq!(s.refusal_line(), Some("Exceeded MaxStartups"));
+        assert_eq!(s.refusal().map(KnownRefusal::line), Some("Exceeded MaxStartups"));
         let s = software(b"SSH-2.0-OpenSSH_10.0p2 Debian-7\r\n");
         assert!(s.has_penalties());
-        assert_eq!(s.refusal_line(), Some("Not allowed at this time"));
+        assert_eq!(s.refusal().map(KnownRefusal::line), Some("Not allowed at this time"));
         assert!(software(b"SSH-2.0-OpenSSH_9.8\r\n").has_penalties());
-        assert_eq!(software(b"SSH-2.0-OpenSSH_7.4\r\n").refusal_line(), None);
+        assert_eq!(software(b"SSH-2.0-OpenSSH_7.4\r\n").refusal(), None);
         assert_eq!(software(b"SSH-2.0-dropbear_2022.83\r\n"), Software::Dropbear);
         assert_eq!(software(b"SSH-2.0-Cisco-1.25\r\n"), Software::Other);
         assert_eq!(software(b"SSH-2.0-OpenSSH_x\r\n"), Software::Other);

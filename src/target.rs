@@ -41,20 +41,24 @@ impl fmt::Display for TargetSpec {
 }
 
 impl TargetSpec {
-    /// How many probe targets this spec stands for (a network's host count), saturating.
-    pub fn len(&self) -> u128 {
+    /// How many addresses a run probes for this spec: one for an address or a name; for a network,
+    /// the addresses [`net_addrs`] walks (an IPv4 network larger than a /31 without its network and
+    /// broadcast addresses, so a /30 gives 2 and a /24 254), saturating at `u128::MAX` for a /0.
+    pub fn address_count(&self) -> u128 {
         match self {
-            TargetSpec::Net { net, .. } => match net {
-                IpNet::V4(n) => 1u128 << (32 - n.prefix_len()),
-                IpNet::V6(n) => 1u128.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(u128::MAX),
-            },
+            TargetSpec::Net { net: IpNet::V4(n), .. } => {
+                let all = 1u128 << (32 - n.prefix_len());
+                if n.prefix_len() < 31 {
+                    all - 2
+                } else {
+                    all
+                }
+            }
+            TargetSpec::Net { net: IpNet::V6(n), .. } => {
+                1u128.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(u128::MAX)
+            }
             _ => 1,
         }
-    }
-
-    /// Whether the spec stands for no target (never: kept for clippy's `len` rule).
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -273,11 +277,17 @@ mod tests {
         let net = parse_target("127.0.0.9/30:2222", 22).unwrap();
         assert_eq!(net, TargetSpec::Net { net: "127.0.0.8/30".parse().unwrap(), port: 2222 });
         assert_eq!(net.to_string(), "127.0.0.8/30:2222");
-        assert_eq!(net.len(), 4);
+        // A /30 has 4 addresses, of which 2 are hosts: what is walked is what is counted.
+        assert_eq!(net.address_count(), 2);
+        let TargetSpec::Net { net: n, port } = net else { unreachable!() };
+        assert_eq!(net_addrs(n, port).count(), 2);
+        assert_eq!(net_addrs_shuffled(n, port, 7).count(), 2);
+        let slash31 = parse_target("127.0.0.8/31", 22).unwrap();
+        assert_eq!(slash31.address_count(), 2);
         let v6 = parse_target("[fd00::/120]:22", 1).unwrap();
         assert_eq!(v6.to_string(), "[fd00::/120]:22");
-        assert_eq!(v6.len(), 256);
-        assert_eq!(parse_target("fd00::/64", 22).unwrap().len(), 1u128 << 64);
+        assert_eq!(v6.address_count(), 256);
+        assert_eq!(parse_target("fd00::/64", 22).unwrap().address_count(), 1u128 << 64);
     }
 
     #[test]

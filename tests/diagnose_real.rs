@@ -1,4 +1,5 @@
-//! `diagnose` and `limits` against real servers started by the tests: each cause gets its verdict.
+//! `diagnose` against real servers started by the tests: each cause gets its verdict, from both
+//! engines alike.
 
 mod common;
 
@@ -6,14 +7,38 @@ use common::{dropbear, have, hold, jsonl, openssh10_root, root_or_skip, Netns, N
 use serde_json::Value;
 use std::net::IpAddr;
 
-fn diagnose(target: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["diagnose", target, "-o", "jsonl"];
+/// Runs `diagnose` once with `--engine` `engine`.
+fn diagnose_with(engine: &str, target: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["diagnose", target, "-o", "jsonl", "--engine", engine];
     args.extend_from_slice(extra);
     let (mut lines, out) = jsonl(&args);
-    assert_eq!(lines.len(), 1, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.len(), 1, "--engine {engine}: stderr: {}", String::from_utf8_lossy(&out.stderr));
     let d = lines.remove(0);
     let ok = d["verdict"] == "ok";
-    assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "{d}");
+    assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "--engine {engine}: {d}");
+    d
+}
+
+/// One raw-engine run at a time in this process: a second would find the first's run lock (it
+/// owns the network namespace's raw source ports and firewall table) and refuse to start.
+static RAW_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Diagnoses `target` with the connect engine and then (as root) with the raw engine: both must
+/// reach the same verdict with the same confidence. Returns the connect engine's diagnosis.
+fn diagnose(target: &str, extra: &[&str]) -> Value {
+    let d = diagnose_with("connect", target, extra);
+    if common::need_root(&format!("diagnose {target} --engine raw")) {
+        let raw = {
+            let _one_at_a_time = RAW_ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+            diagnose_with("raw", target, extra)
+        };
+        assert_eq!(
+            (verdict(&raw), &raw["confidence"]),
+            (verdict(&d), &d["confidence"]),
+            "the engines disagree on {target}:\nraw: {raw:#}\nconnect: {d:#}"
+        );
+        within_budget(&raw);
+    }
     d
 }
 

@@ -5,6 +5,10 @@ mod common;
 
 use common::{have, jsonl, root_or_skip, Sshd};
 
+/// One raw-engine run at a time in this process: a second would find the first's run lock (it
+/// owns the network namespace's raw source ports and firewall table) and refuse to start.
+static RAW_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn limits_estimates_maxstartups_4_30_12() {
     if !root_or_skip("limits_estimate") || !have("limits_estimate", &["sshd"]) {
@@ -54,26 +58,67 @@ fn limits_measures_login_grace_time() {
         return;
     }
     let sshd = Sshd::new().option("LoginGraceTime 2").start();
+    // Both engines hold: the raw one sees the server's FIN on a flow of its own.
+    for engine in ["connect", "raw"] {
+        let _one_at_a_time = (engine == "raw").then(|| RAW_ENGINE.lock().unwrap_or_else(|p| p.into_inner()));
+        let (lines, out) = jsonl(&[
+            "limits",
+            &sshd.addr.to_string(),
+            "--engine",
+            engine,
+            "--max-held",
+            "2",
+            "--probes",
+            "2",
+            "--rate-duration",
+            "0s",
+            "--grace",
+            "15s",
+            "-o",
+            "jsonl",
+        ]);
+        assert!(out.status.success(), "--engine {engine}: {}", String::from_utf8_lossy(&out.stderr));
+        let summary = lines.iter().find(|l| l["type"] == "summary").expect("a summary line");
+        let grace = &summary["grace"];
+        // sshd 9.2 closes at LoginGraceTime exactly (9.9+ adds up to 4 s of jitter).
+        let estimate = grace["estimate_s"].as_f64().expect("an estimate");
+        assert!((1.9..3.0).contains(&estimate), "--engine {engine}: {grace}");
+        assert_eq!(grace["still_open"], 0, "--engine {engine}: {grace}");
+        assert_eq!(grace["lifetimes_ms"].as_array().map(Vec::len), Some(3), "--engine {engine}: {grace}");
+    }
+}
+
+/// The raw engine holds and probes as the connect engine does: the same server's MaxStartups
+/// `3:50:6` is fitted within ±1 on `start` and `full`.
+#[test]
+fn limits_with_the_raw_engine_fits_maxstartups_3_50_6() {
+    if !root_or_skip("limits_raw") || !have("limits_raw", &["sshd", "nft"]) {
+        return;
+    }
+    let sshd = Sshd::new().option("MaxStartups 3:50:6").start();
+    let _one_at_a_time = RAW_ENGINE.lock().unwrap_or_else(|p| p.into_inner());
     let (lines, out) = jsonl(&[
         "limits",
         &sshd.addr.to_string(),
-        "--max-held",
-        "2",
-        "--probes",
-        "2",
+        "--engine",
+        "raw",
+        "--max-duration",
+        "40s",
         "--rate-duration",
-        "0s",
-        "--grace",
-        "15s",
+        "1s",
+        "--probes",
+        "30",
         "-o",
         "jsonl",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = lines.iter().find(|l| l["type"] == "summary").expect("a summary line");
-    let grace = &summary["grace"];
-    // sshd 9.2 closes at LoginGraceTime exactly (9.9+ adds up to 4 s of jitter).
-    let estimate = grace["estimate_s"].as_f64().expect("an estimate");
-    assert!((1.9..3.0).contains(&estimate), "{grace}");
-    assert_eq!(grace["still_open"], 0, "{grace}");
-    assert_eq!(grace["lifetimes_ms"].as_array().map(Vec::len), Some(3), "{grace}");
+    let fit = &summary["fit"]["best"];
+    let (start, full) = (fit["start"].as_i64().unwrap(), fit["full"].as_i64().unwrap());
+    assert!(
+        (start - 3).abs() <= 1 && (full - 6).abs() <= 1,
+        "fitted {start}:{}:{full}\n{summary:#}",
+        fit["rate"]
+    );
+    assert_eq!(summary["recheck"][1], 0, "refusals after the release: {summary:#}");
 }

@@ -8,7 +8,7 @@ mod common;
 
 use sshprobe::engine::connect::ConnectEngine;
 use sshprobe::engine::raw::{RawEngine, RawOptions};
-use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
+use sshprobe::engine::{Engine, EngineConfig, Held, ProbeRequest};
 use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Outcome};
@@ -253,4 +253,45 @@ async fn a_cancelled_probe_resets_its_connection() {
     assert_eq!(read, Err(std::io::ErrorKind::ConnectionReset), "after {after:?}");
     // (Not one second later, when the flow's first timer would notice nobody waits.)
     assert!(after < Duration::from_millis(800), "reset only after {after:?}");
+}
+
+/// The raw engine holds a connection as the connect engine does: the banner, then silence until the
+/// server ends it (the lab's LoginGraceTime), which `ended` reports as the server's FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_hold_reports_the_servers_close() {
+    require_root!();
+    let lab = Lab::start(LabConfig { grace: Duration::from_millis(400), ..LabConfig::default() })
+        .await
+        .expect("starting the lab");
+    let cfg = config(ProbeOrder::SendFirst, CloseMode::Fin);
+    let raw = raw_engine(&cfg);
+    let mut held = raw.hold(cfg.request.to(lab.addr(Behaviour::Ok), None)).await.expect("a held connection");
+    let obs = held.observation().clone();
+    assert_eq!(classify(&obs).outcome, Outcome::Banner);
+    // A hold never speaks, even with send-first configured.
+    assert!(!obs.sent_ident);
+    assert_eq!(obs.end, None);
+    let end = tokio::time::timeout(Duration::from_secs(5), held.ended()).await.expect("the lab's grace");
+    assert_eq!(end.end, End::Fin);
+    assert!(end.after >= Duration::from_millis(350), "{end:?}");
+}
+
+/// Dropping a raw hold releases the connection at once: the server reads a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_raw_hold_resets_its_connection() {
+    require_root!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        std::io::Write::write_all(&mut conn, b"SSH-2.0-held\r\n").unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        std::io::Read::read(&mut conn, &mut buf).map_err(|e| e.kind())
+    });
+    let cfg = config(ProbeOrder::WaitForBanner, CloseMode::Fin);
+    let raw = raw_engine(&cfg);
+    let held = raw.hold(cfg.request.to(addr, None)).await.expect("a held connection");
+    drop(held);
+    assert_eq!(server.await.unwrap(), Err(std::io::ErrorKind::ConnectionReset));
 }

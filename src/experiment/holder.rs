@@ -199,4 +199,38 @@ mod tests {
         holder.release().await;
         server.abort();
     }
+
+    /// A server that ends each held connection itself (as at LoginGraceTime): the holder counts it
+    /// gone and records how long it lived; one it refuses before the banner is counted refused.
+    #[tokio::test]
+    async fn a_connection_the_server_ends_is_counted_gone_with_its_lifetime() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // The first: a banner, then closed 200 ms later. The second: closed at once, no banner.
+            let (mut first, _) = listener.accept().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut first, b"SSH-2.0-test\r\n").await.unwrap();
+            let (second, _) = listener.accept().await.unwrap();
+            drop(second);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(first);
+        });
+        let engine = ConnectEngine::default();
+        let budget = Budget::new(10);
+        let mut holder = Holder::new(&engine, ProbeRequest::new(addr));
+        assert_eq!(holder.hold_one(None, &budget).await, Ok(()));
+        assert_eq!(holder.alive(), 1);
+        assert_eq!(holder.hold_one(None, &budget).await, Err(HoldFailure::Refused));
+        assert_eq!(holder.refused(), 1);
+        server.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while holder.alive() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(holder.alive(), 0);
+        let lifetimes = holder.lifetimes();
+        assert_eq!(lifetimes.len(), 1);
+        assert!(lifetimes[0] >= Duration::from_millis(150), "{lifetimes:?}");
+        assert_eq!(budget.usage().spent["default"], 2);
+    }
 }
