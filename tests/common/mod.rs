@@ -45,6 +45,7 @@
 //!   on stderr and returns.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
+pub mod delayline;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
