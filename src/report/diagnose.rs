@@ -9,7 +9,8 @@ use super::probe::format_us;
 use super::{Format, Palette};
 use crate::experiment::budget::BudgetUse;
 use crate::experiment::diagnose::{
-    Confidence, Diagnosis, Evidence, Experiment, Note, Remedy, Tally, Verdict,
+    Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostConnections, NotTestedReason, Note, Remedy,
+    Tally, Verdict,
 };
 use crate::outcome::Outcome;
 use crate::server::Software;
@@ -139,6 +140,28 @@ pub fn tally_text(tally: &Tally) -> String {
     tally.counts().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Where a delay places a close, for people.
+fn delay_class_text(class: DelayClass) -> &'static str {
+    match class {
+        DelayClass::Listener => {
+            "at the listener, before any session process (a connection limit, a forwarder)"
+        }
+        DelayClass::SessionProcess => "in a session process (milliseconds: a process was started and ended)",
+        DelayClass::WrappersDelay => "Debian's TCP-wrappers delay (the child sleeps 5 s)",
+        DelayClass::Other => "at no delay any known cause has",
+    }
+}
+
+/// One of this host's connection owners: `python3 (pid 4242) holds 5 from 10.0.0.5`.
+fn holder_text(h: &HostConnections) -> String {
+    let who = match (&h.process, h.pid) {
+        (Some(name), Some(pid)) => format!("{} (pid {pid})", name),
+        (None, Some(pid)) => format!("pid {pid}"),
+        _ => "an unknown process".to_string(),
+    };
+    format!("{who} holds {} from {}", h.count, h.local)
+}
+
 /// The server family for a sentence: `OpenSSH 9.2`, `dropbear`, or `the server`.
 fn server_text(software: Option<Software>) -> String {
     software.map(|s| s.to_string()).unwrap_or_else(|| "the server".into())
@@ -147,7 +170,12 @@ fn server_text(software: Option<Software>) -> String {
 /// One piece of evidence, for people.
 pub fn evidence_text(evidence: &Evidence) -> String {
     match evidence {
-        Evidence::NoProbes => "no probe could be made within the budget".into(),
+        Evidence::NoProbes { reason: NotTestedReason::TimeLimit } => {
+            "no probe could be made: the time limit ended while waiting for the probe budget (OpenSSH 9.8+ \
+             penalises an address that opens connections faster than about one a second)"
+                .into()
+        }
+        Evidence::NoProbes { reason: NotTestedReason::Budget } => "no probe could be made within the budget".into(),
         Evidence::ConnectFailed { outcome, probes } => {
             let why = match outcome {
                 Outcome::Refused => {
@@ -200,9 +228,14 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              `full` with unauthenticated connections held by others"
                 .into()
         }
-        Evidence::ZeroByteClose { median_us, probes, .. } => format!(
-            "every refusal sent zero bytes; the server closed after {} (median; {probes} probes)",
-            format_us(*median_us)
+        Evidence::ZeroByteClose { median_us, probes, server_delay_us, server_delay_range_us, class, .. } => format!(
+            "every refusal sent zero bytes; the server closed after {} (median; {probes} probes), {} of it its \
+             own (range {}–{}; the rest is the round trip): {}",
+            format_us(*median_us),
+            format_us(*server_delay_us),
+            format_us(server_delay_range_us.0),
+            format_us(server_delay_range_us.1),
+            delay_class_text(*class)
         ),
         Evidence::WrappersDelay { .. } => {
             "a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial \
@@ -217,12 +250,40 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              connections; another address gets a banner"
                 .into()
         }
-        Evidence::FastZeroByteClose { .. } => {
-            "a fast zero-byte close on every probe: an access rule (TCP wrappers without Debian's delay, an ACL), or \
-             a server that cannot start sessions (a host key it cannot read closes in ~7 ms), or a connection limit \
-             on a server that sends no message (dropbear, OpenSSH before 8.2) held full by others"
+        Evidence::ListenerDropEverywhere { .. } => {
+            "every address is closed at the listener without a byte, and this host holds no connection to the \
+             server: either its connection table is full of others' unauthenticated connections and it sends no \
+             message (dropbear's MAX_UNAUTH_CLIENTS, OpenSSH before 8.2), or it is a forwarder with no backend \
+             (docker-proxy for a stopped container, HAProxy, kubectl port-forward); the evidence allows both"
                 .into()
         }
+        Evidence::ListenerDropThisAddress => {
+            "this address is closed at the listener without a byte while another address gets a banner: a \
+             per-address limit at the listener"
+                .into()
+        }
+        Evidence::SessionProcessDies { server_delay_us } => format!(
+            "every address is closed without a byte {} after accept: long enough for sshd to start a session \
+             process, too short for Debian's wrappers delay. The session dies before its banner (a host key it \
+             cannot read, a broken install or configuration); an access rule matching every address and closing \
+             at once (TCP wrappers without Debian's delay) would look the same, so read the server's log",
+            format_us(*server_delay_us)
+        ),
+        Evidence::SessionProcessRefusesThisAddress { server_delay_us } => format!(
+            "this address is closed without a byte {} after accept while another gets a banner: a session \
+             process refuses this address only, an access rule (TCP wrappers without Debian's delay, an ACL)",
+            format_us(*server_delay_us)
+        ),
+        Evidence::HostHoldsConnections { holders, total, from_probing_address } => format!(
+            "this host holds {total} established connection{} to the server besides ours ({from_probing_address} \
+             from the probing address): {}; unauthenticated ones count towards the server's limits",
+            if *total == 1 { "" } else { "s" },
+            holders.iter().map(holder_text).collect::<Vec<_>>().join(", ")
+        ),
+        Evidence::HungServer { syn_unanswered, accepted_silent } => format!(
+            "{syn_unanswered} probes got no answer to their SYNs and {accepted_silent} were accepted but never got a \
+             banner: the server's listen queue is full (a hung sshd), not a firewall"
+        ),
         Evidence::UnusualZeroByteClose { .. } => {
             "a zero-byte close on every probe, at an unusual delay: an access rule or a broken server".into()
         }
@@ -339,6 +400,27 @@ pub fn remedy_text(remedy: &Remedy) -> String {
         Remedy::CheckServerUnderLoad => {
             "the server slows to a stop under load: check its CPU, `MaxStartups`, and LoginGraceTime".into()
         }
+        Remedy::RepairServer => "the server accepts but its session process dies before the banner: run `sshd -t` \
+             on the server (it checks the configuration and loads the host keys), read its log (`journalctl -u ssh`, \
+             /var/log/auth.log: 'Unable to load host key', 'no hostkeys available', 'fatal:'), and reinstall \
+             openssh-server if its files are broken"
+            .into(),
+        Remedy::TellListenerDropsApart => "tell a full connection table from a forwarder with no backend: the \
+             server's log (sshd logs MaxStartups drops; dropbear logs nothing for its limits), `ss -tn state \
+             established '( sport = :PORT )'` on the server (who holds unauthenticated connections), what listens on \
+             the port (`ss -ltnp`: docker-proxy, haproxy, kubectl), and a retry after LoginGraceTime (120 s): a full \
+             table empties as held connections time out, a forwarder with no backend does not"
+            .into(),
+        Remedy::DropbearMaxUnauthClients => "dropbear allows MAX_UNAUTH_CLIENTS (30) unauthenticated connections in \
+             all, a compile-time constant (default_options.h): find who holds them (`ss -tn` on the server) or \
+             rebuild dropbear with a higher limit"
+            .into(),
+        Remedy::ReleaseThisHostsConnections => "close the connections this host holds to the server, or open fewer \
+             at once (Ansible forks, parallel ssh, ControlMaster multiplexing reuses one): they fill the same limit"
+            .into(),
+        Remedy::AllowMoreTime => "run again with a longer --max-duration: the probe budget refills at about one \
+             connection a second per source address, which keeps OpenSSH 9.8+ from penalising it"
+            .into(),
         Remedy::CollectMore => "collect more: `sshprobe probe TARGET --count 50 --interval 200ms -o jsonl`, and check \
              the path (packet loss, middleboxes)"
             .into(),
@@ -443,7 +525,9 @@ mod tests {
             *zero,
             serde_json::json!({
                 "kind": "zero_byte_close", "median_us": 5_013_155, "probes": 3, "source": "default",
-                "text": "every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes)"
+                "server_delay_us": 5_012_955, "server_delay_range_us": [5_009_800, 5_019_800],
+                "class": "wrappers_delay",
+                "text": "every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip): Debian's TCP-wrappers delay (the child sleeps 5 s)"
             })
         );
         assert_eq!(
@@ -464,7 +548,7 @@ mod tests {
   evidence:
     - 3 probes at concurrency 1 with nothing held: 1 reset_before_banner, 2 closed_before_banner
     - from a second address (127.77.0.1): 2 closed_before_banner
-    - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes)
+    - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip): Debian's TCP-wrappers delay (the child sleeps 5 s)
     - a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond
   remedy:
     - TCP wrappers: find the matching rule in /etc/hosts.deny (e.g. `sshd: ALL`) and allow this client in /etc/hosts.allow (`sshd: 127.0.0.1`); sshd logs the denial only at LogLevel DEBUG1 ('Connection refused by tcp wrapper'). Otherwise look for another access rule in front of sshd

@@ -7,14 +7,17 @@
 //! line that names a limit, a zero-byte close whose delay tells the cause, or another message); no
 //! banner ever; some banners, some refusals; else `intermittent`.
 
-use super::evidence::{Evidence, Note};
-use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, Tally};
+use super::evidence::{DelayClass, Evidence, Note};
+use super::facts::{
+    Experiment, ExperimentKind, ExperimentProbe, Facts, HostConnections, NotTestedReason, Tally,
+};
 use super::remedy::{remedies, Remedy};
 use crate::experiment::stats::percentile;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
 use std::fmt;
+use std::net::IpAddr;
 
 /// What diagnose concludes. Its name ([`Verdict::name`], the JSON) comes from strum's `snake_case` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray)]
@@ -29,8 +32,15 @@ pub enum Verdict {
     Filtered,
     /// ICMP errors answer the SYN.
     Unreachable,
-    /// TCP wrappers or an ACL: a deterministic refusal after accept.
+    /// TCP wrappers or an ACL: a deterministic refusal after accept, with evidence of an access rule
+    /// (Debian's 5-s zero-byte close, a message, a close for this address only).
     AccessDenied,
+    /// The server accepts, but its session process dies before the banner (host keys, a broken
+    /// install or configuration).
+    ServerError,
+    /// Zero bytes, closed at the listener, from every address, and nothing on this host explains it:
+    /// a full connection table on a server that sends no message, or a forwarder with no backend.
+    ListenerDrop,
     /// The server's global MaxStartups limit.
     Maxstartups,
     /// A per-source-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP).
@@ -43,6 +53,8 @@ pub enum Verdict {
     NotSsh,
     /// Failures without a pattern.
     Intermittent,
+    /// No probe could be made (the time limit ended while waiting for the probe budget).
+    NotTested,
 }
 
 impl Verdict {
@@ -97,10 +109,6 @@ impl Finding {
     }
 }
 
-/// Debian's libwrap child sleeps 5 s before closing a denied connection (FACTS §3).
-const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
-/// Listener drops close well under this.
-const FAST_CLOSE_US: u64 = 100_000;
 /// Held connections that, refused-free, make `ok` a confident verdict.
 pub(super) const CONFIDENT_LOAD: u32 = 8;
 
@@ -113,7 +121,8 @@ pub fn decide(facts: &Facts) -> Finding {
     let unloaded = facts.unloaded();
     let software = facts.software();
     if unloaded.is_empty() {
-        f.evidence.push(Evidence::NoProbes);
+        f.conclude(Verdict::NotTested, Confidence::High);
+        f.evidence.push(Evidence::NoProbes { reason: facts.not_tested.unwrap_or(NotTestedReason::Budget) });
     } else if unloaded.iter().all(|p| p.outcome() == Outcome::Banner) {
         decide_loaded(facts, &mut f, software);
     } else {
@@ -174,7 +183,25 @@ fn decide_unloaded(
     }
 
     if refusals.len() == n {
-        decide_all_refused(&refusals, f, software, second_all_banner, second_all_refused, second.is_empty());
+        let cx = Context {
+            software,
+            second_all_banner,
+            second_all_refused,
+            no_second: second.is_empty(),
+            host: &facts.host_connections,
+            probing: unloaded.iter().find_map(|p| p.local()).map(|a| a.ip()),
+        };
+        decide_all_refused(&refusals, f, &cx);
+        return;
+    }
+
+    // Some SYNs unanswered, or accepted without a banner, and never a banner: a hung server whose
+    // listen queue is full (the kernel completes handshakes until it overflows), not a firewall.
+    let syn_unanswered = count(Outcome::ConnectTimeout);
+    let accepted_silent = count(Outcome::BannerTimeout);
+    if count(Outcome::Banner) == 0 && syn_unanswered + accepted_silent == n && syn_unanswered > 0 {
+        f.conclude(Verdict::Overloaded, Confidence::Medium);
+        f.evidence.push(Evidence::HungServer { syn_unanswered, accepted_silent });
         return;
     }
 
@@ -187,8 +214,10 @@ fn decide_unloaded(
     // Some banners, some refusals, with nothing held by us.
     if !refusals.is_empty() && count(Outcome::Banner) > 0 {
         let known = refusals.iter().find_map(|p| p.refusal());
-        let fast_zero =
-            refusals.iter().all(|p| p.zero_byte_refusal() && p.closed_us().unwrap_or(0) < FAST_CLOSE_US);
+        let fast_zero = refusals.iter().all(|p| {
+            p.zero_byte_refusal()
+                && p.server_delay_us().is_some_and(|d| DelayClass::of(d) == DelayClass::Listener)
+        });
         // Banners first, then nothing but refusals: a block that began during this diagnosis.
         let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
         let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome() == Outcome::Banner)
@@ -215,30 +244,72 @@ fn decide_unloaded(
     f.evidence.push(Evidence::NoPattern);
 }
 
-/// The verdict when every probe with nothing held was refused after accept.
-fn decide_all_refused(
-    refusals: &[&ExperimentProbe],
-    f: &mut Finding,
+/// What the other addresses got with nothing held, and what this host holds: the context in which
+/// every probe was refused.
+struct Context<'a> {
     software: Option<Software>,
     second_all_banner: bool,
     second_all_refused: bool,
     no_second: bool,
-) {
+    /// This host's other connections to the server.
+    host: &'a [HostConnections],
+    /// Our probing address as the server saw it.
+    probing: Option<IpAddr>,
+}
+
+impl Context<'_> {
+    /// Connections this host holds to the server, in all and from the probing address.
+    fn host_held(&self) -> (u32, u32) {
+        let total = self.host.iter().map(|h| h.count).sum();
+        let here = self.host.iter().filter(|h| Some(h.local) == self.probing).map(|h| h.count).sum();
+        (total, here)
+    }
+
+    /// Cites this host's connections when there are any; returns (total, from the probing address).
+    fn cite_host(&self, f: &mut Finding) -> (u32, u32) {
+        let (total, here) = self.host_held();
+        if total > 0 {
+            f.evidence.push(Evidence::HostHoldsConnections {
+                holders: self.host.to_vec(),
+                total,
+                from_probing_address: here,
+            });
+        }
+        (total, here)
+    }
+}
+
+/// The verdict when every probe with nothing held was refused after accept.
+fn decide_all_refused(refusals: &[&ExperimentProbe], f: &mut Finding, cx: &Context<'_>) {
     let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
     let median_us = percentile(&closes, 0.5).unwrap_or(0);
     if let Some(refusal) = refusals.iter().find_map(|p| p.refusal()) {
         let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
         f.evidence.push(Evidence::RefusalMessage { message, refusal, median_us, probes: refusals.len() });
-        if second_all_banner {
-            if refusal == KnownRefusal::NotAllowedAtThisTime || software.is_some_and(Software::has_penalties)
+        let (held_here, held_anywhere) = {
+            let (total, here) = cx.cite_host(f);
+            (here > 0, total > 0)
+        };
+        if cx.second_all_banner {
+            if held_here {
+                // This host fills the probing address's share: a per-source limit, whatever the line.
+                f.conclude(Verdict::PerSourceLimit, Confidence::High);
+            } else if refusal == KnownRefusal::NotAllowedAtThisTime
+                || cx.software.is_some_and(Software::has_penalties)
             {
                 f.conclude(Verdict::Penalized, Confidence::Medium);
-                f.evidence.push(Evidence::ServedElsewhereWithPenalties { software });
+                f.evidence.push(Evidence::ServedElsewhereWithPenalties { software: cx.software });
             } else {
                 f.conclude(Verdict::PerSourceLimit, Confidence::High);
-                f.evidence.push(Evidence::ServedElsewhereWithoutPenalties { software });
+                f.evidence.push(Evidence::ServedElsewhereWithoutPenalties { software: cx.software });
             }
-        } else if no_second && refusal == KnownRefusal::NotAllowedAtThisTime {
+        } else if held_anywhere {
+            // Every address refused while this host holds connections to the server: its table is full.
+            f.conclude(Verdict::Maxstartups, Confidence::High);
+            if cx.second_all_refused {
+                f.evidence.push(Evidence::RefusedEverywhere);
+            }
+        } else if cx.no_second && refusal == KnownRefusal::NotAllowedAtThisTime {
             // OpenSSH 9.8+ sends one line for all three limits, and there is no second address
             // to tell per-source from global.
             f.conclude(Verdict::Penalized, Confidence::Low);
@@ -247,40 +318,94 @@ fn decide_all_refused(
         } else {
             f.conclude(
                 Verdict::Maxstartups,
-                if second_all_refused { Confidence::High } else { Confidence::Medium },
+                if cx.second_all_refused { Confidence::High } else { Confidence::Medium },
             );
-            if second_all_refused {
+            if cx.second_all_refused {
                 f.evidence.push(Evidence::RefusedEverywhere);
             }
         }
         return;
     }
     if refusals.iter().all(|p| p.zero_byte_refusal()) {
-        let source = refusals.first().map(|p| p.source_label()).unwrap_or_default();
-        f.evidence.push(Evidence::ZeroByteClose { median_us, probes: closes.len(), source });
-        if WRAPPERS_DELAY_US.contains(&median_us) {
-            f.conclude(Verdict::AccessDenied, Confidence::High);
-            f.evidence.push(Evidence::WrappersDelay { median_us });
-            if second_all_banner {
-                f.evidence.push(Evidence::RuleMatchesThisAddressOnly);
-            }
-        } else if median_us < FAST_CLOSE_US && second_all_banner && software == Some(Software::Dropbear) {
-            f.conclude(Verdict::PerSourceLimit, Confidence::High);
-            f.evidence.push(Evidence::DropbearPerSourceClose);
-        } else {
-            f.conclude(Verdict::AccessDenied, Confidence::Medium);
-            f.evidence.push(if median_us < FAST_CLOSE_US {
-                Evidence::FastZeroByteClose { median_us }
-            } else {
-                Evidence::UnusualZeroByteClose { median_us }
-            });
-        }
+        decide_zero_byte(refusals, median_us, closes.len(), f, cx);
         return;
     }
     // Text that is not a recognised refusal: a wrappers `twist`, a custom ACL message.
     let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
     f.conclude(Verdict::AccessDenied, Confidence::Medium);
     f.evidence.push(Evidence::UnknownRefusal { message });
+}
+
+/// Every probe was refused without a byte: where in the server the close came from (its delay,
+/// less the round trip), whether other addresses fare better, and what this host holds decide.
+fn decide_zero_byte(
+    refusals: &[&ExperimentProbe],
+    median_us: u64,
+    probes: usize,
+    f: &mut Finding,
+    cx: &Context<'_>,
+) {
+    let mut delays: Vec<u64> = refusals.iter().filter_map(|p| p.server_delay_us()).collect();
+    delays.sort_unstable();
+    let server_delay_us = percentile(&delays, 0.5).unwrap_or(median_us);
+    let range = (delays.first().copied().unwrap_or(0), delays.last().copied().unwrap_or(0));
+    let class = DelayClass::of(server_delay_us);
+    let source = refusals.first().map(|p| p.source_label()).unwrap_or_default();
+    f.evidence.push(Evidence::ZeroByteClose {
+        median_us,
+        probes,
+        source,
+        server_delay_us,
+        server_delay_range_us: range,
+        class,
+    });
+    match class {
+        DelayClass::WrappersDelay => {
+            f.conclude(Verdict::AccessDenied, Confidence::High);
+            f.evidence.push(Evidence::WrappersDelay { median_us });
+            if cx.second_all_banner {
+                f.evidence.push(Evidence::RuleMatchesThisAddressOnly);
+            }
+        }
+        DelayClass::Listener => {
+            let (held, held_here) = cx.cite_host(f);
+            if cx.second_all_banner {
+                if cx.software == Some(Software::Dropbear) {
+                    f.conclude(Verdict::PerSourceLimit, Confidence::High);
+                    f.evidence.push(Evidence::DropbearPerSourceClose);
+                } else {
+                    let confidence = if held_here > 0 { Confidence::High } else { Confidence::Medium };
+                    f.conclude(Verdict::PerSourceLimit, confidence);
+                    f.evidence.push(Evidence::ListenerDropThisAddress);
+                }
+            } else if held > 0 {
+                // A server-wide table (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS) filled, at least in
+                // part, from this host.
+                f.conclude(Verdict::Maxstartups, Confidence::High);
+                if cx.second_all_refused {
+                    f.evidence.push(Evidence::RefusedEverywhere);
+                }
+            } else {
+                let confidence = if cx.second_all_refused { Confidence::Medium } else { Confidence::Low };
+                f.conclude(Verdict::ListenerDrop, confidence);
+                f.evidence.push(Evidence::ListenerDropEverywhere { server_delay_us });
+            }
+        }
+        DelayClass::SessionProcess => {
+            if cx.second_all_banner {
+                f.conclude(Verdict::AccessDenied, Confidence::Medium);
+                f.evidence.push(Evidence::SessionProcessRefusesThisAddress { server_delay_us });
+            } else {
+                let confidence = if cx.second_all_refused { Confidence::Medium } else { Confidence::Low };
+                f.conclude(Verdict::ServerError, confidence);
+                f.evidence.push(Evidence::SessionProcessDies { server_delay_us });
+            }
+        }
+        DelayClass::Other => {
+            f.conclude(Verdict::Intermittent, Confidence::Low);
+            f.evidence.push(Evidence::UnusualZeroByteClose { median_us });
+        }
+    }
 }
 
 /// The verdict when unloaded probes all got banners: what did the load experiment show?
@@ -385,8 +510,8 @@ mod tests {
         let names: Vec<&str> = Verdict::VARIANTS.iter().map(|v| v.name()).collect();
         assert_eq!(
             names.join(", "),
-            "ok, not_listening, filtered, unreachable, access_denied, maxstartups, per_source_limit, penalized, \
-             overloaded, not_ssh, intermittent"
+            "ok, not_listening, filtered, unreachable, access_denied, server_error, listener_drop, maxstartups, \
+             per_source_limit, penalized, overloaded, not_ssh, intermittent, not_tested"
         );
         for v in Verdict::VARIANTS {
             assert_eq!(serde_json::to_value(v).unwrap(), v.name());
@@ -399,8 +524,7 @@ mod tests {
     fn not_allowed_with_no_second_address_is_a_likely_penalty_with_both_remedies() {
         let f = decide(&Facts {
             experiments: vec![exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3])],
-            second_source: false,
-            budget_exhausted: false,
+            ..Facts::default()
         });
         assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Low));
         assert!(f.evidence.contains(&Evidence::AmbiguousRefusalLine), "{:?}", f.evidence);
@@ -492,7 +616,10 @@ mod tests {
             f.evidence.contains(&Evidence::ZeroByteClose {
                 median_us: 5_012_000,
                 probes: 3,
-                source: "default".into()
+                source: "default".into(),
+                server_delay_us: 5_011_800,
+                server_delay_range_us: (5_009_800, 5_019_800),
+                class: DelayClass::WrappersDelay,
             }),
             "{:?}",
             f.evidence
@@ -501,17 +628,73 @@ mod tests {
         assert_eq!(f.remedy, [Remedy::AllowInHostsAllow { client: Some("127.0.0.1".parse().unwrap()) }]);
     }
 
+    /// The server's own delay, not the close as we saw it, places a zero-byte close: at the listener
+    /// (a connection table, a forwarder), in a session process (a broken server), at Debian's wrappers
+    /// delay (an access rule). Only the last, a close for this address only, or a message, is
+    /// `access_denied`.
     #[test]
-    fn a_fast_or_odd_zero_byte_close_is_access_denied_with_the_log_to_read() {
-        for (close_us, expected) in [
-            (7_000, Evidence::FastZeroByteClose { median_us: 7_000 }),
-            (2_000_000, Evidence::UnusualZeroByteClose { median_us: 2_000_000 }),
-        ] {
-            let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![closed_after(close_us); 3])]));
-            assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
-            assert!(f.evidence.contains(&expected), "{:?}", f.evidence);
-            assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
-        }
+    fn a_zero_byte_close_is_placed_by_the_servers_own_delay() {
+        // A session process that dies before its banner (sshd 9.2 whose host key is gone: 7-18 ms),
+        // from every address: the server is broken.
+        let broken = || closed_at(80, 12_900);
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![broken(); 3]),
+            exp(ExperimentKind::Source, 0, vec![broken(); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::ServerError, Confidence::Medium));
+        assert!(
+            f.evidence.contains(&Evidence::SessionProcessDies { server_delay_us: 12_740 }),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy, [Remedy::RepairServer]);
+        // The same close for this address only: an access rule without Debian's delay.
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![broken(); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
+        assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
+
+        // Accept-and-close at the listener from every address, nothing held here: a forwarder with no
+        // backend or a table full of others' connections; the evidence allows both.
+        let forwarder = || closed_at(60, 500);
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![forwarder(); 3]),
+            exp(ExperimentKind::Source, 0, vec![forwarder(); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::ListenerDrop, Confidence::Medium));
+        assert!(
+            f.evidence.contains(&Evidence::ListenerDropEverywhere { server_delay_us: 380 }),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy, [Remedy::TellListenerDropsApart]);
+        // Without a second address to ask, less sure.
+        let f = decide(&Facts {
+            experiments: vec![exp(ExperimentKind::Baseline, 0, vec![forwarder(); 3])],
+            ..Facts::default()
+        });
+        assert_eq!((f.verdict, f.confidence), (Verdict::ListenerDrop, Confidence::Low));
+
+        // 20 ms away (10 ms each way), an accept-and-close is still at the listener: the round trip is
+        // taken out. Uncorrected, the 40 ms close would read as a session process.
+        let far = || closed_at(20_300, 40_900);
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![far(); 3]),
+            exp(ExperimentKind::Source, 0, vec![far(); 2]),
+        ]));
+        assert_eq!(f.verdict, Verdict::ListenerDrop, "{:?}", f.evidence);
+
+        // A delay no known cause has: no pattern, never access_denied without evidence of a rule.
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![closed_after(3_000_000); 3])]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Intermittent, Confidence::Low));
+        assert!(
+            f.evidence.contains(&Evidence::UnusualZeroByteClose { median_us: 3_000_000 }),
+            "{:?}",
+            f.evidence
+        );
+
         let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![refusal("go away"); 3])]));
         assert_eq!(f.verdict, Verdict::AccessDenied);
         assert!(f.evidence.contains(&Evidence::UnknownRefusal { message: "go away".into() }));
@@ -664,15 +847,102 @@ mod tests {
         assert_eq!((f.verdict, f.confidence), (Verdict::Intermittent, Confidence::Low));
         assert_eq!(f.evidence.last(), Some(&Evidence::NoPattern));
         assert_eq!(f.remedy, [Remedy::CollectMore]);
-        // No probe at all: nothing to say, nothing to do but raise the budget.
+    }
+
+    /// No verdict without probes: a run whose time limit ended before its first probe says so.
+    #[test]
+    fn no_probe_at_all_is_not_tested() {
         let f = decide(&Facts {
             budget_exhausted: true,
+            not_tested: Some(NotTestedReason::TimeLimit),
             ..facts(vec![exp(ExperimentKind::Baseline, 0, vec![])])
         });
         assert_eq!(
             (f.verdict, f.evidence, f.remedy),
-            (Verdict::Intermittent, vec![Evidence::NoProbes], vec![])
+            (
+                Verdict::NotTested,
+                vec![Evidence::NoProbes { reason: NotTestedReason::TimeLimit }],
+                vec![Remedy::AllowMoreTime]
+            )
         );
         assert_eq!(f.notes, [Note::BudgetExhausted]);
+    }
+
+    /// Refusals while this host holds connections to the server are load limits, whatever the
+    /// server calls them: a full table when every address is refused, a per-source limit when
+    /// another address is served.
+    #[test]
+    fn connections_this_host_holds_explain_refusals() {
+        let holders = |local: &str, count| {
+            vec![HostConnections {
+                pid: Some(4242),
+                process: Some("python3".into()),
+                local: local.parse().unwrap(),
+                count,
+            }]
+        };
+        // dropbear's MAX_UNAUTH_CLIENTS filled from this host: zero bytes at the listener everywhere.
+        let quick = || closed_at(60, 300);
+        let f = decide(&Facts {
+            host_connections: holders("127.0.0.9", 30),
+            ..facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![quick(); 3]),
+                exp(ExperimentKind::Source, 0, vec![quick(); 2]),
+            ])
+        });
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
+        assert!(
+            f.evidence.contains(&Evidence::HostHoldsConnections {
+                holders: holders("127.0.0.9", 30),
+                total: 30,
+                from_probing_address: 0
+            }),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy[0], Remedy::ReleaseThisHostsConnections);
+        // OpenSSH 10's one line, another address served, this host holding from the probing address:
+        // PerSourceMaxStartups, not a penalty.
+        let f = decide(&Facts {
+            host_connections: holders("127.0.0.1", 3),
+            ..facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
+                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+            ])
+        });
+        assert_eq!(
+            (f.verdict, f.confidence),
+            (Verdict::PerSourceLimit, Confidence::High),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy, [Remedy::ReleaseThisHostsConnections, Remedy::RaisePerSourceMaxStartups]);
+        // ... and every address refused with that line: the server-wide table.
+        let f = decide(&Facts {
+            host_connections: holders("127.0.0.1", 3),
+            ..facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
+                exp(ExperimentKind::Source, 0, vec![refusal(NOT_ALLOWED); 2]),
+            ])
+        });
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
+    }
+
+    /// Some SYNs unanswered and some connections accepted without a banner: a hung server, not a
+    /// firewall.
+    #[test]
+    fn a_full_accept_queue_is_a_hung_server() {
+        let f = decide(&facts(vec![exp(
+            ExperimentKind::Baseline,
+            0,
+            vec![rec(Outcome::BannerTimeout), rec(Outcome::ConnectTimeout), rec(Outcome::ConnectTimeout)],
+        )]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Overloaded, Confidence::Medium));
+        assert!(
+            f.evidence.contains(&Evidence::HungServer { syn_unanswered: 2, accepted_silent: 1 }),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.remedy, [Remedy::RestartHungServer]);
     }
 }

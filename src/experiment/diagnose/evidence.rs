@@ -4,7 +4,7 @@
 //! No English here: `report::diagnose` writes each for people and puts its fields in the JSON, so a
 //! test or a script matches on the kind and reads the numbers instead of parsing a sentence.
 
-use super::facts::Tally;
+use super::facts::{HostConnections, NotTestedReason, Tally};
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
@@ -14,8 +14,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
-    /// The budget allowed no probe at all.
-    NoProbes,
+    /// No probe could be made at all.
+    NoProbes {
+        /// Why.
+        reason: NotTestedReason,
+    },
     /// Every probe with nothing held failed to connect in the same way (`refused`, `connect_timeout`,
     /// `unreachable`).
     ConnectFailed {
@@ -77,6 +80,12 @@ pub enum Evidence {
         probes: usize,
         /// The source address they came from.
         source: String,
+        /// How long the server itself took (the close less the connect round trip), median.
+        server_delay_us: u64,
+        /// The fastest and slowest of those.
+        server_delay_range_us: (u64, u64),
+        /// Where in the server that delay places the close.
+        class: DelayClass,
     },
     /// The zero-byte close came about 5 s after accept: Debian's TCP-wrappers delay.
     WrappersDelay {
@@ -87,10 +96,45 @@ pub enum Evidence {
     RuleMatchesThisAddressOnly,
     /// dropbear closing at once on one address while another is served: MAX_UNAUTH_PER_IP.
     DropbearPerSourceClose,
-    /// A fast zero-byte close on every probe, not dropbear's per-source limit.
-    FastZeroByteClose {
-        /// Median time from connect to close.
-        median_us: u64,
+    /// A zero-byte close at the listener from every address, and nothing on this host holds
+    /// connections to the server: a connection table filled by others on a server that sends no
+    /// message (dropbear's MAX_UNAUTH_CLIENTS, OpenSSH before 8.2), or a forwarder with no backend.
+    ListenerDropEverywhere {
+        /// The server's median delay.
+        server_delay_us: u64,
+    },
+    /// A zero-byte close at the listener on this address while another address is served: a
+    /// per-address limit at the listener.
+    ListenerDropThisAddress,
+    /// The close came from a session process (milliseconds: fork, exec, then exit before the
+    /// banner), from every address: the server cannot start sessions.
+    SessionProcessDies {
+        /// The server's median delay.
+        server_delay_us: u64,
+    },
+    /// The close came from a session process for this address only, while another is served: an
+    /// access rule that closes at once (TCP wrappers without Debian's delay, an ACL in a wrapper).
+    SessionProcessRefusesThisAddress {
+        /// The server's median delay.
+        server_delay_us: u64,
+    },
+    /// This host holds established connections to the server besides diagnose's own: if
+    /// unauthenticated, they fill its limits like anyone's.
+    HostHoldsConnections {
+        /// By owner and local address.
+        holders: Vec<HostConnections>,
+        /// How many in all.
+        total: u32,
+        /// How many from the probing address.
+        from_probing_address: u32,
+    },
+    /// Some SYNs were answered and others not, or connections were accepted whose banner never came:
+    /// a server that has stopped accepting (its listen queue full), not a firewall.
+    HungServer {
+        /// Probes whose SYNs got no answer.
+        syn_unanswered: usize,
+        /// Probes accepted by the kernel that never got a banner.
+        accepted_silent: usize,
     },
     /// A zero-byte close on every probe, neither fast nor at the wrappers delay.
     UnusualZeroByteClose {
@@ -203,6 +247,46 @@ pub enum Evidence {
         /// How long we polled.
         polled_ms: u64,
     },
+}
+
+/// Where in the server a refusal's delay places it (FACTS §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
+pub enum DelayClass {
+    /// Under [`LISTENER_MAX_US`]: the listening process itself, before any fork (MaxStartups drops,
+    /// dropbear's limits, a forwarder with no backend).
+    Listener,
+    /// Milliseconds: a session process was started and ended before its banner (fork and exec, a
+    /// session that cannot start, a wrappers `twist` command).
+    SessionProcess,
+    /// About 5 s: Debian's TCP-wrappers child sleeps 5 s before closing a denied connection.
+    WrappersDelay,
+    /// Anything else.
+    Other,
+}
+
+/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (FACTS §3),
+/// a session process takes 7 ms or more.
+pub const LISTENER_MAX_US: u64 = 3_000;
+/// The slowest a session process's close is taken to be, in µs.
+pub const SESSION_MAX_US: u64 = 2_000_000;
+/// Debian's wrappers delay, in µs.
+pub const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
+
+impl DelayClass {
+    /// The class of a server-side delay of `us` microseconds.
+    pub fn of(us: u64) -> DelayClass {
+        if us < LISTENER_MAX_US {
+            DelayClass::Listener
+        } else if us <= SESSION_MAX_US {
+            DelayClass::SessionProcess
+        } else if WRAPPERS_DELAY_US.contains(&us) {
+            DelayClass::WrappersDelay
+        } else {
+            DelayClass::Other
+        }
+    }
 }
 
 /// A caveat: what limited the experiments or the verdict.

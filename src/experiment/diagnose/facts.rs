@@ -75,6 +75,27 @@ impl ExperimentProbe {
     pub fn zero_byte_refusal(&self) -> bool {
         matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
     }
+
+    /// How long the *server* took to answer, in µs: from accepting the connection to its first byte
+    /// (a refusal line, a banner) or, when it sent none, to its close, less the connect round trip.
+    ///
+    /// Our clock starts at the SYN. The handshake completes for us one round trip later
+    /// (`connected`); the server accepted half a round trip before that, and what it sends reaches
+    /// us half a round trip after it sent it. So the server's own time is `t - 2 × connected`, with
+    /// `connected` standing for the round trip: on loopback it is near zero, and 20 ms away (10 ms
+    /// each way) an accept-and-close still reads as about 0 instead of 40 ms (measured through
+    /// the test delay line). `None` when the connection was never seen established.
+    pub fn server_delay_us(&self) -> Option<u64> {
+        let t = self.record.observation.timings;
+        let connected = t.connected?;
+        let answered = if self.record.observation.received.is_empty() { t.closed } else { t.first_byte };
+        Some(answered?.saturating_sub(2 * connected))
+    }
+
+    /// The connect round trip, in µs: how long the handshake took.
+    pub fn connect_us(&self) -> Option<u64> {
+        self.record.observation.timings.connected
+    }
 }
 
 /// The JSON of one [`ExperimentProbe`]: the fields reports have always had, read from the record.
@@ -93,6 +114,10 @@ struct ExperimentProbeJson<'a> {
     closed_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ident_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_delay_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     software: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +139,8 @@ impl Serialize for ExperimentProbe {
             end: obs.end,
             closed_us: obs.timings.closed,
             ident_us: obs.timings.ident,
+            connect_us: self.connect_us(),
+            server_delay_us: self.refused().then(|| self.server_delay_us()).flatten(),
             software: self.software_version(),
             message: self.message(),
             refusal: self.refusal(),
@@ -202,6 +229,36 @@ pub struct Facts {
     pub second_source: bool,
     /// Whether the budget stopped an experiment early.
     pub budget_exhausted: bool,
+    /// Established connections from this host to the server that are not diagnose's own, by owner:
+    /// unauthenticated ones count towards the server's limits like anyone's.
+    pub host_connections: Vec<HostConnections>,
+    /// Why probing stopped before any probe could be made, when it did.
+    pub not_tested: Option<NotTestedReason>,
+}
+
+/// Connections to the server held by one process of this host from one local address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostConnections {
+    /// The owning process, when it could be found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its name (`comm`), when it could be found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// The local address the connections come from.
+    pub local: IpAddr,
+    /// How many.
+    pub count: u32,
+}
+
+/// Why no probe was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotTestedReason {
+    /// The time limit (`--max-duration`) ended while waiting for the probe budget.
+    TimeLimit,
+    /// The per-source budget allowed no probe.
+    Budget,
 }
 
 impl Facts {
@@ -297,7 +354,14 @@ pub(crate) mod fixtures {
 
     /// Facts with a second source address available.
     pub(crate) fn facts(experiments: Vec<Experiment>) -> Facts {
-        Facts { experiments, second_source: true, budget_exhausted: false }
+        Facts { experiments, second_source: true, ..Facts::default() }
+    }
+
+    /// A probe connected after `connect_us` that closed with zero bytes `closed_us` after the start.
+    pub(crate) fn closed_at(connect_us: u64, closed_us: u64) -> ExperimentProbe {
+        let mut p = closed_after(closed_us);
+        p.record.observation.timings.connected = Some(connect_us);
+        p
     }
 }
 
@@ -315,7 +379,7 @@ mod tests {
             json,
             serde_json::json!({
                 "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
-                "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300,
+                "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300, "connect_us": 100,
                 "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
             })
         );

@@ -31,7 +31,9 @@ pub mod gather;
 pub mod remedy;
 
 pub use decide::{decide, Confidence, Finding, Verdict};
-pub use evidence::{Evidence, Note};
-pub use facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, Tally};
+pub use evidence::{DelayClass, Evidence, Note};
+pub use facts::{
+    Experiment, ExperimentKind, ExperimentProbe, Facts, HostConnections, NotTestedReason, Tally,
+};
 pub use gather::{diagnose, DiagnoseOptions, Diagnosis};
 pub use remedy::Remedy;

@@ -41,6 +41,17 @@ pub enum Remedy {
     CheckServerUnderLoad,
     /// Collect more probes and check the path.
     CollectMore,
+    /// Check the server's configuration and install: `sshd -t`, its log, a reinstall.
+    RepairServer,
+    /// Tell a full connection table from a forwarder with no backend: the server's log, `ss -tn`
+    /// there, a retry after LoginGraceTime.
+    TellListenerDropsApart,
+    /// dropbear's compile-time `MAX_UNAUTH_CLIENTS` (30), a server-wide table.
+    DropbearMaxUnauthClients,
+    /// Close or limit the unauthenticated connections this host holds to the server.
+    ReleaseThisHostsConnections,
+    /// Run again with a longer time limit (the probe budget refills at about one a second).
+    AllowMoreTime,
     /// The exchange works: look past it with `ssh -vvv`.
     LookPastTheExchange,
 }
@@ -54,6 +65,7 @@ pub fn remedies(
     client: Option<IpAddr>,
 ) -> Vec<Remedy> {
     let shows = |wanted: fn(&Evidence) -> bool| evidence.iter().any(wanted);
+    let host_holds = shows(|e| matches!(e, Evidence::HostHoldsConnections { .. }));
     match verdict {
         Verdict::Ok => vec![Remedy::LookPastTheExchange],
         Verdict::NotListening => vec![Remedy::StartServer],
@@ -61,20 +73,36 @@ pub fn remedies(
         Verdict::Unreachable => vec![Remedy::FixRouting],
         Verdict::NotSsh => vec![Remedy::CheckPort],
         Verdict::AccessDenied => {
-            let unexplained_close = shows(|e| {
-                matches!(e, Evidence::FastZeroByteClose { .. } | Evidence::UnusualZeroByteClose { .. })
-            });
+            let unexplained_close = shows(|e| matches!(e, Evidence::SessionProcessRefusesThisAddress { .. }));
             let mut r = vec![Remedy::AllowInHostsAllow { client }];
             if unexplained_close {
                 r.push(Remedy::CheckServerLog);
             }
             r
         }
-        Verdict::Maxstartups => vec![Remedy::RaiseMaxStartups],
-        Verdict::PerSourceLimit => match software {
-            Some(Software::Dropbear) => vec![Remedy::DropbearMaxUnauthPerIp],
-            _ => vec![Remedy::RaisePerSourceMaxStartups],
-        },
+        Verdict::Maxstartups => {
+            let mut r = match software {
+                Some(Software::Dropbear) => vec![Remedy::DropbearMaxUnauthClients],
+                _ => vec![Remedy::RaiseMaxStartups],
+            };
+            if host_holds {
+                r.insert(0, Remedy::ReleaseThisHostsConnections);
+            }
+            r
+        }
+        Verdict::PerSourceLimit => {
+            let mut r = match software {
+                Some(Software::Dropbear) => vec![Remedy::DropbearMaxUnauthPerIp],
+                _ => vec![Remedy::RaisePerSourceMaxStartups],
+            };
+            if host_holds {
+                r.insert(0, Remedy::ReleaseThisHostsConnections);
+            }
+            r
+        }
+        Verdict::ServerError => vec![Remedy::RepairServer],
+        Verdict::ListenerDrop => vec![Remedy::TellListenerDropsApart],
+        Verdict::NotTested => vec![Remedy::AllowMoreTime],
         Verdict::Penalized => {
             if shows(|e| matches!(e, Evidence::AmbiguousRefusalLine)) {
                 vec![Remedy::ExemptFromPenalties, Remedy::RaiseMaxStartupsIfEveryAddressRefused]
@@ -89,13 +117,7 @@ pub fn remedies(
                 vec![Remedy::RestartHungServer]
             }
         }
-        Verdict::Intermittent => {
-            if shows(|e| matches!(e, Evidence::NoProbes)) {
-                Vec::new()
-            } else {
-                vec![Remedy::CollectMore]
-            }
-        }
+        Verdict::Intermittent => vec![Remedy::CollectMore],
     }
 }
 
@@ -118,7 +140,7 @@ mod tests {
         let wrappers = [Evidence::WrappersDelay { median_us: 5_000_000 }];
         let r = remedies(Verdict::AccessDenied, None, &wrappers, client);
         assert_eq!(r, [Remedy::AllowInHostsAllow { client }]);
-        let fast = [Evidence::FastZeroByteClose { median_us: 7_000 }];
+        let fast = [Evidence::SessionProcessRefusesThisAddress { server_delay_us: 7_000 }];
         let r = remedies(Verdict::AccessDenied, None, &fast, client);
         assert_eq!(r, [Remedy::AllowInHostsAllow { client }, Remedy::CheckServerLog]);
     }
