@@ -33,5 +33,6 @@ pub mod lab;
 pub mod outcome;
 pub mod report;
 pub mod scan;
+pub mod serve;
 pub mod server;
 pub mod target;
