@@ -149,7 +149,8 @@ async fn client(
         }
         body.resize(length, 0);
         read.read_exact(&mut body).await.expect("reading the body");
-        let banner = body.windows(35).any(|w| w == b"sshprobe_outcome{outcome=\"banner\"} 1");
+        const BANNER_ONE: &[u8] = b"sshprobe_outcome{outcome=\"banner\"} 1\n";
+        let banner = body.windows(BANNER_ONE.len()).any(|w| w == BANNER_ONE);
         done += 1;
         if !(status_ok && banner) {
             bad += 1;
