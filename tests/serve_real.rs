@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::prometheus::{http_get, http_raw, need_prometheus, sample, scrape_config, Exporter, Prometheus};
+use common::prometheus::{
+    http_get, http_raw, need_prometheus, sample, scrape_config, Blackbox, Exporter, Prometheus,
+};
 use common::{dropbear, free_port, hold, need, need_root, Sshd};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -116,7 +118,8 @@ fn prometheus_reads_the_maxstartups_refusal() {
     while Instant::now() < deadline {
         got_refusal = value(&query(&refusal));
         got_banner = value(&query(&banner));
-        if got_refusal.as_deref() == Some("1") && got_banner.as_deref() == Some("1") {
+        let counted = value(&query("sum(sshprobe_exporter_probes_total)")).is_some();
+        if got_refusal.as_deref() == Some("1") && got_banner.as_deref() == Some("1") && counted {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -137,6 +140,25 @@ fn prometheus_reads_the_maxstartups_refusal() {
     // Prometheus scraped the exporter's own counters too.
     let probes = query("sum(sshprobe_exporter_probes_total)");
     assert!(value(&probes).is_some(), "{probes}");
+    // Every query of the Grafana dashboard parses, and those on probe metrics find data.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana/sshprobe-dashboard.json"))
+            .expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut checked = 0;
+    for expr in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+    {
+        let expr = expr.replace("$job", "sshprobe").replace("$instance", ".*");
+        let result = query(&expr);
+        if !expr.contains("rate(") {
+            assert!(!result.as_array().is_none_or(|r| r.is_empty()), "dashboard query {expr} found nothing");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} dashboard queries");
 }
 
 /// A loopback server that counts connections and answers each as `answer` says; stopped when
@@ -347,4 +369,50 @@ fn a_raw_module_probes_through_the_raw_engine() {
     outcome_is(&body, "banner");
     let (status, log) = exporter.terminate();
     assert!(status.success(), "{status}\n{log}");
+}
+
+/// The README's side-by-side table: on the same four servers, blackbox_exporter's `ssh_banner`
+/// says `probe_success 0` for every failure alike; sshprobe names each.
+#[test]
+fn blackbox_says_down_where_sshprobe_says_why() {
+    if !need_prometheus("serve_blackbox", &["sshd", "unshare", "prometheus-blackbox-exporter"]) {
+        return;
+    }
+    let healthy = Sshd::new().start();
+    let wrapped = Sshd::new().hosts_deny("sshd: ALL\n").start();
+    let full = Sshd::new().option("MaxStartups 1:100:1").start();
+    let _held = hold(full.addr, None);
+    let nothing: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let blackbox = Blackbox::start();
+    let exporter = Exporter::start(&[]);
+    let servers = [
+        ("healthy sshd 9.2", healthy.addr, "banner"),
+        ("sshd, hosts.deny `sshd: ALL`", wrapped.addr, "closed_before_banner"),
+        ("sshd, MaxStartups full", full.addr, "server_refusal"),
+        ("nothing listening", nothing, "refused"),
+    ];
+    let mut table = String::from(
+        "| server | blackbox `ssh_banner`: probe_success | duration | sshprobe: probe_success | sshprobe_outcome | duration | what else sshprobe says |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (name, addr, want) in servers {
+        let b = blackbox.probe(addr);
+        let s = scrape(&exporter, addr);
+        outcome_is(&s, want);
+        let success = sample(&b, "probe_success");
+        assert_eq!(success, Some(if want == "banner" { 1.0 } else { 0.0 }), "blackbox on {name}:\n{b}");
+        let extra: Vec<String> = s
+            .lines()
+            .filter(|l| l.starts_with("sshprobe_refusal") || l.starts_with("sshprobe_banner_info"))
+            .map(|l| format!("`{l}`"))
+            .collect();
+        table += &format!(
+            "| {name} | {} | {:.3} s | {} | `{want}` | {:.3} s | {} |\n",
+            success.unwrap_or(f64::NAN),
+            sample(&b, "probe_duration_seconds").unwrap_or(f64::NAN),
+            sample(&s, "probe_success").unwrap_or(f64::NAN),
+            sample(&s, "probe_duration_seconds").unwrap_or(f64::NAN),
+            extra.join("<br>")
+        );
+    }
+    show(&table);
 }

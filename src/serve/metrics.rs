@@ -153,7 +153,7 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
         reg.register(
             "sshprobe_refusal",
             "What the server said instead of an identification line, and what it means",
-            Info::new(vec![("message", label_value(message)), ("meaning", label_value(meaning))]),
+            Info::new(vec![("message", label_value(message)), ("meaning", meaning.to_string())]),
         );
     }
     if let Some(banner) = &c.banner {

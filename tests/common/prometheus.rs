@@ -248,3 +248,61 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// blackbox_exporter's `ssh_banner` module as its README gives it: expect `^SSH-2.0-`, send an ident.
+pub const BLACKBOX_SSH_BANNER: &str = "modules:\n  ssh_banner:\n    prober: tcp\n    timeout: 10s\n    tcp:\n      query_response:\n        - expect: \"^SSH-2.0-\"\n        - send: \"SSH-2.0-blackbox-ssh-check\"\n";
+
+/// A real blackbox_exporter (Debian's `prometheus-blackbox-exporter`) on a free loopback port,
+/// with [`BLACKBOX_SSH_BANNER`]. Dropped: killed and reaped, its files removed.
+pub struct Blackbox {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Blackbox {
+    /// Starts it and waits (at most 30 s) until it answers `/-/healthy`.
+    pub fn start() -> Blackbox {
+        let dir = tempfile::Builder::new().prefix("sshprobe-blackbox-").tempdir().expect("a temp dir");
+        let config_path = dir.path().join("blackbox.yml");
+        std::fs::write(&config_path, BLACKBOX_SSH_BANNER).expect("writing blackbox.yml");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::fs::File::create(dir.path().join("blackbox.log")).expect("a log file");
+        let bin = find_bin("prometheus-blackbox-exporter").expect("blackbox_exporter is installed");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a descriptor"))
+            .stderr(log)
+            .spawn()
+            .expect("starting prometheus-blackbox-exporter");
+        let b = Blackbox { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get_quiet(addr, "/-/healthy") != 200 {
+            assert!(Instant::now() < deadline, "blackbox_exporter not healthy after 30 s:\n{}", b.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        b
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("blackbox.log")).unwrap_or_default()
+    }
+
+    /// Probes `target` with the `ssh_banner` module: the metrics text.
+    pub fn probe(&self, target: SocketAddr) -> String {
+        let (status, body) = http_get(self.addr, &format!("/probe?module=ssh_banner&target={target}"), &[]);
+        assert_eq!(status, 200, "{body}\n{}", self.log());
+        body
+    }
+}
+
+impl Drop for Blackbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
