@@ -20,6 +20,7 @@
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
 //! | [`lab`] | emulated endpoints for demos and for cases no real server produces on demand | network |
 //! | [`report`] | table, JSON Lines and CSV output | writes |
+//! | [`serve`] | the Prometheus exporter: `/probe`, `/diagnose`, safe by default | network |
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, wires these together and reports
 //! errors. One [`evidence::Observation`] flows from an engine through the classifier to a report; no
