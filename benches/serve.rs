@@ -237,6 +237,9 @@ fn main() {
     let total: u64 = env_or("SSHPROBE_BENCH_SCRAPES", if benching { 100_000 } else { 2_000 });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
+        if !benching {
+            println!("(cargo test: a {total}-scrape smoke run of the test build; figures come from cargo bench --bench serve)");
+        }
         let targets = banner_servers(CONCURRENCY).await;
         println!(
             "sshprobe serve, {CONCURRENCY} concurrent keep-alive clients, one loopback banner server each \

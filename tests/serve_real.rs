@@ -307,6 +307,9 @@ fn busy_bad_queries_deadlines_and_sigterm() {
         let (status, body) = exporter.get(path);
         assert_eq!((status, body.lines().count()), (400, 1), "{}: {body}", &path[..path.len().min(60)]);
     }
+    // A request head beyond hyper's 16 KiB buffer: hyper's own 431, and the exporter goes on.
+    let (status, _) = exporter.get(&format!("/probe?target={}", "a".repeat(20_000)));
+    assert_eq!(status, 431);
     let (status, _) = http_get(
         exporter.addr,
         "/probe?target=127.0.0.1",
