@@ -378,6 +378,11 @@ mod tests {
         assert!(text.contains("probe_success 0.0\n"), "{text}");
         assert!(text.contains("sshprobe_outcome{outcome=\"server_refusal\"} 1\n"), "{text}");
         assert_eq!(text.matches("sshprobe_outcome{").count(), Outcome::ALL.len());
+        // The labels are the outcomes' JSON names.
+        for o in Outcome::ALL {
+            let json = serde_json::to_value(o).unwrap();
+            assert!(text.contains(&format!("{{outcome={json}}}")), "{json}");
+        }
         assert_eq!(text.matches("sshprobe_outcome{").count() - 1, text.matches("} 0\n").count(), "{text}");
         assert!(
             text.contains("sshprobe_refusal_info{message=\"Exceeded MaxStartups\",meaning=\"OpenSSH 8.2-9.7")

@@ -120,6 +120,25 @@ enum NotRun {
     TimedOut,
 }
 
+/// What the allow list says of a target, once resolved.
+#[derive(Debug)]
+enum Admission {
+    /// Every address is allowed: probe the first.
+    Probe {
+        /// The address to probe.
+        remote: SocketAddr,
+        /// How long resolving took.
+        dns: Duration,
+    },
+    /// An address is outside the list: this 403, and no packet.
+    Forbidden(Answer),
+    /// The name gave no address.
+    Unresolved {
+        /// How long resolving took.
+        dns: Duration,
+    },
+}
+
 /// The exporter: its settings, engines, caches and counters. Shared by every connection.
 #[derive(Debug)]
 pub struct Exporter {
@@ -189,14 +208,8 @@ impl Exporter {
         line(StatusCode::BAD_REQUEST, &e.to_string())
     }
 
-    /// Resolves a target and checks every address against the allow list: the addresses, the
-    /// lookup's time, or the answer to give instead (403, or a failed lookup).
-    async fn admit(
-        &self,
-        target: &str,
-        host: Host,
-        deadline: Option<Duration>,
-    ) -> Result<(SocketAddr, Duration), Result<Answer, Duration>> {
+    /// Resolves a target and checks every address against the allow list.
+    async fn admit(&self, target: &str, host: Host, deadline: Option<Duration>) -> Admission {
         let started = Instant::now();
         let addrs: Vec<SocketAddr> = match host {
             Host::Addr(a) => vec![a],
@@ -212,9 +225,12 @@ impl Exporter {
         if let Some(refused) = self.settings.allow.first_refused(addrs.iter().map(|a| a.ip())) {
             self.metrics.refused(Refusal::Forbidden);
             let text = format!("target {target:?}: {refused} is outside --allow; nothing was sent");
-            return Err(Ok(line(StatusCode::FORBIDDEN, &text)));
+            return Admission::Forbidden(line(StatusCode::FORBIDDEN, &text));
         }
-        addrs.first().map(|&a| (a, dns)).ok_or(Err(dns))
+        match addrs.first() {
+            Some(&remote) => Admission::Probe { remote, dns },
+            None => Admission::Unresolved { dns },
+        }
     }
 
     async fn probe(&self, uri: &Uri, headers: &HeaderMap) -> Answer {
@@ -236,9 +252,9 @@ impl Exporter {
             Err(e) => return self.bad(e),
         };
         let (remote, dns) = match self.admit(&q.target, host, deadline).await {
-            Ok(admitted) => admitted,
-            Err(Ok(refused)) => return refused,
-            Err(Err(dns)) => {
+            Admission::Probe { remote, dns } => (remote, dns),
+            Admission::Forbidden(answer) => return answer,
+            Admission::Unresolved { dns } => {
                 tracing::debug!(target = q.target, "name did not resolve");
                 return answer(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render_unresolved(dns));
             }
@@ -308,9 +324,11 @@ impl Exporter {
             Err(e) => return self.bad(e),
         };
         let remote = match self.admit(&q.target, host, None).await {
-            Ok((remote, _)) => remote,
-            Err(Ok(refused)) => return refused,
-            Err(Err(_)) => return line(StatusCode::BAD_GATEWAY, &format!("cannot resolve {:?}", q.target)),
+            Admission::Probe { remote, .. } => remote,
+            Admission::Forbidden(answer) => return answer,
+            Admission::Unresolved { .. } => {
+                return line(StatusCode::BAD_GATEWAY, &format!("cannot resolve {:?}", q.target))
+            }
         };
         let fetched = self
             .diagnoses
