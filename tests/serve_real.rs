@@ -419,3 +419,69 @@ fn blackbox_says_down_where_sshprobe_says_why() {
     }
     show(&table);
 }
+
+/// Many servers at once beyond `--max-in-flight`: every scrape is answered, 200 or 503, and every
+/// probe the exporter counts is one connection a server saw.
+#[test]
+fn beyond_the_in_flight_bound_scrapes_get_503_and_the_exporter_goes_on() {
+    let tarpits: Vec<Counting> = (0..8).map(|_| Counting::start(None)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sshprobe.toml");
+    std::fs::write(&config, "[modules.default]\nbanner_timeout = \"1s\"\n").unwrap();
+    let exporter = Arc::new(Exporter::start(&[
+        "--max-in-flight",
+        "4",
+        "--min-interval",
+        "0s",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let threads: Vec<_> = (0..400)
+        .map(|i| {
+            let (exporter, target) = (exporter.clone(), tarpits[i % tarpits.len()].addr);
+            std::thread::spawn(move || exporter.get(&format!("/probe?target={target}")))
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert_eq!(
+        ok + busy,
+        answers.len(),
+        "only 200 and 503: {:?}",
+        answers.iter().find(|(s, _)| *s != 200 && *s != 503)
+    );
+    assert!(ok > 0 && busy > 0, "{ok} answered, {busy} busy");
+    for (_, body) in answers.iter().filter(|(s, _)| *s == 200) {
+        outcome_is(body, "banner_timeout");
+    }
+    let (_, metrics) = exporter.get("/metrics");
+    let probes = sample(&metrics, "sshprobe_exporter_probes_total{outcome=\"banner_timeout\"}").unwrap();
+    let connections: usize = tarpits.iter().map(Counting::accepted).sum();
+    assert_eq!(probes as usize, connections, "one connection per probe:\n{metrics}");
+    assert_eq!(sample(&metrics, "sshprobe_exporter_probes_in_flight"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "sshprobe_exporter_scrapes_refused_total{reason=\"busy\"}"),
+        Some(busy as f64)
+    );
+    assert_eq!(exporter.get("/-/healthy").0, 200);
+}
+
+#[test]
+fn ipv6_targets() {
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED serve ipv6_targets: no ::1 on this host ***\n");
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("one connection");
+        stream.write_all(b"SSH-2.0-OpenSSH_9.9 v6\r\n").unwrap();
+    });
+    let exporter = Exporter::start(&[]);
+    let (status, body) = exporter.get(&format!("/probe?target=[::1]:{}", addr.port()));
+    assert_eq!(status, 200, "{body}");
+    outcome_is(&body, "banner");
+    assert_eq!(sample(&body, "probe_ip_protocol"), Some(6.0));
+    server.join().unwrap();
+}
