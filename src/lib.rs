@@ -23,6 +23,7 @@
 //! | [`experiment`] | questions about a server, answered by sequences of probes through any engine: [`experiment::diagnose`], [`experiment::limits`], with [`experiment::holder`], [`experiment::budget`] and the pure [`experiment::stats`] | network |
 //! | [`lab`] | emulated endpoints for demos and for cases no real server produces on demand | network |
 //! | [`report`] | table, JSON Lines, CSV and SVG output of probes, diagnoses and limits | writes |
+//! | [`serve`] | the Prometheus exporter: `/probe`, `/diagnose`, safe by default; uses [`report`] for the diagnosis JSON | network |
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments, opens the engine the user chose
 //! (`cli/engine.rs`), wires these together and reports errors. One [`evidence::Observation`] flows
@@ -37,5 +38,6 @@ pub mod outcome;
 pub mod record;
 pub mod report;
 pub mod scan;
+pub mod serve;
 pub mod server;
 pub mod target;

@@ -5,6 +5,7 @@ mod engine;
 mod lab;
 mod limits;
 mod probe;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ enum Command {
     Lab(lab::LabArgs),
     /// Start the lab in-process, probe every behaviour once and print the table.
     Demo(lab::DemoArgs),
+    /// Serve a Prometheus exporter: /probe?target= answers why a server refuses, as metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the command, and turns errors into one line on stderr.
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
                 Command::Limits(args) => limits::run(args).await,
                 Command::Lab(args) => lab::run_lab(args).await,
                 Command::Demo(args) => lab::run_demo(args).await,
+                Command::Serve(args) => serve::run(args).await,
             }
         };
         // On Ctrl-C the command's future is dropped, and with it every connection it holds.

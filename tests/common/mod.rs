@@ -47,6 +47,8 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 pub mod delayline;
 
+pub mod prometheus;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};

@@ -268,7 +268,7 @@ pub enum DelayClass {
 
 /// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (FACTS §3),
 /// a session process takes 7 ms or more.
-pub const LISTENER_MAX_US: u64 = 3_000;
+pub const LISTENER_MAX_US: u64 = 5_000;
 /// The slowest a session process's close is taken to be, in µs.
 pub const SESSION_MAX_US: u64 = 2_000_000;
 /// Debian's wrappers delay, in µs.
