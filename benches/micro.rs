@@ -11,6 +11,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use sshprobe::evidence::{Connect, End, Observation, ProbeOrder, Timings};
 use sshprobe::ident;
 use sshprobe::outcome::classify;
+use sshprobe::packet::IcmpKind;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::Format;
 use sshprobe::scan::ProbeResult;
@@ -166,10 +167,10 @@ struct Inbound<'a> {
     payload: &'a [u8],
 }
 
-/// What it takes from an ICMP error: the code, and the quoted segment's 4-tuple and sequence number.
+/// What it takes from an ICMP error: its name, and the quoted segment's 4-tuple and sequence number.
 #[derive(Debug, PartialEq, Eq)]
 struct IcmpError {
-    code: u8,
+    kind: IcmpKind,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ports: (u16, u16),
@@ -179,8 +180,8 @@ struct IcmpError {
 mod ours {
     use super::{IcmpError, Inbound};
     use sshprobe::engine::raw::wire::{
-        IcmpErrorKind, IcmpErrorRepr, Ipv4Packet, Ipv4Repr, SeqNumber, TcpFlags, TcpOption, TcpOptions,
-        TcpPacket, TcpRepr, PROTO_TCP,
+        IcmpErrorRepr, Ipv4Packet, Ipv4Repr, SeqNumber, TcpFlags, TcpOption, TcpOptions, TcpPacket, TcpRepr,
+        PROTO_TCP,
     };
     use std::net::IpAddr;
 
@@ -214,11 +215,8 @@ mod ours {
     pub fn parse_icmp(bytes: &[u8]) -> Option<IcmpError> {
         let ip = Ipv4Packet::new_checked(bytes).ok()?;
         let e = IcmpErrorRepr::parse_v4(ip.payload()).ok()?;
-        let (IcmpErrorKind::Unreachable4(code), IpAddr::V4(src), IpAddr::V4(dst)) = (e.kind, e.src, e.dst)
-        else {
-            return None;
-        };
-        Some(IcmpError { code, src, dst, ports: (e.src_port, e.dst_port), seq: e.seq.0 })
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (e.src, e.dst) else { return None };
+        Some(IcmpError { kind: e.kind, src, dst, ports: (e.src_port, e.dst_port), seq: e.seq.0 })
     }
 
     /// IPv4 header + TCP segment with checksums, as `RawSockets::send4` builds it.
@@ -252,7 +250,7 @@ mod ours {
 }
 
 mod smol {
-    use super::{IcmpError, Inbound};
+    use super::{IcmpError, IcmpKind, Inbound};
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
         Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
@@ -306,7 +304,7 @@ mod smol {
     pub fn parse_icmp(bytes: &[u8]) -> Option<IcmpError> {
         let ip = Ipv4Packet::new_checked(bytes).ok()?;
         let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
-        let code = icmp.msg_code();
+        let kind = IcmpKind::from_v4(3, icmp.msg_code())?;
         // (Refuses a quote shorter than the quoted datagram's total length, RFC 792's minimal
         // header + 8 bytes among them; Linux quotes whole SYNs.)
         let Ok(Icmpv4Repr::DstUnreachable { reason, header, data }) =
@@ -317,7 +315,7 @@ mod smol {
         let _: Icmpv4DstUnreachable = reason;
         let be16 = |at: usize| u16::from_be_bytes([data[at], data[at + 1]]);
         Some(IcmpError {
-            code,
+            kind,
             src: header.src_addr,
             dst: header.dst_addr,
             ports: (be16(0), be16(2)),
@@ -361,7 +359,7 @@ mod smol {
 }
 
 mod ether {
-    use super::{IcmpError, Inbound};
+    use super::{IcmpError, IcmpKind, Inbound};
     use etherparse::{
         Icmpv4Slice, Icmpv4Type, IpNumber, Ipv4Header, Ipv4Slice, LaxIpv4Slice, TcpHeader, TcpOptionElement,
         TcpSlice,
@@ -413,7 +411,7 @@ mod ether {
         let tcp = data.get(..8)?;
         let h = quoted.header();
         Some(IcmpError {
-            code: icmp.code_u8(),
+            kind: IcmpKind::from_v4(icmp.type_u8(), icmp.code_u8())?,
             src: h.source_addr(),
             dst: h.destination_addr(),
             ports: (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]])),

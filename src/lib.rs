@@ -12,6 +12,7 @@
 //! | module | what it is | I/O |
 //! |---|---|---|
 //! | [`ident`] | the identification-string parser | none |
+//! | [`packet`] | what a packet trace records: TCP flags and options, ICMP errors by name | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`] | none |
 //! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
@@ -31,6 +32,7 @@ pub mod experiment;
 pub mod ident;
 pub mod lab;
 pub mod outcome;
+pub mod packet;
 pub mod report;
 pub mod scan;
 pub mod server;

@@ -12,6 +12,7 @@ use sshprobe::engine::{Engine, ProbeConfig, ProbeRequest};
 use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Outcome};
+use sshprobe::packet::TcpOption;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ async fn probe(engine: &impl Engine, remote: SocketAddr) -> Observation {
 fn flags(obs: &Observation) -> Vec<String> {
     obs.packets
         .iter()
-        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.flags))
+        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.kind))
         .collect()
 }
 
@@ -124,11 +125,11 @@ async fn banner_trace_shows_the_handshake_the_exchange_and_the_close() {
     assert_eq!(obs.packets[4].len, sshprobe::engine::DEFAULT_IDENT.len() + 2, "{f:?}");
     assert!(f[5..].contains(&"<FA".to_string()), "{f:?}");
     let syn = &obs.packets[0];
-    assert_eq!(syn.options, ["mss=1460"]);
+    assert_eq!(syn.options(), [TcpOption::MaxSegmentSize(1460)]);
     assert_eq!((syn.seq, syn.ttl), (0, 64));
     let synack = &obs.packets[1];
     assert_eq!((synack.seq, synack.ack), (0, 1));
-    assert!(synack.options.iter().any(|o| o.starts_with("mss=")), "{:?}", synack.options);
+    assert!(synack.options().iter().any(|o| matches!(o, TcpOption::MaxSegmentSize(_))), "{synack:?}");
     let banner = &obs.packets[3];
     assert_eq!(banner.len, sshprobe::lab::LAB_BANNER.len());
     let t = obs.timings;

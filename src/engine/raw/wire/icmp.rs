@@ -1,58 +1,18 @@
 //! ICMP (RFC 792) and ICMPv6 (RFC 4443) errors about a TCP segment: what went wrong, and which
 //! segment (addresses, ports, sequence number) it quotes, so the engine can find the flow it ends.
+//! Types and codes are named by [`IcmpKind`], which the trace records.
 
 use super::ipv4;
 use super::{be16, be32, Ipv6Packet, SeqNumber, WireError, PROTO_TCP};
+pub use crate::packet::IcmpKind;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-
-/// The kind of an ICMP or ICMPv6 error that can answer a SYN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IcmpErrorKind {
-    /// ICMPv4 destination unreachable, with its code.
-    Unreachable4(u8),
-    /// ICMPv6 destination unreachable, with its code.
-    Unreachable6(u8),
-    /// Time exceeded in transit (a routing loop, or a TTL too small).
-    TimeExceeded,
-}
-
-impl fmt::Display for IcmpErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match *self {
-            IcmpErrorKind::Unreachable4(code) => match code {
-                0 => "network unreachable",
-                1 => "host unreachable",
-                2 => "protocol unreachable",
-                3 => "port unreachable",
-                4 => "fragmentation needed",
-                5 => "source route failed",
-                6 | 7 => "destination unknown",
-                9 | 10 | 13 => "administratively prohibited",
-                11 | 12 => "unreachable for type of service",
-                _ => return write!(f, "ICMP unreachable (code {code})"),
-            },
-            IcmpErrorKind::Unreachable6(code) => match code {
-                0 => "no route to destination",
-                1 => "administratively prohibited",
-                2 => "beyond scope of source address",
-                3 => "address unreachable",
-                4 => "port unreachable",
-                5 => "source address failed policy",
-                6 => "reject route to destination",
-                _ => return write!(f, "ICMPv6 unreachable (code {code})"),
-            },
-            IcmpErrorKind::TimeExceeded => "time exceeded",
-        };
-        f.write_str(name)
-    }
-}
 
 /// An ICMP error about a TCP segment: what went wrong and which segment it quotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpErrorRepr {
     /// What went wrong.
-    pub kind: IcmpErrorKind,
+    pub kind: IcmpKind,
     /// The quoted segment's source address (ours).
     pub src: IpAddr,
     /// The quoted segment's destination address.
@@ -72,11 +32,7 @@ impl IcmpErrorRepr {
         if icmp.len() < 8 {
             return Err(WireError::Truncated);
         }
-        let kind = match icmp[0] {
-            3 => IcmpErrorKind::Unreachable4(icmp[1]),
-            11 => IcmpErrorKind::TimeExceeded,
-            _ => return Err(WireError::Unsupported),
-        };
+        let kind = IcmpKind::from_v4(icmp[0], icmp[1]).ok_or(WireError::Unsupported)?;
         // The quoted datagram: its header and at least 8 bytes of payload (RFC 792); its total
         // length may exceed what is quoted.
         let quoted = &icmp[8..];
@@ -107,11 +63,7 @@ impl IcmpErrorRepr {
         if icmp.len() < 8 {
             return Err(WireError::Truncated);
         }
-        let kind = match icmp[0] {
-            1 => IcmpErrorKind::Unreachable6(icmp[1]),
-            3 => IcmpErrorKind::TimeExceeded,
-            _ => return Err(WireError::Unsupported),
-        };
+        let kind = IcmpKind::from_v6(icmp[0], icmp[1]).ok_or(WireError::Unsupported)?;
         let quoted = Ipv6Packet::new_checked(&icmp[8..])?;
         if quoted.next_header() != PROTO_TCP {
             return Err(WireError::Unsupported);
@@ -155,7 +107,7 @@ mod tests {
         let ip = Ipv4Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(ip.protocol(), PROTO_ICMP);
         let e = IcmpErrorRepr::parse_v4(ip.payload()).unwrap();
-        assert_eq!(e.kind, IcmpErrorKind::Unreachable4(3));
+        assert_eq!(e.kind, IcmpKind::PortUnreachable);
         assert_eq!((e.src, e.dst, e.src_port, e.dst_port), (loopback(), loopback(), 41504, 9));
         assert_eq!(e.seq, SeqNumber(0x6832b49a));
         assert_eq!(
@@ -164,7 +116,7 @@ mod tests {
         );
 
         let e = IcmpErrorRepr::parse_v6(&unhex(ICMP_V6)).unwrap();
-        assert_eq!(e.kind, IcmpErrorKind::Unreachable6(1));
+        assert_eq!(e.kind, IcmpKind::AdminProhibited);
         assert_eq!(e.kind.to_string(), "administratively prohibited");
         assert_eq!((e.src, e.dst_port), (IpAddr::V6(Ipv6Addr::LOCALHOST), 9));
         // Echo requests and the like are not errors about our segments.

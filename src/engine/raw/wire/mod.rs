@@ -18,6 +18,9 @@
 //! | [`icmp`] | ICMP and ICMPv6 errors quoting a TCP segment | — | [`IcmpErrorRepr`] |
 //! | here | what they share: [`SeqNumber`], the Internet checksum, [`WireError`] | | |
 //!
+//! The values a trace records ([`TcpFlags`], [`TcpOption`], [`IcmpKind`]) are defined in the pure
+//! [`crate::packet`], which the evidence may import and this engine module re-exports.
+//!
 //! Why our own and not a crate's: `benches/micro.rs` (group `wire`) measures these views against
 //! smoltcp's and etherparse's on the same captured packets; see `docs/performance.md`.
 
@@ -29,7 +32,7 @@ pub mod tcp;
 #[cfg(test)]
 mod captured;
 
-pub use self::icmp::{IcmpErrorKind, IcmpErrorRepr};
+pub use self::icmp::{IcmpErrorRepr, IcmpKind};
 pub use self::ipv4::{Ipv4Packet, Ipv4Repr};
 pub use self::ipv6::Ipv6Packet;
 pub use self::tcp::{TcpFlags, TcpOption, TcpOptions, TcpPacket, TcpRepr};

@@ -1,61 +1,9 @@
 //! TCP segments (RFC 9293): the header view, the options, and what a segment says.
 
 use super::{be16, be32, transport_checksum, SeqNumber, WireError, PROTO_TCP};
+pub use crate::packet::{TcpFlags, TcpOption};
 use std::fmt;
 use std::net::IpAddr;
-
-/// TCP control bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TcpFlags(pub u8);
-
-impl TcpFlags {
-    /// No more data from the sender.
-    pub const FIN: u8 = 0x01;
-    /// Synchronise sequence numbers.
-    pub const SYN: u8 = 0x02;
-    /// Reset the connection.
-    pub const RST: u8 = 0x04;
-    /// Push.
-    pub const PSH: u8 = 0x08;
-    /// The acknowledgement number is significant.
-    pub const ACK: u8 = 0x10;
-    /// The urgent pointer is significant.
-    pub const URG: u8 = 0x20;
-    /// ECN echo.
-    pub const ECE: u8 = 0x40;
-    /// Congestion window reduced.
-    pub const CWR: u8 = 0x80;
-
-    /// Whether every bit of `bits` is set.
-    pub fn has(self, bits: u8) -> bool {
-        self.0 & bits == bits
-    }
-}
-
-impl fmt::Display for TcpFlags {
-    /// Letters in the order traces use: `S`, `SA`, `A`, `PA`, `FA`, `R`, `RA`, `FPA`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const LETTERS: [(u8, char); 8] = [
-            (TcpFlags::SYN, 'S'),
-            (TcpFlags::FIN, 'F'),
-            (TcpFlags::RST, 'R'),
-            (TcpFlags::PSH, 'P'),
-            (TcpFlags::ACK, 'A'),
-            (TcpFlags::URG, 'U'),
-            (TcpFlags::ECE, 'E'),
-            (TcpFlags::CWR, 'C'),
-        ];
-        if self.0 == 0 {
-            return f.write_str(".");
-        }
-        for (bit, letter) in LETTERS {
-            if self.0 & bit != 0 {
-                write!(f, "{letter}")?;
-            }
-        }
-        Ok(())
-    }
-}
 
 mod field {
     use std::ops::Range;
@@ -231,7 +179,7 @@ impl<T: AsRef<[u8]>> fmt::Display for TcpPacket<T> {
         )?;
         for opt in TcpOptions::new(self.options()) {
             match opt {
-                Ok(TcpOption::NoOperation | TcpOption::EndOfList) => {}
+                Ok(o) if o.is_padding() => {}
                 Ok(o) => write!(f, " {o}")?,
                 Err(_) => f.write_str(" <bad options>")?,
             }
@@ -240,110 +188,53 @@ impl<T: AsRef<[u8]>> fmt::Display for TcpPacket<T> {
     }
 }
 
-/// One TCP option.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TcpOption {
-    /// End of the option list (kind 0).
-    EndOfList,
-    /// Padding (kind 1).
-    NoOperation,
-    /// Maximum segment size (kind 2).
-    MaxSegmentSize(u16),
-    /// Window scale shift (kind 3).
-    WindowScale(u8),
-    /// SACK permitted (kind 4).
-    SackPermitted,
-    /// SACK blocks as (left, right) edges (kind 5).
-    Sack(Vec<(u32, u32)>),
-    /// Timestamps (kind 8).
-    Timestamps {
-        /// The sender's clock.
-        value: u32,
-        /// The echoed peer's clock.
-        echo: u32,
-    },
-    /// Any other kind, with its data length.
-    Unknown {
-        /// Option kind.
-        kind: u8,
-        /// Bytes of option data (after kind and length).
-        len: usize,
-    },
-}
-
-impl TcpOption {
-    /// Writes the option into `buf`; returns the bytes used. Only the kinds the engine sends.
-    fn emit(&self, buf: &mut [u8]) -> usize {
-        match *self {
-            TcpOption::EndOfList => {
-                buf[0] = 0;
-                1
-            }
-            TcpOption::NoOperation => {
-                buf[0] = 1;
-                1
-            }
-            TcpOption::MaxSegmentSize(mss) => {
-                buf[..2].copy_from_slice(&[2, 4]);
-                buf[2..4].copy_from_slice(&mss.to_be_bytes());
-                4
-            }
-            TcpOption::WindowScale(shift) => {
-                buf[..3].copy_from_slice(&[3, 3, shift]);
-                3
-            }
-            TcpOption::SackPermitted => {
-                buf[..2].copy_from_slice(&[4, 2]);
-                2
-            }
-            TcpOption::Timestamps { value, echo } => {
-                buf[..2].copy_from_slice(&[8, 10]);
-                buf[2..6].copy_from_slice(&value.to_be_bytes());
-                buf[6..10].copy_from_slice(&echo.to_be_bytes());
-                10
-            }
-            // Not sent by the engine: written as padding so the layout stays right.
-            TcpOption::Sack(_) | TcpOption::Unknown { .. } => {
-                buf[0] = 1;
-                1
-            }
+/// Writes `option` into `buf`; returns the bytes used. Only the kinds the engine sends.
+fn emit_option(option: &TcpOption, buf: &mut [u8]) -> usize {
+    match *option {
+        TcpOption::EndOfList => {
+            buf[0] = 0;
+            1
         }
-    }
-
-    fn emitted_len(&self) -> usize {
-        match self {
-            TcpOption::EndOfList | TcpOption::NoOperation => 1,
-            TcpOption::MaxSegmentSize(_) => 4,
-            TcpOption::WindowScale(_) => 3,
-            TcpOption::SackPermitted => 2,
-            TcpOption::Timestamps { .. } => 10,
-            TcpOption::Sack(_) | TcpOption::Unknown { .. } => 1,
+        TcpOption::NoOperation => {
+            buf[0] = 1;
+            1
+        }
+        TcpOption::MaxSegmentSize(mss) => {
+            buf[..2].copy_from_slice(&[2, 4]);
+            buf[2..4].copy_from_slice(&mss.to_be_bytes());
+            4
+        }
+        TcpOption::WindowScale(shift) => {
+            buf[..3].copy_from_slice(&[3, 3, shift]);
+            3
+        }
+        TcpOption::SackPermitted => {
+            buf[..2].copy_from_slice(&[4, 2]);
+            2
+        }
+        TcpOption::Timestamps { value, echo } => {
+            buf[..2].copy_from_slice(&[8, 10]);
+            buf[2..6].copy_from_slice(&value.to_be_bytes());
+            buf[6..10].copy_from_slice(&echo.to_be_bytes());
+            10
+        }
+        // Not sent by the engine: written as padding so the layout stays right.
+        TcpOption::Sack(_) | TcpOption::Unknown { .. } => {
+            buf[0] = 1;
+            1
         }
     }
 }
 
-impl fmt::Display for TcpOption {
-    /// As traces show options: `mss=1460`, `ws=7`, `sack_perm`, `ts=1/0`, `sack=1-2`, `opt30/4`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TcpOption::EndOfList => f.write_str("eol"),
-            TcpOption::NoOperation => f.write_str("nop"),
-            TcpOption::MaxSegmentSize(m) => write!(f, "mss={m}"),
-            TcpOption::WindowScale(s) => write!(f, "ws={s}"),
-            TcpOption::SackPermitted => f.write_str("sack_perm"),
-            TcpOption::Sack(blocks) => {
-                f.write_str("sack=")?;
-                for (i, (l, r)) in blocks.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write!(f, "{l}-{r}")?;
-                }
-                Ok(())
-            }
-            TcpOption::Timestamps { value, echo } => write!(f, "ts={value}/{echo}"),
-            TcpOption::Unknown { kind, len } => write!(f, "opt{kind}/{len}"),
-        }
+/// The bytes [`emit_option`] writes for `option`.
+fn emitted_len(option: &TcpOption) -> usize {
+    match option {
+        TcpOption::EndOfList | TcpOption::NoOperation => 1,
+        TcpOption::MaxSegmentSize(_) => 4,
+        TcpOption::WindowScale(_) => 3,
+        TcpOption::SackPermitted => 2,
+        TcpOption::Timestamps { .. } => 10,
+        TcpOption::Sack(_) | TcpOption::Unknown { .. } => 1,
     }
 }
 
@@ -446,7 +337,7 @@ impl<'a> TcpRepr<'a> {
 
     /// The header length with options, padded to a multiple of four.
     pub fn header_len(&self) -> usize {
-        let options: usize = self.options.iter().map(TcpOption::emitted_len).sum();
+        let options: usize = self.options.iter().map(emitted_len).sum();
         (field::HEADER + options).div_ceil(4) * 4
     }
 
@@ -462,7 +353,7 @@ impl<'a> TcpRepr<'a> {
         buf[..header_len].fill(0);
         let mut at = field::HEADER;
         for option in &self.options {
-            at += option.emit(&mut buf[at..header_len]);
+            at += emit_option(option, &mut buf[at..header_len]);
         }
         // Pad with end-of-list (zeros, already there).
         buf[header_len..][..self.payload.len()].copy_from_slice(self.payload);
@@ -595,15 +486,5 @@ mod tests {
         repr.emit(&mut buf, IpAddr::V6(v6.0), IpAddr::V6(v6.1));
         let p = PnetTcp::new(&buf).unwrap();
         assert_eq!(p.get_checksum(), pnet::packet::tcp::ipv6_checksum(&p, &v6.0, &v6.1));
-    }
-
-    #[test]
-    fn flags_print_as_traces_show_them() {
-        let f = |bits| TcpFlags(bits).to_string();
-        assert_eq!(f(TcpFlags::SYN | TcpFlags::ACK), "SA");
-        assert_eq!(f(TcpFlags::FIN | TcpFlags::ACK), "FA");
-        assert_eq!(f(TcpFlags::RST | TcpFlags::ACK), "RA");
-        assert_eq!(f(TcpFlags::FIN | TcpFlags::PSH | TcpFlags::ACK), "FPA");
-        assert_eq!(f(0), ".");
     }
 }
