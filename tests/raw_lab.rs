@@ -18,7 +18,7 @@ use std::time::Duration;
 
 macro_rules! require_root {
     () => {
-        if !common::need_root(module_path!()) {
+        if !common::need_root(test_name!()) {
             return;
         }
     };
@@ -153,7 +153,7 @@ async fn refused_is_an_rst_to_the_syn() {
 async fn ipv6_loopback_works_too() {
     require_root!();
     let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
-        eprintln!("SKIPPED ipv6_loopback_works_too: no ::1 on this host");
+        common::skip(test_name!(), "no ::1 on this host");
         return;
     };
     let addr = listener.local_addr().unwrap();
