@@ -166,6 +166,21 @@ impl Ipv4Repr {
     }
 }
 
+impl fmt::Display for Ipv4Repr {
+    /// As the packet view prints the header it emits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IPv4 {}->{} proto={} ttl={} len={}",
+            self.src,
+            self.dst,
+            self.protocol,
+            self.ttl,
+            Self::HEADER_LEN + self.payload_len
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +239,7 @@ mod tests {
         assert_eq!(Ipv4Repr::parse(&ip), repr);
         assert_eq!(checksum(&buf[..20]), 0);
         assert_eq!(ip.to_string(), "IPv4 127.0.0.1->198.18.0.2 proto=6 ttl=64 len=60");
+        assert_eq!(repr.to_string(), ip.to_string());
         // pnet, an independent implementation, reads the same header and checksum.
         let p = pnet::packet::ipv4::Ipv4Packet::new(&buf).unwrap();
         assert_eq!(p.get_checksum(), pnet::packet::ipv4::checksum(&p));

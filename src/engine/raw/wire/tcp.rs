@@ -370,6 +370,27 @@ impl<'a> TcpRepr<'a> {
     }
 }
 
+impl fmt::Display for TcpRepr<'_> {
+    /// As the packet view prints the segment it emits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TCP {}->{} [{}] seq={} ack={} win={} len={}",
+            self.src_port,
+            self.dst_port,
+            self.flags,
+            self.seq,
+            self.ack,
+            self.window,
+            self.payload.len()
+        )?;
+        for option in self.options.iter().filter(|o| !o.is_padding()) {
+            write!(f, " {option}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +481,7 @@ mod tests {
             TcpPacket::new_unchecked(&mut expected[..]).fill_checksum(src, dst);
             assert_eq!(hex::encode(&out), hex::encode(&expected), "{tcp}");
             assert!(TcpPacket::new_checked(&out[..]).unwrap().verify_checksum(src, dst));
+            assert_eq!(repr.to_string(), tcp.to_string(), "the repr prints as its packet");
         }
     }
 
