@@ -185,4 +185,68 @@ mod tests {
         with_sum[4..].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(checksum(&with_sum), 0);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::net::Ipv4Addr;
+
+        proptest! {
+            /// Whatever arrives, a view that `new_checked` accepts reads, prints and parses without
+            /// panicking, and so do the ICMP parsers.
+            #[test]
+            fn no_bytes_make_a_view_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+                if let Ok(tcp) = TcpPacket::new_checked(&bytes[..]) {
+                    let _ = (tcp.to_string(), TcpRepr::parse(&tcp).buffer_len(), tcp.payload().len());
+                }
+                if let Ok(ip) = Ipv4Packet::new_checked(&bytes[..]) {
+                    let _ = (ip.to_string(), Ipv4Repr::parse(&ip), ip.is_fragment(), ip.ident());
+                    let _ = IcmpErrorRepr::parse_v4(ip.payload());
+                }
+                if let Ok(ip) = Ipv6Packet::new_checked(&bytes[..]) {
+                    let _ = (ip.to_string(), ip.payload().len());
+                }
+                let _ = (IcmpErrorRepr::parse_v4(&bytes), IcmpErrorRepr::parse_v6(&bytes));
+            }
+
+            /// Any segment the engine can send parses back to itself, with a valid checksum.
+            #[test]
+            fn a_segment_round_trips(
+                ports in any::<(u16, u16)>(),
+                flags in any::<u8>(),
+                numbers in any::<(u32, u32, u16)>(),
+                mss in proptest::option::of(any::<u16>()),
+                ws in proptest::option::of(0u8..15),
+                sack_permitted in any::<bool>(),
+                ts in proptest::option::of(any::<(u32, u32)>()),
+                payload in proptest::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let mut options = Vec::new();
+                options.extend(mss.map(TcpOption::MaxSegmentSize));
+                options.extend(ws.map(TcpOption::WindowScale));
+                if sack_permitted {
+                    options.push(TcpOption::SackPermitted);
+                }
+                options.extend(ts.map(|(value, echo)| TcpOption::Timestamps { value, echo }));
+                let repr = TcpRepr {
+                    src_port: ports.0,
+                    dst_port: ports.1,
+                    flags: TcpFlags(flags),
+                    seq: SeqNumber(numbers.0),
+                    ack: SeqNumber(numbers.1),
+                    window: numbers.2,
+                    options,
+                    payload: &payload,
+                };
+                let (src, dst) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)));
+                let mut buf = vec![0u8; repr.buffer_len()];
+                repr.emit(&mut buf, src, dst);
+                let tcp = TcpPacket::new_checked(&buf[..]).unwrap();
+                prop_assert!(tcp.verify_checksum(src, dst));
+                let mut parsed = TcpRepr::parse(&tcp);
+                parsed.options.retain(|o| !o.is_padding());
+                prop_assert_eq!(parsed, repr);
+            }
+        }
+    }
 }
