@@ -6,8 +6,10 @@
 //! turns it into an outcome, and both are reported side by side so a reader can check the verdict
 //! against the evidence. Times are microseconds from the moment the probe started connecting.
 
+use crate::packet::{IcmpKind, TcpFlags, TcpOption};
 use bytes::Bytes;
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -119,16 +121,46 @@ pub enum Direction {
     In,
 }
 
+/// What a traced packet was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PacketKind {
+    /// A TCP segment.
+    Tcp {
+        /// Its control bits.
+        flags: TcpFlags,
+        /// Its options, padding left out.
+        options: Vec<TcpOption>,
+    },
+    /// An ICMP or ICMPv6 error quoting one of our segments.
+    Icmp(IcmpKind),
+}
+
+impl fmt::Display for PacketKind {
+    /// The flags' letters (`SA`), or `icmp`; padded to a width like a string.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PacketKind::Tcp { flags, .. } => flags.fmt(f),
+            PacketKind::Icmp(_) => f.pad("icmp"),
+        }
+    }
+}
+
 /// One packet of a raw-engine trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// In JSON (the `packets` of a JSONL record) it is flat, as it always was: `flags` as letters (`"SA"`)
+/// or `"icmp"`, `options` as the trace shows them (`["mss=65495", "ws=7"]`, left out when there are
+/// none; for an ICMP error its text, `["port unreachable"]`), and for an ICMP error also `icmp`, its
+/// snake_case name (`"port_unreachable"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketRecord {
     /// Microseconds from the start of the probe.
     pub t_us: u64,
     /// Which way it went.
     pub dir: Direction,
-    /// TCP flags as letters (`S`, `SA`, `A`, `PA`, `FA`, `R`, `RA`), or `icmp`.
-    pub flags: String,
-    /// Sequence number relative to the sender's initial one.
+    /// A segment's flags and options, or an ICMP error's name.
+    pub kind: PacketKind,
+    /// Sequence number relative to the sender's initial one (for an ICMP error: the quoted
+    /// segment's, relative to ours).
     pub seq: u32,
     /// Acknowledgement number relative to the peer's initial sequence number.
     pub ack: u32,
@@ -138,9 +170,50 @@ pub struct PacketRecord {
     pub ttl: u8,
     /// TCP payload length.
     pub len: usize,
-    /// TCP options, e.g. `mss=65495`, `sack_perm`, `ws=7`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
+}
+
+impl PacketRecord {
+    /// A segment's control bits; `None` for an ICMP error.
+    pub fn flags(&self) -> Option<TcpFlags> {
+        match self.kind {
+            PacketKind::Tcp { flags, .. } => Some(flags),
+            PacketKind::Icmp(_) => None,
+        }
+    }
+
+    /// A segment's options (empty for an ICMP error).
+    pub fn options(&self) -> &[TcpOption] {
+        match &self.kind {
+            PacketKind::Tcp { options, .. } => options,
+            PacketKind::Icmp(_) => &[],
+        }
+    }
+}
+
+impl Serialize for PacketRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut record = serializer.serialize_struct("PacketRecord", 10)?;
+        record.serialize_field("t_us", &self.t_us)?;
+        record.serialize_field("dir", &self.dir)?;
+        match &self.kind {
+            PacketKind::Tcp { flags, .. } => record.serialize_field("flags", flags)?,
+            PacketKind::Icmp(_) => record.serialize_field("flags", "icmp")?,
+        }
+        record.serialize_field("seq", &self.seq)?;
+        record.serialize_field("ack", &self.ack)?;
+        record.serialize_field("window", &self.window)?;
+        record.serialize_field("ttl", &self.ttl)?;
+        record.serialize_field("len", &self.len)?;
+        match &self.kind {
+            PacketKind::Tcp { options, .. } if options.is_empty() => record.skip_field("options")?,
+            PacketKind::Tcp { options, .. } => record.serialize_field("options", options)?,
+            PacketKind::Icmp(kind) => {
+                record.serialize_field("options", &[kind.to_string()])?;
+                record.serialize_field("icmp", kind)?;
+            }
+        }
+        record.end()
+    }
 }
 
 /// Everything one probe observed.
@@ -188,5 +261,46 @@ impl Observation {
             sent_ident: false,
             packets: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: PacketKind) -> PacketRecord {
+        PacketRecord { t_us: 120, dir: Direction::In, kind, seq: 0, ack: 1, window: 65483, ttl: 64, len: 0 }
+    }
+
+    #[test]
+    fn a_traced_segment_serializes_as_the_jsonl_packets_always_were() {
+        let synack = record(PacketKind::Tcp {
+            flags: TcpFlags(TcpFlags::SYN | TcpFlags::ACK),
+            options: vec![
+                TcpOption::MaxSegmentSize(65495),
+                TcpOption::SackPermitted,
+                TcpOption::WindowScale(7),
+            ],
+        });
+        assert_eq!(
+            serde_json::to_string(&synack).unwrap(),
+            r#"{"t_us":120,"dir":"in","flags":"SA","seq":0,"ack":1,"window":65483,"ttl":64,"len":0,"options":["mss=65495","sack_perm","ws=7"]}"#
+        );
+        assert_eq!(synack.flags(), Some(TcpFlags(TcpFlags::SYN | TcpFlags::ACK)));
+        let ack = record(PacketKind::Tcp { flags: TcpFlags(TcpFlags::ACK), options: vec![] });
+        let json = serde_json::to_value(&ack).unwrap();
+        assert_eq!((json["flags"].as_str(), json.get("options")), (Some("A"), None));
+        assert_eq!(format!("[{:<3}]", ack.kind), "[A  ]");
+    }
+
+    #[test]
+    fn a_traced_icmp_error_keeps_its_text_and_gains_its_name() {
+        let icmp = record(PacketKind::Icmp(IcmpKind::AdminProhibited));
+        let json = serde_json::to_value(&icmp).unwrap();
+        assert_eq!(json["flags"], "icmp");
+        assert_eq!(json["options"], serde_json::json!(["administratively prohibited"]));
+        assert_eq!(json["icmp"], "admin_prohibited");
+        assert_eq!((icmp.flags(), icmp.options()), (None, &[][..]));
+        assert_eq!(icmp.kind.to_string(), "icmp");
     }
 }

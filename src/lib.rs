@@ -13,6 +13,7 @@
 //! | module | what it is | I/O |
 //! |---|---|---|
 //! | [`ident`] | the identification-string parser | none |
+//! | [`packet`] | what a packet trace records: TCP flags and options, ICMP errors by name | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`]; the refusal lines servers send | none |
 //! | [`record`] | [`record::ProbeRecord`]: an observation beside its classification, the one result record | none |
@@ -35,6 +36,7 @@ pub mod experiment;
 pub mod ident;
 pub mod lab;
 pub mod outcome;
+pub mod packet;
 pub mod record;
 pub mod report;
 pub mod scan;

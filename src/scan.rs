@@ -650,9 +650,31 @@ mod tests {
 
     #[test]
     fn open_files_limit_is_raised_to_the_hard_limit() {
+        // The process's limit as the kernel has it, read independently of the function under test.
+        let current = || {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: a valid pointer to an rlimit.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+            (lim.rlim_cur, lim.rlim_max)
+        };
+        // Start where a login shell starts: a soft limit well below the hard one. (Lowering the soft
+        // limit needs no privilege; the hard one is left alone.)
+        let (_, hard) = current();
+        let low = hard.min(256);
+        let lowered = libc::rlimit { rlim_cur: low, rlim_max: hard };
+        // SAFETY: a valid pointer to an rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        assert_eq!(current(), (low, hard));
+
         let lim = raise_open_files_limit().unwrap();
-        assert!(lim.soft <= lim.hard);
-        // Raised as far as it goes: a second call finds nothing left to raise.
+        // As far as the kernel allows: the hard limit, or fs.nr_open when the hard one is beyond it
+        // (unlimited).
+        let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap();
+        let expected = hard.min(nr_open);
+        assert_eq!(lim, OpenFiles { soft: expected, hard });
+        assert_eq!(current(), (expected, hard), "the limit reported is the limit in force");
+        assert!(hard == low || lim.soft > low, "{lim:?}");
+        // A second call finds nothing left to raise.
         assert_eq!(raise_open_files_limit().unwrap(), lim);
     }
 

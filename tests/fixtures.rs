@@ -54,6 +54,49 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A test that always has something to skip for: run only by
+/// `a_skip_is_seen_and_fails_under_ci_as_root`, in a child process of this test binary.
+#[test]
+#[ignore = "a fixture of a_skip_is_seen_and_fails_under_ci_as_root, run by it"]
+fn needs_a_program_nobody_has() {
+    if !common::need_bins(test_name!(), &["sshprobe-no-such-program"]) {
+        return;
+    }
+    panic!("a program that does not exist was found");
+}
+
+#[test]
+fn a_skip_is_seen_and_fails_under_ci_as_root() {
+    // This test binary, running only the fixture above, as `cargo test` runs it: output captured.
+    let run = |ci: Option<&str>| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+        cmd.args(["--ignored", "--exact", "needs_a_program_nobody_has", "--test-threads=1"]);
+        match ci {
+            Some(value) => cmd.env("CI", value),
+            None => cmd.env_remove("CI"),
+        };
+        let out = cmd.output().expect("running the test binary");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let line = "SKIPPED needs_a_program_nobody_has: needs sshprobe-no-such-program";
+    // Elsewhere the test passes (libtest has no skipped state), and says why on stderr although the
+    // harness captures what tests print.
+    let (passed, stdout, stderr) = run(None);
+    assert!(passed, "{stdout}{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(stderr.contains(line), "the skip was not seen: {stderr}");
+    // Under CI as root it fails; under CI as another user it may still skip.
+    let (passed, stdout, stderr) = run(Some("true"));
+    if common::is_root() {
+        assert!(!passed, "a skip passed under CI=true as root: {stdout}{stderr}");
+        assert!(stdout.contains("no test may skip"), "{stdout}");
+        assert!(!stderr.contains(line), "{stderr}");
+    } else {
+        assert!(passed && stderr.contains(line), "{stdout}{stderr}");
+    }
+}
+
 #[test]
 fn proc_net_tcp_parsing() {
     let table =

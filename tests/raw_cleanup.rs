@@ -15,7 +15,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 macro_rules! require_root {
     () => {
-        if !common::need_root(module_path!()) {
+        if !common::need_root(test_name!()) {
             return;
         }
     };
@@ -144,7 +144,7 @@ fn a_run_killed_with_sigkill_leaves_a_table_the_next_run_removes() {
 fn without_capabilities_one_line_names_what_is_missing() {
     require_root!();
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED without_capabilities_one_line_names_what_is_missing: no setpriv");
+        common::skip(test_name!(), "needs setpriv (util-linux)");
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,12 +12,13 @@ use sshprobe::engine::{Engine, EngineConfig, Held, ProbeRequest};
 use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::{classify, Outcome};
+use sshprobe::packet::TcpOption;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 macro_rules! require_root {
     () => {
-        if !common::need_root(module_path!()) {
+        if !common::need_root(test_name!()) {
             return;
         }
     };
@@ -62,7 +63,7 @@ async fn probe(engine: &impl Engine, cfg: &Setup, remote: SocketAddr) -> Observa
 fn flags(obs: &Observation) -> Vec<String> {
     obs.packets
         .iter()
-        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.flags))
+        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.kind))
         .collect()
 }
 
@@ -134,11 +135,11 @@ async fn banner_trace_shows_the_handshake_the_exchange_and_the_close() {
     assert_eq!(obs.packets[4].len, sshprobe::engine::DEFAULT_IDENT.len() + 2, "{f:?}");
     assert!(f[5..].contains(&"<FA".to_string()), "{f:?}");
     let syn = &obs.packets[0];
-    assert_eq!(syn.options, ["mss=1460"]);
+    assert_eq!(syn.options(), [TcpOption::MaxSegmentSize(1460)]);
     assert_eq!((syn.seq, syn.ttl), (0, 64));
     let synack = &obs.packets[1];
     assert_eq!((synack.seq, synack.ack), (0, 1));
-    assert!(synack.options.iter().any(|o| o.starts_with("mss=")), "{:?}", synack.options);
+    assert!(synack.options().iter().any(|o| matches!(o, TcpOption::MaxSegmentSize(_))), "{synack:?}");
     let banner = &obs.packets[3];
     assert_eq!(banner.len, sshprobe::lab::LAB_BANNER.len());
     let t = obs.timings;
@@ -162,7 +163,7 @@ async fn refused_is_an_rst_to_the_syn() {
 async fn ipv6_loopback_works_too() {
     require_root!();
     let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
-        eprintln!("SKIPPED ipv6_loopback_works_too: no ::1 on this host");
+        common::skip(test_name!(), "no ::1 on this host");
         return;
     };
     let addr = listener.local_addr().unwrap();

@@ -10,8 +10,9 @@ use common::{dropbear, have, hold, root_or_skip, Netns, Nft, Sshd};
 use sshprobe::engine::connect::ConnectEngine;
 use sshprobe::engine::raw::{RawEngine, RawOptions};
 use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
-use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, ProbeOrder};
+use sshprobe::evidence::{CloseMode, Connect, Direction, End, Observation, PacketKind, ProbeOrder};
 use sshprobe::outcome::{classify, KnownRefusal, Outcome};
+use sshprobe::packet::IcmpKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ async fn both(addr: SocketAddr, cfg: Setup) -> (Observation, Observation) {
 fn flags(obs: &Observation) -> Vec<String> {
     obs.packets
         .iter()
-        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.flags))
+        .map(|p| format!("{}{}", if p.dir == Direction::Out { ">" } else { "<" }, p.kind))
         .collect()
 }
 
@@ -214,8 +215,9 @@ async fn icmp_rejects_read_as_the_kernel_reads_them() {
     agree(&r, &c, Outcome::Unreachable);
     assert_eq!(r.connect, Connect::Unreachable { detail: "administratively prohibited".into() });
     assert_eq!(flags(&r), [">S", "<icmp"]);
+    assert_eq!(r.packets[1].kind, PacketKind::Icmp(IcmpKind::AdminProhibited));
     let (r, c) = both(SocketAddr::new(ns.inner_ip, plain), cfg).await;
     agree(&r, &c, Outcome::Refused);
     assert_eq!(flags(&r), [">S", "<icmp"]);
-    assert_eq!(r.packets[1].options, ["port unreachable"]);
+    assert_eq!(r.packets[1].kind, PacketKind::Icmp(IcmpKind::PortUnreachable));
 }

@@ -68,7 +68,7 @@ fn server_time_waits(port: u16) -> usize {
 
 #[test]
 fn a_server_time_wait_on_our_port_is_reset_and_the_probe_connects() {
-    if !common::need_root(module_path!()) {
+    if !common::need_root(test_name!()) {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");

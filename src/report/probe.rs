@@ -1,7 +1,7 @@
 //! Reports of probe results, in each format, one result at a time.
 
 use super::{csv_field, Format, Palette};
-use crate::evidence::{Connect, Observation, PacketRecord, Timings};
+use crate::evidence::{Connect, Observation, PacketKind, PacketRecord, Timings};
 use crate::ident::IdentLine;
 use crate::outcome::{KnownRefusal, NotSshCause, Outcome};
 use crate::scan::ProbeResult;
@@ -309,18 +309,23 @@ impl<W: Write> ProbeReporter<W> {
                     self.out,
                     "    {:>10} {arrow} {:<3} seq={} ack={} win={} ttl={} len={}",
                     format_us(p.t_us),
-                    p.flags,
+                    p.kind,
                     p.seq,
                     p.ack,
                     p.window,
                     p.ttl,
                     p.len,
                 )?;
-                if p.options.is_empty() {
-                    writeln!(self.out)?;
-                } else {
-                    writeln!(self.out, " {}", p.options.join(","))?;
+                // Options as the trace writes them (`mss=1460,ws=7`); an ICMP error in words.
+                match &p.kind {
+                    PacketKind::Tcp { options, .. } => {
+                        for (i, option) in options.iter().enumerate() {
+                            write!(self.out, "{}{option}", if i == 0 { " " } else { "," })?;
+                        }
+                    }
+                    PacketKind::Icmp(kind) => write!(self.out, " {kind}")?,
                 }
+                writeln!(self.out)?;
             }
         }
         Ok(())
@@ -363,5 +368,53 @@ mod tests {
             serialize_addr(&addr, &mut serde_json::Serializer::new(&mut out)).unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), format!("\"{addr}\""));
         }
+    }
+
+    #[test]
+    fn the_trace_shows_flags_options_and_icmp_errors_by_name() {
+        use crate::evidence::{Direction, End, ProbeOrder};
+        use crate::packet::{IcmpKind, TcpFlags, TcpOption};
+        let packet =
+            |t_us, dir, kind| PacketRecord { t_us, dir, kind, seq: 0, ack: 0, window: 64, ttl: 64, len: 0 };
+        let tcp = |bits, options| PacketKind::Tcp { flags: TcpFlags(bits), options };
+        let observation = Observation {
+            remote: "127.0.0.1:22".parse().unwrap(),
+            local: None,
+            order: ProbeOrder::WaitForBanner,
+            connect: Connect::Established,
+            end: Some(End::Fin),
+            timings: Timings { connected: Some(100), closed: Some(300), ..Timings::default() },
+            received: bytes::Bytes::new(),
+            sent_ident: false,
+            packets: vec![
+                packet(0, Direction::Out, tcp(TcpFlags::SYN, vec![TcpOption::MaxSegmentSize(1460)])),
+                packet(
+                    100,
+                    Direction::In,
+                    tcp(
+                        TcpFlags::SYN | TcpFlags::ACK,
+                        vec![TcpOption::MaxSegmentSize(65495), TcpOption::WindowScale(7)],
+                    ),
+                ),
+                packet(300, Direction::In, tcp(TcpFlags::FIN | TcpFlags::ACK, vec![])),
+                packet(400, Direction::In, PacketKind::Icmp(IcmpKind::AdminProhibited)),
+            ],
+        };
+        let classification = crate::outcome::classify(&observation);
+        let result = ProbeResult { target: "t".into(), seq: 0, observation, classification };
+        let mut out = Vec::new();
+        ProbeReporter::new(&mut out, Format::Table, false, true).write(&result).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let trace: Vec<&str> = text.lines().filter(|l| l.starts_with("    ")).map(str::trim).collect();
+        assert_eq!(
+            trace,
+            [
+                "0.000ms -> S   seq=0 ack=0 win=64 ttl=64 len=0 mss=1460",
+                "0.100ms <- SA  seq=0 ack=0 win=64 ttl=64 len=0 mss=65495,ws=7",
+                "0.300ms <- FA  seq=0 ack=0 win=64 ttl=64 len=0",
+                "0.400ms <- icmp seq=0 ack=0 win=64 ttl=64 len=0 administratively prohibited",
+            ],
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,7 @@
 //!
 //! | fixture | what it gives |
 //! |---|---|
-//! | [`need`], [`need_root`] (= [`root_or_skip`]), [`need_bins`] (= [`have`]) | loud skips |
+//! | [`need`], [`need_root`] (= [`root_or_skip`]), [`need_bins`] (= [`have`]), [`skip`] | loud skips; failures under CI as root |
 //! | [`free_port`], [`free_port_on`] | a port nobody listens on |
 //! | [`Sshd`] → [`Server`] | OpenSSH: options, private hosts.deny, in a [`Netns`], OpenSSH 10 [`Sshd::chroot`] |
 //! | [`Dropbear`] / [`dropbear`] → [`Server`] | dropbear |
@@ -41,8 +41,9 @@
 //!   connecting: a test connection would take a `MaxStartups` slot, or earn an OpenSSH 9.8+ penalty
 //!   second (FACTS §5), and change what the test measures.
 //! - Every wait is bounded, and a failure panics with what the server wrote on stderr.
-//! - Needing root or a program that is missing is not a pass: the test prints `SKIPPED <test>: ...`
-//!   on stderr and returns.
+//! - Needing root or a program that is missing is not a pass: every skip goes through [`skip`],
+//!   which prints `SKIPPED <test>: ...` on stderr where libtest shows it, and the test returns.
+//!   Under CI as root (`CI=true`) nothing may skip: [`skip`] fails the test instead.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 pub mod delayline;
@@ -72,26 +73,68 @@ const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/loc
 // ---------------------------------------------------------------------------------------------
 
 /// `eprintln!` that the test harness cannot swallow: libtest captures the print macros of passing
-/// tests, so a skip reported with `eprintln!` would be invisible without `--nocapture`. This
-/// writes to file descriptor 2 itself, so a skip shows in every `cargo test` run.
+/// tests (`print!`, `eprintln!` go to a per-test buffer), so a skip reported with `eprintln!` would
+/// be invisible without `--nocapture`. This formats the line first and writes it with one
+/// `write_all` on the process's unbuffered stderr, which the capture does not reach, so it shows in
+/// every `cargo test` run, whole, whatever other tests print meanwhile.
 macro_rules! loud {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }};
 }
 
-/// Whether we run as root. When not, prints `SKIPPED <test>: needs root (...)` on stderr and
-/// returns false: the caller returns at once. A skipped test is reported, never silently passed.
-pub fn need_root(test: &str) -> bool {
+/// The name of the test function it is used in, as libtest names it (`sigterm_removes_the_table`,
+/// without the test binary's crate name), for [`skip`] lines.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        path.split_once("::").map_or(path, |(_crate, name)| name)
+    }};
+}
+
+/// Whether this run is CI's: `CI=true` (or `CI=1`), as CI sets it.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The one way a test skips: it says `SKIPPED <test>: <reason>` where libtest shows it (see
+/// [`loud!`]), and the caller returns at once. libtest cannot mark a test skipped at run time, so the
+/// test still reports `ok`; this line is how a reader tells.
+///
+/// Under CI as root (`CI=true`, euid 0) nothing may skip: whatever is missing (a program, `::1`,
+/// a root that cannot be built) is a failure of the machine's setup, and this panics instead.
+pub fn skip(test: &str, reason: &str) {
+    if is_ci() && is_root() {
+        panic!("{test} cannot run: {reason}. Under CI=true as root no test may skip: install what it needs");
+    }
+    loud!("\n*** SKIPPED {test}: {reason} ***\n");
+}
+
+/// Whether we run as root. When not, [`skip`]s with `needs root (...)` and returns false: the caller
+/// returns at once.
+pub fn need_root(test: &str) -> bool {
+    if is_root() {
         return true;
     }
-    loud!(
-        "\n*** SKIPPED {test}: needs root (euid is {euid}; network namespaces, nftables, \
-         mount namespaces and sshd need it) ***\n"
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    skip(
+        test,
+        &format!(
+            "needs root (euid is {euid}; network namespaces, nftables, mount namespaces, raw sockets \
+             and sshd need it)"
+        ),
     );
     false
 }
@@ -110,17 +153,20 @@ pub fn find_bin(name: &str) -> Option<PathBuf> {
         .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// Whether every program in `bins` is installed. When one is missing, prints
-/// `SKIPPED <test>: needs <bin> (...)` on stderr and returns false.
+/// Whether every program in `bins` is installed. When one is missing, [`skip`]s with
+/// `needs <bin> (...)` and returns false.
 pub fn need_bins(test: &str, bins: &[&str]) -> bool {
     let missing: Vec<&str> = bins.iter().copied().filter(|b| find_bin(b).is_none()).collect();
     if missing.is_empty() {
         return true;
     }
-    loud!(
-        "\n*** SKIPPED {test}: needs {} (not installed; Debian packages: openssh-server, \
-         dropbear-bin, nftables, iproute2, util-linux) ***\n",
-        missing.join(", ")
+    skip(
+        test,
+        &format!(
+            "needs {} (not installed; Debian packages: openssh-server, dropbear-bin, nftables, \
+             iproute2, util-linux)",
+            missing.join(", ")
+        ),
     );
     false
 }
@@ -1228,8 +1274,8 @@ const ROOT_BUILD_TIMEOUT: &str = "900";
 /// test processes build it once and never see half a root. Every step runs in a private mount
 /// namespace, so no mount (debootstrap's /proc, our /dev) can outlive it on the host.
 ///
-/// Returns `None` after printing a loud `SKIPPED <test>: cannot build the OpenSSH 10 root: ...`
-/// when it cannot be built (no root, no debootstrap, no network to the Debian archive).
+/// Returns `None` after a [`skip`] (`cannot build the OpenSSH 10 root: ...`) when it cannot be built
+/// (no root, no debootstrap, no network to the Debian archive); under CI as root that fails.
 pub fn openssh10_root(test: &str) -> Option<PathBuf> {
     if !need(test, &["debootstrap", "unshare", "chroot", "timeout", "sshd", "ssh-keygen"]) {
         return None;
@@ -1241,15 +1287,15 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         remove_stale_config_dirs(&root);
         return Some(root);
     }
-    let skip = |reason: String| {
-        loud!("\n*** SKIPPED {test}: cannot build the OpenSSH 10 root at {}: {reason} ***\n", root.display());
+    let cannot_build = |reason: String| {
+        skip(test, &format!("cannot build the OpenSSH 10 root at {}: {reason}", root.display()));
         None
     };
     let (Some(parent), Some(name)) = (root.parent(), root.file_name().and_then(|n| n.to_str())) else {
-        return skip("not a usable path".into());
+        return cannot_build("not a usable path".into());
     };
     if let Err(e) = fs::create_dir_all(parent) {
-        return skip(format!("creating {}: {e}", parent.display()));
+        return cannot_build(format!("creating {}: {e}", parent.display()));
     }
     let _lock = lock_file(&parent.join(format!(".{name}.lock")));
     if ready(&root) {
@@ -1262,14 +1308,14 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         let stale = entry.file_name().to_str().is_some_and(|n| n.starts_with(&format!("{name}.tmp-")));
         if stale {
             if let Err(reason) = remove_tree(&entry.path()) {
-                return skip(reason);
+                return cannot_build(reason);
             }
         }
     }
     if root.exists() {
         // Not ready, so incomplete: rebuild.
         if let Err(reason) = remove_tree(&root) {
-            return skip(reason);
+            return cannot_build(reason);
         }
     }
     let tmp = parent.join(format!("{name}.tmp-{}", std::process::id()));
@@ -1277,16 +1323,16 @@ pub fn openssh10_root(test: &str) -> Option<PathBuf> {
         Ok(()) if ready(&tmp) => {}
         Ok(()) => {
             let _ = remove_tree(&tmp);
-            return skip("the build finished without /usr/sbin/sshd".into());
+            return cannot_build("the build finished without /usr/sbin/sshd".into());
         }
         Err(reason) => {
             let _ = remove_tree(&tmp);
-            return skip(reason);
+            return cannot_build(reason);
         }
     }
     if let Err(e) = fs::rename(&tmp, &root) {
         let _ = remove_tree(&tmp);
-        return skip(format!("renaming {} into place: {e}", tmp.display()));
+        return cannot_build(format!("renaming {} into place: {e}", tmp.display()));
     }
     loud!("common: built the OpenSSH 10 root in {:.0?}", started.elapsed());
     Some(root)

@@ -144,7 +144,12 @@ const CAP_NET_RAW: u32 = 13;
 
 /// Names the capabilities among `needed` that the process lacks, if it can tell.
 fn missing_capabilities(needed: &[(u32, &str)]) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    missing_in_status(&std::fs::read_to_string("/proc/self/status").ok()?, needed)
+}
+
+/// Names the capabilities among `needed` that a `/proc/<pid>/status` text's effective set
+/// (`CapEff`, hexadecimal) lacks; `None` when none is missing or the text does not say.
+fn missing_in_status(status: &str, needed: &[(u32, &str)]) -> Option<String> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     let effective = u64::from_str_radix(hex, 16).ok()?;
     let missing: Vec<&str> =
@@ -862,8 +867,27 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_are_read_from_proc() {
-        // Whatever this process has, asking for nothing finds nothing missing.
-        assert_eq!(missing_capabilities(&[]), None);
+    fn missing_capabilities_are_named_from_the_effective_set() {
+        let needed = [(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")];
+        let status =
+            |cap_eff: &str| format!("Name:\tsshprobe\nCapPrm:\t000001ffffffffff\nCapEff:\t{cap_eff}\n");
+        let missing = |cap_eff: &str| missing_in_status(&status(cap_eff), &needed);
+        assert_eq!(missing("000001ffffffffff"), None, "root's full set");
+        assert_eq!(missing("0000000000003000"), None, "bits 12 and 13 exactly");
+        assert_eq!(missing("0000000000002000").as_deref(), Some("CAP_NET_ADMIN"), "CAP_NET_RAW alone");
+        assert_eq!(missing("0000000000001000").as_deref(), Some("CAP_NET_RAW"), "CAP_NET_ADMIN alone");
+        assert_eq!(missing("0000000000000000").as_deref(), Some("CAP_NET_ADMIN and CAP_NET_RAW"));
+        // The permitted set does not count; a text that does not say, or garbles it, says nothing.
+        assert_eq!(missing_in_status("CapPrm:\t000001ffffffffff\n", &needed), None);
+        assert_eq!(missing("not hex"), None);
+    }
+
+    #[test]
+    fn missing_capabilities_agree_with_what_the_kernel_allows() {
+        // An independent oracle: opening a raw socket needs CAP_NET_RAW, whoever runs the test.
+        let raw =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::TCP));
+        let missing = missing_capabilities(&[(CAP_NET_RAW, "CAP_NET_RAW")]);
+        assert_eq!(missing.is_none(), raw.is_ok(), "/proc says {missing:?}, socket(SOCK_RAW) says {raw:?}");
     }
 }

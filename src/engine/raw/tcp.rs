@@ -19,10 +19,10 @@
 //! What it leaves out: congestion control, window scaling, SACK, timestamps, urgent data, and any
 //! retransmission beyond a few tries of our ident and FIN.
 
-use super::wire::{IcmpErrorKind, SeqNumber, TcpFlags, TcpOption};
+use super::wire::{IcmpKind, SeqNumber, TcpFlags, TcpOption};
 use crate::engine::exchange::{Exchange, Purpose, Step};
 use crate::engine::{EngineConfig, ProbeRequest};
-use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketRecord, Timings};
+use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketKind, PacketRecord, Timings};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -337,27 +337,24 @@ impl Flow {
 
     /// An ICMP error quoting one of our segments. Before establishment it ends the connect, as it
     /// does for a kernel socket; afterwards it is only traced (a soft error).
-    pub fn on_icmp(&mut self, now: u64, kind: IcmpErrorKind, seq: SeqNumber) {
+    pub fn on_icmp(&mut self, now: u64, kind: IcmpKind, seq: SeqNumber) {
         self.trace.push(PacketRecord {
             t_us: now,
             dir: Direction::In,
-            flags: "icmp".into(),
+            kind: PacketKind::Icmp(kind),
             seq: seq.diff(self.params.iss) as u32,
             ack: 0,
             window: 0,
             ttl: 0,
             len: 0,
-            options: vec![kind.to_string()],
         });
         match kind {
             // Fragmentation needed is path MTU discovery, not a failure.
-            IcmpErrorKind::Unreachable4(4) => {}
+            IcmpKind::FragmentationNeeded => {}
             // A port unreachable (a firewall's plain `reject`) is what the kernel reports as
             // ECONNREFUSED, like an RST: the same outcome as the connect engine's, the ICMP error
             // in the trace.
-            IcmpErrorKind::Unreachable4(3) | IcmpErrorKind::Unreachable6(4) => {
-                self.fail_connect(now, Connect::Refused)
-            }
+            IcmpKind::PortUnreachable => self.fail_connect(now, Connect::Refused),
             _ => self.fail_connect(now, Connect::Unreachable { detail: kind.to_string() }),
         }
     }
@@ -376,13 +373,12 @@ impl Flow {
         self.trace.push(PacketRecord {
             t_us: now,
             dir: Direction::Out,
-            flags: seg.flags.to_string(),
+            kind: PacketKind::Tcp { flags: seg.flags, options: seg.options.clone() },
             seq: seg.seq.diff(self.params.iss) as u32,
             ack,
             window: seg.window,
             ttl: self.params.ttl,
             len: seg.payload.len(),
-            options: seg.options.iter().map(ToString::to_string).collect(),
         });
     }
 
@@ -395,18 +391,15 @@ impl Flow {
         self.trace.push(PacketRecord {
             t_us: seg.t_us,
             dir: Direction::In,
-            flags: seg.flags.to_string(),
+            kind: PacketKind::Tcp {
+                flags: seg.flags,
+                options: seg.options.iter().filter(|o| !o.is_padding()).cloned().collect(),
+            },
             seq,
             ack,
             window: seg.window,
             ttl: seg.ttl,
             len: seg.payload.len(),
-            options: seg
-                .options
-                .iter()
-                .filter(|o| !matches!(o, TcpOption::NoOperation | TcpOption::EndOfList))
-                .map(ToString::to_string)
-                .collect(),
         });
     }
 
@@ -608,7 +601,11 @@ impl Flow {
 
     /// When the SYN that was answered went out: the last one before now (for the RTT).
     fn last_syn_time(&self) -> u64 {
-        self.trace.iter().rev().find(|p| p.dir == Direction::Out && p.flags == "S").map_or(0, |p| p.t_us)
+        self.trace
+            .iter()
+            .rev()
+            .find(|p| p.dir == Direction::Out && p.flags() == Some(TcpFlags(TcpFlags::SYN)))
+            .map_or(0, |p| p.t_us)
     }
 
     /// Takes the payload's new in-order bytes (and any out-of-order bytes they join up with) into
@@ -911,7 +908,7 @@ mod tests {
                 .iter()
                 .map(|p| {
                     let d = if p.dir == Direction::Out { ">" } else { "<" };
-                    format!("{d}{} {} {} {}", p.flags, p.seq, p.ack, p.len)
+                    format!("{d}{} {} {} {}", p.kind, p.seq, p.ack, p.len)
                 })
                 .collect()
         }
@@ -1016,12 +1013,13 @@ mod tests {
 
     #[test]
     fn an_icmp_port_unreachable_is_refused_as_the_kernel_says() {
-        for kind in [IcmpErrorKind::Unreachable4(3), IcmpErrorKind::Unreachable6(4)] {
+        // IPv4's code 3 and IPv6's code 4 are both port unreachable.
+        for kind in [IcmpKind::from_v4(3, 3), IcmpKind::from_v6(1, 4)].map(Option::unwrap) {
             let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
             run.flow.on_icmp(80, kind, SeqNumber(ISS));
             let obs = run.flow.into_observation();
             assert_eq!((obs.connect, obs.timings.closed), (Connect::Refused, Some(80)));
-            assert_eq!(obs.packets[1].flags, "icmp");
+            assert_eq!(obs.packets[1].kind, PacketKind::Icmp(kind));
         }
     }
 
@@ -1080,7 +1078,7 @@ mod tests {
         assert_eq!(run.flow.state(), State::Established);
         let obs = run.flow.into_observation();
         assert_eq!((obs.connect, obs.timings.connected), (Connect::Established, Some(100)));
-        let flags: Vec<&str> = obs.packets.iter().map(|p| p.flags.as_str()).collect();
+        let flags: Vec<String> = obs.packets.iter().map(|p| p.kind.to_string()).collect();
         assert_eq!(flags, ["S", "A", "R", "S", "A", "R", "SA", "A"]);
     }
 
@@ -1102,12 +1100,12 @@ mod tests {
     #[test]
     fn icmp_before_establishment_is_unreachable() {
         let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
-        run.flow.on_icmp(80, IcmpErrorKind::Unreachable4(4), SeqNumber(ISS));
+        run.flow.on_icmp(80, IcmpKind::FragmentationNeeded, SeqNumber(ISS));
         assert_eq!(run.flow.state(), State::SynSent);
-        run.flow.on_icmp(90, IcmpErrorKind::Unreachable4(13), SeqNumber(ISS));
+        run.flow.on_icmp(90, IcmpKind::AdminProhibited, SeqNumber(ISS));
         let obs = run.flow.into_observation();
         assert_eq!(obs.connect, Connect::Unreachable { detail: "administratively prohibited".into() });
-        assert_eq!(obs.packets[2].flags, "icmp");
+        assert_eq!(obs.packets[2].kind, PacketKind::Icmp(IcmpKind::AdminProhibited));
     }
 
     #[test]
@@ -1216,7 +1214,7 @@ mod tests {
             ticks += 1;
             assert!(ticks < 20);
         }
-        let fins = run.flow.trace.iter().filter(|p| p.flags == "FA").count();
+        let fins = run.flow.trace.iter().filter(|p| p.flags() == Some(TcpFlags(FA))).count();
         assert!((2..=4).contains(&fins), "{fins}");
         let obs = run.flow.into_observation();
         assert_eq!((obs.end, obs.timings.closed), (Some(End::Timeout), Some(10_000_100)));
