@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
-use sshprobe::experiment::budget::{Budget, DEFAULT_PER_SOURCE};
+use sshprobe::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
@@ -21,11 +21,32 @@ use std::time::Duration;
   sshprobe diagnose host --source 10.0.0.5 --source 10.0.0.6
                                                probe from 10.0.0.5; 10.0.0.6 is the second address
 
-Verdicts: ok, not_listening, filtered, unreachable, access_denied, maxstartups, per_source_limit,
-penalized, overloaded, not_ssh, intermittent.
+Verdicts:
+  ok                the identification exchange works; look past it (ssh -vvv)
+  not_listening     RST to the SYN: nothing listens (or a firewall rejects with a reset)
+  filtered          no answer to the SYNs: a firewall drops them, the host is down, or the server's
+                    accept queue is full (a hung sshd)
+  unreachable       ICMP errors answer the SYN
+  access_denied     an access rule refuses this client: Debian's 5-s zero-byte close (TCP wrappers),
+                    a message, or a close for this address only
+  server_error      the server accepts, but its session process dies before the banner (host keys,
+                    a broken install or configuration)
+  listener_drop     zero bytes, at the listener, from every address, nothing on this host explains it:
+                    a full table on a server that sends no message, or a forwarder with no backend
+  maxstartups       the server-wide limit on unauthenticated connections (MaxStartups, dropbear's
+                    MAX_UNAUTH_CLIENTS)
+  per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP)
+  penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
+  overloaded        accepted but no banner, or banners timing out under load
+  not_ssh           something other than an SSH-2 server answers
+  intermittent      failures without a pattern
+  not_tested        no probe could be made within --max-duration
 
-The budget: OpenSSH 9.8+ blocks an address after about 15 connections that do not authenticate
-(PerSourcePenalties), so diagnose opens at most --budget connections per source address (12).
+The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that does not
+authenticate and blocks it past 15 s owed (PerSourcePenalties). diagnose keeps each source address
+under --budget seconds owed (10): a burst of about ten connections, then about one a second, waiting
+rather than giving up. What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
+~/.local/state/sshprobe), and a banner from a server without penalties lifts the pacing.
 On IPv4 loopback it adds second addresses from 127.77.0.0/24 by itself.
 
 Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or input errors.")]
@@ -42,9 +63,14 @@ pub struct DiagnoseArgs {
     #[arg(long = "source", value_name = "ADDR")]
     sources: Vec<IpAddr>,
 
-    /// Connections per source address, at most.
+    /// Penalty seconds a source address may owe the server (OpenSSH 9.8+ blocks past 15).
     #[arg(long, default_value_t = DEFAULT_PER_SOURCE)]
     budget: u32,
+
+    /// Stop starting probes after this long (waiting for the budget included); a target with no
+    /// probe by then is `not_tested`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_duration: Option<Duration>,
 
     /// Unauthenticated connections held at once in the load experiment, at most (steps 3, 6, 8).
     #[arg(long, default_value_t = 8)]
@@ -97,8 +123,11 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let mut all_ok = true;
     let mut bad_input = false;
     // One budget per server host: two targets naming one server (a name and its address, two ports
-    // of one sshd) share its source addresses' penalty count.
+    // of one sshd) share its source addresses' penalty count; the ledger carries it between runs.
     let mut budgets: std::collections::HashMap<IpAddr, Budget> = std::collections::HashMap::new();
+    let ledger_path = Ledger::default_path();
+    let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
+    let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
     for text in &args.targets {
         let remote = match resolve(text, args.port).await {
             Ok(r) => r,
@@ -109,18 +138,35 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             }
         };
         if args.format == Format::Table {
-            eprintln!(
-                "diagnosing {text} ({remote}): at most {} connections per source address...",
-                args.budget
-            );
+            eprintln!("diagnosing {text} ({remote})...");
         }
-        let budget = budgets.entry(remote.ip()).or_insert_with(|| Budget::new(args.budget));
+        let budget = budgets.entry(remote.ip()).or_insert_with(|| {
+            let budget = Budget::penalty_safe(args.budget).on_wait(|source, wait| {
+                let source = source.map_or_else(|| "the default address".to_string(), |s| s.to_string());
+                eprintln!(
+                    "sshprobe: waiting {:.1} s for the probe budget of {source} (OpenSSH 9.8+ penalises faster probing)",
+                    wait.as_secs_f64()
+                );
+            });
+            budget.load(&ledger, remote.ip());
+            budget
+        });
         if budget.usage().spent.values().any(|&n| n > 0) {
             eprintln!(
                 "sshprobe: {text}: same host as an earlier target: its probes share that target's budget"
             );
         }
+        let options = DiagnoseOptions {
+            max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
+            ..options.clone()
+        };
         let d = diagnose(&engine, text, remote, &options, budget).await;
+        budget.store(&mut ledger, remote.ip());
+        if let Some(path) = &ledger_path {
+            if let Err(e) = ledger.write(path) {
+                tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());
+            }
+        }
         all_ok &= d.finding.verdict == Verdict::Ok;
         write_diagnosis(&mut out, &d, args.format, colour).context("writing the diagnosis")?;
     }

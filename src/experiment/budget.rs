@@ -1,74 +1,374 @@
-//! The probe budget: how many connections an experiment may open from each source address.
+//! The probe budget: how many connections an experiment may open from each source address, and how
+//! fast.
 //!
 //! OpenSSH 9.8+ charges every connection that leaves without authenticating (1 s each by default)
-//! to its source address and refuses the address once more than 15 s are outstanding (FACTS §5).
-//! A prober that ignores this measures its own penalty. So every connection an experiment opens,
-//! probe or held, is taken from a per-source budget first, and the report says what was spent.
+//! to its source address, lets the charge decay in real time, and refuses the address once more than
+//! 15 s are outstanding (FACTS §5). A prober that ignores this measures its own penalty. So every
+//! connection an experiment opens, probe or held, is taken from a per-source budget first, and the
+//! report says what was spent.
+//!
+//! Two kinds of budget:
+//! - [`Budget::new`]: a plain cap per source address (benchmarks that spread over many addresses,
+//!   tests);
+//! - [`Budget::penalty_safe`]: sshd's own arithmetic. Each address has an estimate of the penalty it
+//!   owes the server, decaying one second per second; a connection may be made while the estimate
+//!   stays at or under the limit (10 by default, well under sshd's 15). That is a first burst of
+//!   about ten connections, then about one a second, and [`Budget::take`] waits for its turn instead
+//!   of giving up. Once a banner shows a server without penalties (OpenSSH before 9.8, dropbear),
+//!   [`Budget::server_has_no_penalties`] lifts the pacing.
+//!
+//! A penalty outlives the process, so the estimates can be kept in a [`Ledger`] file between runs:
+//! two diagnoses back to back then share one account per server and source address.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// tokio's clock, so tests can pause it; the same as std's outside tests.
+use tokio::time::Instant;
 
-/// The default connections per source address: under the ≈15 that gets an address penalised.
-pub const DEFAULT_PER_SOURCE: u32 = 12;
+/// The default for a penalty-safe budget: the most penalty seconds a source address may owe a server
+/// before it waits (sshd blocks past 15).
+pub const DEFAULT_PER_SOURCE: u32 = 10;
+
+/// How a budget meters connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pace {
+    /// At most `per_source` connections per source address, ever.
+    Cap,
+    /// sshd's penalty arithmetic: at most `per_source` seconds owed, decaying in real time.
+    PenaltySafe,
+}
 
 /// Connections allowed per source address, and those spent.
-#[derive(Debug)]
 pub struct Budget {
     per_source: u32,
-    spent: Mutex<BTreeMap<Option<IpAddr>, u32>>,
+    pace: Pace,
+    /// Whether the server may penalise (true until a banner says otherwise).
+    penalties: AtomicBool,
+    accounts: Mutex<BTreeMap<Option<IpAddr>, Account>>,
+    /// Told when a probe waits for the budget, and how long: progress for people.
+    on_wait: Option<WaitReport>,
+}
+
+/// What [`Budget::on_wait`] calls: the source that waits, and for how long.
+type WaitReport = Box<dyn Fn(Option<IpAddr>, Duration) + Send + Sync>;
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("per_source", &self.per_source)
+            .field("pace", &self.pace)
+            .field("accounts", &self.accounts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One source address's account.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    spent: u32,
+    /// Penalty seconds estimated outstanding at `at`.
+    owed: f64,
+    at: Instant,
+    waited: Duration,
+}
+
+impl Account {
+    fn new(owed: f64) -> Account {
+        Account { spent: 0, owed, at: Instant::now(), waited: Duration::ZERO }
+    }
+
+    /// The estimate now: what was owed, less the time since.
+    fn owed_now(&self, now: Instant) -> f64 {
+        (self.owed - now.saturating_duration_since(self.at).as_secs_f64()).max(0.0)
+    }
 }
 
 /// What a run spent, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BudgetUse {
-    /// Connections allowed per source address.
+    /// Connections allowed per source address ([`Pace::Cap`]), or penalty seconds it may owe
+    /// ([`Pace::PenaltySafe`]).
     pub per_source: u32,
+    /// How the budget metered.
+    pub pace: Pace,
     /// Connections opened from each source (`default` for the kernel's choice).
     pub spent: BTreeMap<String, u32>,
+    /// How long probes waited for the budget, in all.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waited_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Budget {
-    /// A budget of `per_source` connections for each source address.
+    /// A cap of `per_source` connections for each source address.
     pub fn new(per_source: u32) -> Budget {
-        Budget { per_source, spent: Mutex::new(BTreeMap::new()) }
+        Budget::with(per_source, Pace::Cap)
     }
 
-    /// Takes one connection from `source`'s budget; false when it is spent.
-    pub fn try_take(&self, source: Option<IpAddr>) -> bool {
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        let n = spent.entry(source).or_insert(0);
-        if *n >= self.per_source {
-            return false;
+    /// sshd's penalty arithmetic, at most `per_source` seconds owed per source address.
+    pub fn penalty_safe(per_source: u32) -> Budget {
+        Budget::with(per_source, Pace::PenaltySafe)
+    }
+
+    fn with(per_source: u32, pace: Pace) -> Budget {
+        Budget {
+            per_source,
+            pace,
+            penalties: AtomicBool::new(true),
+            accounts: Mutex::new(BTreeMap::new()),
+            on_wait: None,
         }
-        *n += 1;
-        true
+    }
+
+    /// Calls `report` whenever a probe has to wait for the budget, with the source and the wait.
+    pub fn on_wait(mut self, report: impl Fn(Option<IpAddr>, Duration) + Send + Sync + 'static) -> Budget {
+        self.on_wait = Some(Box::new(report));
+        self
+    }
+
+    fn accounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<Option<IpAddr>, Account>> {
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A banner showed a server that does not penalise (OpenSSH before 9.8, dropbear): connections
+    /// are no longer paced (a [`Pace::Cap`] budget keeps its cap).
+    pub fn server_has_no_penalties(&self) {
+        self.penalties.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether connections are paced by the penalty arithmetic now.
+    fn paced(&self) -> bool {
+        self.pace == Pace::PenaltySafe && self.penalties.load(Ordering::Relaxed)
+    }
+
+    /// Takes one connection from `source`'s budget now; false when it is spent (a cap) or would
+    /// push the address's estimated penalty over the limit.
+    pub fn try_take(&self, source: Option<IpAddr>) -> bool {
+        self.wait_for(source, Instant::now()).is_none()
+    }
+
+    /// Takes one connection from `source`'s budget, waiting for it until `until` (forever without
+    /// one); false when the budget will never allow it (a spent cap) or `until` comes first.
+    pub async fn take(&self, source: Option<IpAddr>, until: Option<Instant>) -> bool {
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            let Some(wait) = self.wait_for(source, now) else {
+                let waited = started.elapsed();
+                if let Some(a) = self.accounts().get_mut(&source) {
+                    a.waited += waited;
+                }
+                return true;
+            };
+            if wait == Duration::MAX || until.is_some_and(|u| now + wait > u) {
+                return false;
+            }
+            if let Some(report) = &self.on_wait {
+                report(source, wait);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes a connection from `source` if the budget allows it at `now` (`None`), or says how long
+    /// until it will (`Duration::MAX`: never).
+    fn wait_for(&self, source: Option<IpAddr>, now: Instant) -> Option<Duration> {
+        let paced = self.paced();
+        let mut accounts = self.accounts();
+        let account = accounts.entry(source).or_insert_with(|| Account::new(0.0));
+        match self.pace {
+            Pace::Cap if account.spent >= self.per_source => return Some(Duration::MAX),
+            Pace::PenaltySafe if paced => {
+                let owed = account.owed_now(now);
+                let over = owed + 1.0 - f64::from(self.per_source);
+                if over > 0.0 {
+                    // A little more than the excess, so the next look finds room.
+                    return Some(Duration::from_secs_f64(over + 0.01));
+                }
+            }
+            _ => {}
+        }
+        account.owed = account.owed_now(now) + 1.0;
+        account.at = now;
+        account.spent += 1;
+        None
     }
 
     /// Counts a connection from `source` that was made whatever the budget said (polling for a
     /// penalty to lift): what was spent stays honest.
     pub fn charge(&self, source: Option<IpAddr>) {
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        *spent.entry(source).or_insert(0) += 1;
+        let now = Instant::now();
+        let mut accounts = self.accounts();
+        let account = accounts.entry(source).or_insert_with(|| Account::new(0.0));
+        account.owed = account.owed_now(now) + 1.0;
+        account.at = now;
+        account.spent += 1;
     }
 
-    /// Connections left for `source`.
+    /// Connections `source` may still open now.
     pub fn remaining(&self, source: Option<IpAddr>) -> u32 {
-        let spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        self.per_source.saturating_sub(spent.get(&source).copied().unwrap_or(0))
+        let accounts = self.accounts();
+        let account = accounts.get(&source).copied().unwrap_or_else(|| Account::new(0.0));
+        match self.pace {
+            Pace::Cap => self.per_source.saturating_sub(account.spent),
+            Pace::PenaltySafe if self.paced() => {
+                (f64::from(self.per_source) - account.owed_now(Instant::now())).floor().max(0.0) as u32
+            }
+            Pace::PenaltySafe => u32::MAX,
+        }
     }
 
     /// What was spent so far.
     pub fn usage(&self) -> BudgetUse {
-        let spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        let accounts = self.accounts();
         BudgetUse {
             per_source: self.per_source,
-            spent: spent
+            pace: self.pace,
+            spent: accounts
                 .iter()
-                .map(|(k, v)| (k.map_or_else(|| "default".to_string(), |ip| ip.to_string()), *v))
+                .filter(|(_, a)| a.spent > 0)
+                .map(|(k, a)| (k.map_or_else(|| "default".to_string(), |ip| ip.to_string()), a.spent))
                 .collect(),
+            waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).sum(),
         }
+    }
+
+    /// Starts the accounts of `server` from what `ledger` says they owe now.
+    pub fn load(&self, ledger: &Ledger, server: IpAddr) {
+        let now_unix = unix_ms();
+        let now = Instant::now();
+        let mut accounts = self.accounts();
+        for (source, entry) in ledger.entries.iter().filter(|(k, _)| k.server == server) {
+            let age = now_unix.saturating_sub(entry.at_unix_ms) as f64 / 1000.0;
+            let owed = (entry.owed - age).max(0.0);
+            if owed > 0.0 {
+                let account = accounts.entry(source.source).or_insert_with(|| Account::new(0.0));
+                account.owed = account.owed_now(now) + owed;
+                account.at = now;
+            }
+        }
+    }
+
+    /// Writes what `server`'s accounts owe now into `ledger`.
+    pub fn store(&self, ledger: &mut Ledger, server: IpAddr) {
+        let now = Instant::now();
+        let at_unix_ms = unix_ms();
+        for (source, account) in self.accounts().iter() {
+            let owed = account.owed_now(now);
+            let key = LedgerKey { server, source: *source };
+            if owed > 0.0 {
+                ledger.entries.insert(key, LedgerEntry { owed, at_unix_ms });
+            } else {
+                ledger.entries.remove(&key);
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Penalty estimates kept between runs: per server and source address, what is owed and when that
+/// was written. A file in the state directory ([`Ledger::default_path`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    entries: BTreeMap<LedgerKey, LedgerEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct LedgerKey {
+    server: IpAddr,
+    source: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct LedgerEntry {
+    owed: f64,
+    at_unix_ms: u64,
+}
+
+/// A ledger entry as the file holds it.
+#[derive(Serialize, Deserialize)]
+struct LedgerLine {
+    server: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<IpAddr>,
+    owed: f64,
+    at_unix_ms: u64,
+}
+
+impl Ledger {
+    /// Where the ledger lives: `$SSHPROBE_STATE_DIR` (empty: nowhere, no ledger), else
+    /// `$XDG_STATE_HOME/sshprobe`, else `~/.local/state/sshprobe`.
+    pub fn default_path() -> Option<PathBuf> {
+        let dir = match std::env::var_os("SSHPROBE_STATE_DIR") {
+            Some(d) if d.is_empty() => return None,
+            Some(d) => PathBuf::from(d),
+            None => match std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+                Some(d) => PathBuf::from(d).join("sshprobe"),
+                None => PathBuf::from(std::env::var_os("HOME")?).join(".local/state/sshprobe"),
+            },
+        };
+        Some(dir.join("penalty-ledger.json"))
+    }
+
+    /// Reads the ledger at `path`; an absent or unreadable file is an empty ledger (logged).
+    pub fn read(path: &Path) -> Ledger {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("reading the penalty ledger {}: {e}", path.display());
+                }
+                return Ledger::default();
+            }
+        };
+        let lines: Vec<LedgerLine> = serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!("the penalty ledger {} is not valid ({e}): starting afresh", path.display());
+            Vec::new()
+        });
+        let entries = lines
+            .into_iter()
+            .map(|l| {
+                (
+                    LedgerKey { server: l.server, source: l.source },
+                    LedgerEntry { owed: l.owed, at_unix_ms: l.at_unix_ms },
+                )
+            })
+            .collect();
+        Ledger { entries }
+    }
+
+    /// Writes the ledger to `path` (whole, through a temporary file), dropping what is paid off.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let now = unix_ms();
+        let lines: Vec<LedgerLine> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.owed - now.saturating_sub(e.at_unix_ms) as f64 / 1000.0 > 0.0)
+            .map(|(k, e)| LedgerLine {
+                server: k.server,
+                source: k.source,
+                owed: e.owed,
+                at_unix_ms: e.at_unix_ms,
+            })
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&lines).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)
     }
 }
 
@@ -77,7 +377,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_is_per_source() {
+    fn a_cap_is_per_source() {
         let b = Budget::new(2);
         let a: Option<IpAddr> = Some("127.0.0.2".parse().unwrap());
         assert!(b.try_take(None) && b.try_take(None) && !b.try_take(None));
@@ -90,5 +390,60 @@ mod tests {
         b.charge(None);
         assert_eq!(b.usage().spent["default"], 3);
         assert_eq!(b.remaining(None), 0);
+    }
+
+    /// sshd's arithmetic: a burst up to the limit, then one connection per second of decay.
+    #[tokio::test(start_paused = true)]
+    async fn a_penalty_safe_budget_bursts_then_paces_at_one_a_second() {
+        let b = Budget::penalty_safe(10);
+        for _ in 0..10 {
+            assert!(b.try_take(None));
+        }
+        assert!(!b.try_take(None), "an 11th at once would owe 11 s");
+        // Waiting is allowed: the 11th comes about a second later, the 12th a second after that.
+        let started = tokio::time::Instant::now();
+        assert!(b.take(None, None).await);
+        let first = started.elapsed();
+        assert!(b.take(None, None).await);
+        let second = started.elapsed();
+        assert!(first >= Duration::from_millis(990) && first < Duration::from_millis(1100), "{first:?}");
+        assert!(second - first >= Duration::from_millis(990), "{second:?}");
+        // With a deadline too close, it gives up instead.
+        let until = Some(Instant::now() + Duration::from_millis(100));
+        assert!(!b.take(None, until).await);
+        // Another address has its own account.
+        assert!(b.try_take(Some("127.77.0.1".parse().unwrap())));
+        // A server without penalties lifts the pacing.
+        b.server_has_no_penalties();
+        for _ in 0..20 {
+            assert!(b.try_take(None));
+        }
+        assert_eq!(b.usage().spent["default"], 32);
+    }
+
+    #[test]
+    fn a_ledger_carries_what_is_owed_to_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/penalty-ledger.json");
+        let server: IpAddr = "127.0.0.1".parse().unwrap();
+        let first = Budget::penalty_safe(10);
+        for _ in 0..8 {
+            assert!(first.try_take(None));
+        }
+        let mut ledger = Ledger::read(&path);
+        first.store(&mut ledger, server);
+        ledger.write(&path).unwrap();
+        // The next run, at once: about 8 s owed, so 2 more now and then it must wait.
+        let second = Budget::penalty_safe(10);
+        second.load(&Ledger::read(&path), server);
+        assert!(second.try_take(None) && second.try_take(None));
+        assert!(!second.try_take(None), "the ledger's 8 s were forgotten");
+        // Another server's accounts are untouched.
+        let other = Budget::penalty_safe(10);
+        other.load(&Ledger::read(&path), "127.0.0.2".parse().unwrap());
+        assert_eq!(other.remaining(None), 10);
+        // A broken file is an empty ledger.
+        std::fs::write(&path, b"not json").unwrap();
+        assert_eq!(Ledger::read(&path), Ledger::default());
     }
 }

@@ -7,7 +7,7 @@
 
 use super::probe::format_us;
 use super::{Format, Palette};
-use crate::experiment::budget::BudgetUse;
+use crate::experiment::budget::{BudgetUse, Pace};
 use crate::experiment::diagnose::{
     Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostConnections, NotTestedReason, Note, Remedy,
     Tally, Verdict,
@@ -131,7 +131,20 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
         writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, tally_text(&e.tally()))?;
     }
     let spent: Vec<String> = d.budget.spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
-    writeln!(out, "  budget:   {} (at most {} per source address)", spent.join(", "), d.budget.per_source)?;
+    let budget = &d.budget;
+    let rule = match budget.pace {
+        Pace::Cap => format!("at most {} per source address", budget.per_source),
+        Pace::PenaltySafe => format!(
+            "paced so no source address owes the server over {} s of penalty{}",
+            budget.per_source,
+            if budget.waited_ms > 0 {
+                format!("; waited {:.1} s for it", budget.waited_ms as f64 / 1000.0)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    writeln!(out, "  budget:   {} ({rule})", spent.join(", "))?;
     writeln!(out)
 }
 
@@ -194,7 +207,7 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             format!("all {} probes: {}; the server said {said:?}", tally.total(), tally_text(tally))
         }
         Evidence::Unloaded { tally } => {
-            format!("{} probes at concurrency 1 with nothing held: {}", tally.total(), tally_text(tally))
+            format!("{} probes with nothing held, one at a time while answers are fast: {}", tally.total(), tally_text(tally))
         }
         Evidence::SecondSource { source, tally } => {
             format!("from a second address ({source}): {}", tally_text(tally))
@@ -492,10 +505,12 @@ mod tests {
             server: None,
             experiments: facts.experiments,
             budget: BudgetUse {
-                per_source: 12,
+                per_source: 10,
+                pace: Pace::PenaltySafe,
                 spent: [("default".to_string(), 3), ("127.77.0.1".to_string(), 2)].into(),
+                waited_ms: 0,
             },
-            duration_ms: 20_400,
+            duration_ms: 6_100,
         }
     }
 
@@ -544,9 +559,9 @@ mod tests {
         write_diagnosis(&mut out, &hosts_deny(), Format::Table, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let expected = "\
-127.0.0.1:2301  access_denied  (confidence: high, 20.4 s)
+127.0.0.1:2301  access_denied  (confidence: high, 6.1 s)
   evidence:
-    - 3 probes at concurrency 1 with nothing held: 1 reset_before_banner, 2 closed_before_banner
+    - 3 probes with nothing held, one at a time while answers are fast: 1 reset_before_banner, 2 closed_before_banner
     - from a second address (127.77.0.1): 2 closed_before_banner
     - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip): Debian's TCP-wrappers delay (the child sleeps 5 s)
     - a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond
@@ -555,7 +570,7 @@ mod tests {
   experiments:
     baseline     held   0  from default      1 reset_before_banner, 2 closed_before_banner
     source       held   0  from 127.77.0.1   2 closed_before_banner
-  budget:   2 from 127.77.0.1, 3 from default (at most 12 per source address)
+  budget:   2 from 127.77.0.1, 3 from default (paced so no source address owes the server over 10 s of penalty)
 
 ";
         assert_eq!(text, expected);

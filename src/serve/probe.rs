@@ -72,7 +72,7 @@ pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Runs `diagnose` on `remote` with its default options and a fresh budget (at most
 /// [`DEFAULT_PER_SOURCE`] connections per source address), within [`DIAGNOSE_TIMEOUT`].
 pub async fn run_diagnose(target: &str, remote: SocketAddr) -> Option<Diagnosis> {
-    let budget = Budget::new(DEFAULT_PER_SOURCE);
+    let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE);
     let options = DiagnoseOptions::default();
     let engine = ConnectEngine::default();
     tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(&engine, target, remote, &options, &budget)).await.ok()

@@ -299,8 +299,13 @@ pub fn hold(addr: SocketAddr, source: Option<IpAddr>) -> TcpStream {
 }
 
 /// The sshprobe binary, for `assert_cmd`.
+///
+/// Its penalty ledger is off (`SSHPROBE_STATE_DIR` empty): each run starts with a fresh probe budget,
+/// whatever other tests spent. A test of the ledger sets the variable itself.
 pub fn sshprobe() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("sshprobe").expect("the sshprobe binary")
+    let mut cmd = assert_cmd::Command::cargo_bin("sshprobe").expect("the sshprobe binary");
+    cmd.env("SSHPROBE_STATE_DIR", "");
+    cmd
 }
 
 /// Runs sshprobe with `args` (which should include `-o jsonl`) and parses every stdout line as JSON.

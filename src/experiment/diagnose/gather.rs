@@ -3,7 +3,7 @@
 
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
-use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts};
+use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, NotTestedReason};
 use super::Finding;
 use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::ProbeOrder;
@@ -12,7 +12,11 @@ use crate::experiment::holder::{Holder, SETTLE_AFTER_RELEASE};
 use crate::experiment::sources::{LoopbackAliases, Sources};
 use crate::outcome::{classify, Outcome};
 use crate::record::ProbeRecord;
+use crate::server::Software;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// A diagnosis of one target.
@@ -50,6 +54,12 @@ pub struct DiagnoseOptions {
     pub spacing: Duration,
     /// When penalised, poll until the block lifts, for at most this long (zero: do not wait).
     pub penalty_wait: Duration,
+    /// How long a probe that has not answered is waited for before the next one starts beside it:
+    /// fast answers come one at a time, answers that take seconds (Debian's 5-s wrappers close)
+    /// overlap, so the whole baseline costs one such wait.
+    pub patience: Duration,
+    /// No probe starts after this long (waiting for the probe budget included); `None`: no limit.
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for DiagnoseOptions {
@@ -61,6 +71,8 @@ impl Default for DiagnoseOptions {
             sources: Vec::new(),
             spacing: Duration::from_millis(200),
             penalty_wait: Duration::ZERO,
+            patience: Duration::from_millis(400),
+            max_duration: None,
         }
     }
 }
@@ -81,20 +93,30 @@ pub async fn diagnose<E: Engine>(
     let started = std::time::Instant::now();
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
-    let lab = Bench::new(engine, remote, options, budget);
+    let until = options.max_duration.map(|d| tokio::time::Instant::now() + d);
+    let lab = Bench::new(engine, remote, options, budget, until);
     let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
     let primary = sources.probing();
 
-    // 1. Baseline: both orders, one at a time.
-    let mut baseline = Vec::new();
-    for order in [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst, ProbeOrder::WaitForBanner] {
-        if !baseline.is_empty() {
-            tokio::time::sleep(options.spacing).await;
-        }
-        match lab.probe(order, primary, 0).await {
-            Some(p) => baseline.push(p),
-            None => facts.budget_exhausted = true,
-        }
+    // 1. Baseline: both orders, one at a time while answers are fast. A probe still unanswered after
+    //    `patience` (Debian's wrappers hold a denied connection 5 s) lets the next start beside it,
+    //    and the second address's probes start then too: the whole unloaded phase costs one slow
+    //    answer, not one per probe.
+    let plan = [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst, ProbeOrder::WaitForBanner]
+        .map(|order| lab.probe(order, primary, 0));
+    let second =
+        others.first().map(|&other| (0..2).map(|_| lab.probe(ProbeOrder::WaitForBanner, other, 0)).collect());
+    let slow_or_refused =
+        |p: &Option<ExperimentProbe>| p.as_ref().is_some_and(|p| p.outcome() != Outcome::Banner);
+    let (baseline, second) =
+        staggered(Vec::from(plan), second, options.spacing, options.patience, slow_or_refused).await;
+    let attempted = baseline.len();
+    let baseline: Vec<ExperimentProbe> = baseline.into_iter().flatten().collect();
+    if baseline.len() < attempted {
+        facts.budget_exhausted = true;
+    }
+    if baseline.is_empty() && until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+        facts.not_tested = Some(NotTestedReason::TimeLimit);
     }
     let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
     let any_refused = baseline.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
@@ -122,9 +144,13 @@ pub async fn diagnose<E: Engine>(
             });
         }
         // 3. Source: does another address fare better? (Two at once: a different address, and
-        // nothing of ours is held.)
-        if let Some(&other) = others.first() {
-            let probes = lab.concurrent(other, 2, 0).await;
+        // nothing of ours is held.) Already made beside a slow baseline.
+        let second = match (second, others.first()) {
+            (Some(probes), _) => Some(probes.into_iter().flatten().collect()),
+            (None, Some(&other)) => Some(lab.concurrent(other, 2, 0).await),
+            (None, None) => None,
+        };
+        if let Some(probes) = second {
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Source,
                 held: 0,
@@ -263,21 +289,34 @@ struct Bench<'a, E: Engine> {
     request: ProbeRequest,
     budget: &'a Budget,
     spacing: Duration,
+    /// No probe starts after this.
+    until: Option<tokio::time::Instant>,
 }
 
 impl<'a, E: Engine> Bench<'a, E> {
-    fn new(engine: &'a E, remote: SocketAddr, options: &DiagnoseOptions, budget: &'a Budget) -> Bench<'a, E> {
+    fn new(
+        engine: &'a E,
+        remote: SocketAddr,
+        options: &DiagnoseOptions,
+        budget: &'a Budget,
+        until: Option<tokio::time::Instant>,
+    ) -> Bench<'a, E> {
         let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
-        Bench { engine, request, budget, spacing: options.spacing }
+        Bench { engine, request, budget, spacing: options.spacing, until }
     }
 
-    /// One probe, if the budget allows.
+    /// One probe, when the budget allows it (waiting for it, within the time limit).
     async fn probe(&self, order: ProbeOrder, source: Option<IpAddr>, held: u32) -> Option<ExperimentProbe> {
-        if !self.budget.try_take(source) {
+        if !self.budget.take(source, self.until).await {
             return None;
         }
         let observation = self.engine.probe(self.request.clone().source(source).order(order)).await;
-        Some(ExperimentProbe { record: ProbeRecord::new(observation), source, held })
+        let record = ProbeRecord::new(observation);
+        if record.banner().is_some_and(|b| !Software::of(b).has_penalties()) {
+            // OpenSSH before 9.8, dropbear: no penalty to pace for.
+            self.budget.server_has_no_penalties();
+        }
+        Some(ExperimentProbe { record, source, held })
     }
 
     /// `n` probes one after another, `spacing` apart, with `held` connections held.
@@ -313,5 +352,164 @@ impl<'a, E: Engine> Bench<'a, E> {
             out.push(p);
         }
         out
+    }
+}
+
+/// Runs `first` staggered: each starts `spacing` after the one before it ended, or `patience` after
+/// it started if it has not ended by then, so fast answers come one at a time and slow ones overlap.
+/// `extra` starts (all at once) as soon as one of `first` ends in a way `wants_extra` accepts, or
+/// the first probe is still unanswered after `patience`; if neither happens it never starts. Returns
+/// the outputs of `first` in order, and those of `extra` if it ran.
+async fn staggered<F: Future>(
+    first: Vec<F>,
+    extra: Option<Vec<F>>,
+    spacing: Duration,
+    patience: Duration,
+    wants_extra: impl Fn(&F::Output) -> bool,
+) -> (Vec<F::Output>, Option<Vec<F::Output>>) {
+    use tokio::time::Instant;
+    let n = first.len();
+    let mut waiting = first.into_iter();
+    let mut extra = extra;
+    let extra_n = extra.as_ref().map_or(0, Vec::len);
+    // Running futures by slot: 0..n are `first`, n.. are `extra`.
+    let mut running: Vec<(usize, Pin<Box<F>>)> = Vec::new();
+    let mut outputs: Vec<Option<F::Output>> = (0..n + extra_n).map(|_| None).collect();
+    let (mut started, mut extra_started) = (0usize, false);
+    let mut latest: Option<(Instant, Option<Instant>)> = None; // the latest of `first`: started, ended
+    let began = Instant::now();
+    loop {
+        let now = Instant::now();
+        let may_start = started < n
+            && match latest {
+                None => true,
+                Some((_, Some(ended))) => now >= ended + spacing,
+                Some((at, None)) => now >= at + patience,
+            };
+        if may_start {
+            if let Some(f) = waiting.next() {
+                running.push((started, Box::pin(f)));
+                latest = Some((now, None));
+                started += 1;
+            }
+            continue;
+        }
+        let first_slow = outputs[0].is_none() && started > 0 && now >= began + patience;
+        let first_wants = outputs[..n].iter().flatten().any(&wants_extra);
+        if !extra_started && (first_slow || first_wants) {
+            if let Some(more) = extra.take() {
+                running.extend(more.into_iter().enumerate().map(|(i, f)| (n + i, Box::pin(f))));
+                extra_started = true;
+                continue;
+            }
+        }
+        if started == n && running.is_empty() {
+            break;
+        }
+        // Sleep until the next start could be due (or `patience` for the extra), or a probe ends.
+        let mut wake = began + Duration::from_secs(3600);
+        if started < n {
+            wake = match latest {
+                Some((_, Some(ended))) => ended + spacing,
+                Some((at, None)) => at + patience,
+                None => now,
+            };
+        }
+        if !extra_started && extra.is_some() && outputs[0].is_none() {
+            wake = wake.min(began + patience);
+        }
+        let sleep = tokio::time::sleep_until(wake);
+        tokio::pin!(sleep);
+        let latest_slot = started.checked_sub(1);
+        std::future::poll_fn(|cx| {
+            let mut progressed = false;
+            running.retain_mut(|(slot, f)| match f.as_mut().poll(cx) {
+                Poll::Ready(out) => {
+                    outputs[*slot] = Some(out);
+                    if Some(*slot) == latest_slot {
+                        if let Some((at, None)) = latest {
+                            latest = Some((at, Some(Instant::now())));
+                        }
+                    }
+                    progressed = true;
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if progressed || sleep.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+    let mut outputs = outputs.into_iter();
+    let first_out: Vec<F::Output> = outputs.by_ref().take(n).flatten().collect();
+    let extra_out = extra_started.then(|| outputs.flatten().collect());
+    (first_out, extra_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A probe that answers after `takes`, noting when it started.
+    async fn answer(
+        log: &Mutex<Vec<(usize, u64)>>,
+        id: usize,
+        takes: Duration,
+        began: tokio::time::Instant,
+    ) -> usize {
+        log.lock().unwrap().push((id, began.elapsed().as_millis() as u64));
+        tokio::time::sleep(takes).await;
+        id
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_answers_come_one_at_a_time_and_slow_ones_overlap() {
+        let (spacing, patience) = (Duration::from_millis(200), Duration::from_millis(400));
+        let began = tokio::time::Instant::now();
+        // Fast (1 ms): sequential, `spacing` apart; the extra never starts (every answer is fine).
+        let log = Mutex::new(Vec::new());
+        let fast = |id| answer(&log, id, Duration::from_millis(1), began);
+        let (out, extra) =
+            staggered(vec![fast(0), fast(1), fast(2)], Some(vec![fast(9)]), spacing, patience, |&id| {
+                id == 99
+            })
+            .await;
+        assert_eq!((out, extra), (vec![0, 1, 2], None));
+        let starts: Vec<u64> = log.lock().unwrap().iter().map(|&(_, t)| t).collect();
+        assert_eq!(starts, [0, 201, 402]);
+
+        // Slow (5 s, Debian's wrappers): each starts `patience` after the last, the extra at `patience`;
+        // all done in one slow answer plus two patiences.
+        let began = tokio::time::Instant::now();
+        let log = Mutex::new(Vec::new());
+        let slow = |id| answer(&log, id, Duration::from_secs(5), began);
+        let (out, extra) = staggered(
+            vec![slow(0), slow(1), slow(2)],
+            Some(vec![slow(7), slow(8)]),
+            spacing,
+            patience,
+            |_| false,
+        )
+        .await;
+        assert_eq!((out, extra), (vec![0, 1, 2], Some(vec![7, 8])));
+        let mut starts = log.lock().unwrap().clone();
+        starts.sort();
+        assert_eq!(starts, [(0, 0), (1, 400), (2, 800), (7, 400), (8, 400)]);
+        assert_eq!(began.elapsed().as_millis(), 5_800);
+
+        // A refusal (not what a banner is) starts the extra at once.
+        let began = tokio::time::Instant::now();
+        let log = Mutex::new(Vec::new());
+        let fast = |id| answer(&log, id, Duration::from_millis(1), began);
+        let (_, extra) =
+            staggered(vec![fast(0), fast(1)], Some(vec![fast(5)]), spacing, patience, |&id| id == 0).await;
+        assert_eq!(extra, Some(vec![5]));
+        let extra_start = log.lock().unwrap().iter().find(|&&(id, _)| id == 5).map(|&(_, t)| t);
+        assert_eq!(extra_start, Some(1));
     }
 }
