@@ -3,9 +3,11 @@
 
 mod common;
 
+use common::delayline::{DelayLine, Side};
 use common::{dropbear, have, hold, jsonl, openssh10_root, root_or_skip, Netns, Nft, Sshd};
 use serde_json::Value;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Runs `diagnose` once with `--engine` `engine`.
 fn diagnose_with(engine: &str, target: &str, extra: &[&str]) -> Value {
@@ -58,11 +60,16 @@ fn evidence<'a>(d: &'a Value, kind: &str) -> Option<&'a Value> {
     d["evidence"].as_array()?.iter().find(|e| e["kind"] == kind)
 }
 
-/// Every connection diagnose made stayed within its budget.
+/// Every connection diagnose made stayed within its budget: a cap, or sshd's penalty arithmetic
+/// (at most `per_source` seconds owed at any time, so at most that plus one a second of the run).
 fn within_budget(d: &Value) {
     let per = d["budget"]["per_source"].as_u64().unwrap();
+    let most = match d["budget"]["pace"].as_str() {
+        Some("penalty_safe") => per + d["duration_ms"].as_u64().unwrap() / 1000 + 1,
+        _ => per,
+    };
     for (source, spent) in d["budget"]["spent"].as_object().unwrap() {
-        assert!(spent.as_u64().unwrap() <= per, "{source} spent {spent} > {per}");
+        assert!(spent.as_u64().unwrap() <= most, "{source} spent {spent} > {most}");
     }
 }
 
@@ -185,4 +192,150 @@ fn openssh10_at_capacity_is_maxstartups_with_the_new_line() {
     assert_eq!(verdict(&d), "maxstartups", "{d:#}");
     let said = d["experiments"][0]["probes"][0]["message"].as_str().unwrap_or_default().to_string();
     assert_eq!(said, "Not allowed at this time", "{d:#}");
+}
+
+/// A server whose session process dies before its banner: sshd 9.2 re-executes a child for every
+/// connection, and the child loads the host keys, so a key removed after start breaks every
+/// session (7-18 ms after accept, zero bytes) while the listener still accepts.
+#[test]
+fn a_host_key_gone_after_start_is_a_server_error() {
+    if !root_or_skip("server_error_verdict") || !have("server_error_verdict", &["sshd"]) {
+        return;
+    }
+    let sshd = Sshd::new().start();
+    for name in ["host_ed25519", "host_ed25519.pub"] {
+        std::fs::remove_file(sshd.dir().join(name)).expect("removing the host key");
+    }
+    let d = diagnose(&sshd.addr.to_string(), &[]);
+    assert_eq!(verdict(&d), "server_error", "{d:#}");
+    let close = cited(&d, "zero_byte_close");
+    assert_eq!(close["class"], "session_process", "{d:#}");
+    assert!(cited(&d, "session_process_dies")["server_delay_us"].as_u64().unwrap() >= 2_000, "{d:#}");
+    assert!(remedy(&d).contains("sshd -t"), "{d:#}");
+    assert!(sshd.log().contains("no hostkeys available") || sshd.log().contains("Unable to load host key"));
+}
+
+/// An accept-and-close forwarder with no backend (docker-proxy for a stopped container, HAProxy):
+/// zero bytes at the listener from every address, nothing on this host holding connections.
+#[test]
+fn an_accept_and_close_forwarder_is_a_listener_drop() {
+    let forwarder = AcceptAndCloseHere::start();
+    let d = diagnose(&forwarder.addr.to_string(), &[]);
+    assert_eq!(verdict(&d), "listener_drop", "{d:#}");
+    assert_eq!(d["confidence"], "medium", "both addresses were refused: {d:#}");
+    let close = cited(&d, "zero_byte_close");
+    assert_eq!(close["class"], "listener", "{d:#}");
+    assert!(remedy(&d).contains("forwarder"), "{d:#}");
+    assert!(forwarder.accepted() >= 5, "{} accepted", forwarder.accepted());
+}
+
+/// The server's own delay is the close less the round trip: through the delay line (10 ms each
+/// way, a real 20 ms round trip), an accept-and-close closes 40 ms after the SYN but still reads as
+/// a listener drop. The client end has a single address, so no second source: `low`.
+#[test]
+fn the_round_trip_is_taken_out_of_the_servers_delay() {
+    if !common::delayline::need_line("delay_correction", &["ip"]) {
+        return;
+    }
+    let line = DelayLine::new(Duration::from_millis(10));
+    let forwarder = line.accept_and_close();
+    let bin = env!("CARGO_BIN_EXE_sshprobe");
+    for engine in ["connect", "raw"] {
+        let out = line
+            .command(Side::Client, bin)
+            .args(["diagnose", &forwarder.addr.to_string(), "-o", "jsonl", "--engine", engine])
+            .env("SSHPROBE_STATE_DIR", "")
+            .output()
+            .expect("running sshprobe in the client namespace");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let d: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!("--engine {engine}: {e}: {text}\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert_eq!(
+            (verdict(&d), &d["confidence"]),
+            ("listener_drop", &"low".into()),
+            "--engine {engine}: {d:#}"
+        );
+        let close = cited(&d, "zero_byte_close");
+        let (median, own) =
+            (close["median_us"].as_u64().unwrap(), close["server_delay_us"].as_u64().unwrap());
+        assert!(median >= 40_000, "--engine {engine}: the close came {median} µs after the SYN: {d:#}");
+        assert!(own < 5_000, "--engine {engine}: the server's own share is {own} µs: {d:#}");
+        assert_eq!(close["class"], "listener", "--engine {engine}: {d:#}");
+    }
+}
+
+/// Two diagnoses back to back against a default OpenSSH 10 (penalties on): the ledger carries what
+/// the first spent, the second paces itself, both answer `ok`, and the address is not blocked.
+#[test]
+fn two_runs_back_to_back_stay_under_openssh10s_penalty() {
+    if !root_or_skip("penalty_pacing") || !have("penalty_pacing", &["unshare", "chroot"]) {
+        return;
+    }
+    let Some(root) = openssh10_root("penalty_pacing") else { return };
+    let sshd = Sshd::new().root(&root).start();
+    let target = sshd.addr.to_string();
+    let state = tempfile::tempdir().unwrap();
+    for run in 1..=2 {
+        let out = common::sshprobe()
+            .args(["diagnose", &target, "-o", "jsonl"])
+            .env("SSHPROBE_STATE_DIR", state.path())
+            .output()
+            .expect("running sshprobe");
+        let d: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("run {run}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(verdict(&d), "ok", "run {run}: {d:#}");
+        assert_eq!(d["budget"]["pace"], "penalty_safe", "run {run}: {d:#}");
+    }
+    // Still served: the address owes under the 15 s that would block it.
+    let (probe, _) = jsonl(&["probe", &target, "-o", "jsonl"]);
+    assert_eq!(probe[0]["outcome"], "banner", "{}", probe[0]);
+}
+
+/// The piece of evidence of `kind`, which the diagnosis must cite.
+fn cited<'a>(d: &'a Value, kind: &str) -> &'a Value {
+    evidence(d, kind).unwrap_or_else(|| panic!("no {kind} evidence in {d:#}"))
+}
+
+/// An accept-and-close listener on loopback: every connection closed at once without a byte, on a
+/// thread of its own, for at most a minute.
+struct AcceptAndCloseHere {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AcceptAndCloseHere {
+    fn start() -> AcceptAndCloseHere {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a listener");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], listener.local_addr().unwrap().port()));
+        listener.set_nonblocking(true).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, halt) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            while !halt.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        AcceptAndCloseHere { addr, accepted, stop }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for AcceptAndCloseHere {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
