@@ -11,6 +11,7 @@
 //!
 //! | module | what it is | I/O |
 //! |---|---|---|
+//! | [`escape`] | text from the network made safe for terminals and CSV; JSON that keeps it so | none |
 //! | [`ident`] | the identification-string parser | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`] | none |
@@ -26,6 +27,7 @@
 //! layer reaches back up.
 
 pub mod engine;
+pub mod escape;
 pub mod evidence;
 pub mod experiment;
 pub mod ident;

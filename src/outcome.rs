@@ -9,6 +9,7 @@
 //! `closed_before_banner`, `server_refusal`, `banner_timeout`, `not_ssh`), then the line itself
 //! (`protocol_mismatch`, `banner`).
 
+use crate::escape::{escape, quoted};
 use crate::evidence::{Connect, End, Observation};
 use crate::ident::{self, IdentLine, NotSshReason, Scan};
 use serde::Serialize;
@@ -197,16 +198,17 @@ impl Classification {
         }
     }
 
-    /// One line for people: what the server said, or what was wrong.
+    /// One line for people: what the server said, or what was wrong. What the server said is
+    /// escaped ([`escape`]): the line is safe to print.
     pub fn detail(&self) -> String {
         match (&self.banner, &self.message, self.refusal, self.not_ssh) {
-            (Some(b), _, _, _) => b.to_string(),
-            (_, Some(m), Some(r), _) => format!("{m:?}: {}", r.meaning()),
+            (Some(b), _, _, _) => escape(&b.to_string()).into_owned(),
+            (_, Some(m), Some(r), _) => format!("{}: {}", quoted(m), r.meaning()),
             (_, m, _, Some(c)) => match m {
-                Some(m) => format!("{c}: {m:?}"),
+                Some(m) => format!("{c}: {}", quoted(m)),
                 None => c.to_string(),
             },
-            (_, Some(m), _, _) => format!("{m:?}"),
+            (_, Some(m), _, _) => quoted(m),
             _ => String::new(),
         }
     }

@@ -85,7 +85,7 @@ impl Progress for Bar {
     }
 
     fn warn(&self, message: &str) {
-        self.0.suspend(|| eprintln!("sshprobe: warning: {message}"));
+        self.0.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
     }
 }
 

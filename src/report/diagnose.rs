@@ -1,6 +1,7 @@
 //! Reports of diagnoses: a block of text per target for people, one JSON object per target otherwise.
 
 use super::{Format, Palette};
+use crate::escape::escape;
 use crate::experiment::diagnose::{Confidence, Diagnosis, Verdict};
 use std::io::{self, Write};
 
@@ -8,7 +9,7 @@ use std::io::{self, Write};
 pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colour: bool) -> io::Result<()> {
     match format {
         Format::Jsonl => {
-            serde_json::to_writer(&mut *out, d)?;
+            crate::escape::write_json(&mut *out, d)?;
             writeln!(out)?;
         }
         Format::Csv => {
@@ -49,23 +50,24 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(
         out,
         "{}  {}  (confidence: {confidence}, {:.1} s)",
-        d.target,
+        escape(&d.target),
         palette.paint(colour, f.verdict.name(), 0),
         d.duration_ms as f64 / 1000.0
     )?;
     if let Some(server) = &d.server {
-        writeln!(out, "  server:   {server}")?;
+        writeln!(out, "  server:   {}", escape(server))?;
     }
+    // Evidence and notes quote what servers said: escaped like everything from the network.
     writeln!(out, "  evidence:")?;
     for e in &f.evidence {
-        writeln!(out, "    - {e}")?;
+        writeln!(out, "    - {}", escape(e))?;
     }
     writeln!(out, "  remedy:")?;
     for r in &f.remedy {
-        writeln!(out, "    - {r}")?;
+        writeln!(out, "    - {}", escape(r))?;
     }
     for n in &f.notes {
-        writeln!(out, "  note:     {n}")?;
+        writeln!(out, "  note:     {}", escape(n))?;
     }
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {

@@ -4,6 +4,9 @@
 //! - `jsonl`: one JSON object per line, for pipelines; `probe` flushes whenever no further result is
 //!   waiting, so lines stream without a write per line (fields in [`probe::JsonRecord`]).
 //! - `csv`: one row per probe with a header.
+//!
+//! Whatever a server sent goes through [`crate::escape::escape`] before it reaches the table, the text of
+//! a diagnosis or CSV: no byte from the network drives the user's terminal.
 
 pub mod diagnose;
 pub mod limits;
@@ -49,11 +52,13 @@ impl Palette {
     }
 }
 
-/// Quotes a CSV field when it needs it (RFC 4180).
+/// A CSV field: control characters escaped ([`crate::escape::escape`]: no raw ESC, NUL or line end from
+/// the network), then quoted when it needs it (RFC 4180).
 pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
+    let s = crate::escape::escape(s);
+    if s.contains([',', '"']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s.into_owned()
     }
 }

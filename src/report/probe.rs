@@ -1,6 +1,7 @@
 //! Reports of probe results, in each format, one result at a time.
 
 use super::{csv_field, Format, Palette};
+use crate::escape::escape;
 use crate::evidence::{Connect, Observation, PacketRecord, Timings};
 use crate::ident::IdentLine;
 use crate::outcome::{KnownRefusal, NotSshCause, Outcome};
@@ -217,7 +218,7 @@ impl<W: Write> ProbeReporter<W> {
         match self.format {
             Format::Jsonl => {
                 self.line.clear();
-                serde_json::to_writer(&mut self.line, &JsonRecord::new(r))?;
+                crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)?;
             }
@@ -285,14 +286,16 @@ impl<W: Write> ProbeReporter<W> {
             (Connect::Unreachable { detail } | Connect::LocalError { detail }, _) => detail.clone(),
             (_, d) => d,
         };
+        // Escaped before it is cut, so the row stays as short as promised.
+        let detail = escape(&detail);
         let detail = match detail.char_indices().nth(TABLE_DETAIL_CHARS) {
             Some((cut, _)) => format!("{}…", &detail[..cut]),
-            None => detail,
+            None => detail.into_owned(),
         };
         writeln!(
             self.out,
             "{:<28} {} {:>10} {:<9} {:>5}  {}",
-            target,
+            escape(&target),
             self.palette.paint(colour, c.outcome.name(), 21),
             time,
             obs.end.map(|e| e.name()).unwrap_or("-"),

@@ -1,0 +1,229 @@
+//! Hostile bytes: whatever a server sends, every output format keeps it from driving the user's
+//! terminal (issue 12). Small servers on loopback send every byte value, terminal escape sequences,
+//! C1 controls and bidi overrides; each command's output, in each format, must carry none of them raw.
+
+mod common;
+
+use common::sshprobe;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the hostile server does after sending its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Wait for the client to close (at most a few seconds): a server that sent a banner.
+    Hold,
+    /// Close at once: a refusal or junk.
+    Close,
+}
+
+/// A loopback server that sends `payload` to every connection. Stops when dropped.
+struct Hostile {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hostile {
+    fn start(payload: Vec<u8>, after: After) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let payload = Arc::new(payload);
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                // Bounded: a test that forgets to drop its server still ends.
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let payload = payload.clone();
+                            std::thread::spawn(move || answer(stream, &payload, after));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+        });
+        Hostile { addr, stop, thread: Some(thread) }
+    }
+
+    fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+fn answer(mut stream: TcpStream, payload: &[u8], after: After) {
+    let _ = stream.set_nonblocking(false);
+    if stream.write_all(payload).is_err() || after == After::Close {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 4096];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The issue's case: colour, a window title, a screen clear, in an otherwise valid ident line.
+const RED: &[u8] = b"SSH-2.0-\x1b[31mRED\x1b]0;pwned\x07\x1b[2J ok\r\n";
+/// How the table and the text formats show it.
+const RED_SHOWN: &str = r"SSH-2.0-\x1b[31mRED\x1b]0;pwned\x07\x1b[2J ok";
+
+/// Bidi and line-separator characters that reorder or break what a terminal shows.
+const BIDI: &str = "\u{61c}\u{200e}\u{200f}\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2066}\u{2067}\u{2068}\u{2069}\u{2028}\u{2029}";
+
+/// Servers that between them send every byte value inside what sshprobe shows: ident lines
+/// (software and comments), a refusal message, and junk.
+fn hostile_servers() -> Vec<(&'static str, Hostile)> {
+    let line = |head: &[u8], body: &[u8]| [head, body, b"\r\n"].concat();
+    // Every byte but the line end itself (and NUL, which makes the line invalid: see `all_bytes`).
+    let ascii: Vec<u8> = (1..=0x7fu8).filter(|b| !matches!(b, b'\r' | b'\n')).collect();
+    let high: Vec<u8> = (0x80..=0xffu8).collect();
+    let c1: String = ('\u{80}'..='\u{9f}').collect::<String>() + BIDI;
+    let all: Vec<u8> = (0..=0xffu8).collect();
+    vec![
+        ("red", Hostile::start(RED.to_vec(), After::Hold)),
+        ("ascii", Hostile::start(line(b"SSH-2.0-A ", &ascii), After::Hold)),
+        ("high", Hostile::start(line(b"SSH-2.0-B ", &high), After::Hold)),
+        ("c1", Hostile::start(line(b"SSH-2.0-C\xc2\x9b[2J ", c1.as_bytes()), After::Hold)),
+        ("refusal", Hostile::start(format!("Denied \u{9b}2J {BIDI}\r\n").into_bytes(), After::Close)),
+        ("bare_cr", Hostile::start(b"hello\rworld\x1b[2J\r\n".to_vec(), After::Close)),
+        ("all_bytes", Hostile::start(all.clone(), After::Close)),
+        ("all_bytes_reversed", Hostile::start(all.into_iter().rev().collect(), After::Close)),
+    ]
+}
+
+/// The characters no output may carry raw: C0 controls but the line end, DEL, C1, bidi controls.
+fn unsafe_char(c: char) -> bool {
+    (c < ' ' && c != '\n') || c == '\x7f' || ('\u{80}'..='\u{9f}').contains(&c) || BIDI.contains(c)
+}
+
+/// Panics when `out` (a command's stdout or stderr) is not UTF-8 (a lone C1 byte would not be), or
+/// carries a character a terminal would act on.
+fn assert_terminal_safe(what: &str, out: &[u8]) {
+    let text = std::str::from_utf8(out).unwrap_or_else(|e| panic!("{what}: not UTF-8 ({e}): {out:?}"));
+    if let Some((at, c)) = text.char_indices().find(|&(_, c)| unsafe_char(c)) {
+        let line = text[..at].lines().count();
+        panic!("{what}: raw {c:?} on line {line}:\n{}", text.escape_debug());
+    }
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    sshprobe().args(args).timeout(Duration::from_secs(60)).output().expect("running sshprobe")
+}
+
+#[test]
+fn probe_output_in_every_format_carries_no_raw_control_character() {
+    let servers = hostile_servers();
+    let targets: Vec<String> = servers.iter().map(|(_, s)| s.target()).collect();
+    for format in ["table", "csv", "jsonl"] {
+        let mut args = vec!["probe", "-o", format, "--banner-timeout", "3s"];
+        args.extend(targets.iter().map(String::as_str));
+        let out = run(&args);
+        assert_terminal_safe(&format!("probe -o {format} (stdout)"), &out.stdout);
+        assert_terminal_safe(&format!("probe -o {format} (stderr)"), &out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows = text.lines().count();
+        // One row per server, and a header row in table and CSV.
+        assert_eq!(rows, servers.len() + usize::from(format != "jsonl"), "{text}");
+        match format {
+            "table" => {
+                assert!(text.contains(RED_SHOWN), "{text}");
+                assert!(text.contains(r"\u{9b}2J \u{61c}"), "{text}");
+                assert!(text.contains(r"hello\rworld\x1b[2J"), "{text}");
+            }
+            "csv" => assert!(text.contains(r"\x1b[31mRED\x1b]0;pwned\x07\x1b[2J,"), "{text}"),
+            _ => {
+                // JSON keeps the exact characters; only their spelling is escaped.
+                let red: serde_json::Value = text
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+                    .find(|r| r["remote"] == servers[0].1.target())
+                    .expect("the red server's record");
+                assert_eq!(red["banner"]["software"], "\x1b[31mRED\x1b]0;pwned\x07\x1b[2J", "{red}");
+                assert!(text.contains(r"\u009b"), "{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn diagnose_output_in_every_format_carries_no_raw_control_character() {
+    let servers = hostile_servers();
+    // A banner with escapes (the `server:` line), a refusal with C1 and bidi controls (evidence
+    // quoting it), and junk with every byte value.
+    let chosen: Vec<String> = ["red", "refusal", "all_bytes"]
+        .iter()
+        .map(|name| servers.iter().find(|(n, _)| n == name).expect("server").1.target())
+        .collect();
+    for format in ["table", "csv", "jsonl"] {
+        let mut args = vec!["diagnose", "-o", format, "--banner-timeout", "3s", "--max-held", "2"];
+        args.extend(chosen.iter().map(String::as_str));
+        let out = run(&args);
+        assert_terminal_safe(&format!("diagnose -o {format} (stdout)"), &out.stdout);
+        assert_terminal_safe(&format!("diagnose -o {format} (stderr)"), &out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if format == "table" {
+            assert!(text.contains(r"server:   \x1b[31mRED\x1b]0;pwned\x07\x1b[2J"), "{text}");
+            assert!(text.contains(r"\u{9b}2J"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn limits_output_in_every_format_carries_no_raw_control_character() {
+    let red = Hostile::start(RED.to_vec(), After::Hold);
+    for format in ["table", "csv", "jsonl"] {
+        let out = run(&[
+            "limits",
+            &red.target(),
+            "-o",
+            format,
+            "--max-held",
+            "2",
+            "--probes",
+            "2",
+            "--rate-duration",
+            "0s",
+        ]);
+        assert_terminal_safe(&format!("limits -o {format} (stdout)"), &out.stdout);
+        assert_terminal_safe(&format!("limits -o {format} (stderr)"), &out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if format == "table" {
+            assert!(text.contains(r"(\x1b[31mRED\x1b]0;pwned\x07\x1b[2J)"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn the_raw_engine_trace_carries_no_raw_control_character() {
+    if !common::need_root("the_raw_engine_trace_carries_no_raw_control_character") {
+        return;
+    }
+    let servers = hostile_servers();
+    let mut args = vec!["probe", "--engine", "raw", "--trace", "--banner-timeout", "3s"];
+    let targets: Vec<String> = servers.iter().map(|(_, s)| s.target()).collect();
+    args.extend(targets.iter().map(String::as_str));
+    let out = run(&args);
+    assert_terminal_safe("probe --engine raw --trace (stdout)", &out.stdout);
+    assert_terminal_safe("probe --engine raw --trace (stderr)", &out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(RED_SHOWN), "{text}");
+    assert!(
+        text.lines().filter(|l| l.contains(" <- ")).count() >= servers.len(),
+        "a trace per probe: {text}"
+    );
+}
