@@ -83,6 +83,10 @@ pub enum TargetError {
     /// A host name with characters no host name has.
     #[error("invalid host name {0:?}")]
     Host(String),
+    /// Numbers and dots that are not an IPv4 address (`999.1.1.1`, `10.1`): no host name ends in
+    /// an all-numeric label (RFC 1123 §2.1, RFC 3696 §2), so this is a typo, never a name for DNS.
+    #[error("invalid IPv4 address {0:?}: expected four numbers from 0 to 255, e.g. 192.0.2.10")]
+    Ipv4(String),
     /// A name that did not resolve.
     #[error("cannot resolve {target:?}: {reason}")]
     Resolve {
@@ -146,6 +150,11 @@ fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetEr
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetSpec::Addr(SocketAddr::new(ip, port)));
+    }
+    // The resolver would take `10.1` for 10.0.0.1 and send `999.1.1.1` to DNS: neither is a name.
+    let last_label = host.strip_suffix('.').unwrap_or(host).rsplit('.').next().unwrap_or("");
+    if !last_label.is_empty() && last_label.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TargetError::Ipv4(host.to_string()));
     }
     let valid_name = !host.is_empty()
         && host.len() <= 253
@@ -270,6 +279,15 @@ mod tests {
             TargetSpec::Host { name: "gw-1.lan".into(), port: 830 }
         );
         assert_eq!(parse_target("127.0.0.5/32", 22).unwrap(), addr("127.0.0.5:22"));
+        // Digits are fine in a name, as long as the last label is not all digits.
+        assert_eq!(
+            parse_target("10.0.0.1.nip.io", 22).unwrap(),
+            TargetSpec::Host { name: "10.0.0.1.nip.io".into(), port: 22 }
+        );
+        assert_eq!(
+            parse_target("example.org.", 22).unwrap(),
+            TargetSpec::Host { name: "example.org.".into(), port: 22 }
+        );
         let net = parse_target("127.0.0.9/30:2222", 22).unwrap();
         assert_eq!(net, TargetSpec::Net { net: "127.0.0.8/30".parse().unwrap(), port: 2222 });
         assert_eq!(net.to_string(), "127.0.0.8/30:2222");
@@ -291,6 +309,12 @@ mod tests {
             ("bad host", "invalid host name \"bad host\""),
             ("[::1", "invalid host name"),
             ("[::1]x", "invalid host name"),
+            ("999.1.1.1", "invalid IPv4 address \"999.1.1.1\""),
+            ("256.0.0.1:22", "invalid IPv4 address \"256.0.0.1\""),
+            ("10.1", "invalid IPv4 address"),
+            ("1.2.3.4.5", "invalid IPv4 address"),
+            ("1.2.3.", "invalid IPv4 address"),
+            ("2222", "invalid IPv4 address"),
         ];
         for (text, want) in cases {
             let err = parse_target(text, 22).unwrap_err().to_string();
