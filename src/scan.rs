@@ -227,10 +227,11 @@ fn read_file(
     options: &TargetReaderOptions,
     emit: &mut impl FnMut(Option<TargetItem>) -> bool,
 ) -> bool {
-    let name = path.display().to_string();
+    let from_stdin = path.as_os_str() == "-";
+    let name = if from_stdin { "<stdin>".to_string() } else { path.display().to_string() };
     let read_error =
         |e: std::io::Error| TargetError::Read { source_name: name.clone(), reason: e.to_string() };
-    let file: Box<dyn Read> = if name == "-" {
+    let file: Box<dyn Read> = if from_stdin {
         Box::new(std::io::stdin().lock())
     } else {
         match std::fs::File::open(path) {
@@ -239,7 +240,8 @@ fn read_file(
         }
     };
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
-    let mut line = String::new();
+    let mut line = Vec::new();
+    let mut number = 0u64;
     loop {
         // About to read from the file or pipe, which may block (a slow stdin): send what is batched
         // first, so no target waits for the next line to arrive.
@@ -247,13 +249,27 @@ fn read_file(
             return false;
         }
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut line) {
             Ok(0) => return true,
-            Ok(_) => {}
+            Ok(_) => number += 1,
             Err(e) => return emit(Some(Err(read_error(e)))),
         }
-        let text = line.split('#').next().unwrap_or("").trim();
-        if !text.is_empty() && !emit_spec(text, options, emit) {
+        // Every error on this line names it as FILE:LINE.
+        let mut emit_here =
+            |item: Option<TargetItem>| emit(item.map(|r| r.map_err(|e| e.at_line(&name, number))));
+        // A line that is not text is skipped, and named; the lines after it are still read.
+        let text = match std::str::from_utf8(&line) {
+            Ok(text) => text,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line).trim().to_string();
+                if !emit_here(Some(Err(TargetError::NotText(shown)))) {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let text = text.split('#').next().unwrap_or("").trim();
+        if !text.is_empty() && !emit_spec(text, options, &mut emit_here) {
             return false;
         }
     }
@@ -526,10 +542,25 @@ mod tests {
     fn reader_reads_files_with_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.txt");
-        std::fs::write(&path, "# lab\n127.0.0.1:2201\n\n  127.0.0.2  # second\n").unwrap();
-        let got = labels(vec![TargetSource::File(path), TargetSource::File("/nonexistent/x".into())], None);
-        assert_eq!(got[..2], ["127.0.0.1:2201", "127.0.0.2"]);
-        assert!(got[2].starts_with("error: reading targets from /nonexistent/x"), "{got:?}");
+        std::fs::write(
+            &path,
+            b"# lab\n127.0.0.1:2201\n\n  127.0.0.2  # second\nbad\xff\xfe\nbad host\n127.0.0.3",
+        )
+        .unwrap();
+        let got =
+            labels(vec![TargetSource::File(path.clone()), TargetSource::File("/nonexistent/x".into())], None);
+        let file = path.display();
+        assert_eq!(
+            got[..5],
+            [
+                "127.0.0.1:2201".to_string(),
+                "127.0.0.2".to_string(),
+                format!("error: {file}:5: not UTF-8 text: \"bad\u{fffd}\u{fffd}\""),
+                format!("error: {file}:6: invalid host name \"bad host\""),
+                "127.0.0.3".to_string(),
+            ]
+        );
+        assert!(got[5].starts_with("error: reading targets from /nonexistent/x"), "{got:?}");
     }
 
     #[test]

@@ -103,6 +103,26 @@ pub enum TargetError {
         /// What went wrong.
         reason: String,
     },
+    /// A line of a target file that is not UTF-8 text (skipped; the lines after it are read).
+    #[error("not UTF-8 text: {0:?}")]
+    NotText(String),
+    /// An error on one line of a target file, which it names as `FILE:LINE`.
+    #[error("{file}:{line}: {error}")]
+    AtLine {
+        /// The file (`<stdin>` for `-`).
+        file: String,
+        /// The line number, from 1.
+        line: u64,
+        /// What is wrong with the line.
+        error: Box<TargetError>,
+    },
+}
+
+impl TargetError {
+    /// This error, as found on `line` of `file`.
+    pub fn at_line(self, file: &str, line: u64) -> TargetError {
+        TargetError::AtLine { file: file.to_string(), line, error: Box::new(self) }
+    }
 }
 
 /// Parses one target, with `default_port` where it names none.

@@ -3,6 +3,7 @@
 mod diagnose;
 mod lab;
 mod limits;
+mod parse;
 mod probe;
 
 use clap::{Parser, Subcommand};

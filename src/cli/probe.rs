@@ -39,20 +39,20 @@ pub struct ProbeArgs {
     inputs: Vec<PathBuf>,
 
     /// Port for targets that name none.
-    #[arg(short, long, default_value_t = 22)]
+    #[arg(short, long, default_value = "22", value_parser = super::parse::port)]
     port: u16,
 
     /// How long the TCP handshake may take.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Deadline for the server's whole ident line, from connect (long enough for a Debian
     /// TCP-wrappers denial, which closes after 5 s).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// Targets probed at once.
-    #[arg(short, long, default_value_t = 64)]
+    #[arg(short, long, default_value = "64", value_parser = super::parse::count::<usize>)]
     concurrency: usize,
 
     /// New connections per second, across all targets.
@@ -60,11 +60,11 @@ pub struct ProbeArgs {
     rate: Option<f64>,
 
     /// Probes per target.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value = "1", value_parser = super::parse::count::<u32>)]
     count: u32,
 
     /// Gap between a target's probes (with --count).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = super::parse::duration)]
     interval: Duration,
 
     /// Local address to probe from; repeat for several, used round-robin.
@@ -131,7 +131,7 @@ pub struct ProbeArgs {
 
     /// Threads driving the probes: 1 (the default) runs every connection on one thread, which costs
     /// the least CPU per probe (docs/performance.md); 0 for one per CPU.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value = "1", value_name = "N", value_parser = super::parse::threads)]
     threads: usize,
 }
 
@@ -211,12 +211,6 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     if args.targets.is_empty() && args.inputs.is_empty() {
         bail!("no targets: give TARGET arguments or -i FILE (see sshprobe probe --help)");
     }
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if args.count == 0 {
-        bail!("--count must be at least 1");
-    }
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate {rate}: must be a positive number of connections per second");
@@ -277,7 +271,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     if args.source_ports.is_some() && args.engine != EngineKind::Raw {
         tracing::warn!("--source-ports applies only to --engine raw");
     }
-    let output = Output { format: args.format, trace: args.trace };
+    let output = Output { format: args.format, trace: args.trace, shard: args.shard };
     match args.engine {
         EngineKind::Connect => drive(Arc::new(ConnectEngine::new(config)), targets, options, output).await,
         EngineKind::Raw => {
@@ -307,6 +301,8 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
 struct Output {
     format: Format,
     trace: bool,
+    /// The shard probed, to say so when it holds no target.
+    shard: Option<(u64, u64)>,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -361,14 +357,17 @@ async fn drive<E: Engine>(
     }
     runner.await.context("the probe runner failed")?;
     let probes: u64 = tally.values().sum();
-    if table {
+    if probes == 0 && bad_targets == 0 {
+        match output.shard {
+            Some((i, n)) => bail!("no targets: shard {}/{n} holds none of the targets given", i + 1),
+            None => bail!("no targets: the target list is empty"),
+        }
+    }
+    // After bad targets alone, their lines on stderr say it all.
+    if table && probes > 0 {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
         let noun = if probes == 1 { "probe" } else { "probes" };
-        if parts.is_empty() {
-            eprintln!("{probes} {noun} in {:.2?}", started.elapsed());
-        } else {
-            eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
-        }
+        eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
     }
     Ok(if bad_targets > 0 {
         EXIT_USAGE
