@@ -8,7 +8,7 @@
 //! order they finish.
 
 use crate::engine::{Engine, ProbeRequest};
-use crate::evidence::Observation;
+use crate::evidence::{Connect, Observation, ProbeOrder};
 use crate::outcome::{classify, Classification};
 use crate::target::{net_addrs, net_addrs_shuffled, parse_target, TargetError, TargetSpec};
 use std::io::{BufRead, Read};
@@ -288,6 +288,11 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Local addresses to probe from, used round-robin (per address family).
     pub sources: Vec<IpAddr>,
+    /// Stops the run early (Ctrl-C): no probe starts after it, and those under way end at once as
+    /// `interrupted`.
+    pub stop: Stop,
+    /// The engine's probe order, for the records of interrupted probes.
+    pub order: ProbeOrder,
 }
 
 impl Default for RunOptions {
@@ -298,7 +303,39 @@ impl Default for RunOptions {
             count: 1,
             interval: Duration::from_secs(1),
             sources: Vec::new(),
+            stop: Stop::default(),
+            order: ProbeOrder::default(),
         }
+    }
+}
+
+/// A switch that stops a run: [`Stop::stop`] from anywhere (a signal handler), and every task of
+/// the run sees it. Clones share the switch.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Stop {
+    /// Stops the run.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`Stop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once [`Stop::stop`] is called (at once if it was).
+    pub async fn stopped(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = rx.wait_for(|&stopped| stopped).await;
     }
 }
 
@@ -338,7 +375,13 @@ pub async fn run<E: Engine>(
         sources: SourceRotation::new(options.sources.clone()),
         options,
     });
-    while let Some(item) = targets.recv().await {
+    let stop = shared.options.stop.clone();
+    loop {
+        let item = tokio::select! {
+            item = targets.recv() => item,
+            () = stop.stopped() => None,
+        };
+        let Some(item) = item else { break };
         let target = match item {
             Ok(t) => t,
             Err(e) => {
@@ -348,7 +391,11 @@ pub async fn run<E: Engine>(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = stop.stopped() => break,
+        };
+        let Ok(slot) = slot else { break };
         let (engine, shared, events) = (engine.clone(), shared.clone(), events.clone());
         tokio::spawn(async move {
             probe_target(&*engine, &shared, target, &events).await;
@@ -373,15 +420,34 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
             return;
         }
     };
+    let stop = &shared.options.stop;
     for seq in 0..shared.options.count {
-        if seq > 0 {
-            tokio::time::sleep(shared.options.interval).await;
-        }
-        if let Some(pacer) = &shared.pacer {
-            pacer.wait().await;
+        // Waits end early when the run stops; probes not yet started are not reported.
+        let wait = async {
+            if seq > 0 {
+                tokio::time::sleep(shared.options.interval).await;
+            }
+            if let Some(pacer) = &shared.pacer {
+                pacer.wait().await;
+            }
+        };
+        tokio::select! {
+            () = wait => {}
+            () = stop.stopped() => return,
         }
         let source = shared.sources.next_for(remote.ip());
-        let observation = engine.probe(ProbeRequest { remote, source }).await;
+        let started = Instant::now();
+        // A probe under way when the run stops is reported as interrupted, not dropped.
+        let observation = tokio::select! {
+            observation = engine.probe(ProbeRequest { remote, source }) => observation,
+            () = stop.stopped() => Observation::failed_connect(
+                remote,
+                None,
+                shared.options.order,
+                Connect::Interrupted,
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+        };
         let classification = classify(&observation);
         let result = ProbeResult { target: target.label.clone(), seq, observation, classification };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {

@@ -1,6 +1,7 @@
-//! Hostile bytes: whatever a server sends, every output format keeps it from driving the user's
-//! terminal (issue 12). Small servers on loopback send every byte value, terminal escape sequences,
-//! C1 controls and bidi overrides; each command's output, in each format, must carry none of them raw.
+//! Hostile bytes and cut-short work (issue 12): whatever a server sends, every output format keeps it
+//! from driving the user's terminal; a server that stops mid-line, stalls or floods is described as
+//! it is; a run stopped by Ctrl-C or a closed pipe reports what it did. Small servers on loopback send
+//! every byte value, terminal escape sequences, C1 controls and bidi overrides.
 
 mod common;
 
@@ -18,11 +19,15 @@ enum After {
     Hold,
     /// Close at once: a refusal or junk.
     Close,
+    /// Reset at once (SO_LINGER 0): a server that died mid-line.
+    Reset,
 }
 
 /// A loopback server that sends `payload` to every connection. Stops when dropped.
 struct Hostile {
     addr: SocketAddr,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -34,14 +39,16 @@ impl Hostile {
         let addr = listener.local_addr().expect("address");
         let stop = Arc::new(AtomicBool::new(false));
         let payload = Arc::new(payload);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread = std::thread::spawn({
-            let stop = stop.clone();
+            let (stop, accepted) = (stop.clone(), accepted.clone());
             move || {
                 // Bounded: a test that forgets to drop its server still ends.
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
                             let payload = payload.clone();
                             std::thread::spawn(move || answer(stream, &payload, after));
                         }
@@ -50,7 +57,7 @@ impl Hostile {
                 }
             }
         });
-        Hostile { addr, stop, thread: Some(thread) }
+        Hostile { addr, accepted, stop, thread: Some(thread) }
     }
 
     fn target(&self) -> String {
@@ -61,6 +68,10 @@ impl Hostile {
 fn answer(mut stream: TcpStream, payload: &[u8], after: After) {
     let _ = stream.set_nonblocking(false);
     if stream.write_all(payload).is_err() || after == After::Close {
+        return;
+    }
+    if after == After::Reset {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         return;
     }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
@@ -226,4 +237,157 @@ fn the_raw_engine_trace_carries_no_raw_control_character() {
         text.lines().filter(|l| l.contains(" <- ")).count() >= servers.len(),
         "a trace per probe: {text}"
     );
+}
+
+/// One probe through the CLI, as JSON.
+fn probe_record(target: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["probe", "-o", "jsonl", target];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let record =
+        serde_json::from_str(lines.next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(lines.next().is_none(), "{text}");
+    common::check_record(&record);
+    record
+}
+
+#[test]
+fn an_ident_line_cut_by_a_reset_is_a_reset_with_its_bytes() {
+    let cut = Hostile::start(b"SSH-2.0-Open".to_vec(), After::Reset);
+    let r = probe_record(&cut.target(), &[]);
+    assert_eq!((r["outcome"].as_str(), r["end"].as_str()), (Some("reset_before_banner"), Some("rst")), "{r}");
+    assert_eq!(
+        (r["message"].as_str(), r["bytes_text"].as_str()),
+        (Some("SSH-2.0-Open"), Some("SSH-2.0-Open")),
+        "{r}"
+    );
+    // Cut by a FIN: closed, not a refusal message either.
+    let closed = Hostile::start(b"SSH-2.0-Open".to_vec(), After::Close);
+    let r = probe_record(&closed.target(), &[]);
+    assert_eq!(r["outcome"], "closed_before_banner", "{r}");
+}
+
+#[test]
+fn a_server_that_stalls_after_ssh_dash_sent_bytes() {
+    let stall = Hostile::start(b"SSH-2.0-".to_vec(), After::Hold);
+    let r = probe_record(&stall.target(), &["--banner-timeout", "1s"]);
+    assert_eq!(
+        (r["outcome"].as_str(), r["message"].as_str()),
+        (Some("banner_timeout"), Some("SSH-2.0-")),
+        "{r}"
+    );
+    assert_eq!(r["bytes_len"], 8, "{r}");
+    let out = run(&["diagnose", &stall.target(), "--banner-timeout", "1s", "--max-held", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("starts its ident line (\"SSH-2.0-\") but never completes it"), "{text}");
+    assert!(!text.contains("never sends its banner"), "{text}");
+}
+
+#[test]
+fn a_pre_banner_stopped_by_the_byte_cap_says_so() {
+    let flood = Hostile::start(b"Authorized use only. All access is logged.\r\n".repeat(2000), After::Hold);
+    let r = probe_record(&flood.target(), &[]);
+    assert_eq!((r["outcome"].as_str(), r["end"].as_str()), (Some("not_ssh"), Some("byte_cap")), "{r}");
+    assert_eq!(
+        r["not_ssh"],
+        "no SSH- line in the first 8192 bytes (186 lines of text): reading stopped at the byte cap",
+        "{r}"
+    );
+}
+
+/// Waits (bounded) until `server` has accepted `n` connections.
+fn wait_accepted(server: &Hostile, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.accepted.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "the probes never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) for `child` to exit; kills it if it does not.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sshprobe did not exit after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn probes_under_way_at_ctrl_c_are_reported_as_interrupted() {
+    use std::process::{Command, Stdio};
+    let tarpit = Hostile::start(Vec::new(), After::Hold);
+    let red = Hostile::start(RED.to_vec(), After::Hold);
+    for (format, signal, code) in [("jsonl", libc::SIGINT, 130), ("table", libc::SIGTERM, 143)] {
+        let child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+            .args(["probe", "-o", format, &red.target(), &tarpit.target(), &tarpit.target()])
+            .args(["--banner-timeout", "30s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sshprobe");
+        let before = tarpit.accepted.load(Ordering::Relaxed);
+        wait_accepted(&tarpit, before + 2);
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let mut child = child;
+        let status = wait_exit(&mut child);
+        let out = child.wait_with_output().expect("output");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("the probes under way are reported as interrupted"), "{stderr}");
+        let outcomes: Vec<&str> = match format {
+            "jsonl" => stdout
+                .lines()
+                .map(|l| {
+                    let r: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                    common::check_record(&r);
+                    if r["outcome"] == "interrupted" {
+                        assert_eq!(r["remote"], tarpit.target(), "{r}");
+                    }
+                    match r["outcome"].as_str() {
+                        Some("interrupted") => "interrupted",
+                        Some("banner") => "banner",
+                        _ => "other",
+                    }
+                })
+                .collect(),
+            _ => stdout.lines().skip(1).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect(),
+        };
+        let count = |o: &str| outcomes.iter().filter(|&&x| x == o).count();
+        assert_eq!((count("interrupted"), count("banner"), outcomes.len()), (2, 1, 3), "{stdout}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_leaves_the_status_of_what_was_written() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // A /16 of a port nobody listens on: 65534 refusals, far more than `head -2` reads.
+    let port = common::free_port().to_string();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["probe", "127.0.0.0/16", "-p", &port, "-o", "csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sshprobe");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = [String::new(), String::new()];
+    for line in &mut lines {
+        reader.read_line(line).expect("a line");
+    }
+    drop(reader); // `| head -2` exits
+    assert!(lines[0].starts_with("target,"), "{lines:?}");
+    assert_eq!(lines[1].split(',').nth(2), Some("refused"), "{lines:?}");
+    let status = wait_exit(&mut child);
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(1), "a refused row was written: {}", String::from_utf8_lossy(&out.stderr));
 }

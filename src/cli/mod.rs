@@ -69,6 +69,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let handles_signals = matches!(cli.command, Command::Probe(_));
     let result = runtime.block_on(async {
         let command = async {
             match cli.command {
@@ -79,6 +80,10 @@ pub fn main() -> ExitCode {
                 Command::Demo(args) => lab::run_demo(args).await,
             }
         };
+        // `probe` handles Ctrl-C itself: it reports the probes under way as interrupted.
+        if handles_signals {
+            return command.await;
+        }
         // On Ctrl-C the command's future is dropped, and with it every connection it holds.
         tokio::select! {
             result = command => result,

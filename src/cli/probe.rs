@@ -10,7 +10,9 @@ use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
-use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource, TargetStream};
+use sshprobe::scan::{
+    self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
+};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -255,12 +257,15 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         sources,
         TargetReaderOptions { default_port: args.port, shard: args.shard, order, seed },
     );
+    let stop = Stop::default();
     let options = RunOptions {
         concurrency: args.concurrency,
         rate: args.rate,
         count: args.count,
         interval: args.interval,
         sources: args.sources,
+        stop: stop.clone(),
+        order: config.order,
     };
     if args.trace && args.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
@@ -272,26 +277,62 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         tracing::warn!("--source-ports applies only to --engine raw");
     }
     let output = Output { format: args.format, trace: args.trace, shard: args.shard };
+    // Caught before the raw engine's rule exists, so no window leaves it behind.
+    let mut signals = ShutdownSignals::install()?;
     match args.engine {
-        EngineKind::Connect => drive(Arc::new(ConnectEngine::new(config)), targets, options, output).await,
+        EngineKind::Connect => {
+            let engine = Arc::new(ConnectEngine::new(config));
+            let (code, signal) =
+                drive_until_signal(engine, targets, options, output, &mut signals, &stop).await?;
+            if let Some((name, _)) = signal {
+                eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted");
+            }
+            Ok(code)
+        }
         EngineKind::Raw => {
-            // Caught before the rule exists, so no window leaves it behind.
-            let mut signals = ShutdownSignals::install()?;
             let engine = RawEngine::new(
                 config,
                 RawOptions { firewall: !args.no_firewall, ports: args.source_ports.clone() },
             )?;
             let engine = Arc::new(engine);
+            let (code, signal) =
+                drive_until_signal(engine.clone(), targets, options, output, &mut signals, &stop).await?;
             // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
             // before exiting (a normal end removes it when the engine is dropped).
-            tokio::select! {
-                code = drive(engine.clone(), targets, options, output) => code,
-                (name, code) = signals.recv() => {
-                    engine.shutdown();
-                    eprintln!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
-                    Ok(code)
-                }
+            if let Some((name, _)) = signal {
+                engine.shutdown();
+                eprintln!(
+                    "sshprobe: {name}: stopped; the probes under way are reported as interrupted, and the raw \
+                     engine's firewall rule is removed"
+                );
             }
+            Ok(code)
+        }
+    }
+}
+
+/// [`drive`], stopped by Ctrl-C or SIGTERM: the run starts no new probe, reports those under way as
+/// interrupted and the results already made, and ends with 130 (143 for SIGTERM). A second signal
+/// while it does so ends it at once. Returns the exit status and the signal, if one came.
+async fn drive_until_signal<E: Engine>(
+    engine: Arc<E>,
+    targets: TargetStream,
+    options: RunOptions,
+    output: Output,
+    signals: &mut ShutdownSignals,
+    stop: &Stop,
+) -> anyhow::Result<(u8, Option<(&'static str, u8)>)> {
+    let run = drive(engine, targets, options, output);
+    tokio::pin!(run);
+    tokio::select! {
+        code = &mut run => Ok((code?, None)),
+        (name, code) = signals.recv() => {
+            stop.stop();
+            tokio::select! {
+                drained = &mut run => { drained?; }
+                _ = signals.recv() => {}
+            }
+            Ok((code, Some((name, code))))
         }
     }
 }
@@ -350,10 +391,21 @@ async fn drive<E: Engine>(
         }
     }
     progress.finish_and_clear();
+    // The status says what was reported: every result written was a banner, or not.
+    let status = |tally: &BTreeMap<Outcome, u64>| {
+        if bad_targets > 0 {
+            EXIT_USAGE
+        } else if !tally.is_empty() && tally.keys().all(|o| o.is_success()) {
+            EXIT_OK
+        } else {
+            EXIT_SOME_FAILED
+        }
+    };
     if !open || !output_open(reporter.flush())? {
-        // Nobody reads the results any more (`sshprobe probe ... | head`): stop probing.
+        // Nobody reads the results any more (`sshprobe probe ... | head`): stop probing, with the
+        // status of what was written.
         runner.abort();
-        return Ok(EXIT_OK);
+        return Ok(status(&tally));
     }
     runner.await.context("the probe runner failed")?;
     let probes: u64 = tally.values().sum();
@@ -369,13 +421,7 @@ async fn drive<E: Engine>(
         let noun = if probes == 1 { "probe" } else { "probes" };
         eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
     }
-    Ok(if bad_targets > 0 {
-        EXIT_USAGE
-    } else if probes > 0 && tally.keys().all(|o| o.is_success()) {
-        EXIT_OK
-    } else {
-        EXIT_SOME_FAILED
-    })
+    Ok(status(&tally))
 }
 
 /// Whether stdout still takes results: a closed pipe (`| head`) ends the run quietly, as it does for

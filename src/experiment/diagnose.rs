@@ -827,11 +827,19 @@ pub fn decide(facts: &Facts) -> Finding {
     if all(Outcome::BannerTimeout) {
         f.verdict = Verdict::Overloaded;
         f.confidence = Confidence::Medium;
-        f.evidence.push(
-            "the server accepts but never sends its banner: sshd is not accepting (hung, or its listen backlog is \
-             full and the kernel completes handshakes for it), or something on the path holds the connection"
-                .into(),
-        );
+        // A server that sent part of its line (`SSH-2.0-`, then nothing) did send bytes.
+        match unloaded.iter().find_map(|p| p.message.as_deref()) {
+            Some(partial) => f.evidence.push(format!(
+                "the server accepts and starts its ident line ({}) but never completes it: sshd or a middlebox \
+                 stalls mid-banner, or something on the path holds the connection",
+                crate::escape::quoted(partial)
+            )),
+            None => f.evidence.push(
+                "the server accepts but never sends its banner: sshd is not accepting (hung, or its listen backlog is \
+                 full and the kernel completes handshakes for it), or something on the path holds the connection"
+                    .into(),
+            ),
+        }
         f.remedy.push("check sshd is alive and not overloaded (load, `MaxStartups`, LoginGraceTime); restart it if hung".into());
         return f;
     }

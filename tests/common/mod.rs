@@ -270,7 +270,7 @@ pub fn jsonl(args: &[&str]) -> (Vec<serde_json::Value>, Output) {
 // ---------------------------------------------------------------------------------------------
 
 /// The outcome names of the contract.
-pub const OUTCOMES: [&str; 11] = [
+pub const OUTCOMES: [&str; 12] = [
     "banner",
     "refused",
     "unreachable",
@@ -282,6 +282,7 @@ pub const OUTCOMES: [&str; 11] = [
     "not_ssh",
     "protocol_mismatch",
     "local_error",
+    "interrupted",
 ];
 
 /// Checks what every JSONL record promises, whatever its outcome (the contract of
@@ -319,8 +320,9 @@ pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
     assert_eq!(text("bytes_text"), bytes.escape_ascii().to_string(), "{r}");
     assert_eq!(at("first_byte").is_some(), len > 0, "{r}");
 
-    // How it ended: only for established connections.
-    let connect_failed = matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error");
+    // How it ended: only for established connections (an interrupted probe keeps no evidence).
+    let connect_failed =
+        matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error" | "interrupted");
     assert_eq!(r.get("end").is_none(), connect_failed, "{r}");
     if let Some(end) = r.get("end") {
         assert!(matches!(end.as_str(), Some("fin" | "rst" | "timeout" | "we_closed" | "byte_cap")), "{r}");
