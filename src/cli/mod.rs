@@ -1,6 +1,7 @@
 //! Command-line interface: arguments, logging, the runtime, and errors reported with context.
 
 mod diagnose;
+mod generate;
 mod lab;
 mod limits;
 mod parse;
@@ -56,12 +57,25 @@ enum Command {
     Lab(lab::LabArgs),
     /// Start the lab in-process, probe every behaviour once and print the table.
     Demo(lab::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print a man page (roff): sshprobe's, or a command's.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line, runs the command, and turns errors into one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Text generated from the argument definitions: no runtime needed.
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(generate::completions(args)),
+        Command::Man(args) => Some(generate::man(args)),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return exit_code(result);
+    }
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
@@ -78,6 +92,7 @@ pub fn main() -> ExitCode {
                 Command::Limits(args) => limits::run(args).await,
                 Command::Lab(args) => lab::run_lab(args).await,
                 Command::Demo(args) => lab::run_demo(args).await,
+                Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
             }
         };
         // `probe` handles Ctrl-C itself: it reports the probes under way as interrupted.
@@ -95,6 +110,11 @@ pub fn main() -> ExitCode {
     });
     // Leave no task behind (lab connections, held sockets) past this point.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit_code(result)
+}
+
+/// The exit status of a command's result; an error is one line on stderr.
+fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
