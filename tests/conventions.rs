@@ -5,6 +5,7 @@
 mod common;
 
 use common::sshprobe;
+use sshprobe::lab::{Behaviour, Lab, LabConfig};
 use std::time::Duration;
 
 fn stdout_of(args: &[&str]) -> String {
@@ -68,4 +69,43 @@ fn man_pages_for_sshprobe_and_each_command() {
         let text = String::from_utf8_lossy(&rendered.stdout);
         assert!(text.contains("--send-first"), "{text}");
     }
+}
+
+/// A lab on a runtime of its own, for tests that run the binary against it.
+fn background_lab() -> (tokio::runtime::Runtime, Lab) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
+    (rt, lab)
+}
+
+#[test]
+fn colour_follows_the_flag_and_the_environment_and_logs_off_a_terminal_have_none() {
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    // Output captured by the test is never a terminal: colour only when forced.
+    let run = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = sshprobe();
+        cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE").env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .args(["probe", "-v", &ok])
+            .args(flags)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .expect("sshprobe");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("target order"), "the -v log line: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).contains("\x1b[32m"), stderr.contains('\x1b'))
+    };
+    assert_eq!(run(&[], &[]), (false, false), "auto, off a terminal");
+    assert_eq!(run(&["--color", "always"], &[]), (true, true));
+    assert_eq!(run(&["--color", "always"], &[("NO_COLOR", "1")]), (true, true), "the flag wins");
+    assert_eq!(run(&["--color", "never"], &[("CLICOLOR_FORCE", "1")]), (false, false));
+    assert_eq!(run(&[], &[("CLICOLOR_FORCE", "1")]), (true, true));
+    assert_eq!(run(&[], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]), (false, false));
+    assert_eq!(run(&[], &[("CLICOLOR_FORCE", "0")]), (false, false));
+    assert_eq!(run(&["--color=auto"], &[("TERM", "dumb")]), (false, false));
 }

@@ -7,7 +7,7 @@ mod limits;
 mod parse;
 mod probe;
 
-use clap::{Parser, Subcommand};
+use clap::{ColorChoice, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit status when every probe got a banner.
@@ -41,6 +41,11 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// When to colour output for people: auto (on a terminal, unless NO_COLOR is set, TERM is dumb,
+    /// or CLICOLOR_FORCE asks for it anyway), always, never. Applies to tables and logs.
+    #[arg(long, value_name = "WHEN", value_enum, global = true, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,7 @@ enum Command {
 /// Parses the command line, runs the command, and turns errors into one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    sshprobe::report::set_colour_choice(cli.color);
     init_logging(cli.verbose);
     // Text generated from the argument definitions: no runtime needed.
     let generated = match &cli.command {
@@ -141,5 +147,11 @@ fn init_logging(verbose: u8) {
         _ => "sshprobe=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        // No ANSI codes in a log file or a pipe.
+        .with_ansi(sshprobe::report::stderr_wants_colour())
+        .init();
 }
