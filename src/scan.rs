@@ -10,7 +10,7 @@
 use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::{Connect, Observation, ProbeOrder};
 use crate::outcome::{classify, Classification};
-use crate::target::{net_addrs, net_addrs_shuffled, parse_target, TargetError, TargetSpec};
+use crate::target::{net_addrs, net_addrs_shuffled, parse_target_ports, Exclusions, TargetError, TargetSpec};
 use std::io::{BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -68,10 +68,10 @@ pub enum NetOrder {
 pub const SHUFFLE_ABOVE: u128 = 256;
 
 /// How targets are read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TargetReaderOptions {
-    /// The port for targets that name none.
-    pub default_port: u16,
+    /// The ports for targets that name none (`-p 22,2222`): each target on each port, in order.
+    pub default_ports: Vec<u16>,
     /// Keep only shard `index` of `count` (0-based): every target whose position in the stream is
     /// `index` modulo `count`. Positions are counted after shuffling, so shards that share a seed are
     /// disjoint and together cover every target.
@@ -80,12 +80,21 @@ pub struct TargetReaderOptions {
     pub order: NetOrder,
     /// Fixes the pseudo-random order of shuffled networks.
     pub seed: u64,
+    /// Addresses never to probe: a network's members in them are skipped, an address named in
+    /// them comes out as [`TargetError::Excluded`].
+    pub exclusions: Arc<Exclusions>,
 }
 
 impl TargetReaderOptions {
     /// Targets on `default_port`, every one, networks in [`NetOrder::Auto`] order with seed 0.
     pub fn new(default_port: u16) -> TargetReaderOptions {
-        TargetReaderOptions { default_port, shard: None, order: NetOrder::Auto, seed: 0 }
+        TargetReaderOptions {
+            default_ports: vec![default_port],
+            shard: None,
+            order: NetOrder::Auto,
+            seed: 0,
+            exclusions: Arc::default(),
+        }
     }
 }
 
@@ -198,25 +207,47 @@ fn emit_spec(
     options: &TargetReaderOptions,
     emit: &mut impl FnMut(Option<TargetItem>) -> bool,
 ) -> bool {
-    let label = |addr: SocketAddr| Target { label: addr.to_string(), dest: Dest::Addr(addr) };
-    match parse_target(text, options.default_port) {
-        Err(e) => emit(Some(Err(e))),
-        Ok(TargetSpec::Addr(addr)) => {
-            emit(Some(Ok(Target { label: text.trim().to_string(), dest: Dest::Addr(addr) })))
+    let specs = match parse_target_ports(text, &options.default_ports) {
+        Ok(specs) => specs,
+        Err(e) => return emit(Some(Err(e))),
+    };
+    // One spec keeps the user's text as its label; several (a port list) are told apart by port.
+    let several = specs.len() > 1;
+    specs.into_iter().all(|spec| {
+        let label = if several { spec.to_string() } else { text.trim().to_string() };
+        emit_one_spec(spec, label, options, emit)
+    })
+}
+
+/// Sends the targets of one spec, labelled `label` (a network's members by their address).
+fn emit_one_spec(
+    spec: TargetSpec,
+    label: String,
+    options: &TargetReaderOptions,
+    emit: &mut impl FnMut(Option<TargetItem>) -> bool,
+) -> bool {
+    let member = |addr: SocketAddr| Target { label: addr.to_string(), dest: Dest::Addr(addr) };
+    match spec {
+        TargetSpec::Addr(addr) if options.exclusions.contains(addr.ip()) => {
+            emit(Some(Err(TargetError::Excluded { target: label, addr: addr.ip() })))
         }
-        Ok(TargetSpec::Host { name, port }) => {
-            emit(Some(Ok(Target { label: text.trim().to_string(), dest: Dest::Host { name, port } })))
-        }
-        Ok(spec @ TargetSpec::Net { net, port }) => {
+        TargetSpec::Addr(addr) => emit(Some(Ok(Target { label, dest: Dest::Addr(addr) }))),
+        TargetSpec::Host { name, port } => emit(Some(Ok(Target { label, dest: Dest::Host { name, port } }))),
+        spec @ TargetSpec::Net { net, port } => {
             let shuffle = match options.order {
                 NetOrder::Auto => spec.len() > SHUFFLE_ABOVE,
                 NetOrder::Shuffled => true,
                 NetOrder::Sequential => false,
             };
+            // Excluded members are left out before they take a place in the stream (so shards
+            // that share the exclusions stay disjoint).
+            let excluded = |a: &SocketAddr| options.exclusions.contains(a.ip());
             if shuffle {
-                net_addrs_shuffled(net, port, options.seed).all(|a| emit(Some(Ok(label(a)))))
+                net_addrs_shuffled(net, port, options.seed)
+                    .filter(|a| !excluded(a))
+                    .all(|a| emit(Some(Ok(member(a)))))
             } else {
-                net_addrs(net, port).all(|a| emit(Some(Ok(label(a)))))
+                net_addrs(net, port).filter(|a| !excluded(a)).all(|a| emit(Some(Ok(member(a)))))
             }
         }
     }
@@ -293,6 +324,8 @@ pub struct RunOptions {
     pub stop: Stop,
     /// The engine's probe order, for the records of interrupted probes.
     pub order: ProbeOrder,
+    /// Addresses never to probe: a name that resolves into them is reported as excluded.
+    pub exclusions: Arc<Exclusions>,
 }
 
 impl Default for RunOptions {
@@ -305,6 +338,7 @@ impl Default for RunOptions {
             sources: Vec::new(),
             stop: Stop::default(),
             order: ProbeOrder::default(),
+            exclusions: Arc::default(),
         }
     }
 }
@@ -359,6 +393,8 @@ pub enum Event {
     Probe(Box<ProbeResult>),
     /// A target could not be read, parsed or resolved.
     BadTarget(TargetError),
+    /// A target named an excluded address ([`TargetError::Excluded`]): not probed.
+    Excluded(TargetError),
 }
 
 /// Probes every target from `targets` and sends every result to `events`; returns when all are done.
@@ -385,7 +421,11 @@ pub async fn run<E: Engine>(
         let target = match item {
             Ok(t) => t,
             Err(e) => {
-                if events.send(Event::BadTarget(e)).await.is_err() {
+                let event = match e {
+                    TargetError::Excluded { .. } => Event::Excluded(e),
+                    e => Event::BadTarget(e),
+                };
+                if events.send(event).await.is_err() {
                     break;
                 }
                 continue;
@@ -420,6 +460,13 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
             return;
         }
     };
+    // A name can resolve into an excluded network: checked before the first packet.
+    if shared.options.exclusions.contains(remote.ip()) {
+        let _ = events
+            .send(Event::Excluded(TargetError::Excluded { target: target.label, addr: remote.ip() }))
+            .await;
+        return;
+    }
     let stop = &shared.options.stop;
     for seq in 0..shared.options.count {
         // Waits end early when the run stops; probes not yet started are not reported.

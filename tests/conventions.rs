@@ -109,3 +109,103 @@ fn colour_follows_the_flag_and_the_environment_and_logs_off_a_terminal_have_none
     assert_eq!(run(&[], &[("CLICOLOR_FORCE", "0")]), (false, false));
     assert_eq!(run(&["--color=auto"], &[("TERM", "dumb")]), (false, false));
 }
+
+/// Runs sshprobe; returns the exit status, the JSON records on stdout, and stderr.
+fn records(args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let out = sshprobe().args(args).timeout(Duration::from_secs(60)).output().expect("running sshprobe");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (out.status.code(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn field<'a>(records: &'a [serde_json::Value], key: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = records.iter().map(|r| r[key].as_str().expect(key)).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn port_lists_and_ranges_on_the_command_line_and_in_targets() {
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).port();
+    let free = common::free_port();
+    let list = format!("{ok},{free}");
+    let (code, got, stderr) = records(&["probe", "127.0.0.1", "-p", &list, "-o", "jsonl"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let mut pairs: Vec<(String, String)> = got
+        .iter()
+        .map(|r| (r["target"].as_str().unwrap().into(), r["outcome"].as_str().unwrap().into()))
+        .collect();
+    pairs.sort();
+    let mut want = vec![
+        (format!("127.0.0.1:{ok}"), "banner".to_string()),
+        (format!("127.0.0.1:{free}"), "refused".into()),
+    ];
+    want.sort();
+    assert_eq!(pairs, want);
+    // A range in the target, for an address and a network.
+    let lo = free.min(65533);
+    let range = format!("127.0.0.1:{lo}-{}", lo + 2);
+    let (_, got, stderr) = records(&["probe", &range, "-o", "jsonl", "--connect-timeout", "2s"]);
+    let remotes = field(&got, "remote");
+    assert_eq!(remotes, [0, 1, 2].map(|i| format!("127.0.0.1:{}", lo + i)), "{stderr}");
+    let net = format!("127.0.0.0/30:{lo}-{}", lo + 1);
+    let (_, got, _) = records(&["probe", &net, "-o", "jsonl", "--no-shuffle"]);
+    assert_eq!(got.len(), 4, "2 addresses x 2 ports");
+}
+
+/// A listener that counts connections: an excluded target must never reach it.
+fn counting_listener() -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+fn assert_never_connected(l: &std::net::TcpListener) {
+    assert!(
+        matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "an excluded target got a connection"
+    );
+}
+
+#[test]
+fn excluded_networks_get_no_packet() {
+    let guarded = counting_listener();
+    let port = guarded.local_addr().expect("address").port();
+    let addr = format!("127.0.0.1:{port}");
+    let net = format!("127.0.0.0/30:{port}");
+    // An address named on the command line, and a network's member.
+    let (code, got, stderr) = records(&["probe", &addr, &net, "--exclude", "127.0.0.1/32", "-o", "jsonl"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(field(&got, "remote"), [format!("127.0.0.2:{port}")], "{stderr}");
+    assert!(stderr.contains(&format!("{addr} (127.0.0.1) is excluded (--exclude): not probed")), "{stderr}");
+    assert_never_connected(&guarded);
+    // A blocklist file, and a name that resolves into it: everything is excluded.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("blocklist.txt");
+    std::fs::write(&file, "# loopback\n127.0.0.0/8  # all of it\n\n").expect("write");
+    let localhost = format!("localhost:{port}");
+    let out = sshprobe()
+        .args(["probe", &localhost, &addr, "--exclude-file", file.to_str().expect("path")])
+        .args(["--exclude", "::1"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("sshprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no targets: every target given is excluded"), "{stderr}");
+    assert!(stderr.contains(&format!("{localhost} (")), "the name is named: {stderr}");
+    assert_never_connected(&guarded);
+    // A blocklist line that is not a network stops the run before it starts.
+    std::fs::write(&file, "10.0.0.0/8\n10.0.0.0/33\n").expect("write");
+    let out = sshprobe()
+        .args(["probe", &addr, "--exclude-file", file.to_str().expect("path")])
+        .output()
+        .expect("sshprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:2: invalid network \"10.0.0.0/33\"", file.display())), "{stderr}");
+    assert_never_connected(&guarded);
+}

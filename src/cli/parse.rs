@@ -34,6 +34,17 @@ pub fn port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// A port list as `-p` takes it: `22`, `22,2222,8022`, `2200-2210` ([`sshprobe::target::parse_ports`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// `-p PORTS` for commands that probe many targets.
+pub fn ports(s: &str) -> Result<Ports, String> {
+    sshprobe::target::parse_ports(s)
+        .map(Ports)
+        .map_err(|_| "expected ports from 1 to 65535, e.g. 22, 22,2222 or 2200-2210".to_string())
+}
+
 /// A count of things that must happen at least once (probes, connections, targets at once): a
 /// whole number from 1 up.
 pub fn count<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Result<T, String> {

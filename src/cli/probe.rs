@@ -13,6 +13,7 @@ use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::{
     self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
 };
+use sshprobe::target::Exclusions;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc::error::TryRecvError;
   sshprobe probe 192.0.2.10                      port 22, wait for the banner
   sshprobe probe --send-first gw.example:2222    speak first, as OpenSSH's ssh does
   sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
+  sshprobe probe 10.1.0.0/24 -p 22,2222          two ports of each address (or host:2200-2210)
   sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
   sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
   sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
@@ -40,9 +42,10 @@ pub struct ProbeArgs {
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     inputs: Vec<PathBuf>,
 
-    /// Port for targets that name none.
-    #[arg(short, long, default_value = "22", value_parser = super::parse::port)]
-    port: u16,
+    /// Ports for targets that name none: a port, a list, ranges (22,2222 or 2200-2210). Targets
+    /// may name theirs the same way (host:2200-2210).
+    #[arg(short, long = "port", value_name = "PORTS", default_value = "22", value_parser = super::parse::ports)]
+    ports: super::parse::Ports,
 
     /// How long the TCP handshake may take.
     #[arg(long, default_value = "5s", value_parser = super::parse::timeout)]
@@ -111,6 +114,16 @@ pub struct ProbeArgs {
     /// towards the same destination.
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     source_ports: Option<RangeInclusive<u16>>,
+
+    /// Never probe this network or address (repeatable): checked for every address, names after
+    /// they resolve, before any packet leaves.
+    #[arg(long = "exclude", value_name = "CIDR", value_parser = sshprobe::target::parse_exclusion)]
+    excludes: Vec<ipnet::IpNet>,
+
+    /// Never probe the networks listed in FILE, one per line (`#` comments), like zmap's and
+    /// masscan's blocklists. Repeatable. A line that is not a network stops the run before it starts.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
@@ -253,9 +266,16 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         .map(TargetSource::Arg)
         .chain(args.inputs.into_iter().map(TargetSource::File))
         .collect();
+    let exclusions = Arc::new(load_exclusions(args.excludes, &args.exclude_files)?);
     let targets = scan::spawn_target_reader(
         sources,
-        TargetReaderOptions { default_port: args.port, shard: args.shard, order, seed },
+        TargetReaderOptions {
+            default_ports: args.ports.0,
+            shard: args.shard,
+            order,
+            seed,
+            exclusions: exclusions.clone(),
+        },
     );
     let stop = Stop::default();
     let options = RunOptions {
@@ -266,6 +286,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         sources: args.sources,
         stop: stop.clone(),
         order: config.order,
+        exclusions,
     };
     if args.trace && args.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
@@ -337,6 +358,25 @@ async fn drive_until_signal<E: Engine>(
     }
 }
 
+/// The networks of `--exclude` and of every `--exclude-file`. A line that is not a network is an
+/// error naming FILE:LINE: a blocklist read wrong could let packets out.
+fn load_exclusions(mut nets: Vec<ipnet::IpNet>, files: &[PathBuf]) -> anyhow::Result<Exclusions> {
+    for file in files {
+        let text = std::fs::read(file).with_context(|| format!("--exclude-file {}", file.display()))?;
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            let at = || format!("{}:{}", file.display(), i + 1);
+            let line = std::str::from_utf8(line).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", at()))?;
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                nets.push(
+                    sshprobe::target::parse_exclusion(line).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?,
+                );
+            }
+        }
+    }
+    Ok(Exclusions::new(nets))
+}
+
 /// How results are shown.
 #[derive(Debug, Clone, Copy)]
 struct Output {
@@ -364,6 +404,7 @@ async fn drive<E: Engine>(
     let mut reporter = ProbeReporter::new(out, output.format, table && stdout_wants_colour(), output.trace);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
+    let mut excluded = 0u64;
     let progress = progress_line();
     let mut open = true;
     while open {
@@ -386,6 +427,10 @@ async fn drive<E: Engine>(
             }
             Event::BadTarget(e) => {
                 bad_targets += 1;
+                progress.suspend(|| eprintln!("sshprobe: {e}"));
+            }
+            Event::Excluded(e) => {
+                excluded += 1;
                 progress.suspend(|| eprintln!("sshprobe: {e}"));
             }
         }
@@ -411,6 +456,7 @@ async fn drive<E: Engine>(
     let probes: u64 = tally.values().sum();
     if probes == 0 && bad_targets == 0 {
         match output.shard {
+            _ if excluded > 0 => bail!("no targets: every target given is excluded (--exclude)"),
             Some((i, n)) => bail!("no targets: shard {}/{n} holds none of the targets given", i + 1),
             None => bail!("no targets: the target list is empty"),
         }
