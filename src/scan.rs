@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
@@ -380,6 +380,9 @@ pub struct ProbeResult {
     pub target: String,
     /// Which of the target's probes this is (0-based).
     pub seq: u32,
+    /// When the probe started, by the system clock: the absolute time beside the observation's
+    /// relative timings.
+    pub time: SystemTime,
     /// What the engine observed.
     pub observation: Observation,
     /// What it means.
@@ -484,6 +487,7 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         }
         let source = shared.sources.next_for(remote.ip());
         let started = Instant::now();
+        let time = SystemTime::now();
         // A probe under way when the run stops is reported as interrupted, not dropped.
         let observation = tokio::select! {
             observation = engine.probe(ProbeRequest { remote, source }) => observation,
@@ -496,7 +500,7 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
             ),
         };
         let classification = classify(&observation);
-        let result = ProbeResult { target: target.label.clone(), seq, observation, classification };
+        let result = ProbeResult { target: target.label.clone(), seq, time, observation, classification };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {
             return;
         }

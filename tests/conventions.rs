@@ -209,3 +209,29 @@ fn excluded_networks_get_no_packet() {
     assert!(stderr.contains(&format!("{}:2: invalid network \"10.0.0.0/33\"", file.display())), "{stderr}");
     assert_never_connected(&guarded);
 }
+
+#[test]
+fn every_record_carries_its_absolute_start_time() {
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    let refused = format!("127.0.0.1:{}", common::free_port());
+    let before = std::time::SystemTime::now();
+    let (_, got, _) = records(&["probe", &ok, &refused, "-o", "jsonl"]);
+    let out = sshprobe().args(["probe", &ok, &refused, "-o", "csv"]).output().expect("sshprobe");
+    let after = std::time::SystemTime::now();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().expect("header").split(',').collect();
+    let column = header.iter().position(|&h| h == "time").expect("a time column");
+    let mut times: Vec<String> = got.iter().map(|r| r["time"].as_str().expect("time").to_string()).collect();
+    times.extend(rows.map(|row| row.split(',').nth(column).expect("time").to_string()));
+    assert_eq!(times.len(), 4, "{csv}");
+    for t in times {
+        // 2026-12-02T05:03:35.586589Z: UTC, six decimals.
+        assert!(t.len() == 27 && t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+        let parsed = humantime::parse_rfc3339(&t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let micros =
+            |st: std::time::SystemTime| st.duration_since(std::time::UNIX_EPOCH).expect("epoch").as_micros();
+        assert!(micros(before) <= micros(parsed) && micros(parsed) <= micros(after), "{t}");
+    }
+}

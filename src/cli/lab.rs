@@ -108,9 +108,10 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<u8> {
     let probes = plan.into_iter().map(|(label, remote, order)| {
         let engine = ConnectEngine::new(ProbeConfig { order, ..base.clone() });
         async move {
+            let time = std::time::SystemTime::now();
             let observation = engine.probe(ProbeRequest { remote, source: None }).await;
             let classification = classify(&observation);
-            ProbeResult { target: label, seq: 0, observation, classification }
+            ProbeResult { target: label, seq: 0, time, observation, classification }
         }
     });
     let handles: Vec<_> = probes.map(tokio::spawn).collect();

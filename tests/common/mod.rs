@@ -293,6 +293,12 @@ pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
     let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} is not a string: {r}"));
     assert!(!text("target").is_empty(), "{r}");
     assert!(r["seq"].is_u64(), "{r}");
+    // The absolute start: RFC 3339, UTC, microseconds.
+    let time = text("time");
+    assert!(
+        time.len() == 27 && time.ends_with('Z') && humantime::parse_rfc3339(time).is_ok(),
+        "time {time}: {r}"
+    );
     let outcome = text("outcome");
     assert!(OUTCOMES.contains(&outcome), "unknown outcome {outcome}: {r}");
     assert_eq!(r["success"].as_bool(), Some(outcome == "banner"), "{r}");
