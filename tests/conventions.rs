@@ -235,3 +235,48 @@ fn every_record_carries_its_absolute_start_time() {
         assert!(micros(before) <= micros(parsed) && micros(parsed) <= micros(after), "{t}");
     }
 }
+
+#[test]
+fn output_file_takes_the_results_whole_lines_even_when_killed() {
+    use std::process::{Command, Stdio};
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("results.jsonl");
+    let path = file.to_str().expect("path");
+    let out =
+        sshprobe().args(["probe", &ok, "-o", "jsonl", "--output-file", path]).output().expect("sshprobe");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "results went to the file");
+    let text = std::fs::read_to_string(&file).expect("the results file");
+    let r: serde_json::Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+    common::check_record(&r);
+    assert_eq!(r["outcome"], "banner");
+    // An unwritable path is an input error before any probe.
+    let out =
+        sshprobe().args(["probe", &ok, "--output-file", "/nonexistent/dir/x"]).output().expect("sshprobe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--output-file /nonexistent/dir/x"));
+
+    // Killed mid-run (SIGKILL: no chance to flush): the file holds whole lines only.
+    let port = common::free_port().to_string();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["probe", "127.0.0.0/16", "-p", &port, "-o", "csv", "--rate", "20000", "--output-file", path])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshprobe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 200_000
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let text = std::fs::read(&file).expect("the results file");
+    assert!(text.len() >= 200_000, "{} bytes written before the deadline", text.len());
+    assert_eq!(text.last(), Some(&b'\n'), "a torn last line");
+    let text = String::from_utf8(text).expect("UTF-8");
+    assert!(text.lines().skip(1).all(|row| row.split(',').count() == 15 && row.ends_with('Z')), "a torn row");
+}

@@ -9,12 +9,13 @@ use sshprobe::engine::{ident_line, Engine, ProbeConfig, DEFAULT_BYTE_CAP, DEFAUL
 use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
-use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::report::{wants_colour, Format, WholeLines};
 use sshprobe::scan::{
     self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
 };
 use sshprobe::target::Exclusions;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -92,6 +93,11 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    /// Write results to FILE instead of stdout (created or truncated), a whole line at a time: a
+    /// crash or a kill leaves no torn line.
+    #[arg(long, value_name = "FILE")]
+    output_file: Option<PathBuf>,
 
     /// How to make connections: connect (kernel sockets, unprivileged) or raw (a user-space TCP
     /// client over raw sockets: packet trace, no file descriptor or TIME_WAIT per probe; needs
@@ -297,14 +303,26 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     if args.source_ports.is_some() && args.engine != EngineKind::Raw {
         tracing::warn!("--source-ports applies only to --engine raw");
     }
-    let output = Output { format: args.format, trace: args.trace, shard: args.shard };
+    // Opened before any probe: a path that cannot be written is an input error, found at once.
+    let results: Box<dyn std::io::Write> = match &args.output_file {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("--output-file {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let output = Output {
+        format: args.format,
+        trace: args.trace,
+        shard: args.shard,
+        to_file: args.output_file.is_some(),
+    };
     // Caught before the raw engine's rule exists, so no window leaves it behind.
     let mut signals = ShutdownSignals::install()?;
     match args.engine {
         EngineKind::Connect => {
             let engine = Arc::new(ConnectEngine::new(config));
             let (code, signal) =
-                drive_until_signal(engine, targets, options, output, &mut signals, &stop).await?;
+                drive_until_signal(engine, targets, options, output, results, &mut signals, &stop).await?;
             if let Some((name, _)) = signal {
                 eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted");
             }
@@ -317,7 +335,8 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             )?;
             let engine = Arc::new(engine);
             let (code, signal) =
-                drive_until_signal(engine.clone(), targets, options, output, &mut signals, &stop).await?;
+                drive_until_signal(engine.clone(), targets, options, output, results, &mut signals, &stop)
+                    .await?;
             // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
             // before exiting (a normal end removes it when the engine is dropped).
             if let Some((name, _)) = signal {
@@ -340,10 +359,11 @@ async fn drive_until_signal<E: Engine>(
     targets: TargetStream,
     options: RunOptions,
     output: Output,
+    results: Box<dyn std::io::Write>,
     signals: &mut ShutdownSignals,
     stop: &Stop,
 ) -> anyhow::Result<(u8, Option<(&'static str, u8)>)> {
-    let run = drive(engine, targets, options, output);
+    let run = drive(engine, targets, options, output, results);
     tokio::pin!(run);
     tokio::select! {
         code = &mut run => Ok((code?, None)),
@@ -384,6 +404,8 @@ struct Output {
     trace: bool,
     /// The shard probed, to say so when it holds no target.
     shard: Option<(u64, u64)>,
+    /// Whether results go to `--output-file` rather than stdout.
+    to_file: bool,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -392,6 +414,7 @@ async fn drive<E: Engine>(
     targets: TargetStream,
     options: RunOptions,
     output: Output,
+    results: Box<dyn std::io::Write>,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let runner = tokio::spawn(scan::run(engine, targets, options, tx));
@@ -399,13 +422,15 @@ async fn drive<E: Engine>(
     let started = Instant::now();
     let table = output.format == Format::Table;
     // Buffered, and flushed whenever no further result is waiting: lines still stream as probes
-    // finish, but a busy run writes many lines per system call instead of one.
-    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let mut reporter = ProbeReporter::new(out, output.format, table && stdout_wants_colour(), output.trace);
+    // finish, but a busy run writes many lines per system call instead of one, whole lines only.
+    let out = WholeLines::new(results, 64 * 1024);
+    let on_terminal = !output.to_file && std::io::stdout().is_terminal();
+    let mut reporter =
+        ProbeReporter::new(out, output.format, table && wants_colour(on_terminal), output.trace);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     let mut excluded = 0u64;
-    let progress = progress_line();
+    let progress = progress_line(on_terminal);
     let mut open = true;
     while open {
         let event = match rx.try_recv() {
@@ -482,9 +507,8 @@ fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
 
 /// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
 /// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
-fn progress_line() -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
+fn progress_line(results_on_terminal: bool) -> indicatif::ProgressBar {
+    if results_on_terminal {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new_spinner();

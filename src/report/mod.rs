@@ -12,7 +12,7 @@ pub mod diagnose;
 pub mod limits;
 pub mod probe;
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An output format.
@@ -93,7 +93,13 @@ pub fn colour_wanted(choice: ColorChoice, env: &ColourEnv, is_terminal: bool) ->
 
 /// Whether to colour output written to stdout ([`colour_wanted`] with the run's `--color`).
 pub fn stdout_wants_colour() -> bool {
-    colour_wanted(colour_choice(), &ColourEnv::from_process(), std::io::stdout().is_terminal())
+    wants_colour(std::io::stdout().is_terminal())
+}
+
+/// Whether to colour output written to a terminal (`is_terminal`) or elsewhere (a file), by the
+/// run's `--color` and the environment.
+pub fn wants_colour(is_terminal: bool) -> bool {
+    colour_wanted(colour_choice(), &ColourEnv::from_process(), is_terminal)
 }
 
 /// Whether to colour what goes to stderr (logs): the same rule, for stderr.
@@ -123,6 +129,55 @@ impl Palette {
     }
 }
 
+/// A buffered writer that hands the writer under it whole lines only: the bytes of a results file
+/// always end at a line end, so a crash, a kill or a full disk leaves no torn line for the next
+/// reader. It writes when its buffer passes `capacity` or when flushed, everything up to the last
+/// line end (std's `LineWriter` writes at every line end instead: one system call per result).
+#[derive(Debug)]
+pub struct WholeLines<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    capacity: usize,
+}
+
+impl<W: Write> WholeLines<W> {
+    /// Whole lines to `inner`, in writes of about `capacity` bytes.
+    pub fn new(inner: W, capacity: usize) -> WholeLines<W> {
+        WholeLines { inner, buf: Vec::with_capacity(capacity), capacity }
+    }
+
+    /// Writes every complete line buffered.
+    fn write_lines(&mut self) -> io::Result<()> {
+        if let Some(last) = self.buf.iter().rposition(|&b| b == b'\n') {
+            let result = self.inner.write_all(&self.buf[..=last]);
+            self.buf.drain(..=last);
+            result?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for WholeLines<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.capacity {
+            self.write_lines()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_lines()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for WholeLines<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 /// A CSV field: control characters escaped ([`crate::escape::escape`]: no raw ESC, NUL or line end from
 /// the network), then quoted when it needs it (RFC 4180).
 pub fn csv_field(s: &str) -> String {
@@ -137,6 +192,38 @@ pub fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what each write(2) would have been.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.push(data.to_vec());
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn whole_lines_only_ever_reach_the_writer() {
+        let mut w = WholeLines::new(Writes::default(), 16);
+        // A row written in pieces, as `write!` does, across the buffer's size.
+        for _ in 0..5 {
+            let (target, seq) = ("127.0.0.1:22", 0);
+            writeln!(w, "{target},{seq},banner").unwrap();
+            w.write_all(b"partial").unwrap();
+            w.write_all(b" line\n").unwrap();
+        }
+        let before_flush: Vec<Vec<u8>> = w.inner.0.clone();
+        assert!(!before_flush.is_empty(), "writes happen before the flush once the buffer is full");
+        w.flush().unwrap();
+        let writes = &w.inner.0;
+        assert!(writes.iter().all(|chunk| chunk.ends_with(b"\n")), "{writes:?}");
+        assert_eq!(writes.concat(), b"127.0.0.1:22,0,banner\npartial line\n".repeat(5));
+    }
 
     #[test]
     fn colour_follows_the_flag_then_the_environment_then_the_terminal() {
