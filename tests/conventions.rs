@@ -280,3 +280,69 @@ fn output_file_takes_the_results_whole_lines_even_when_killed() {
     let text = String::from_utf8(text).expect("UTF-8");
     assert!(text.lines().skip(1).all(|row| row.split(',').count() == 15 && row.ends_with('Z')), "a torn row");
 }
+
+/// The shell script of the Kubernetes example's container, as Kubernetes would run it.
+fn kubernetes_script() -> String {
+    let yaml = include_str!("../docs/kubernetes-indexed-job.yaml");
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "args:").skip(1);
+    let first = lines.next().expect("the args list");
+    assert_eq!(first.trim(), "- |", "the script is a block scalar");
+    let body: Vec<&str> = lines.take_while(|l| l.starts_with("              ")).collect();
+    body.iter().map(|l| &l[14..]).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_kubernetes_indexed_job_example_splits_a_scan_into_disjoint_shards() {
+    let script = kubernetes_script();
+    assert!(script.contains("--shard") && script.contains("--output-file"), "{script}");
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok);
+    let refused = common::free_port();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (targets_dir, results_dir) = (dir.path().join("targets"), dir.path().join("results"));
+    std::fs::create_dir_all(&targets_dir).expect("mkdir");
+    std::fs::create_dir_all(&results_dir).expect("mkdir");
+    std::fs::write(targets_dir.join("targets.txt"), format!("{ok}\n127.0.0.0/28:{refused}\n"))
+        .expect("write");
+    std::fs::write(targets_dir.join("exclude.txt"), "127.0.0.9   # not ours\n").expect("write");
+    let script = script
+        .replace("/targets/", &format!("{}/", targets_dir.display()))
+        .replace("/results/", &format!("{}/", results_dir.display()));
+    let bin_dir = assert_cmd::cargo::cargo_bin("sshprobe").parent().expect("bin dir").to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let shards = 3;
+    let mut all: Vec<String> = Vec::new();
+    for index in 0..shards {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", &path)
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env("SHARDS", shards.to_string())
+            .env("SEED", "20261202")
+            .output()
+            .expect("sh");
+        // Refused probes make sshprobe exit 1: the script counts that as a finished shard.
+        assert!(out.status.success(), "shard {index}: {}", String::from_utf8_lossy(&out.stderr));
+        let text =
+            std::fs::read_to_string(results_dir.join(format!("shard-{index}.jsonl"))).expect("shard file");
+        let shard: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("JSON")["remote"]
+                    .as_str()
+                    .expect("remote")
+                    .into()
+            })
+            .collect();
+        assert!(!shard.is_empty(), "shard {index} is empty");
+        all.extend(shard);
+    }
+    all.sort();
+    let mut want: Vec<String> = (1..=14)
+        .filter(|&i| i != 9)
+        .map(|i| format!("127.0.0.{i}:{refused}"))
+        .chain([ok.to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(all, want, "every target once, the excluded one never");
+}
