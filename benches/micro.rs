@@ -122,7 +122,13 @@ fn bench_report(c: &mut Criterion) {
     let mut g = c.benchmark_group("report_jsonl");
     for (name, obs) in cases() {
         let classification = classify(&obs);
-        let result = ProbeResult { target: "127.0.0.1:22".into(), seq: 0, observation: obs, classification };
+        let result = ProbeResult {
+            target: "127.0.0.1:22".into(),
+            seq: 0,
+            time: std::time::SystemTime::UNIX_EPOCH,
+            observation: obs,
+            classification,
+        };
         let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::sink());
         let mut reporter = ProbeReporter::new(out, Format::Jsonl, false, false);
         g.bench_with_input(BenchmarkId::from_parameter(name), &result, |b, r| {

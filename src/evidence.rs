@@ -57,6 +57,9 @@ pub enum Connect {
         /// The error as the system described it.
         detail: String,
     },
+    /// The run was stopped (Ctrl-C, SIGTERM) while this probe was under way: reported so that no
+    /// probe goes missing, though what it had seen so far is not kept.
+    Interrupted,
 }
 
 /// How an established connection ended.

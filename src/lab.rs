@@ -155,10 +155,23 @@ impl Lab {
         let mut lab = Lab { endpoints: Vec::new(), tasks: Vec::new() };
         for (i, behaviour) in Behaviour::ALL.into_iter().enumerate() {
             let port = match config.base_port {
-                0 => 0,
-                base => base + i as u16,
+                0 => Some(0),
+                base => u16::try_from(i).ok().and_then(|i| base.checked_add(i)),
             };
-            let listener = listen(SocketAddr::new(config.bind, port))?;
+            let Some(port) = port else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "base port {}: the lab needs {} consecutive ports, past 65535",
+                        config.base_port,
+                        Behaviour::ALL.len()
+                    ),
+                ));
+            };
+            let addr = SocketAddr::new(config.bind, port);
+            // The system's message ("Address already in use") does not say which address.
+            let listener = listen(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
             lab.endpoints.push((behaviour, listener.local_addr()?));
             lab.tasks.push(tokio::spawn(serve(listener, behaviour, config.clone())));
         }

@@ -12,6 +12,7 @@
 //!
 //! | module | what it is | I/O |
 //! |---|---|---|
+//! | [`escape`] | text from the network made safe for terminals and CSV; JSON that keeps it so | none |
 //! | [`ident`] | the identification-string parser | none |
 //! | [`packet`] | what a packet trace records: TCP flags and options, ICMP errors by name | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
@@ -31,6 +32,7 @@
 //! from an engine through the classifier to a report; no layer reaches back up.
 
 pub mod engine;
+pub mod escape;
 pub mod evidence;
 pub mod experiment;
 pub mod ident;

@@ -7,8 +7,10 @@
 //! The outcomes follow the order in which things can go wrong: the connect (`refused`, `unreachable`,
 //! `connect_timeout`), then what arrived before any SSH- line (`reset_before_banner`,
 //! `closed_before_banner`, `server_refusal`, `banner_timeout`, `not_ssh`), then the line itself
-//! (`protocol_mismatch`, `banner`).
+//! (`protocol_mismatch`, `banner`). Two say nothing about the server: `local_error` and
+//! `interrupted`.
 
+use crate::escape::{escape, quoted};
 use crate::evidence::{Connect, End, Observation};
 use crate::ident::{self, IdentLine, NotSshReason, Scan};
 use serde::Serialize;
@@ -29,9 +31,11 @@ pub enum Outcome {
     Unreachable,
     /// No answer to the SYN: a firewall dropping it, a host that is down, or a full accept queue.
     ConnectTimeout,
-    /// Accepted, then reset before any byte: a silent refusal seen by a client that spoke first.
+    /// Accepted, then reset before any byte (or within the ident line, whose bytes are kept): a
+    /// silent refusal seen by a client that spoke first, or a server that died mid-line.
     ResetBeforeBanner,
-    /// Accepted, then closed before any byte: a silent refusal (TCP wrappers, dropbear's limits...).
+    /// Accepted, then closed before any byte (or within the ident line): a silent refusal (TCP
+    /// wrappers, dropbear's limits...).
     ClosedBeforeBanner,
     /// Accepted, a text line that is not an SSH ident, then a close: the server said no, and why.
     ServerRefusal,
@@ -43,11 +47,13 @@ pub enum Outcome {
     ProtocolMismatch,
     /// The probe could not be made (no local port, too many open files...): says nothing of the server.
     LocalError,
+    /// The run was stopped (Ctrl-C, SIGTERM) while the probe was under way: says nothing of the server.
+    Interrupted,
 }
 
 impl Outcome {
     /// Every outcome, in the order of the module docs.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Banner,
         Outcome::Refused,
         Outcome::Unreachable,
@@ -59,6 +65,7 @@ impl Outcome {
         Outcome::NotSsh,
         Outcome::ProtocolMismatch,
         Outcome::LocalError,
+        Outcome::Interrupted,
     ];
 
     /// The stable snake_case name.
@@ -148,8 +155,13 @@ pub enum NotSshCause {
     Protocol(&'static str),
     /// Bytes that are not text.
     Binary,
-    /// The byte cap was reached with text lines but no SSH- line.
-    NoIdentWithinCap,
+    /// The byte cap stopped reading in text lines, before any SSH- line.
+    NoIdentWithinCap {
+        /// How many bytes were read: the cap.
+        bytes: usize,
+        /// How many complete lines they held.
+        lines: usize,
+    },
 }
 
 impl fmt::Display for NotSshCause {
@@ -158,7 +170,10 @@ impl fmt::Display for NotSshCause {
             NotSshCause::Invalid(r) => write!(f, "{r}"),
             NotSshCause::Protocol(p) => write!(f, "{p} reply"),
             NotSshCause::Binary => f.write_str("binary data"),
-            NotSshCause::NoIdentWithinCap => f.write_str("text without an SSH- line"),
+            NotSshCause::NoIdentWithinCap { bytes, lines } => write!(
+                f,
+                "no SSH- line in the first {bytes} bytes ({lines} lines of text): reading stopped at the byte cap"
+            ),
         }
     }
 }
@@ -195,16 +210,17 @@ impl Classification {
         }
     }
 
-    /// One line for people: what the server said, or what was wrong.
+    /// One line for people: what the server said, or what was wrong. What the server said is
+    /// escaped ([`escape`]): the line is safe to print.
     pub fn detail(&self) -> String {
         match (&self.banner, &self.message, self.refusal, self.not_ssh) {
-            (Some(b), _, _, _) => b.to_string(),
-            (_, Some(m), Some(r), _) => format!("{m:?}: {}", r.meaning()),
+            (Some(b), _, _, _) => escape(&b.to_string()).into_owned(),
+            (_, Some(m), Some(r), _) => format!("{}: {}", quoted(m), r.meaning()),
             (_, m, _, Some(c)) => match m {
-                Some(m) => format!("{c}: {m:?}"),
+                Some(m) => format!("{c}: {}", quoted(m)),
                 None => c.to_string(),
             },
-            (_, Some(m), _, _) => format!("{m:?}"),
+            (_, Some(m), _, _) => quoted(m),
             _ => String::new(),
         }
     }
@@ -223,6 +239,7 @@ pub fn classify(obs: &Observation) -> Classification {
         Connect::Unreachable { .. } => return Classification::bare(Outcome::Unreachable),
         Connect::TimedOut => return Classification::bare(Outcome::ConnectTimeout),
         Connect::LocalError { .. } => return Classification::bare(Outcome::LocalError),
+        Connect::Interrupted => return Classification::bare(Outcome::Interrupted),
     }
     let received = &obs.received[..];
     match ident::scan(received) {
@@ -254,6 +271,12 @@ pub fn classify(obs: &Observation) -> Classification {
         return Classification::not_ssh(NotSshCause::Protocol(protocol), received);
     }
     let message = first_text(received);
+    // Cut off within its SSH- line (`SSH-2.0-Open`, then RST or FIN): the server started its
+    // banner and died or dropped us; not a refusal message. The bytes are kept as the message.
+    if in_ident_line(received) && matches!(end, End::Rst | End::Fin) {
+        let outcome = if end == End::Rst { Outcome::ResetBeforeBanner } else { Outcome::ClosedBeforeBanner };
+        return Classification { message, ..Classification::bare(outcome) };
+    }
     match end {
         End::Fin | End::Rst | End::WeClosed => Classification {
             refusal: message.as_deref().and_then(KnownRefusal::recognise),
@@ -261,8 +284,21 @@ pub fn classify(obs: &Observation) -> Classification {
             ..Classification::bare(Outcome::ServerRefusal)
         },
         End::Timeout => Classification { message, ..Classification::bare(Outcome::BannerTimeout) },
-        End::ByteCap => Classification::not_ssh(NotSshCause::NoIdentWithinCap, received),
+        End::ByteCap => {
+            let lines = received.iter().filter(|&&b| b == b'\n').count();
+            Classification::not_ssh(NotSshCause::NoIdentWithinCap { bytes: received.len(), lines }, received)
+        }
     }
+}
+
+/// Whether `buf` ends within an SSH- line: its last, unterminated line starts `SSH-` (or is the
+/// start of `SSH-`).
+fn in_ident_line(buf: &[u8]) -> bool {
+    let last = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(lf) => &buf[lf + 1..],
+        None => buf,
+    };
+    !last.is_empty() && (last.starts_with(b"SSH-") || b"SSH-".starts_with(last))
 }
 
 /// Whether the bytes hold anything but text (controls other than TAB, CR, LF).
@@ -391,6 +427,50 @@ mod tests {
         let c = classify(&established(b"SSH-2.0-Open", End::Timeout));
         assert_eq!(c.outcome, Outcome::BannerTimeout);
         assert_eq!(c.message.as_deref(), Some("SSH-2.0-Open"));
+        let c = classify(&established(b"SSH-2.0-", End::Timeout));
+        assert_eq!((c.outcome, c.message.as_deref()), (Outcome::BannerTimeout, Some("SSH-2.0-")));
+    }
+
+    #[test]
+    fn an_ident_line_cut_by_a_close_is_no_refusal_message() {
+        // Captured from a server killed mid-line: `SSH-2.0-Open`, then RST.
+        let c = classify(&established(b"SSH-2.0-Open", End::Rst));
+        assert_eq!((c.outcome, c.message.as_deref()), (Outcome::ResetBeforeBanner, Some("SSH-2.0-Open")));
+        assert_eq!(c.detail(), "\"SSH-2.0-Open\"");
+        let c = classify(&established(b"Welcome\r\nSSH-2.0-OpenSSH_9", End::Fin));
+        assert_eq!(
+            (c.outcome, c.message.as_deref()),
+            (Outcome::ClosedBeforeBanner, Some("Welcome | SSH-2.0-OpenSSH_9"))
+        );
+        assert_eq!(outcome(b"SS", End::Rst), Outcome::ResetBeforeBanner);
+        // A complete line that is not an ident is a message, however the close came.
+        assert_eq!(outcome(b"SSH is not allowed here\r\n", End::Rst), Outcome::ServerRefusal);
+        assert_eq!(outcome(b"Exceeded MaxStartups\r\n", End::Rst), Outcome::ServerRefusal);
+        assert_eq!(outcome(b"Go away", End::Fin), Outcome::ServerRefusal);
+    }
+
+    #[test]
+    fn the_byte_cap_in_pre_banner_text_says_so() {
+        let text: &'static [u8] =
+            Box::leak(b"Authorized use only. All access is logged.\r\n".repeat(2000).into_boxed_slice());
+        let capped = &text[..8192];
+        let c = classify(&established(capped, End::ByteCap));
+        assert_eq!(c.outcome, Outcome::NotSsh);
+        assert_eq!(c.not_ssh, Some(NotSshCause::NoIdentWithinCap { bytes: 8192, lines: 186 }));
+        assert!(c.detail().starts_with("no SSH- line in the first 8192 bytes (186 lines of text): reading stopped at the byte cap: \"Authorized"), "{}", c.detail());
+    }
+
+    #[test]
+    fn interrupted_probes_say_nothing_of_the_server() {
+        let obs = Observation::failed_connect(
+            "127.0.0.1:22".parse().unwrap(),
+            None,
+            ProbeOrder::WaitForBanner,
+            Connect::Interrupted,
+            5,
+        );
+        assert_eq!(classify(&obs), Classification::bare(Outcome::Interrupted));
+        assert!(!Outcome::Interrupted.is_success() && !Outcome::Interrupted.is_refusal_after_accept());
     }
 
     #[test]
@@ -417,7 +497,8 @@ mod tests {
                 "banner_timeout",
                 "not_ssh",
                 "protocol_mismatch",
-                "local_error"
+                "local_error",
+                "interrupted"
             ]
         );
         for o in Outcome::ALL {

@@ -8,15 +8,15 @@
 //! order they finish.
 
 use crate::engine::{Engine, ProbeRequest};
-use crate::evidence::Observation;
+use crate::evidence::{Connect, Observation};
 use crate::outcome::{classify, Classification};
-use crate::target::{net_addrs, net_addrs_shuffled, parse_target, TargetError, TargetSpec};
+use crate::target::{net_addrs, net_addrs_shuffled, parse_target_ports, Exclusions, TargetError, TargetSpec};
 use std::io::{BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
@@ -69,10 +69,10 @@ pub enum NetOrder {
 pub const SHUFFLE_ABOVE: u128 = 256;
 
 /// How targets are read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TargetReaderOptions {
-    /// The port for targets that name none.
-    pub default_port: u16,
+    /// The ports for targets that name none (`-p 22,2222`): each target on each port, in order.
+    pub default_ports: Vec<u16>,
     /// Keep only shard `index` of `count` (0-based): every target whose position in the stream is
     /// `index` modulo `count`. Positions are counted after shuffling, so shards that share a seed are
     /// disjoint and together cover every target.
@@ -81,12 +81,21 @@ pub struct TargetReaderOptions {
     pub order: NetOrder,
     /// Fixes the pseudo-random order of shuffled networks.
     pub seed: u64,
+    /// Addresses never to probe: a network's members in them are skipped, an address named in
+    /// them comes out as [`TargetError::Excluded`].
+    pub exclusions: Arc<Exclusions>,
 }
 
 impl TargetReaderOptions {
     /// Targets on `default_port`, every one, networks in [`NetOrder::Auto`] order with seed 0.
     pub fn new(default_port: u16) -> TargetReaderOptions {
-        TargetReaderOptions { default_port, shard: None, order: NetOrder::Auto, seed: 0 }
+        TargetReaderOptions {
+            default_ports: vec![default_port],
+            shard: None,
+            order: NetOrder::Auto,
+            seed: 0,
+            exclusions: Arc::default(),
+        }
     }
 }
 
@@ -199,25 +208,47 @@ fn emit_spec(
     options: &TargetReaderOptions,
     emit: &mut impl FnMut(Option<TargetItem>) -> bool,
 ) -> bool {
-    let label = |addr: SocketAddr| Target { label: addr.to_string(), dest: Dest::Addr(addr) };
-    match parse_target(text, options.default_port) {
-        Err(e) => emit(Some(Err(e))),
-        Ok(TargetSpec::Addr(addr)) => {
-            emit(Some(Ok(Target { label: text.trim().to_string(), dest: Dest::Addr(addr) })))
+    let specs = match parse_target_ports(text, &options.default_ports) {
+        Ok(specs) => specs,
+        Err(e) => return emit(Some(Err(e))),
+    };
+    // One spec keeps the user's text as its label; several (a port list) are told apart by port.
+    let several = specs.len() > 1;
+    specs.into_iter().all(|spec| {
+        let label = if several { spec.to_string() } else { text.trim().to_string() };
+        emit_one_spec(spec, label, options, emit)
+    })
+}
+
+/// Sends the targets of one spec, labelled `label` (a network's members by their address).
+fn emit_one_spec(
+    spec: TargetSpec,
+    label: String,
+    options: &TargetReaderOptions,
+    emit: &mut impl FnMut(Option<TargetItem>) -> bool,
+) -> bool {
+    let member = |addr: SocketAddr| Target { label: addr.to_string(), dest: Dest::Addr(addr) };
+    match spec {
+        TargetSpec::Addr(addr) if options.exclusions.contains(addr.ip()) => {
+            emit(Some(Err(TargetError::Excluded { target: label, addr: addr.ip() })))
         }
-        Ok(TargetSpec::Host { name, port }) => {
-            emit(Some(Ok(Target { label: text.trim().to_string(), dest: Dest::Host { name, port } })))
-        }
-        Ok(spec @ TargetSpec::Net { net, port }) => {
+        TargetSpec::Addr(addr) => emit(Some(Ok(Target { label, dest: Dest::Addr(addr) }))),
+        TargetSpec::Host { name, port } => emit(Some(Ok(Target { label, dest: Dest::Host { name, port } }))),
+        spec @ TargetSpec::Net { net, port } => {
             let shuffle = match options.order {
                 NetOrder::Auto => spec.address_count() > SHUFFLE_ABOVE,
                 NetOrder::Shuffled => true,
                 NetOrder::Sequential => false,
             };
+            // Excluded members are left out before they take a place in the stream (so shards
+            // that share the exclusions stay disjoint).
+            let excluded = |a: &SocketAddr| options.exclusions.contains(a.ip());
             if shuffle {
-                net_addrs_shuffled(net, port, options.seed).all(|a| emit(Some(Ok(label(a)))))
+                net_addrs_shuffled(net, port, options.seed)
+                    .filter(|a| !excluded(a))
+                    .all(|a| emit(Some(Ok(member(a)))))
             } else {
-                net_addrs(net, port).all(|a| emit(Some(Ok(label(a)))))
+                net_addrs(net, port).filter(|a| !excluded(a)).all(|a| emit(Some(Ok(member(a)))))
             }
         }
     }
@@ -228,10 +259,11 @@ fn read_file(
     options: &TargetReaderOptions,
     emit: &mut impl FnMut(Option<TargetItem>) -> bool,
 ) -> bool {
-    let name = path.display().to_string();
+    let from_stdin = path.as_os_str() == "-";
+    let name = if from_stdin { "<stdin>".to_string() } else { path.display().to_string() };
     let read_error =
         |e: std::io::Error| TargetError::Read { source_name: name.clone(), reason: e.to_string() };
-    let file: Box<dyn Read> = if name == "-" {
+    let file: Box<dyn Read> = if from_stdin {
         Box::new(std::io::stdin().lock())
     } else {
         match std::fs::File::open(path) {
@@ -240,7 +272,8 @@ fn read_file(
         }
     };
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
-    let mut line = String::new();
+    let mut line = Vec::new();
+    let mut number = 0u64;
     loop {
         // About to read from the file or pipe, which may block (a slow stdin): send what is batched
         // first, so no target waits for the next line to arrive.
@@ -248,13 +281,27 @@ fn read_file(
             return false;
         }
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut line) {
             Ok(0) => return true,
-            Ok(_) => {}
+            Ok(_) => number += 1,
             Err(e) => return emit(Some(Err(read_error(e)))),
         }
-        let text = line.split('#').next().unwrap_or("").trim();
-        if !text.is_empty() && !emit_spec(text, options, emit) {
+        // Every error on this line names it as FILE:LINE.
+        let mut emit_here =
+            |item: Option<TargetItem>| emit(item.map(|r| r.map_err(|e| e.at_line(&name, number))));
+        // A line that is not text is skipped, and named; the lines after it are still read.
+        let text = match std::str::from_utf8(&line) {
+            Ok(text) => text,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line).trim().to_string();
+                if !emit_here(Some(Err(TargetError::NotText(shown)))) {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let text = text.split('#').next().unwrap_or("").trim();
+        if !text.is_empty() && !emit_spec(text, options, &mut emit_here) {
             return false;
         }
     }
@@ -276,6 +323,11 @@ pub struct RunOptions {
     /// The probe every target gets (order, ident, timeouts); its remote and source are each
     /// probe's own ([`ProbeRequest::to`]).
     pub probe: ProbeRequest,
+    /// Stops the run early (Ctrl-C): no probe starts after it, and those under way end at once as
+    /// `interrupted`.
+    pub stop: Stop,
+    /// Addresses never to probe: a name that resolves into them is reported as excluded.
+    pub exclusions: Arc<Exclusions>,
 }
 
 impl Default for RunOptions {
@@ -287,7 +339,39 @@ impl Default for RunOptions {
             interval: Duration::from_secs(1),
             sources: Vec::new(),
             probe: ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0))),
+            stop: Stop::default(),
+            exclusions: Arc::default(),
         }
+    }
+}
+
+/// A switch that stops a run: [`Stop::stop`] from anywhere (a signal handler), and every task of
+/// the run sees it. Clones share the switch.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Stop {
+    /// Stops the run.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`Stop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once [`Stop::stop`] is called (at once if it was).
+    pub async fn stopped(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = rx.wait_for(|&stopped| stopped).await;
     }
 }
 
@@ -298,6 +382,9 @@ pub struct ProbeResult {
     pub target: String,
     /// Which of the target's probes this is (0-based).
     pub seq: u32,
+    /// When the probe started, by the system clock: the absolute time beside the observation's
+    /// relative timings.
+    pub time: SystemTime,
     /// What the engine observed.
     pub observation: Observation,
     /// What it means.
@@ -311,6 +398,8 @@ pub enum Event {
     Probe(Box<ProbeResult>),
     /// A target could not be read, parsed or resolved.
     BadTarget(TargetError),
+    /// A target named an excluded address ([`TargetError::Excluded`]): not probed.
+    Excluded(TargetError),
 }
 
 /// Probes every target from `targets` and sends every result to `events`; returns when all are done.
@@ -327,17 +416,31 @@ pub async fn run<E: Engine>(
         sources: SourceRotation::new(options.sources.clone()),
         options,
     });
-    while let Some(item) = targets.recv().await {
+    let stop = shared.options.stop.clone();
+    loop {
+        let item = tokio::select! {
+            item = targets.recv() => item,
+            () = stop.stopped() => None,
+        };
+        let Some(item) = item else { break };
         let target = match item {
             Ok(t) => t,
             Err(e) => {
-                if events.send(Event::BadTarget(e)).await.is_err() {
+                let event = match e {
+                    TargetError::Excluded { .. } => Event::Excluded(e),
+                    e => Event::BadTarget(e),
+                };
+                if events.send(event).await.is_err() {
                     break;
                 }
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = stop.stopped() => break,
+        };
+        let Ok(slot) = slot else { break };
         let (engine, shared, events) = (engine.clone(), shared.clone(), events.clone());
         tokio::spawn(async move {
             probe_target(&*engine, &shared, target, &events).await;
@@ -362,17 +465,44 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
             return;
         }
     };
+    // A name can resolve into an excluded network: checked before the first packet.
+    if shared.options.exclusions.contains(remote.ip()) {
+        let _ = events
+            .send(Event::Excluded(TargetError::Excluded { target: target.label, addr: remote.ip() }))
+            .await;
+        return;
+    }
+    let stop = &shared.options.stop;
     for seq in 0..shared.options.count {
-        if seq > 0 {
-            tokio::time::sleep(shared.options.interval).await;
-        }
-        if let Some(pacer) = &shared.pacer {
-            pacer.wait().await;
+        // Waits end early when the run stops; probes not yet started are not reported.
+        let wait = async {
+            if seq > 0 {
+                tokio::time::sleep(shared.options.interval).await;
+            }
+            if let Some(pacer) = &shared.pacer {
+                pacer.wait().await;
+            }
+        };
+        tokio::select! {
+            () = wait => {}
+            () = stop.stopped() => return,
         }
         let source = shared.sources.next_for(remote.ip());
-        let observation = engine.probe(shared.options.probe.to(remote, source)).await;
+        let started = Instant::now();
+        let time = SystemTime::now();
+        // A probe under way when the run stops is reported as interrupted, not dropped.
+        let observation = tokio::select! {
+            observation = engine.probe(shared.options.probe.to(remote, source)) => observation,
+            () = stop.stopped() => Observation::failed_connect(
+                remote,
+                None,
+                shared.options.probe.order,
+                Connect::Interrupted,
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+        };
         let classification = classify(&observation);
-        let result = ProbeResult { target: target.label.clone(), seq, observation, classification };
+        let result = ProbeResult { target: target.label.clone(), seq, time, observation, classification };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {
             return;
         }
@@ -531,10 +661,25 @@ mod tests {
     fn reader_reads_files_with_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.txt");
-        std::fs::write(&path, "# lab\n127.0.0.1:2201\n\n  127.0.0.2  # second\n").unwrap();
-        let got = labels(vec![TargetSource::File(path), TargetSource::File("/nonexistent/x".into())], None);
-        assert_eq!(got[..2], ["127.0.0.1:2201", "127.0.0.2"]);
-        assert!(got[2].starts_with("error: reading targets from /nonexistent/x"), "{got:?}");
+        std::fs::write(
+            &path,
+            b"# lab\n127.0.0.1:2201\n\n  127.0.0.2  # second\nbad\xff\xfe\nbad host\n127.0.0.3",
+        )
+        .unwrap();
+        let got =
+            labels(vec![TargetSource::File(path.clone()), TargetSource::File("/nonexistent/x".into())], None);
+        let file = path.display();
+        assert_eq!(
+            got[..5],
+            [
+                "127.0.0.1:2201".to_string(),
+                "127.0.0.2".to_string(),
+                format!("error: {file}:5: not UTF-8 text: \"bad\u{fffd}\u{fffd}\""),
+                format!("error: {file}:6: invalid host name \"bad host\""),
+                "127.0.0.3".to_string(),
+            ]
+        );
+        assert!(got[5].starts_with("error: reading targets from /nonexistent/x"), "{got:?}");
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum TargetError {
     /// A host name with characters no host name has.
     #[error("invalid host name {0:?}")]
     Host(String),
+    /// Numbers and dots that are not an IPv4 address (`999.1.1.1`, `10.1`): no host name ends in
+    /// an all-numeric label (RFC 1123 §2.1, RFC 3696 §2), so this is a typo, never a name for DNS.
+    #[error("invalid IPv4 address {0:?}: expected four numbers from 0 to 255, e.g. 192.0.2.10")]
+    Ipv4(String),
     /// A name that did not resolve.
     #[error("cannot resolve {target:?}: {reason}")]
     Resolve {
@@ -103,38 +107,108 @@ pub enum TargetError {
         /// What went wrong.
         reason: String,
     },
+    /// A line of a target file that is not UTF-8 text (skipped; the lines after it are read).
+    #[error("not UTF-8 text: {0:?}")]
+    NotText(String),
+    /// A target inside an excluded network (`--exclude`, `--exclude-file`): not probed.
+    #[error("{target} ({addr}) is excluded (--exclude): not probed")]
+    Excluded {
+        /// The target as written.
+        target: String,
+        /// Its address.
+        addr: IpAddr,
+    },
+    /// An error on one line of a target file, which it names as `FILE:LINE`.
+    #[error("{file}:{line}: {error}")]
+    AtLine {
+        /// The file (`<stdin>` for `-`).
+        file: String,
+        /// The line number, from 1.
+        line: u64,
+        /// What is wrong with the line.
+        error: Box<TargetError>,
+    },
 }
 
-/// Parses one target, with `default_port` where it names none.
+impl TargetError {
+    /// This error, as found on `line` of `file`.
+    pub fn at_line(self, file: &str, line: u64) -> TargetError {
+        TargetError::AtLine { file: file.to_string(), line, error: Box::new(self) }
+    }
+}
+
+/// Parses one target, with `default_port` where it names none. A target with a port list or range
+/// (`host:22,2222`) is an error here: see [`parse_target_ports`].
 pub fn parse_target(text: &str, default_port: u16) -> Result<TargetSpec, TargetError> {
     let text = text.trim();
+    let (host, port) = split_port(text)?;
+    let port = match port {
+        None => default_port,
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| port_error(text, p))?,
+    };
+    host_or_net(text, host, port)
+}
+
+/// Parses one target whose port may be a list or a range (`host:22,2222`, `10.0.0.0/24:2200-2210`),
+/// with `default_ports` where it names none: one spec per port, in the order written.
+pub fn parse_target_ports(text: &str, default_ports: &[u16]) -> Result<Vec<TargetSpec>, TargetError> {
+    let text = text.trim();
+    let (host, ports) = split_port(text)?;
+    let ports = match ports {
+        None => default_ports.to_vec(),
+        Some(p) => parse_ports(p).map_err(|_| port_error(text, p))?,
+    };
+    ports.into_iter().map(|port| host_or_net(text, host, port)).collect()
+}
+
+/// Parses a port list: ports and ranges separated by commas (`22`, `22,2222,8022`, `2200-2210`,
+/// `22,2200-2210`), each port from 1 to 65535, in the order written, without repeats.
+pub fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+    let bad =
+        || format!("invalid port list {text:?}: expected ports from 1 to 65535, e.g. 22,2222 or 2200-2210");
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad);
+    let mut ports = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for part in text.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (port(lo)?, port(hi)?),
+            None => (port(part)?, port(part)?),
+        };
+        if lo > hi {
+            return Err(bad());
+        }
+        ports.extend((lo..=hi).filter(|p| seen.insert(*p)));
+    }
+    Ok(ports)
+}
+
+fn port_error(text: &str, port: &str) -> TargetError {
+    TargetError::Port { target: text.to_string(), port: port.to_string() }
+}
+
+/// Splits a target into its host (an address, a name or a network) and its port text, if any.
+fn split_port(text: &str) -> Result<(&str, Option<&str>), TargetError> {
     if text.is_empty() {
         return Err(TargetError::Empty);
     }
-    let port_of = |p: &str| match p.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(TargetError::Port { target: text.to_string(), port: p.to_string() }),
-    };
     // [v6addr]:port, [v6net]:port, [v6addr]
     if let Some(rest) = text.strip_prefix('[') {
         let Some((inner, after)) = rest.split_once(']') else {
             return Err(TargetError::Host(text.to_string()));
         };
-        let port = match after {
-            "" => default_port,
-            p => port_of(p.strip_prefix(':').ok_or_else(|| TargetError::Host(text.to_string()))?)?,
+        return match after {
+            "" => Ok((inner, None)),
+            p => Ok((inner, Some(p.strip_prefix(':').ok_or_else(|| TargetError::Host(text.to_string()))?))),
         };
-        return host_or_net(text, inner, port);
     }
     // A bare IPv6 address or network has several colons and no port.
     if text.matches(':').count() > 1 {
-        return host_or_net(text, text, default_port);
+        return Ok((text, None));
     }
-    let (host, port) = match text.rsplit_once(':') {
-        Some((h, p)) => (h, port_of(p)?),
-        None => (text, default_port),
-    };
-    host_or_net(text, host, port)
+    Ok(match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    })
 }
 
 fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetError> {
@@ -151,6 +225,11 @@ fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetEr
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetSpec::Addr(SocketAddr::new(ip, port)));
     }
+    // The resolver would take `10.1` for 10.0.0.1 and send `999.1.1.1` to DNS: neither is a name.
+    let last_label = host.strip_suffix('.').unwrap_or(host).rsplit('.').next().unwrap_or("");
+    if !last_label.is_empty() && last_label.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TargetError::Ipv4(host.to_string()));
+    }
     let valid_name = !host.is_empty()
         && host.len() <= 253
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
@@ -158,6 +237,85 @@ fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetEr
         return Err(TargetError::Host(host.to_string()));
     }
     Ok(TargetSpec::Host { name: host.to_string(), port })
+}
+
+/// Networks never to probe (`--exclude`, `--exclude-file`, a blocklist as zmap and masscan have),
+/// checked for every address before a packet leaves. Kept as sorted, merged ranges, so a lookup is a
+/// binary search however long the list (a /8 scan against a blocklist of thousands of networks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl Exclusions {
+    /// The exclusions of these networks (overlaps and neighbours merged).
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Exclusions {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for net in nets {
+            match net {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        Exclusions { v4: merged(v4), v6: merged(v6) }
+    }
+
+    /// Whether nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether `ip` lies in an excluded network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => in_ranges(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => in_ranges(&self.v6, u128::from(a)),
+        }
+    }
+}
+
+/// Parses one exclusion: a network (`10.0.0.0/8`, `fd00::/8`) or an address.
+pub fn parse_exclusion(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("invalid network {text:?}: expected an address or CIDR, e.g. 10.0.0.0/8"))
+}
+
+fn merged<T: Ord + Copy + num_like::Successor>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if last.1.successor().is_none_or(|next| lo <= next) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn in_ranges<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+    let i = ranges.partition_point(|&(lo, _)| lo <= x);
+    i > 0 && x <= ranges[i - 1].1
+}
+
+mod num_like {
+    /// The next integer, if any: for merging ranges that touch.
+    pub trait Successor: Sized {
+        fn successor(self) -> Option<Self>;
+    }
+    impl Successor for u32 {
+        fn successor(self) -> Option<u32> {
+            self.checked_add(1)
+        }
+    }
+    impl Successor for u128 {
+        fn successor(self) -> Option<u128> {
+            self.checked_add(1)
+        }
+    }
 }
 
 /// Every address of a network in order: all of them for a /31 or /32 (/127, /128) and for IPv6,
@@ -274,6 +432,15 @@ mod tests {
             TargetSpec::Host { name: "gw-1.lan".into(), port: 830 }
         );
         assert_eq!(parse_target("127.0.0.5/32", 22).unwrap(), addr("127.0.0.5:22"));
+        // Digits are fine in a name, as long as the last label is not all digits.
+        assert_eq!(
+            parse_target("10.0.0.1.nip.io", 22).unwrap(),
+            TargetSpec::Host { name: "10.0.0.1.nip.io".into(), port: 22 }
+        );
+        assert_eq!(
+            parse_target("example.org.", 22).unwrap(),
+            TargetSpec::Host { name: "example.org.".into(), port: 22 }
+        );
         let net = parse_target("127.0.0.9/30:2222", 22).unwrap();
         assert_eq!(net, TargetSpec::Net { net: "127.0.0.8/30".parse().unwrap(), port: 2222 });
         assert_eq!(net.to_string(), "127.0.0.8/30:2222");
@@ -301,11 +468,81 @@ mod tests {
             ("bad host", "invalid host name \"bad host\""),
             ("[::1", "invalid host name"),
             ("[::1]x", "invalid host name"),
+            ("999.1.1.1", "invalid IPv4 address \"999.1.1.1\""),
+            ("256.0.0.1:22", "invalid IPv4 address \"256.0.0.1\""),
+            ("10.1", "invalid IPv4 address"),
+            ("1.2.3.4.5", "invalid IPv4 address"),
+            ("1.2.3.", "invalid IPv4 address"),
+            ("2222", "invalid IPv4 address"),
         ];
         for (text, want) in cases {
             let err = parse_target(text, 22).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn port_lists_and_ranges() {
+        assert_eq!(parse_ports("22"), Ok(vec![22]));
+        assert_eq!(parse_ports("22,2222,8022"), Ok(vec![22, 2222, 8022]));
+        assert_eq!(parse_ports("2200-2203"), Ok(vec![2200, 2201, 2202, 2203]));
+        assert_eq!(parse_ports("22, 2200-2201,22"), Ok(vec![22, 2200, 2201]));
+        assert_eq!(parse_ports("1-65535").map(|p| p.len()), Ok(65535));
+        for bad in ["0", "22,", "2210-2200", "1-65536", "a", "", "22-", "-22"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+        let specs = parse_target_ports("127.0.0.1:2200-2201", &[22]).unwrap();
+        assert_eq!(specs, [addr("127.0.0.1:2200"), addr("127.0.0.1:2201")]);
+        assert_eq!(
+            parse_target_ports("[::1]:22,2222", &[1]).unwrap(),
+            [addr("[::1]:22"), addr("[::1]:2222")]
+        );
+        assert_eq!(parse_target_ports("::1", &[22, 2222]).unwrap(), [addr("[::1]:22"), addr("[::1]:2222")]);
+        let nets = parse_target_ports("10.0.0.0/24:22,2222", &[1]).unwrap();
+        assert_eq!(
+            nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/24:22", "10.0.0.0/24:2222"]
+        );
+        assert!(parse_target_ports("host:2210-2200", &[22])
+            .unwrap_err()
+            .to_string()
+            .contains("invalid port \"2210-2200\""));
+        // One port only where one server is meant.
+        assert!(parse_target("host:22,2222", 22).is_err());
+    }
+
+    #[test]
+    fn exclusions_are_networks_merged_and_searched() {
+        let nets =
+            ["10.0.0.0/8", "127.77.0.5", "192.168.1.0/25", "192.168.1.128/25", "fd00::/16", "11.0.0.0/8"];
+        let ex = Exclusions::new(nets.iter().map(|n| parse_exclusion(n).unwrap()));
+        assert_eq!(ex.v4.len(), 3, "10/8 and 11/8 touch, so do the two /25s: {ex:?}");
+        for (ip, want) in [
+            ("10.0.0.0", true),
+            ("11.255.255.255", true),
+            ("12.0.0.0", false),
+            ("9.255.255.255", false),
+            ("127.77.0.5", true),
+            ("127.77.0.6", false),
+            ("192.168.1.200", true),
+            ("192.168.2.0", false),
+            ("fd00::1", true),
+            ("fd01::1", false),
+            ("::1", false),
+        ] {
+            assert_eq!(ex.contains(ip.parse().unwrap()), want, "{ip}");
+        }
+        let everything =
+            Exclusions::new(["0.0.0.0/0".parse().unwrap(), "255.255.255.255/32".parse().unwrap()]);
+        assert!(
+            everything.contains("255.255.255.255".parse().unwrap())
+                && everything.contains("0.0.0.0".parse().unwrap())
+        );
+        assert!(
+            Exclusions::default().is_empty() && !Exclusions::default().contains("10.0.0.1".parse().unwrap())
+        );
+        assert!(parse_exclusion("10.0.0.0/33").is_err() && parse_exclusion("host").is_err());
+        assert_eq!(parse_exclusion("10.1.2.3/8"), Ok("10.0.0.0/8".parse().unwrap()));
     }
 
     #[test]

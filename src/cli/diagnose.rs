@@ -56,7 +56,7 @@ pub struct DiagnoseArgs {
     targets: Vec<String>,
 
     /// Port for targets that name none.
-    #[arg(short, long, default_value_t = 22)]
+    #[arg(short, long, default_value = "22", value_parser = super::parse::port)]
     port: u16,
 
     /// Local addresses: the first probes, the others serve as second sources and holders.
@@ -64,7 +64,7 @@ pub struct DiagnoseArgs {
     sources: Vec<IpAddr>,
 
     /// Penalty seconds a source address may owe the server (OpenSSH 9.8+ blocks past 15).
-    #[arg(long, default_value_t = DEFAULT_PER_SOURCE)]
+    #[arg(long, default_value_t = DEFAULT_PER_SOURCE, value_parser = super::parse::count::<u32>)]
     budget: u32,
 
     /// Stop starting probes after this long (waiting for the budget included); a target with no
@@ -77,15 +77,15 @@ pub struct DiagnoseArgs {
     max_held: u32,
 
     /// Connect timeout per probe.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Banner deadline per probe (must exceed Debian's 5 s TCP-wrappers delay to see it).
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// When the verdict is `penalized`, poll every 2 s until the block lifts, for at most this long.
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::parse::duration)]
     wait_penalty: Duration,
 
     /// Output format.

@@ -58,6 +58,19 @@ impl EngineArgs {
         }
     }
 
+    /// Opens the chosen engine (the raw one: its capability check, run lock and firewall rule).
+    /// Install [`ShutdownSignals`] first, so no signal can leave the rule behind.
+    pub fn open(&self, config: EngineConfig) -> anyhow::Result<AnyEngine> {
+        self.warn_unused();
+        Ok(match self.engine {
+            EngineKind::Connect => AnyEngine::Connect(ConnectEngine::new(config)),
+            EngineKind::Raw => AnyEngine::Raw(RawEngine::new(
+                config,
+                RawOptions { firewall: !self.no_firewall, ports: self.source_ports.clone() },
+            )?),
+        })
+    }
+
     /// Opens the chosen engine and runs `run` with it. With the raw engine, Ctrl-C and SIGTERM are
     /// caught from before its firewall rule exists, and end the run with the rule removed.
     pub async fn run<F, Fut>(&self, config: EngineConfig, run: F) -> anyhow::Result<u8>
@@ -65,17 +78,12 @@ impl EngineArgs {
         F: FnOnce(AnyEngine) -> Fut,
         Fut: Future<Output = anyhow::Result<u8>>,
     {
-        self.warn_unused();
         match self.engine {
-            EngineKind::Connect => run(AnyEngine::Connect(ConnectEngine::new(config))).await,
+            EngineKind::Connect => run(self.open(config)?).await,
             EngineKind::Raw => {
                 // Caught before the rule exists, so no window leaves it behind.
                 let mut signals = ShutdownSignals::install()?;
-                let raw = RawEngine::new(
-                    config,
-                    RawOptions { firewall: !self.no_firewall, ports: self.source_ports.clone() },
-                )?;
-                let engine = AnyEngine::Raw(raw);
+                let engine = self.open(config)?;
                 // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
                 // before exiting (a normal end removes it when the last engine is dropped).
                 tokio::select! {

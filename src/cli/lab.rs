@@ -25,12 +25,13 @@ pub struct LabArgs {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
 
-    /// First port; the behaviours take consecutive ports from here. 0: the system chooses.
-    #[arg(long, default_value_t = 0)]
+    /// First port; the behaviours take consecutive ports from here (11 of them, so at most 65525).
+    /// 0: the system chooses.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(..=LAST_BASE_PORT))]
     base_port: u16,
 
     /// How long deny_close waits before closing (Debian's TCP-wrappers child waits 5 s).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::parse::duration)]
     deny_delay: Duration,
 
     /// MaxStartups start:rate:full for the maxstartups and not_allowed endpoints, as in sshd_config:
@@ -40,9 +41,12 @@ pub struct LabArgs {
     maxstartups: MaxStartups,
 
     /// How long a connection may stay open (sshd's LoginGraceTime).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::parse::timeout)]
     grace: Duration,
 }
+
+/// The highest `--base-port` that leaves room for every behaviour's port.
+const LAST_BASE_PORT: i64 = 65535 - (Behaviour::ALL.len() as i64 - 1);
 
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
     let config = LabConfig {
@@ -115,9 +119,10 @@ async fn demo(engine: AnyEngine, format: Format) -> anyhow::Result<u8> {
     let probes = plan.into_iter().map(|(label, remote, order)| {
         let engine = engine.clone();
         async move {
+            let time = std::time::SystemTime::now();
             let observation = engine.probe(timeouts(ProbeRequest::new(remote)).order(order)).await;
             let classification = classify(&observation);
-            ProbeResult { target: label, seq: 0, observation, classification }
+            ProbeResult { target: label, seq: 0, time, observation, classification }
         }
     });
     let handles: Vec<_> = probes.map(tokio::spawn).collect();

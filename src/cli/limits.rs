@@ -2,7 +2,7 @@
 
 use super::engine::EngineArgs;
 use super::EXIT_OK;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sshprobe::engine::any::AnyEngine;
@@ -11,7 +11,7 @@ use sshprobe::experiment::limits::{limits, LimitsOptions, Progress};
 use sshprobe::report::limits::{plot_svg, write_limits};
 use sshprobe::report::Format;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -29,28 +29,28 @@ pub struct LimitsArgs {
     target: String,
 
     /// Port when the target names none.
-    #[arg(short, long, default_value_t = 22)]
+    #[arg(short, long, default_value = "22", value_parser = super::parse::port)]
     port: u16,
 
     /// Unauthenticated connections held at once, at most.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value = "200", value_parser = super::parse::count::<u32>)]
     max_held: u32,
 
     /// Stop the ramp after this long (no hold or probe starts later; one under way may take up to
     /// its timeout). The recheck, accept-rate and grace phases that follow have their own bounds.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = super::parse::timeout)]
     max_duration: Duration,
 
     /// Probes at each level.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value = "20", value_parser = super::parse::count::<u32>)]
     probes: u32,
 
     /// How long to measure the accept rate (0s: skip).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = super::parse::duration)]
     rate_duration: Duration,
 
     /// Also measure LoginGraceTime, waiting at most this long (sshd's default is 120 s).
-    #[arg(long, value_name = "WAIT", num_args = 0..=1, default_missing_value = "150s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "WAIT", num_args = 0..=1, default_missing_value = "150s", value_parser = super::parse::timeout)]
     grace: Option<Duration>,
 
     /// Local addresses to spread probes and holders over (default: 127.77.x.y on IPv4 loopback).
@@ -58,11 +58,11 @@ pub struct LimitsArgs {
     sources: Vec<IpAddr>,
 
     /// Connect timeout per probe.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Banner deadline per probe.
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// Draw the refused fraction against held connections, with the fitted rule, to FILE.svg.
@@ -91,20 +91,19 @@ impl Progress for Bar {
     }
 
     fn warn(&self, message: &str) {
-        self.0.suspend(|| eprintln!("sshprobe: warning: {message}"));
+        self.0.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
     }
 }
 
 pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
-    if args.probes == 0 {
-        bail!("--probes must be at least 1");
-    }
     let engine = args.engine.clone();
     engine.run(EngineConfig::default(), |engine| measure(engine, args)).await
 }
 
 /// Runs the benchmark through `engine` and reports it.
 async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
+    // A benchmark takes minutes: a plot it could not write would be found out only at its end.
+    let plot = args.plot.as_deref().map(PlotFile::check).transpose()?;
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
     let options = LimitsOptions {
         max_held: args.max_held,
@@ -127,9 +126,40 @@ async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
     let report = report?;
     let mut out = std::io::stdout().lock();
     write_limits(&mut out, &report, args.format).context("writing the report")?;
-    if let Some(path) = &args.plot {
+    if let Some(mut plot) = plot {
+        let path = plot.path;
         plot_svg(&report, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        plot.written = true;
         eprintln!("plot written to {}", path.display());
     }
     Ok(EXIT_OK)
+}
+
+/// The `--plot` file, found writable before the run; removed again if the run ends without
+/// writing a plot into a file it created.
+struct PlotFile<'a> {
+    path: &'a Path,
+    created: bool,
+    written: bool,
+}
+
+impl<'a> PlotFile<'a> {
+    fn check(path: &'a Path) -> anyhow::Result<PlotFile<'a>> {
+        let existed = path.exists();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("--plot {}: cannot write there", path.display()))?;
+        Ok(PlotFile { path, created: !existed, written: false })
+    }
+}
+
+impl Drop for PlotFile<'_> {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
 }

@@ -2,12 +2,14 @@
 
 mod diagnose;
 mod engine;
+mod generate;
 mod lab;
 mod limits;
+mod parse;
 mod probe;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{ColorChoice, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit status when every probe got a banner.
@@ -43,6 +45,11 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// When to colour output for people: auto (on a terminal, unless NO_COLOR is set, TERM is dumb,
+    /// or CLICOLOR_FORCE asks for it anyway), always, never. Applies to tables and logs.
+    #[arg(long, value_name = "WHEN", value_enum, global = true, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -61,12 +68,26 @@ enum Command {
     Demo(lab::DemoArgs),
     /// Serve a Prometheus exporter: /probe?target= answers why a server refuses, as metrics.
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print a man page (roff): sshprobe's, or a command's.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line, runs the command, and turns errors into one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    sshprobe::report::set_colour_choice(cli.color);
     init_logging(cli.verbose);
+    // Text generated from the argument definitions: no runtime needed.
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(generate::completions(args)),
+        Command::Man(args) => Some(generate::man(args)),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return exit_code(result);
+    }
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
@@ -74,6 +95,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let handles_signals = matches!(cli.command, Command::Probe(_));
     let result = runtime.block_on(async {
         let command = async {
             match cli.command {
@@ -83,8 +105,13 @@ pub fn main() -> ExitCode {
                 Command::Lab(args) => lab::run_lab(args).await,
                 Command::Demo(args) => lab::run_demo(args).await,
                 Command::Serve(args) => serve::run(args).await,
+                Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
             }
         };
+        // `probe` handles Ctrl-C itself: it reports the probes under way as interrupted.
+        if handles_signals {
+            return command.await;
+        }
         // On Ctrl-C the command's future is dropped, and with it every connection it holds.
         tokio::select! {
             result = command => result,
@@ -96,6 +123,11 @@ pub fn main() -> ExitCode {
     });
     // Leave no task behind (lab connections, held sockets) past this point.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit_code(result)
+}
+
+/// The exit status of a command's result; an error is one line on stderr.
+fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -122,5 +154,11 @@ fn init_logging(verbose: u8) {
         _ => "sshprobe=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        // No ANSI codes in a log file or a pipe.
+        .with_ansi(sshprobe::report::stderr_wants_colour())
+        .init();
 }

@@ -1,6 +1,6 @@
 //! `sshprobe probe`.
 
-use super::engine::{EngineArgs, EngineKind};
+use super::engine::{EngineArgs, EngineKind, ShutdownSignals};
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -8,9 +8,13 @@ use sshprobe::engine::{ident_line, Engine, EngineConfig, ProbeRequest, DEFAULT_B
 use sshprobe::evidence::{CloseMode, ProbeOrder};
 use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
-use sshprobe::report::{stdout_wants_colour, Format};
-use sshprobe::scan::{self, Event, NetOrder, RunOptions, TargetReaderOptions, TargetSource, TargetStream};
+use sshprobe::report::{wants_colour, Format, WholeLines};
+use sshprobe::scan::{
+    self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
+};
+use sshprobe::target::Exclusions;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use tokio::sync::mpsc::error::TryRecvError;
   sshprobe probe 192.0.2.10                      port 22, wait for the banner
   sshprobe probe --send-first gw.example:2222    speak first, as OpenSSH's ssh does
   sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
+  sshprobe probe 10.1.0.0/24 -p 22,2222          two ports of each address (or host:2200-2210)
   sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
   sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
   sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
@@ -36,21 +41,22 @@ pub struct ProbeArgs {
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     inputs: Vec<PathBuf>,
 
-    /// Port for targets that name none.
-    #[arg(short, long, default_value_t = 22)]
-    port: u16,
+    /// Ports for targets that name none: a port, a list, ranges (22,2222 or 2200-2210). Targets
+    /// may name theirs the same way (host:2200-2210).
+    #[arg(short, long = "port", value_name = "PORTS", default_value = "22", value_parser = super::parse::ports)]
+    ports: super::parse::Ports,
 
     /// How long the TCP handshake may take.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Deadline for the server's whole ident line, from connect (long enough for a Debian
     /// TCP-wrappers denial, which closes after 5 s).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// Targets probed at once.
-    #[arg(short, long, default_value_t = 64)]
+    #[arg(short, long, default_value = "64", value_parser = super::parse::count::<usize>)]
     concurrency: usize,
 
     /// New connections per second, across all targets.
@@ -58,11 +64,11 @@ pub struct ProbeArgs {
     rate: Option<f64>,
 
     /// Probes per target.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value = "1", value_parser = super::parse::count::<u32>)]
     count: u32,
 
     /// Gap between a target's probes (with --count).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = super::parse::duration)]
     interval: Duration,
 
     /// Local address to probe from; repeat for several, used round-robin.
@@ -86,6 +92,11 @@ pub struct ProbeArgs {
     #[arg(short = 'o', long = "format", value_enum, default_value_t = Format::Table)]
     format: Format,
 
+    /// Write results to FILE instead of stdout (created or truncated), a whole line at a time: a
+    /// crash or a kill leaves no torn line.
+    #[arg(long, value_name = "FILE")]
+    output_file: Option<PathBuf>,
+
     #[command(flatten)]
     engine: EngineArgs,
 
@@ -93,6 +104,16 @@ pub struct ProbeArgs {
     /// as `packets`).
     #[arg(long)]
     trace: bool,
+
+    /// Never probe this network or address (repeatable): checked for every address, names after
+    /// they resolve, before any packet leaves.
+    #[arg(long = "exclude", value_name = "CIDR", value_parser = sshprobe::target::parse_exclusion)]
+    excludes: Vec<ipnet::IpNet>,
+
+    /// Never probe the networks listed in FILE, one per line (`#` comments), like zmap's and
+    /// masscan's blocklists. Repeatable. A line that is not a network stops the run before it starts.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
@@ -115,7 +136,7 @@ pub struct ProbeArgs {
 
     /// Threads driving the probes: 1 (the default) runs every connection on one thread, which costs
     /// the least CPU per probe (docs/performance.md); 0 for one per CPU.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value = "1", value_name = "N", value_parser = super::parse::threads)]
     threads: usize,
 }
 
@@ -176,12 +197,6 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     if args.targets.is_empty() && args.inputs.is_empty() {
         bail!("no targets: give TARGET arguments or -i FILE (see sshprobe probe --help)");
     }
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if args.count == 0 {
-        bail!("--count must be at least 1");
-    }
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate {rate}: must be a positive number of connections per second");
@@ -220,10 +235,18 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         .map(TargetSource::Arg)
         .chain(args.inputs.into_iter().map(TargetSource::File))
         .collect();
+    let exclusions = Arc::new(load_exclusions(args.excludes, &args.exclude_files)?);
     let targets = scan::spawn_target_reader(
         sources,
-        TargetReaderOptions { default_port: args.port, shard: args.shard, order, seed },
+        TargetReaderOptions {
+            default_ports: args.ports.0,
+            shard: args.shard,
+            order,
+            seed,
+            exclusions: exclusions.clone(),
+        },
     );
+    let stop = Stop::default();
     let options = RunOptions {
         concurrency: args.concurrency,
         rate: args.rate,
@@ -231,12 +254,84 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         interval: args.interval,
         sources: args.sources,
         probe,
+        stop: stop.clone(),
+        exclusions,
     };
     if args.trace && args.engine.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
     }
-    let output = Output { format: args.format, trace: args.trace };
-    args.engine.run(config, |engine| drive(Arc::new(engine), targets, options, output)).await
+    // Opened before any probe: a path that cannot be written is an input error, found at once.
+    let results: Box<dyn std::io::Write> = match &args.output_file {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("--output-file {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let output = Output {
+        format: args.format,
+        trace: args.trace,
+        shard: args.shard,
+        to_file: args.output_file.is_some(),
+    };
+    // Caught before the raw engine's rule exists, so no window leaves it behind.
+    let mut signals = ShutdownSignals::install()?;
+    let engine = Arc::new(args.engine.open(config)?);
+    let (code, signal) =
+        drive_until_signal(engine.clone(), targets, options, output, results, &mut signals, &stop).await?;
+    if let Some((name, _)) = signal {
+        // The raw engine's nftables rule must not outlive the run: removed before exiting (a normal
+        // end removes it when the engine is dropped).
+        engine.shutdown();
+        let rule = if engine.is_raw() { ", and the raw engine's firewall rule is removed" } else { "" };
+        eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
+    }
+    Ok(code)
+}
+
+/// [`drive`], stopped by Ctrl-C or SIGTERM: the run starts no new probe, reports those under way as
+/// interrupted and the results already made, and ends with 130 (143 for SIGTERM). A second signal
+/// while it does so ends it at once. Returns the exit status and the signal, if one came.
+async fn drive_until_signal<E: Engine>(
+    engine: Arc<E>,
+    targets: TargetStream,
+    options: RunOptions,
+    output: Output,
+    results: Box<dyn std::io::Write>,
+    signals: &mut ShutdownSignals,
+    stop: &Stop,
+) -> anyhow::Result<(u8, Option<(&'static str, u8)>)> {
+    let run = drive(engine, targets, options, output, results);
+    tokio::pin!(run);
+    tokio::select! {
+        code = &mut run => Ok((code?, None)),
+        (name, code) = signals.recv() => {
+            stop.stop();
+            tokio::select! {
+                drained = &mut run => { drained?; }
+                _ = signals.recv() => {}
+            }
+            Ok((code, Some((name, code))))
+        }
+    }
+}
+
+/// The networks of `--exclude` and of every `--exclude-file`. A line that is not a network is an
+/// error naming FILE:LINE: a blocklist read wrong could let packets out.
+fn load_exclusions(mut nets: Vec<ipnet::IpNet>, files: &[PathBuf]) -> anyhow::Result<Exclusions> {
+    for file in files {
+        let text = std::fs::read(file).with_context(|| format!("--exclude-file {}", file.display()))?;
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            let at = || format!("{}:{}", file.display(), i + 1);
+            let line = std::str::from_utf8(line).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", at()))?;
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                nets.push(
+                    sshprobe::target::parse_exclusion(line).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?,
+                );
+            }
+        }
+    }
+    Ok(Exclusions::new(nets))
 }
 
 /// How results are shown.
@@ -244,6 +339,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
 struct Output {
     format: Format,
     trace: bool,
+    /// The shard probed, to say so when it holds no target.
+    shard: Option<(u64, u64)>,
+    /// Whether results go to `--output-file` rather than stdout.
+    to_file: bool,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -252,6 +351,7 @@ async fn drive<E: Engine>(
     targets: TargetStream,
     options: RunOptions,
     output: Output,
+    results: Box<dyn std::io::Write>,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let runner = tokio::spawn(scan::run(engine, targets, options, tx));
@@ -259,12 +359,15 @@ async fn drive<E: Engine>(
     let started = Instant::now();
     let table = output.format == Format::Table;
     // Buffered, and flushed whenever no further result is waiting: lines still stream as probes
-    // finish, but a busy run writes many lines per system call instead of one.
-    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let mut reporter = ProbeReporter::new(out, output.format, table && stdout_wants_colour(), output.trace);
+    // finish, but a busy run writes many lines per system call instead of one, whole lines only.
+    let out = WholeLines::new(results, 64 * 1024);
+    let on_terminal = !output.to_file && std::io::stdout().is_terminal();
+    let mut reporter =
+        ProbeReporter::new(out, output.format, table && wants_colour(on_terminal), output.trace);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
-    let progress = progress_line();
+    let mut excluded = 0u64;
+    let progress = progress_line(on_terminal);
     let mut open = true;
     while open {
         let event = match rx.try_recv() {
@@ -288,32 +391,45 @@ async fn drive<E: Engine>(
                 bad_targets += 1;
                 progress.suspend(|| eprintln!("sshprobe: {e}"));
             }
+            Event::Excluded(e) => {
+                excluded += 1;
+                progress.suspend(|| eprintln!("sshprobe: {e}"));
+            }
         }
     }
     progress.finish_and_clear();
+    // The status says what was reported: every result written was a banner, or not.
+    let status = |tally: &BTreeMap<Outcome, u64>| {
+        if bad_targets > 0 {
+            EXIT_USAGE
+        } else if !tally.is_empty() && tally.keys().all(|o| o.is_success()) {
+            EXIT_OK
+        } else {
+            EXIT_SOME_FAILED
+        }
+    };
     if !open || !output_open(reporter.flush())? {
-        // Nobody reads the results any more (`sshprobe probe ... | head`): stop probing.
+        // Nobody reads the results any more (`sshprobe probe ... | head`): stop probing, with the
+        // status of what was written.
         runner.abort();
-        return Ok(EXIT_OK);
+        return Ok(status(&tally));
     }
     runner.await.context("the probe runner failed")?;
     let probes: u64 = tally.values().sum();
-    if table {
-        let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
-        let noun = if probes == 1 { "probe" } else { "probes" };
-        if parts.is_empty() {
-            eprintln!("{probes} {noun} in {:.2?}", started.elapsed());
-        } else {
-            eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
+    if probes == 0 && bad_targets == 0 {
+        match output.shard {
+            _ if excluded > 0 => bail!("no targets: every target given is excluded (--exclude)"),
+            Some((i, n)) => bail!("no targets: shard {}/{n} holds none of the targets given", i + 1),
+            None => bail!("no targets: the target list is empty"),
         }
     }
-    Ok(if bad_targets > 0 {
-        EXIT_USAGE
-    } else if probes > 0 && tally.keys().all(|o| o.is_success()) {
-        EXIT_OK
-    } else {
-        EXIT_SOME_FAILED
-    })
+    // After bad targets alone, their lines on stderr say it all.
+    if table && probes > 0 {
+        let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
+        let noun = if probes == 1 { "probe" } else { "probes" };
+        eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
+    }
+    Ok(status(&tally))
 }
 
 /// Whether stdout still takes results: a closed pipe (`| head`) ends the run quietly, as it does for
@@ -328,9 +444,8 @@ fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
 
 /// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
 /// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
-fn progress_line() -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
+fn progress_line(results_on_terminal: bool) -> indicatif::ProgressBar {
+    if results_on_terminal {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new_spinner();

@@ -7,6 +7,7 @@
 
 use super::probe::format_us;
 use super::{Format, Palette};
+use crate::escape::escape;
 use crate::experiment::budget::{BudgetUse, Pace};
 use crate::experiment::diagnose::{
     Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostConnections, NotTestedReason, Note, Remedy,
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colour: bool) -> io::Result<()> {
     match format {
         Format::Jsonl => {
-            serde_json::to_writer(&mut *out, &DiagnosisJson::of(d))?;
+            crate::escape::write_json(&mut *out, &DiagnosisJson::of(d))?;
             writeln!(out)?;
         }
         Format::Csv => {
@@ -106,23 +107,24 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(
         out,
         "{}  {}  (confidence: {confidence}, {:.1} s)",
-        d.target,
+        escape(&d.target),
         palette.paint(colour, f.verdict.name(), 0),
         d.duration_ms as f64 / 1000.0
     )?;
     if let Some(server) = &d.server {
-        writeln!(out, "  server:   {server}")?;
+        writeln!(out, "  server:   {}", escape(server))?;
     }
+    // Evidence and notes quote what servers said: escaped like everything from the network.
     writeln!(out, "  evidence:")?;
     for e in &f.evidence {
-        writeln!(out, "    - {}", evidence_text(e))?;
+        writeln!(out, "    - {}", escape(&evidence_text(e)))?;
     }
     writeln!(out, "  remedy:")?;
     for r in &f.remedy {
-        writeln!(out, "    - {}", remedy_text(r))?;
+        writeln!(out, "    - {}", escape(&remedy_text(r)))?;
     }
     for n in &f.notes {
-        writeln!(out, "  note:     {}", note_text(n))?;
+        writeln!(out, "  note:     {}", escape(&note_text(n)))?;
     }
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
@@ -303,7 +305,12 @@ pub fn evidence_text(evidence: &Evidence) -> String {
         Evidence::UnknownRefusal { message } => format!(
             "every probe was refused with {message:?}: a message no sshd limit sends (a TCP-wrappers `twist` or an ACL)"
         ),
-        Evidence::NoBanner { .. } => {
+        Evidence::NoBanner { partial: Some(partial), .. } => format!(
+            "the server accepts and starts its ident line ({}) but never completes it: sshd or a middlebox \
+             stalls mid-banner, or something on the path holds the connection",
+            crate::escape::quoted(partial)
+        ),
+        Evidence::NoBanner { partial: None, .. } => {
             "the server accepts but never sends its banner: sshd is not accepting (hung, or its listen backlog is \
              full and the kernel completes handshakes for it), or something on the path holds the connection"
                 .into()

@@ -3,6 +3,7 @@
 
 use super::probe::format_us;
 use super::Format;
+use crate::escape::{escape, write_json};
 use crate::experiment::limits::LimitsReport;
 use crate::server::MaxStartups;
 use plotters::prelude::*;
@@ -17,7 +18,7 @@ pub fn write_limits(out: &mut impl Write, r: &LimitsReport, format: Format) -> i
                 let mut v = serde_json::to_value(level)?;
                 v["type"] = "level".into();
                 v["target"] = r.target.clone().into();
-                serde_json::to_writer(&mut *out, &v)?;
+                write_json(&mut *out, &v)?;
                 writeln!(out)?;
             }
             let mut v = serde_json::to_value(r)?;
@@ -25,7 +26,7 @@ pub fn write_limits(out: &mut impl Write, r: &LimitsReport, format: Format) -> i
                 o.remove("levels");
                 o.insert("type".into(), "summary".into());
             }
-            serde_json::to_writer(&mut *out, &v)?;
+            write_json(&mut *out, &v)?;
             writeln!(out)?;
         }
         Format::Csv => {
@@ -57,8 +58,8 @@ fn write_table(out: &mut impl Write, r: &LimitsReport) -> io::Result<()> {
     writeln!(
         out,
         "limits of {} ({}) in {:.1} s",
-        r.target,
-        r.server.as_deref().unwrap_or("?"),
+        escape(&r.target),
+        escape(r.server.as_deref().unwrap_or("?")),
         r.duration_ms as f64 / 1000.0
     )?;
     writeln!(
@@ -145,7 +146,7 @@ fn write_table(out: &mut impl Write, r: &LimitsReport) -> io::Result<()> {
         None => writeln!(out, "LoginGraceTime: not measured (--grace)")?,
     }
     for w in &r.warnings {
-        writeln!(out, "warning: {w}")?;
+        writeln!(out, "warning: {}", escape(w))?;
     }
     Ok(())
 }
@@ -158,11 +159,11 @@ pub fn plot_svg(r: &LimitsReport, path: &Path) -> Result<(), Box<dyn std::error:
     let title = match r.fit {
         Some(f) => format!(
             "{} ({}): MaxStartups {} as seen from here",
-            r.target,
-            r.server.as_deref().unwrap_or("?"),
+            escape(&r.target),
+            escape(r.server.as_deref().unwrap_or("?")),
             f.best
         ),
-        None => format!("{} ({})", r.target, r.server.as_deref().unwrap_or("?")),
+        None => format!("{} ({})", escape(&r.target), escape(r.server.as_deref().unwrap_or("?"))),
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))

@@ -1,6 +1,7 @@
 //! Reports of probe results, in each format, one result at a time.
 
 use super::{csv_field, Format, Palette};
+use crate::escape::escape;
 use crate::evidence::{Connect, Observation, PacketKind, PacketRecord, Timings};
 use crate::ident::IdentLine;
 use crate::outcome::{KnownRefusal, NotSshCause, Outcome};
@@ -8,6 +9,7 @@ use crate::scan::ProbeResult;
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 /// The most characters of detail in a table row (JSON keeps all of it).
 const TABLE_DETAIL_CHARS: usize = 100;
@@ -22,6 +24,9 @@ pub struct JsonRecord<'a> {
     pub target: &'a str,
     /// Which of the target's probes (0-based, with `--count`).
     pub seq: u32,
+    /// When the probe started: RFC 3339, UTC, microseconds (`2026-12-02T05:03:15.123456Z`).
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
     /// The outcome's stable name.
     pub outcome: Outcome,
     /// Whether the identification exchange worked.
@@ -79,6 +84,7 @@ impl<'a> JsonRecord<'a> {
         JsonRecord {
             target: &r.target,
             seq: r.seq,
+            time: r.time,
             outcome: c.outcome,
             success: c.outcome.is_success(),
             banner: c.banner.as_ref(),
@@ -133,6 +139,11 @@ fn decimal(v: u16, out: &mut [u8]) -> usize {
         *slot = b'0' + d as u8;
     }
     digits.len() - first
+}
+
+/// Serializes a time as RFC 3339 in UTC with microseconds.
+fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*time))
 }
 
 fn serialize_opt_addr<S: serde::Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
@@ -217,7 +228,7 @@ impl<W: Write> ProbeReporter<W> {
         match self.format {
             Format::Jsonl => {
                 self.line.clear();
-                serde_json::to_writer(&mut self.line, &JsonRecord::new(r))?;
+                crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)?;
             }
@@ -232,7 +243,7 @@ impl<W: Write> ProbeReporter<W> {
             Format::Jsonl => Ok(()),
             Format::Csv => writeln!(
                 self.out,
-                "target,seq,outcome,end,connected_us,first_byte_us,ident_us,closed_us,bytes_len,local,remote,software,message,refusal"
+                "target,seq,outcome,end,connected_us,first_byte_us,ident_us,closed_us,bytes_len,local,remote,software,message,refusal,time"
             ),
             Format::Table => writeln!(
                 self.out,
@@ -248,7 +259,7 @@ impl<W: Write> ProbeReporter<W> {
         let t = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         writeln!(
             self.out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.target),
             r.seq,
             c.outcome,
@@ -263,6 +274,7 @@ impl<W: Write> ProbeReporter<W> {
             csv_field(c.banner.as_ref().map(|b| b.software.as_str()).unwrap_or("")),
             csv_field(c.message.as_deref().unwrap_or("")),
             c.refusal.map(|k| k.name()).unwrap_or(""),
+            humantime::format_rfc3339_micros(r.time),
         )
     }
 
@@ -285,14 +297,16 @@ impl<W: Write> ProbeReporter<W> {
             (Connect::Unreachable { detail } | Connect::LocalError { detail }, _) => detail.clone(),
             (_, d) => d,
         };
+        // Escaped before it is cut, so the row stays as short as promised.
+        let detail = escape(&detail);
         let detail = match detail.char_indices().nth(TABLE_DETAIL_CHARS) {
             Some((cut, _)) => format!("{}…", &detail[..cut]),
-            None => detail,
+            None => detail.into_owned(),
         };
         writeln!(
             self.out,
             "{:<28} {} {:>10} {:<9} {:>5}  {}",
-            target,
+            escape(&target),
             self.palette.paint(colour, c.outcome.name(), 21),
             time,
             obs.end.map(|e| e.name()).unwrap_or("-"),
@@ -401,7 +415,13 @@ mod tests {
             ],
         };
         let classification = crate::outcome::classify(&observation);
-        let result = ProbeResult { target: "t".into(), seq: 0, observation, classification };
+        let result = ProbeResult {
+            target: "t".into(),
+            seq: 0,
+            time: std::time::UNIX_EPOCH,
+            observation,
+            classification,
+        };
         let mut out = Vec::new();
         ProbeReporter::new(&mut out, Format::Table, false, true).write(&result).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -324,7 +324,7 @@ pub fn jsonl(args: &[&str]) -> (Vec<serde_json::Value>, Output) {
 // ---------------------------------------------------------------------------------------------
 
 /// The outcome names of the contract.
-pub const OUTCOMES: [&str; 11] = [
+pub const OUTCOMES: [&str; 12] = [
     "banner",
     "refused",
     "unreachable",
@@ -336,6 +336,7 @@ pub const OUTCOMES: [&str; 11] = [
     "not_ssh",
     "protocol_mismatch",
     "local_error",
+    "interrupted",
 ];
 
 /// Checks what every JSONL record promises, whatever its outcome (the contract of
@@ -346,6 +347,12 @@ pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
     let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} is not a string: {r}"));
     assert!(!text("target").is_empty(), "{r}");
     assert!(r["seq"].is_u64(), "{r}");
+    // The absolute start: RFC 3339, UTC, microseconds.
+    let time = text("time");
+    assert!(
+        time.len() == 27 && time.ends_with('Z') && humantime::parse_rfc3339(time).is_ok(),
+        "time {time}: {r}"
+    );
     let outcome = text("outcome");
     assert!(OUTCOMES.contains(&outcome), "unknown outcome {outcome}: {r}");
     assert_eq!(r["success"].as_bool(), Some(outcome == "banner"), "{r}");
@@ -373,8 +380,9 @@ pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
     assert_eq!(text("bytes_text"), bytes.escape_ascii().to_string(), "{r}");
     assert_eq!(at("first_byte").is_some(), len > 0, "{r}");
 
-    // How it ended: only for established connections.
-    let connect_failed = matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error");
+    // How it ended: only for established connections (an interrupted probe keeps no evidence).
+    let connect_failed =
+        matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error" | "interrupted");
     assert_eq!(r.get("end").is_none(), connect_failed, "{r}");
     if let Some(end) = r.get("end") {
         assert!(matches!(end.as_str(), Some("fin" | "rst" | "timeout" | "we_closed" | "byte_cap")), "{r}");

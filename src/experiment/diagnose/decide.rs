@@ -207,7 +207,8 @@ fn decide_unloaded(
 
     if count(Outcome::BannerTimeout) == n {
         f.conclude(Verdict::Overloaded, Confidence::Medium);
-        f.evidence.push(Evidence::NoBanner { probes: n });
+        let partial = unloaded.iter().find_map(|p| p.message()).map(String::from);
+        f.evidence.push(Evidence::NoBanner { probes: n, partial });
         return;
     }
 
@@ -818,7 +819,7 @@ mod tests {
     fn no_banner_ever_is_overloaded() {
         let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::BannerTimeout); 3])]));
         assert_eq!((f.verdict, f.confidence), (Verdict::Overloaded, Confidence::Medium));
-        assert!(f.evidence.contains(&Evidence::NoBanner { probes: 3 }), "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::NoBanner { probes: 3, partial: None }), "{:?}", f.evidence);
         assert_eq!(f.remedy, [Remedy::RestartHungServer]);
     }
 

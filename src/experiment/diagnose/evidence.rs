@@ -146,10 +146,13 @@ pub enum Evidence {
         /// The message.
         message: String,
     },
-    /// The server accepts but never sends a banner.
+    /// The server accepts but never sends a (complete) banner.
     NoBanner {
         /// How many probes timed out.
         probes: usize,
+        /// What it sent before stalling (`SSH-2.0-`), if anything.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial: Option<String>,
     },
     /// Banners first, then only refusals, while another address is served: a penalty that began
     /// during the diagnosis.
