@@ -19,10 +19,15 @@
 //! What it leaves out: congestion control, window scaling, SACK, timestamps, urgent data, and any
 //! retransmission beyond a few tries of our ident and FIN.
 
+mod record;
+mod segment;
+
+use self::segment::coalesce;
+pub use self::segment::{Inbound, Outbound};
 use super::wire::{IcmpKind, SeqNumber, TcpFlags, TcpOption};
 use crate::engine::exchange::{Exchange, Purpose, Step};
 use crate::engine::{EngineConfig, ProbeRequest};
-use crate::evidence::{CloseMode, Connect, Direction, End, Observation, PacketKind, PacketRecord, Timings};
+use crate::evidence::{CloseMode, Connect, Direction, PacketKind, PacketRecord};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,44 +66,6 @@ pub struct FlowParams {
     pub purpose: Purpose,
 }
 
-/// A segment that arrived for this flow, already matched to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inbound {
-    /// When it arrived, µs from the first SYN.
-    pub t_us: u64,
-    /// Control bits.
-    pub flags: TcpFlags,
-    /// Sequence number.
-    pub seq: SeqNumber,
-    /// Acknowledgement number.
-    pub ack: SeqNumber,
-    /// Window.
-    pub window: u16,
-    /// TTL or hop limit it arrived with (0 when unknown).
-    pub ttl: u8,
-    /// Options.
-    pub options: Vec<TcpOption>,
-    /// Payload.
-    pub payload: Bytes,
-}
-
-/// A segment the flow wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    /// Control bits.
-    pub flags: TcpFlags,
-    /// Sequence number.
-    pub seq: SeqNumber,
-    /// Acknowledgement number (zero without ACK).
-    pub ack: SeqNumber,
-    /// Window.
-    pub window: u16,
-    /// Options.
-    pub options: Vec<TcpOption>,
-    /// Payload.
-    pub payload: Bytes,
-}
-
 /// Where a flow is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -110,40 +77,6 @@ pub enum State {
     Closing,
     /// Nothing more to do.
     Done,
-}
-
-/// Merges what one event made us send into as few segments as TCP allows: a bare ACK into the
-/// data segment after it (which carries the same acknowledgement), and a FIN into the data segment
-/// it follows. After a banner that is one segment (`FPA`: the ACK of the banner, our ident, our
-/// close) instead of three, as a kernel client's delayed ACK and corked close would send; each
-/// segment saved is a trip through both TCP stacks.
-fn coalesce(out: &mut Vec<Outbound>) {
-    let mut merged: Vec<Outbound> = Vec::with_capacity(out.len());
-    for seg in out.drain(..) {
-        if let Some(last) = merged.last_mut() {
-            let last_is_bare_ack = last.flags == TcpFlags(TcpFlags::ACK) && last.payload.is_empty();
-            if last_is_bare_ack
-                && seg.flags.has(TcpFlags::ACK)
-                && seg.ack == last.ack
-                && !seg.flags.has(TcpFlags::RST)
-            {
-                *last = seg;
-                continue;
-            }
-            let fin_follows_data = seg.flags == TcpFlags(TcpFlags::FIN | TcpFlags::ACK)
-                && seg.payload.is_empty()
-                && !last.payload.is_empty()
-                && !last.flags.has(TcpFlags::FIN)
-                && last.seq + last.payload.len() == seg.seq
-                && last.ack == seg.ack;
-            if fin_follows_data {
-                last.flags = TcpFlags(last.flags.0 | TcpFlags::FIN);
-                continue;
-            }
-        }
-        merged.push(seg);
-    }
-    *out = merged;
 }
 
 /// One probe's TCP client.
@@ -359,50 +292,6 @@ impl Flow {
         }
     }
 
-    /// Records a segment as sent (call after it went out).
-    pub fn sent(&mut self, now: u64, seg: &Outbound) {
-        if !seg.payload.is_empty() && seg.seq + seg.payload.len() == self.ident_end() {
-            if let Some(x) = self.exchange.as_mut() {
-                x.on_ident_sent();
-            }
-        }
-        let ack = match self.irs {
-            Some(irs) if seg.flags.has(TcpFlags::ACK) => seg.ack.diff(irs) as u32,
-            _ => 0,
-        };
-        self.trace.push(PacketRecord {
-            t_us: now,
-            dir: Direction::Out,
-            kind: PacketKind::Tcp { flags: seg.flags, options: seg.options.clone() },
-            seq: seg.seq.diff(self.params.iss) as u32,
-            ack,
-            window: seg.window,
-            ttl: self.params.ttl,
-            len: seg.payload.len(),
-        });
-    }
-
-    fn record_in(&mut self, seg: &Inbound) {
-        let seq = match self.irs {
-            Some(irs) => seg.seq.diff(irs) as u32,
-            None => seg.seq.0,
-        };
-        let ack = if seg.flags.has(TcpFlags::ACK) { seg.ack.diff(self.params.iss) as u32 } else { 0 };
-        self.trace.push(PacketRecord {
-            t_us: seg.t_us,
-            dir: Direction::In,
-            kind: PacketKind::Tcp {
-                flags: seg.flags,
-                options: seg.options.iter().filter(|o| !o.is_padding()).cloned().collect(),
-            },
-            seq,
-            ack,
-            window: seg.window,
-            ttl: seg.ttl,
-            len: seg.payload.len(),
-        });
-    }
-
     /// Gives up on the flow now (the probe was cancelled, or the engine stops): a connection the
     /// server has accepted is reset, so it does not hold one of its slots until its own timeout.
     /// The observation then reads as [`into_observation`](Self::into_observation) says.
@@ -599,15 +488,6 @@ impl Flow {
         }
     }
 
-    /// When the SYN that was answered went out: the last one before now (for the RTT).
-    fn last_syn_time(&self) -> u64 {
-        self.trace
-            .iter()
-            .rev()
-            .find(|p| p.dir == Direction::Out && p.flags() == Some(TcpFlags(TcpFlags::SYN)))
-            .map_or(0, |p| p.t_us)
-    }
-
     /// Takes the payload's new in-order bytes (and any out-of-order bytes they join up with) into
     /// the exchange; returns its step when any byte was taken.
     fn take_payload(&mut self, seg: &Inbound) -> Option<Step> {
@@ -747,77 +627,13 @@ impl Flow {
             }
         }
     }
-
-    /// What the probe observed. Call once [`is_done`](Self::is_done) (or to give up early: a flow
-    /// still connecting then reads as timed out, an established one as ended by our deadline).
-    pub fn into_observation(self) -> Observation {
-        let connect = self.connect.clone().unwrap_or(Connect::TimedOut);
-        let last_packet = self.trace.last().map(|p| p.t_us);
-        let (end, mut timings, received, sent_ident) = match self.exchange {
-            Some(x) => {
-                let (end, timings, received, sent_ident) = x.into_parts();
-                (Some(end), timings, received, sent_ident)
-            }
-            None => (None, Timings { closed: self.failed_at, ..Timings::default() }, Bytes::new(), false),
-        };
-        if timings.closed.is_none() {
-            timings.closed = last_packet;
-        }
-        // Wire order: a segment that arrived while we were answering the previous one is recorded
-        // after our answer but carries its own (earlier) arrival time.
-        let mut trace = self.trace;
-        trace.sort_by_key(|p| p.t_us);
-        Observation {
-            remote: self.params.remote,
-            local: Some(self.params.local),
-            order: self.params.request.order,
-            connect,
-            end,
-            timings,
-            received,
-            sent_ident,
-            packets: trace,
-        }
-    }
-
-    /// What a held flow saw up to its banner (the flow goes on): no end yet.
-    pub fn held_observation(&self) -> Observation {
-        let (timings, received, sent_ident) = match &self.exchange {
-            Some(x) => (x.timings(), Bytes::copy_from_slice(x.received()), x.sent_ident()),
-            None => (Timings::default(), Bytes::new(), false),
-        };
-        let mut trace = self.trace.clone();
-        trace.sort_by_key(|p| p.t_us);
-        Observation {
-            remote: self.params.remote,
-            local: Some(self.params.local),
-            order: self.params.request.order,
-            connect: Connect::Established,
-            end: None,
-            timings,
-            received,
-            sent_ident,
-            packets: trace,
-        }
-    }
-
-    /// How and when (µs after the handshake) a held connection ended, once the flow is done.
-    pub fn hold_end(&self) -> (End, u64) {
-        match &self.exchange {
-            Some(x) => {
-                let t = x.timings();
-                let after = t.closed.unwrap_or(0).saturating_sub(t.connected.unwrap_or(0));
-                (x.end().unwrap_or(End::WeClosed), after)
-            }
-            None => (End::WeClosed, 0),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::ident_line;
+    use crate::evidence::End;
     use crate::evidence::ProbeOrder;
     use std::time::Duration;
 

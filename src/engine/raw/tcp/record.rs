@@ -1,0 +1,127 @@
+//! What a flow records: its packet trace, and the [`Observation`] it hands over at the end (or, for
+//! a hold, once its banner is in).
+
+use super::{Flow, Inbound, Outbound};
+use crate::engine::raw::wire::TcpFlags;
+use crate::evidence::{Connect, Direction, End, Observation, PacketKind, PacketRecord, Timings};
+use bytes::Bytes;
+
+impl Flow {
+    /// Records a segment as sent (call after it went out).
+    pub fn sent(&mut self, now: u64, seg: &Outbound) {
+        if !seg.payload.is_empty() && seg.seq + seg.payload.len() == self.ident_end() {
+            if let Some(x) = self.exchange.as_mut() {
+                x.on_ident_sent();
+            }
+        }
+        let ack = match self.irs {
+            Some(irs) if seg.flags.has(TcpFlags::ACK) => seg.ack.diff(irs) as u32,
+            _ => 0,
+        };
+        self.trace.push(PacketRecord {
+            t_us: now,
+            dir: Direction::Out,
+            kind: PacketKind::Tcp { flags: seg.flags, options: seg.options.clone() },
+            seq: seg.seq.diff(self.params.iss) as u32,
+            ack,
+            window: seg.window,
+            ttl: self.params.ttl,
+            len: seg.payload.len(),
+        });
+    }
+
+    pub(super) fn record_in(&mut self, seg: &Inbound) {
+        let seq = match self.irs {
+            Some(irs) => seg.seq.diff(irs) as u32,
+            None => seg.seq.0,
+        };
+        let ack = if seg.flags.has(TcpFlags::ACK) { seg.ack.diff(self.params.iss) as u32 } else { 0 };
+        self.trace.push(PacketRecord {
+            t_us: seg.t_us,
+            dir: Direction::In,
+            kind: PacketKind::Tcp {
+                flags: seg.flags,
+                options: seg.options.iter().filter(|o| !o.is_padding()).cloned().collect(),
+            },
+            seq,
+            ack,
+            window: seg.window,
+            ttl: seg.ttl,
+            len: seg.payload.len(),
+        });
+    }
+
+    /// When the SYN that was answered went out: the last one before now (for the RTT).
+    pub(super) fn last_syn_time(&self) -> u64 {
+        self.trace
+            .iter()
+            .rev()
+            .find(|p| p.dir == Direction::Out && p.flags() == Some(TcpFlags(TcpFlags::SYN)))
+            .map_or(0, |p| p.t_us)
+    }
+
+    /// What the probe observed. Call once [`is_done`](Self::is_done) (or to give up early: a flow
+    /// still connecting then reads as timed out, an established one as ended by our deadline).
+    pub fn into_observation(self) -> Observation {
+        let connect = self.connect.clone().unwrap_or(Connect::TimedOut);
+        let last_packet = self.trace.last().map(|p| p.t_us);
+        let (end, mut timings, received, sent_ident) = match self.exchange {
+            Some(x) => {
+                let (end, timings, received, sent_ident) = x.into_parts();
+                (Some(end), timings, received, sent_ident)
+            }
+            None => (None, Timings { closed: self.failed_at, ..Timings::default() }, Bytes::new(), false),
+        };
+        if timings.closed.is_none() {
+            timings.closed = last_packet;
+        }
+        // Wire order: a segment that arrived while we were answering the previous one is recorded
+        // after our answer but carries its own (earlier) arrival time.
+        let mut trace = self.trace;
+        trace.sort_by_key(|p| p.t_us);
+        Observation {
+            remote: self.params.remote,
+            local: Some(self.params.local),
+            order: self.params.request.order,
+            connect,
+            end,
+            timings,
+            received,
+            sent_ident,
+            packets: trace,
+        }
+    }
+
+    /// What a held flow saw up to its banner (the flow goes on): no end yet.
+    pub fn held_observation(&self) -> Observation {
+        let (timings, received, sent_ident) = match &self.exchange {
+            Some(x) => (x.timings(), Bytes::copy_from_slice(x.received()), x.sent_ident()),
+            None => (Timings::default(), Bytes::new(), false),
+        };
+        let mut trace = self.trace.clone();
+        trace.sort_by_key(|p| p.t_us);
+        Observation {
+            remote: self.params.remote,
+            local: Some(self.params.local),
+            order: self.params.request.order,
+            connect: Connect::Established,
+            end: None,
+            timings,
+            received,
+            sent_ident,
+            packets: trace,
+        }
+    }
+
+    /// How and when (µs after the handshake) a held connection ended, once the flow is done.
+    pub fn hold_end(&self) -> (End, u64) {
+        match &self.exchange {
+            Some(x) => {
+                let t = x.timings();
+                let after = t.closed.unwrap_or(0).saturating_sub(t.connected.unwrap_or(0));
+                (x.end().unwrap_or(End::WeClosed), after)
+            }
+            None => (End::WeClosed, 0),
+        }
+    }
+}

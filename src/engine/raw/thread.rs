@@ -1,0 +1,442 @@
+//! The engine thread: every flow's state, timers and packets, on one thread, with no lock and no
+//! hand-off per packet (see the parent module's documentation for why).
+
+use super::socket::{RawSockets, Received};
+use super::tcp::{Flow, FlowParams, Inbound, Outbound};
+use super::wire::{self, IcmpErrorRepr, Ipv4Packet, SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
+use super::{socket, Command, FlowKey, Start};
+use crate::engine::HoldEnd;
+use crate::evidence::{Connect, Observation};
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The longest the engine thread sleeps before checking whether it should stop.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A bound on the packets read from one socket per wake-up, so none starves the others or the timers.
+const RECV_BATCH: usize = 256;
+
+/// One probe in flight, as the engine thread keeps it.
+struct Probe {
+    id: u64,
+    flow: Flow,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// When its first SYN went out: the flow's clock starts there.
+    start: Instant,
+    iss: SeqNumber,
+    /// The highest acknowledgement, relative to `iss`, a reset answering it can carry.
+    max_ack: u32,
+    /// The earliest of its deadlines queued in the timer heap.
+    queued: Option<Instant>,
+    /// Where its observation goes; taken when sent (a hold's, once its banner is in).
+    done: Option<oneshot::Sender<Observation>>,
+    /// A hold's: where the end of the held connection goes.
+    ended: Option<oneshot::Sender<HoldEnd>>,
+}
+
+/// zmap-style: a reset's acknowledgement must cover our SYN (`iss`) and at most what we can have
+/// sent (`max_ack` past it).
+fn acknowledges_ours(iss: SeqNumber, max_ack: u32, ack: SeqNumber) -> bool {
+    (1..=max_ack).contains(&ack.0.wrapping_sub(iss.0))
+}
+
+impl Probe {
+    fn ack_ok(&self, ack: SeqNumber) -> bool {
+        acknowledges_ours(self.iss, self.max_ack, ack)
+    }
+
+    /// Whether nobody waits for this flow any more: its probe's future, or its hold, was dropped.
+    fn abandoned(&self) -> bool {
+        match (&self.done, &self.ended) {
+            (Some(done), _) => done.is_closed(),
+            (None, Some(ended)) => ended.is_closed(),
+            (None, None) => false,
+        }
+    }
+
+    /// Hands over what the flow saw: its observation, and a hold's end.
+    fn finish(mut self) {
+        let (end, after_us) = self.flow.hold_end();
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(HoldEnd { end, after: Duration::from_micros(after_us) });
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.flow.into_observation());
+        }
+    }
+
+    fn now_us(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    /// Gives up on the flow now, resetting a connection the server accepted (see [`Flow::abort`]).
+    fn abort(&mut self, sockets: &RawSockets) {
+        if !self.flow.is_done() {
+            let out = self.flow.abort();
+            send_all(sockets, &mut self.flow, self.local, self.remote, out, self.start);
+        }
+    }
+}
+
+/// The engine thread: every flow's state, timers and packets, on one thread, with no lock and no
+/// hand-off per packet.
+pub(super) struct EngineThread {
+    sockets: Arc<RawSockets>,
+    commands: std_mpsc::Receiver<Command>,
+    /// Each probe's flow, by the probe's id.
+    ids: HashMap<u64, FlowKey>,
+    woken: UnixDatagram,
+    wake_pending: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    probes: HashMap<FlowKey, Probe>,
+    /// Deadlines, earliest first; stale entries (a deadline that moved, a flow that ended) are
+    /// skipped when they come up.
+    timers: BinaryHeap<Reverse<(Instant, FlowKey)>>,
+    ports: RangeInclusive<u16>,
+    cursor: u32,
+    secret: RandomState,
+}
+
+impl EngineThread {
+    /// A thread's state, before it runs: nothing in flight.
+    pub(super) fn new(
+        sockets: Arc<RawSockets>,
+        commands: std_mpsc::Receiver<Command>,
+        woken: UnixDatagram,
+        wake_pending: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
+        ports: RangeInclusive<u16>,
+    ) -> EngineThread {
+        EngineThread {
+            sockets,
+            commands,
+            ids: HashMap::new(),
+            woken,
+            wake_pending,
+            stop,
+            probes: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ports,
+            cursor: rand::random::<u32>(),
+            secret: RandomState::new(),
+        }
+    }
+
+    /// Runs until the driver says stop; every flow still in flight then ends with what it saw.
+    pub(super) fn run(&mut self) {
+        let mut buf = vec![0u8; 65536];
+        while !self.stop.load(Ordering::SeqCst) {
+            self.take_commands();
+            self.fire_timers(Instant::now());
+            let timeout = self.timers.peek().map_or(POLL_INTERVAL, |Reverse((at, _))| {
+                // Rounded up to the next millisecond (poll's unit), so a deadline is never early.
+                let left = at.saturating_duration_since(Instant::now());
+                POLL_INTERVAL.min(Duration::from_millis(left.as_micros().div_ceil(1000) as u64))
+            });
+            let ready = match self.sockets.wait(self.woken.as_raw_fd(), timeout) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("raw engine: poll failed: {e}");
+                    std::thread::sleep(POLL_INTERVAL);
+                    continue;
+                }
+            };
+            if ready.wake {
+                let mut drain = [0u8; 64];
+                while self.woken.recv(&mut drain).is_ok() {}
+            }
+            for (which, _) in ready.sockets.iter().enumerate().filter(|(_, r)| **r) {
+                for _ in 0..RECV_BATCH {
+                    match self.sockets.recv(which, &mut buf) {
+                        Ok(Some(received)) => self.dispatch(&buf, received, Instant::now()),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!("raw engine: receive failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Stopping: every probe still in flight ends now with what it saw; connections the
+        // servers accepted are reset so they do not hold a slot.
+        self.ids.clear();
+        for (_, mut probe) in self.probes.drain() {
+            probe.abort(&self.sockets);
+            probe.finish();
+        }
+    }
+
+    /// Starts and cancels the probes handed over since the last look.
+    fn take_commands(&mut self) {
+        // Clear the flag before looking, so a command handed over after the look wakes us again.
+        self.wake_pending.swap(false, Ordering::AcqRel);
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Start(start) => self.begin(start),
+                Command::Cancel(id) => {
+                    let Some(key) = self.ids.get(&id).copied() else { continue };
+                    if let Some(probe) = self.probes.get_mut(&key) {
+                        probe.abort(&self.sockets);
+                    }
+                    self.settle(key);
+                }
+            }
+        }
+    }
+
+    /// Registers a probe on a free source port and sends its SYN.
+    fn begin(&mut self, start: Start) {
+        let Start { id, source, request, engine, purpose, done, ended } = start;
+        let remote = request.remote;
+        let span = u32::from(self.ports.end() - self.ports.start()) + 1;
+        let mut key = None;
+        for _ in 0..span {
+            let port = self.ports.start() + (self.cursor % span) as u16;
+            self.cursor = self.cursor.wrapping_add(1);
+            let candidate = (source, port, remote.ip(), remote.port());
+            if !self.probes.contains_key(&candidate) {
+                key = Some(candidate);
+                break;
+            }
+        }
+        let Some(key) = key else {
+            let detail = format!(
+                "all {span} raw-engine source ports ({}-{}) are in use towards {remote}",
+                self.ports.start(),
+                self.ports.end()
+            );
+            let _ = done.send(Observation::failed_connect(
+                remote,
+                None,
+                request.order,
+                Connect::LocalError { detail },
+                0,
+            ));
+            return;
+        };
+        let iss = self.iss(&key);
+        let local = SocketAddr::new(source, key.1);
+        let max_ack = Flow::max_ack_offset(&request.ident);
+        let mss = if remote.is_ipv4() { 1460 } else { 1440 };
+        let params = FlowParams { local, remote, iss, mss, ttl: socket::TTL, request, engine, purpose };
+        let mut flow = Flow::new(params);
+        let first = flow.start();
+        let start = Instant::now();
+        send_all(&self.sockets, &mut flow, local, remote, first, start);
+        let probe =
+            Probe { id, flow, local, remote, start, iss, max_ack, queued: None, done: Some(done), ended };
+        self.probes.insert(key, probe);
+        self.ids.insert(id, key);
+        self.settle(key);
+    }
+
+    /// RFC 6528's initial sequence number: a 4 µs clock plus a keyed hash of the 4-tuple, so a
+    /// reused 4-tuple starts above its previous incarnation in this process, and replies cannot be
+    /// forged by anyone who does not see our SYN.
+    fn iss(&self, key: &FlowKey) -> SeqNumber {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_micros() / 4) as u32);
+        SeqNumber(clock.wrapping_add(self.secret.hash_one(key) as u32))
+    }
+
+    /// After something happened to a flow: hands over its observation when it is done (or when
+    /// nobody waits for it any more: cancelled, reset), else queues its next deadline.
+    fn settle(&mut self, key: FlowKey) {
+        let Some(probe) = self.probes.get_mut(&key) else { return };
+        if probe.abandoned() {
+            probe.abort(&self.sockets);
+        }
+        if probe.flow.is_done() {
+            if let Some(probe) = self.probes.remove(&key) {
+                self.ids.remove(&probe.id);
+                probe.finish();
+            }
+            return;
+        }
+        if probe.flow.is_holding() {
+            // The banner is in: the hold's observation goes now, the flow stays.
+            if let Some(done) = probe.done.take() {
+                let _ = done.send(probe.flow.held_observation());
+            }
+        }
+        let Some(at) = probe.flow.poll_at() else { return };
+        let deadline = probe.start + Duration::from_micros(at);
+        if probe.queued.is_none_or(|q| deadline < q) {
+            probe.queued = Some(deadline);
+            self.timers.push(Reverse((deadline, key)));
+        }
+    }
+
+    /// Runs every deadline that has come.
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(probe) = self.probes.get_mut(&key) else { continue };
+            if probe.queued == Some(at) {
+                probe.queued = None;
+            }
+            let now_us = probe.now_us(now);
+            if probe.flow.poll_at().is_some_and(|due| due <= now_us) {
+                let out = probe.flow.on_timer(now_us);
+                send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+            }
+            if probe.queued.is_none() || probe.abandoned() {
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Finds the flow a packet answers, validates it, and hands it to the flow.
+    fn dispatch(&mut self, buf: &[u8], received: Received, at: Instant) {
+        match received {
+            Received::Tcp4 { len } => {
+                let Ok(ip) = Ipv4Packet::new_checked(&buf[..len]) else { return };
+                if ip.protocol() != wire::PROTO_TCP || ip.is_fragment() {
+                    return;
+                }
+                let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else { return };
+                let (local, remote) = (IpAddr::V4(ip.dst_addr()), IpAddr::V4(ip.src_addr()));
+                self.deliver_segment(local, remote, &tcp, ip.ttl(), at);
+            }
+            Received::Tcp6 { len, src, dst, hop_limit } => {
+                let Some(dst) = dst else { return };
+                let Ok(tcp) = TcpPacket::new_checked(&buf[..len]) else { return };
+                let ttl = hop_limit.unwrap_or(0);
+                self.deliver_segment(IpAddr::V6(dst), IpAddr::V6(src), &tcp, ttl, at);
+            }
+            Received::Icmp4 { len } => {
+                let Ok(ip) = Ipv4Packet::new_checked(&buf[..len]) else { return };
+                if let Ok(icmp) = IcmpErrorRepr::parse_v4(ip.payload()) {
+                    self.deliver_icmp(&icmp, at);
+                }
+            }
+            Received::Icmp6 { len } => {
+                if let Ok(icmp) = IcmpErrorRepr::parse_v6(&buf[..len]) {
+                    self.deliver_icmp(&icmp, at);
+                }
+            }
+        }
+    }
+
+    fn deliver_segment(
+        &mut self,
+        local: IpAddr,
+        remote: IpAddr,
+        tcp: &TcpPacket<&[u8]>,
+        ttl: u8,
+        at: Instant,
+    ) {
+        let key = (local, tcp.dst_port(), remote, tcp.src_port());
+        let Some(probe) = self.probes.get_mut(&key) else { return };
+        let flags = tcp.flags();
+        // An RST must acknowledge something we can have sent (or nothing); any other ACK goes to
+        // the flow, which answers a stale one (a server's TIME_WAIT) with a reset.
+        let answers = match (flags.has(TcpFlags::ACK), flags.has(TcpFlags::RST)) {
+            (true, true) => probe.ack_ok(tcp.ack_number()),
+            (true, false) => true,
+            (false, rst) => rst,
+        };
+        if !answers {
+            return;
+        }
+        let t_us = probe.now_us(at);
+        let segment = Inbound {
+            t_us,
+            flags,
+            seq: tcp.seq_number(),
+            ack: tcp.ack_number(),
+            window: tcp.window_len(),
+            ttl,
+            options: TcpOptions::new(tcp.options()).filter_map(Result::ok).collect(),
+            payload: Bytes::copy_from_slice(tcp.payload()),
+        };
+        let out = probe.flow.on_segment(&segment);
+        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+        self.settle(key);
+    }
+
+    fn deliver_icmp(&mut self, icmp: &IcmpErrorRepr, at: Instant) {
+        let key = (icmp.src, icmp.src_port, icmp.dst, icmp.dst_port);
+        let Some(probe) = self.probes.get_mut(&key) else { return };
+        // The quoted segment is one of ours: its sequence number lies in what we can have sent.
+        if icmp.seq.0.wrapping_sub(probe.iss.0) >= probe.max_ack {
+            return;
+        }
+        let t_us = probe.now_us(at);
+        probe.flow.on_icmp(t_us, icmp.kind, icmp.seq);
+        self.settle(key);
+    }
+}
+
+/// Sends a flow's segments, recording each that went out at the time it did (µs since `start`,
+/// the flow's clock). A failure to send the SYN that the kernel explains (a local firewall's reject,
+/// no route) ends the connect as the connect engine would report it; others are losses, left to
+/// retransmission.
+fn send_all(
+    sockets: &RawSockets,
+    flow: &mut Flow,
+    local: SocketAddr,
+    remote: SocketAddr,
+    out: Vec<Outbound>,
+    start: Instant,
+) {
+    for seg in out {
+        let repr = TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            flags: seg.flags,
+            seq: seg.seq,
+            ack: seg.ack,
+            window: seg.window,
+            options: seg.options.clone(),
+            payload: &seg.payload,
+        };
+        let now = start.elapsed().as_micros() as u64;
+        match sockets.send(local.ip(), remote.ip(), &repr) {
+            Ok(()) => flow.sent(now, &seg),
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, flags = %seg.flags, "raw send failed");
+                if seg.flags.has(TcpFlags::SYN) {
+                    match e.raw_os_error() {
+                        Some(libc::EPERM | libc::EACCES | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
+                            flow.fail_connect(now, Connect::Unreachable { detail: e.to_string() })
+                        }
+                        Some(libc::ENOBUFS | libc::EAGAIN) => {}
+                        _ => flow.fail_connect(now, Connect::LocalError { detail: e.to_string() }),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_validated_against_what_we_can_have_sent() {
+        let ok = |ack| acknowledges_ours(SeqNumber(u32::MAX - 2), 13, SeqNumber(ack));
+        assert!(!ok(u32::MAX - 2));
+        assert!(ok(u32::MAX - 1));
+        assert!(ok(10));
+        assert!(!ok(11));
+    }
+}
