@@ -12,6 +12,7 @@ use sshprobe::evidence::{Connect, End, Observation, ProbeOrder, Timings};
 use sshprobe::ident;
 use sshprobe::outcome::classify;
 use sshprobe::packet::IcmpKind;
+use sshprobe::record::ProbeRecord;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::Format;
 use sshprobe::scan::ProbeResult;
@@ -121,13 +122,11 @@ fn bench_classify(c: &mut Criterion) {
 fn bench_report(c: &mut Criterion) {
     let mut g = c.benchmark_group("report_jsonl");
     for (name, obs) in cases() {
-        let classification = classify(&obs);
         let result = ProbeResult {
             target: "127.0.0.1:22".into(),
             seq: 0,
             time: std::time::SystemTime::UNIX_EPOCH,
-            observation: obs,
-            classification,
+            record: ProbeRecord::new(obs),
         };
         let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::sink());
         let mut reporter = ProbeReporter::new(out, Format::Jsonl, false, false);

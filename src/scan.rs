@@ -9,7 +9,7 @@
 
 use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::{Connect, Observation};
-use crate::outcome::{classify, Classification};
+use crate::record::ProbeRecord;
 use crate::target::{net_addrs, net_addrs_shuffled, parse_target_ports, Exclusions, TargetError, TargetSpec};
 use std::io::{BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -385,10 +385,8 @@ pub struct ProbeResult {
     /// When the probe started, by the system clock: the absolute time beside the observation's
     /// relative timings.
     pub time: SystemTime,
-    /// What the engine observed.
-    pub observation: Observation,
-    /// What it means.
-    pub classification: Classification,
+    /// What the engine observed, and what it means.
+    pub record: ProbeRecord,
 }
 
 /// What a run reports, as it happens.
@@ -501,8 +499,8 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
                 u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ),
         };
-        let classification = classify(&observation);
-        let result = ProbeResult { target: target.label.clone(), seq, time, observation, classification };
+        let result =
+            ProbeResult { target: target.label.clone(), seq, time, record: ProbeRecord::new(observation) };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {
             return;
         }

@@ -9,6 +9,7 @@ use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
 use sshprobe::evidence::ProbeOrder;
 use sshprobe::lab::{Behaviour, Lab, LabConfig, MaxStartups};
 use sshprobe::outcome::classify;
+use sshprobe::record::ProbeRecord;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::ProbeResult;
@@ -121,8 +122,7 @@ async fn demo(engine: AnyEngine, format: Format) -> anyhow::Result<u8> {
         async move {
             let time = std::time::SystemTime::now();
             let observation = engine.probe(timeouts(ProbeRequest::new(remote)).order(order)).await;
-            let classification = classify(&observation);
-            ProbeResult { target: label, seq: 0, time, observation, classification }
+            ProbeResult { target: label, seq: 0, time, record: ProbeRecord::new(observation) }
         }
     });
     let handles: Vec<_> = probes.map(tokio::spawn).collect();

@@ -383,7 +383,7 @@ async fn drive<E: Engine>(
         };
         match event {
             Event::Probe(result) => {
-                *tally.entry(result.classification.outcome).or_default() += 1;
+                *tally.entry(result.record.outcome()).or_default() += 1;
                 progress.inc(1);
                 open = output_open(reporter.write_unflushed(&result))?;
             }

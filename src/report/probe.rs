@@ -78,8 +78,8 @@ pub struct JsonRecord<'a> {
 impl<'a> JsonRecord<'a> {
     /// The record for one result.
     pub fn new(r: &'a ProbeResult) -> JsonRecord<'a> {
-        let obs = &r.observation;
-        let c = &r.classification;
+        let obs = &r.record.observation;
+        let c = &r.record.classification;
         let shown = &obs.received[..obs.received.len().min(SHOWN_BYTES)];
         JsonRecord {
             target: &r.target,
@@ -254,8 +254,8 @@ impl<W: Write> ProbeReporter<W> {
     }
 
     fn csv_row(&mut self, r: &ProbeResult) -> io::Result<()> {
-        let obs = &r.observation;
-        let c = &r.classification;
+        let obs = &r.record.observation;
+        let c = &r.record.classification;
         let t = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         writeln!(
             self.out,
@@ -279,8 +279,8 @@ impl<W: Write> ProbeReporter<W> {
     }
 
     fn table_row(&mut self, r: &ProbeResult) -> io::Result<()> {
-        let obs = &r.observation;
-        let c = &r.classification;
+        let obs = &r.record.observation;
+        let c = &r.record.classification;
         let colour = match c.outcome {
             Outcome::Banner => "32",
             Outcome::ServerRefusal | Outcome::ResetBeforeBanner | Outcome::ClosedBeforeBanner => "31",
@@ -414,13 +414,11 @@ mod tests {
                 packet(400, Direction::In, PacketKind::Icmp(IcmpKind::AdminProhibited)),
             ],
         };
-        let classification = crate::outcome::classify(&observation);
         let result = ProbeResult {
             target: "t".into(),
             seq: 0,
             time: std::time::UNIX_EPOCH,
-            observation,
-            classification,
+            record: crate::record::ProbeRecord::new(observation),
         };
         let mut out = Vec::new();
         ProbeReporter::new(&mut out, Format::Table, false, true).write(&result).unwrap();

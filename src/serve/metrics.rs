@@ -18,7 +18,8 @@
 //! at most [`LABEL_CHARS`] characters; the encoder then escapes `\`, `"` and newlines.
 
 use crate::evidence::Timings;
-use crate::outcome::{Classification, Outcome};
+use crate::outcome::Outcome;
+use crate::record::ProbeRecord;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,7 +27,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -53,12 +53,8 @@ pub fn label_value(text: &str) -> String {
 /// What one probe found, kept to answer later scrapes within the minimum interval.
 #[derive(Debug, Clone)]
 pub struct Probed {
-    /// The address probed.
-    pub remote: SocketAddr,
-    /// The classified result.
-    pub classification: Classification,
-    /// When each milestone happened, in microseconds from the start of the connect.
-    pub timings: Timings,
+    /// What the probe observed, and what it means.
+    pub record: ProbeRecord,
     /// How long the probe took, from the first address lookup to its end.
     pub duration: Duration,
 }
@@ -93,7 +89,8 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, value: f64) {
 
 /// The `/probe` answer: `probed`'s metrics, as this scrape sees them.
 pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
-    let c = &probed.classification;
+    let c = &probed.record.classification;
+    let timings = &probed.record.observation.timings;
     let mut reg = Registry::default();
     gauge(
         &mut reg,
@@ -117,7 +114,7 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
         &mut reg,
         "probe_ip_protocol",
         "The IP version probed: 4 or 6",
-        if probed.remote.is_ipv4() { 4.0 } else { 6.0 },
+        if probed.record.observation.remote.is_ipv4() { 4.0 } else { 6.0 },
     );
 
     let outcomes = Family::<OutcomeLabel, Gauge>::default();
@@ -127,7 +124,7 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
     reg.register("sshprobe_outcome", "1 for the probe's outcome, 0 for every other outcome", outcomes);
 
     let phases = Family::<PhaseLabel, Seconds>::default();
-    for (phase, seconds) in phase_seconds(&probed.timings) {
+    for (phase, seconds) in phase_seconds(timings) {
         phases.get_or_create(&PhaseLabel { phase }).set(seconds);
     }
     reg.register(
@@ -137,13 +134,13 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
     );
 
     if c.outcome.is_refusal_after_accept() {
-        if let Some(closed) = probed.timings.closed {
-            let accepted = probed.timings.connected.unwrap_or(closed);
+        if let Some(delay) = probed.record.server_delay_us() {
             gauge(
                 &mut reg,
                 "sshprobe_refusal_delay_seconds",
-                "How long the server took to close after accepting, for a refusal",
-                micros(closed.saturating_sub(accepted)),
+                "How long the server itself took to refuse: its close or first byte after accepting, less the \
+                 connect round trip",
+                micros(delay),
             );
         }
     }
@@ -340,7 +337,6 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
     use crate::evidence::{Connect, End, Observation, ProbeOrder};
-    use crate::outcome::classify;
     use bytes::Bytes;
 
     fn probed(bytes: &'static [u8], end: End) -> Probed {
@@ -360,12 +356,7 @@ mod tests {
             sent_ident: false,
             packets: Vec::new(),
         };
-        Probed {
-            remote: obs.remote,
-            classification: classify(&obs),
-            timings: obs.timings,
-            duration: Duration::from_micros(400),
-        }
+        Probed { record: ProbeRecord::new(obs), duration: Duration::from_micros(400) }
     }
 
     fn fresh() -> Scrape {
@@ -387,7 +378,8 @@ mod tests {
         assert!(
             text.contains("sshprobe_refusal_info{message=\"Exceeded MaxStartups\",meaning=\"OpenSSH 8.2-9.7")
         );
-        assert!(text.contains("sshprobe_refusal_delay_seconds 0.0003\n"), "{text}");
+        // The server's own delay: its first byte at 300 µs, less the 100-µs connect counted twice.
+        assert!(text.contains("sshprobe_refusal_delay_seconds 0.0001\n"), "{text}");
         assert!(text.contains("sshprobe_phase_seconds{phase=\"connect\"} 0.0001\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

@@ -39,7 +39,8 @@ use self::config::{Module, Modules, DEFAULT_MODULE};
 use self::metrics::{ExporterMetrics, Probed, Refusal, Scrape};
 use self::probe::{diagnosis_json, run_diagnose, run_probe, Engines};
 use self::query::{parse_host, parse_query, probe_deadline, Host, QueryError};
-use crate::outcome::{classify, Outcome};
+use crate::outcome::Outcome;
+use crate::record::ProbeRecord;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -292,8 +293,8 @@ impl Exporter {
         let _permit = self.probe_slots.try_acquire().map_err(|_| NotRun::Busy)?;
         let _in_flight = self.metrics.in_flight();
         let started = Instant::now();
-        let observation = run_probe(&self.engines, module, remote, deadline).await;
-        let classification = classify(&observation);
+        let record = ProbeRecord::new(run_probe(&self.engines, module, remote, deadline).await);
+        let classification = &record.classification;
         self.metrics.probed(classification.outcome);
         self.remember(Recent {
             at: SystemTime::now(),
@@ -303,7 +304,7 @@ impl Exporter {
             outcome: classification.outcome,
             detail: classification.detail(),
         });
-        Ok(Probed { remote, classification, timings: observation.timings, duration: started.elapsed() })
+        Ok(Probed { record, duration: started.elapsed() })
     }
 
     fn remember(&self, probe: Recent) {

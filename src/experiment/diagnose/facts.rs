@@ -76,20 +76,9 @@ impl ExperimentProbe {
         matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
     }
 
-    /// How long the *server* took to answer, in µs: from accepting the connection to its first byte
-    /// (a refusal line, a banner) or, when it sent none, to its close, less the connect round trip.
-    ///
-    /// Our clock starts at the SYN. The handshake completes for us one round trip later
-    /// (`connected`); the server accepted half a round trip before that, and what it sends reaches
-    /// us half a round trip after it sent it. So the server's own time is `t - 2 × connected`, with
-    /// `connected` standing for the round trip: on loopback it is near zero, and 20 ms away (10 ms
-    /// each way) an accept-and-close still reads as about 0 instead of 40 ms (measured through
-    /// the test delay line). `None` when the connection was never seen established.
+    /// How long the server itself took to answer ([`ProbeRecord::server_delay_us`]).
     pub fn server_delay_us(&self) -> Option<u64> {
-        let t = self.record.observation.timings;
-        let connected = t.connected?;
-        let answered = if self.record.observation.received.is_empty() { t.closed } else { t.first_byte };
-        Some(answered?.saturating_sub(2 * connected))
+        self.record.server_delay_us()
     }
 
     /// The connect round trip, in µs: how long the handshake took.
