@@ -20,6 +20,7 @@
 //! | [`record`] | [`record::ProbeRecord`]: an observation beside its classification, the one result record | none |
 //! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
 //! | [`target`] | targets as users write them | none |
+//! | [`hostconns`] | this host's own established TCP connections to a server, by owning process and local address (`/proc/net/tcp*`, `/proc/*/fd`) | reads |
 //! | [`engine`] | the only door to the network: [`engine::Engine`] probes and holds; [`engine::exchange`] (the identification exchange as a pure machine both engines drive), [`engine::connect`] (kernel sockets), [`engine::raw`] (a user-space TCP client over raw sockets, with a packet trace), [`engine::any`] (either, chosen at run time) | network |
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
 //! | [`experiment`] | questions about a server, answered by sequences of probes through any engine: [`experiment::diagnose`], [`experiment::limits`], with [`experiment::holder`], [`experiment::budget`] and the pure [`experiment::stats`] | network |
@@ -35,6 +36,7 @@ pub mod engine;
 pub mod escape;
 pub mod evidence;
 pub mod experiment;
+pub mod hostconns;
 pub mod ident;
 pub mod lab;
 pub mod outcome;

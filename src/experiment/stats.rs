@@ -3,12 +3,17 @@
 //!
 //! The fit is exact rather than clever: sshd drops a connection with probability
 //! `p(n) = rate + (100 - rate) * (n - start) / (full - start)` percent (integer arithmetic) when `n`
-//! unauthenticated connections are open, so for every candidate `(start, rate, full)` the binomial
-//! log-likelihood of the observed counts is summed, and the best candidate wins. The server's count
-//! is sometimes one more than what we hold (a finished probe not yet reaped): how often is fitted
-//! too, instead of letting one early refusal drag `start` down. Confidence intervals
-//! come from the profile likelihood (every value whose best log-likelihood is within 1.92 of the
-//! maximum: a 95 % interval by Wilks' theorem).
+//! unauthenticated connections are open, so every candidate `(start, rate, full)` is scored by the
+//! binomial log-likelihood of the observed counts, and the best candidate wins. The server's count
+//! is sometimes one more than what we hold (a finished probe not yet reaped), sometimes one fewer:
+//! how often is fitted too, instead of letting one early (or missing) refusal move `start`.
+//! Confidence intervals come from the profile likelihood: every value whose best log-likelihood is
+//! within [`INTERVAL_DROP`] of the maximum, a threshold calibrated by simulation so that 95 %
+//! intervals contain the truth (`stats_coverage.rs` checks it).
+//!
+//! Scoring every candidate is millions of sums; most are hopeless, and a cheap upper bound on a
+//! whole `(start, full)` pair, then on a block of rates, skips them without changing the answer (a
+//! test compares the result with the exhaustive search).
 
 use crate::server::MaxStartups;
 use serde::Serialize;
@@ -64,32 +69,47 @@ pub struct MaxStartupsFit {
     /// Whether `full` lies beyond the highest level measured: then only `start` and the slope were
     /// seen, and `rate` and `full` are uncertain together.
     pub full_beyond_observed: bool,
-    /// How often the server seemed to count one connection more than we held (0 on a quiet server).
+    /// How often the server seemed to count one connection more than we held (0 on a quiet server);
+    /// negative: how often one fewer.
     pub one_more: f64,
     /// The maximised log-likelihood.
     pub log_likelihood: f64,
 }
 
-/// Candidates for how often the server counts one connection more than we hold (a finished probe
-/// whose sshd child has not been reaped, someone else's connection): fitted along with the rule,
-/// near 0 on a quiet server, 0.1-0.2 on a loaded one (measured here).
-const ONE_MORE: [f64; 4] = [0.0, 0.05, 0.1, 0.2];
+/// Candidates for how often the server's count is off by one from what we hold, as a signed
+/// fraction: positive, one more (a finished probe whose sshd child has not been reaped yet, someone
+/// else's connection: 0.1-0.2 on a loaded machine, measured here); negative, one fewer (a held
+/// connection the server has already stopped counting). Fitted along with the rule, as a nuisance:
+/// without it, either kind of miscount moves `start` by one and the interval with it.
+const ONE_MORE: [f64; 6] = [0.0, 0.05, 0.1, 0.2, 0.3, -0.1];
 
-/// `ln p` and `ln (1 - p)` for every probability a probe can see: `ONE_MORE[e]` mixing drop
-/// percentages `a` (at the level) and `b` (one above), floored so that nothing observed is
-/// impossible and one stray observation cannot rule a rule out. Computed once: the fit's inner loop
-/// is then additions.
+/// The floor on every probability: nothing observed is impossible, so one stray observation cannot
+/// rule a rule out.
+const EPS: f64 = 1e-3;
+
+/// How far below the maximum a value's profile log-likelihood may fall and still be inside its
+/// 95 % interval. Wilks' theorem says 1.92 (half the 95 % point of chi-squared with one degree of
+/// freedom), but the parameters are integers on a grid, with a nuisance maximised out, and the
+/// truth sits on boundaries (`start = full`, `full` past the last level): there 1.92 covered the
+/// truth in as few as 82 % of simulated runs. 2.5 was calibrated by simulating `limits`' ramp over
+/// sshd's rule (`stats_coverage.rs`): 93-100 % for every parameter of every rule tried.
+const INTERVAL_DROP: f64 = 2.5;
+
+/// `ln p` and `ln (1 - p)` for every probability a probe can see: `|ONE_MORE[e]|` mixing drop
+/// percentages `a` (at the level) and `b` (one above, or one below for a negative `ONE_MORE[e]`),
+/// floored at [`EPS`]. Computed once: the fit's
+/// inner loop is then additions.
 struct LogTable(Vec<(f64, f64)>);
 
 impl LogTable {
     fn get() -> &'static LogTable {
         static TABLE: std::sync::OnceLock<LogTable> = std::sync::OnceLock::new();
         TABLE.get_or_init(|| {
-            const EPS: f64 = 1e-3;
             let mut t = Vec::with_capacity(ONE_MORE.len() * 101 * 101);
             for e in ONE_MORE {
                 for a in 0..=100u32 {
                     for b in 0..=100u32 {
+                        let e = e.abs();
                         let p = ((1.0 - e) * f64::from(a) + e * f64::from(b)) / 100.0;
                         let p = p.clamp(EPS, 1.0 - EPS);
                         t.push((p.ln(), (1.0 - p).ln()));
@@ -100,99 +120,233 @@ impl LogTable {
         })
     }
 
-    /// The log-likelihood of `refused` of `probes` under rule `ms` at `open` held, with `ONE_MORE[e]`.
-    fn level_ll(&self, ms: MaxStartups, e: usize, l: &LevelCount) -> f64 {
-        let (a, b) = (ms.drop_percent(l.open) as usize, ms.drop_percent(l.open + 1) as usize);
-        let (ln_p, ln_q) = self.0[(e * 101 + a) * 101 + b];
-        f64::from(l.refused) * ln_p + f64::from(l.probes - l.refused) * ln_q
+    fn at(&self, e: usize, a: u32, b: u32) -> (f64, f64) {
+        self.0[(e * 101 + a as usize) * 101 + b as usize]
+    }
+}
+
+/// The binomial log-likelihood of `l` at drop probability `p`, floored like every other.
+fn level_ll_at(l: &LevelCount, p: f64) -> f64 {
+    let p = p.clamp(EPS, 1.0 - EPS);
+    f64::from(l.refused) * p.ln() + f64::from(l.probes - l.refused) * (1.0 - p).ln()
+}
+
+/// The counts, sorted by level, with running sums that make a candidate's fixed parts cheap: the
+/// levels below `start - 1` are refused with probability 0 under every `rate` and `one_more`, those
+/// at or above `full` with probability 1, and the levels between can do no better than their own
+/// observed fraction. So a `(start, full)` pair has an upper bound on its log-likelihood computed in
+/// constant time, and pairs whose bound is far below the best found need no closer look.
+struct Counts {
+    levels: Vec<LevelCount>,
+    /// `never[i]`: the log-likelihood of `levels[..i]` at probability 0.
+    never: Vec<f64>,
+    /// `always[i]`: of `levels[i..]` at probability 1.
+    always: Vec<f64>,
+    /// `own[i]`: of `levels[..i]`, each at its own observed fraction (the saturated model).
+    own: Vec<f64>,
+}
+
+impl Counts {
+    fn new(mut levels: Vec<LevelCount>) -> Counts {
+        levels.sort_by_key(|l| l.open);
+        let running = |f: &dyn Fn(&LevelCount) -> f64, it: &mut dyn Iterator<Item = &LevelCount>| {
+            let mut sums = vec![0.0];
+            let mut s = 0.0;
+            for l in it {
+                s += f(l);
+                sums.push(s);
+            }
+            sums
+        };
+        let never = running(&|l| level_ll_at(l, 0.0), &mut levels.iter());
+        let own =
+            running(&|l| level_ll_at(l, f64::from(l.refused) / f64::from(l.probes)), &mut levels.iter());
+        let mut always = running(&|l| level_ll_at(l, 1.0), &mut levels.iter().rev());
+        always.reverse();
+        Counts { levels, never, always, own }
+    }
+
+    /// The levels a `(start, full)` pair leaves to `rate` and `one_more`: `lo..hi`. Below, the
+    /// server drops nothing even when it counts one more; above, everything even when it counts
+    /// one fewer.
+    fn middle(&self, start: u32, full: u32) -> (usize, usize) {
+        let lo = self.levels.partition_point(|l| l.open + 1 < start);
+        let hi = self.levels.partition_point(|l| l.open <= full);
+        (lo, hi.max(lo))
+    }
+
+    /// No rule with this `start` and `full` explains the counts better than this.
+    fn bound(&self, start: u32, full: u32) -> f64 {
+        let (lo, hi) = self.middle(start, full);
+        self.never[lo] + self.always[hi] + (self.own[hi] - self.own[lo])
+    }
+
+    /// No rule with this `start` and `full` and a rate in `rates` explains the counts better than
+    /// this: a level's drop probability, whatever the miscount, lies between its neighbour's below
+    /// at the lowest rate and its neighbour's above at the highest (sshd's percentage grows with
+    /// both), and the binomial log-likelihood is highest at the observed fraction.
+    fn bound_for_rates(&self, start: u32, full: u32, rates: std::ops::RangeInclusive<u32>) -> f64 {
+        let (lo, hi) = self.middle(start, full);
+        let (low, high) = (
+            MaxStartups { start, rate: *rates.start(), full },
+            MaxStartups { start, rate: *rates.end(), full },
+        );
+        let middle: f64 = self.levels[lo..hi]
+            .iter()
+            .map(|l| {
+                let floor = f64::from(low.drop_percent(l.open.saturating_sub(1))) / 100.0;
+                let ceiling = f64::from(high.drop_percent(l.open + 1)) / 100.0;
+                let observed = f64::from(l.refused) / f64::from(l.probes);
+                level_ll_at(l, observed.clamp(floor, ceiling))
+            })
+            .sum();
+        self.never[lo] + self.always[hi] + middle
+    }
+
+    /// The log-likelihood of rule `ms` under each `ONE_MORE`.
+    fn ll(&self, table: &LogTable, ms: MaxStartups) -> [f64; ONE_MORE.len()] {
+        let (lo, hi) = self.middle(ms.start, ms.full);
+        let mut sums = [self.never[lo] + self.always[hi]; ONE_MORE.len()];
+        for l in &self.levels[lo..hi] {
+            let a = ms.drop_percent(l.open);
+            let (up, down) = (ms.drop_percent(l.open + 1), ms.drop_percent(l.open.saturating_sub(1)));
+            let (refused, kept) = (f64::from(l.refused), f64::from(l.probes - l.refused));
+            for (e, sum) in sums.iter_mut().enumerate() {
+                let (ln_p, ln_q) = table.at(e, a, if ONE_MORE[e] < 0.0 { down } else { up });
+                *sum += refused * ln_p + kept * ln_q;
+            }
+        }
+        sums
     }
 }
 
 /// Fits sshd's rule to refusal counts by maximum likelihood. `None` without a single refusal (no
 /// limit reached: nothing to fit) or without data.
 pub fn fit_maxstartups(levels: &[LevelCount]) -> Option<MaxStartupsFit> {
+    fit_with(levels, INTERVAL_DROP)
+}
+
+/// [`fit_maxstartups`] with intervals `drop` below the maximum.
+fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
     let levels: Vec<LevelCount> = levels.iter().copied().filter(|l| l.probes > 0).collect();
     if !levels.iter().any(|l| l.refused > 0) {
         return None;
     }
-    let max_open = levels.iter().map(|l| l.open).max()?;
+    let counts = Counts::new(levels);
+    let max_open = counts.levels.iter().map(|l| l.open).max()?;
     // `full` may lie beyond every level measured; then it and `rate` trade off (only the slope is
     // seen), so candidates go well past the last level, sparser as they go.
     let beyond = max_open + 1;
     let mut fulls: Vec<u32> = (0..=beyond).collect();
     let mut extra = beyond;
     while extra < 4 * beyond + 100 {
-        extra += (extra / 8).max(1);
+        extra += (extra / 16).max(1);
         fulls.push(extra);
     }
     let top = *fulls.last().unwrap_or(&beyond);
 
+    // Every candidate counts: refusals below `start` and banners at or above `full` are unlikely
+    // under the floor, not excluded. Pairs are visited best bound first; once a bound falls more
+    // than `drop` below the best found, no later pair can be inside any interval.
+    let mut pairs: Vec<(f64, u32, u32)> = (0..=beyond)
+        .flat_map(|start| fulls.iter().filter(move |&&f| f >= start).map(move |&full| (start, full)))
+        .map(|(start, full)| (counts.bound(start, full), start, full))
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+
     let table = LogTable::get();
-    let mut best: Option<(f64, MaxStartups, f64)> = None;
+    let mut best: Option<Candidate> = None;
     let mut by_start = vec![f64::NEG_INFINITY; (beyond + 1) as usize];
     let mut by_rate = [f64::NEG_INFINITY; 101];
     let mut by_full = vec![f64::NEG_INFINITY; (top + 1) as usize];
-    // Every candidate is tried: refusals below `start` and banners at or above `full` are unlikely
-    // under the floor in `level_ll`, not excluded, so one stray observation cannot force the fit.
-    // Candidates that predict the same integer behaviour (`4:0:5` and `5:100:5`) tie; the first
-    // found wins, so `start` runs downwards to prefer the canonical one (highest start, lowest full).
-    for start in (0..=beyond).rev() {
-        for &full in fulls.iter().filter(|&&f| f >= start) {
-            let rates: &[u32] = if full == start { &[100] } else { &RATES };
-            for &rate in rates {
-                let ms = MaxStartups { start, rate, full };
-                // The best `one_more` for this rule (a nuisance parameter, maximised out).
-                let (ll, one_more) = (0..ONE_MORE.len())
-                    .map(|e| (levels.iter().map(|l| table.level_ll(ms, e, l)).sum::<f64>(), ONE_MORE[e]))
-                    .fold((f64::NEG_INFINITY, 0.0), |a, b| if b.0 > a.0 { b } else { a });
-                let slot = &mut by_start[start as usize];
-                *slot = slot.max(ll);
-                let slot = &mut by_full[full as usize];
-                *slot = slot.max(ll);
-                if full == start {
-                    // A hard limit says nothing about rate: every rate is as likely.
-                    for r in by_rate.iter_mut() {
-                        *r = r.max(ll);
-                    }
-                } else {
-                    by_rate[rate as usize] = by_rate[rate as usize].max(ll);
+    for (bound, start, full) in pairs {
+        if best.is_some_and(|b| bound < b.ll - drop) {
+            break;
+        }
+        // Rates in blocks, each skipped when its bound is out of reach.
+        let blocks = if full == start { vec![100..=100] } else { RATE_BLOCKS.to_vec() };
+        let floor = best.map_or(f64::NEG_INFINITY, |b| b.ll - drop);
+        let rates: Vec<u32> = blocks
+            .into_iter()
+            .filter(|block| counts.bound_for_rates(start, full, block.clone()) >= floor)
+            .flatten()
+            .collect();
+        for rate in rates {
+            let ms = MaxStartups { start, rate, full };
+            let lls = counts.ll(table, ms);
+            // The best `one_more` for this rule (a nuisance parameter, maximised out).
+            let (e, ll) =
+                lls.iter()
+                    .copied()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+            let slot = &mut by_start[start as usize];
+            *slot = slot.max(ll);
+            let slot = &mut by_full[full as usize];
+            *slot = slot.max(ll);
+            if full == start {
+                // A hard limit says nothing about rate: every rate is as likely.
+                for r in by_rate.iter_mut() {
+                    *r = r.max(ll);
                 }
-                if best.is_none_or(|(b, _, _)| ll > b) {
-                    best = Some((ll, ms, one_more));
-                }
+            } else {
+                by_rate[rate as usize] = by_rate[rate as usize].max(ll);
+            }
+            let candidate = Candidate { ll, ms, one_more: ONE_MORE[e] };
+            if best.is_none_or(|b| candidate.better_than(&b)) {
+                best = Some(candidate);
             }
         }
     }
-    let (ll_max, best, one_more) = best?;
+    let Candidate { ll: ll_max, ms: best, one_more } = best?;
     let interval = |profile: &[f64]| -> (u32, u32) {
-        let inside: Vec<u32> = profile
-            .iter()
-            .enumerate()
-            .filter(|(_, &ll)| ll >= ll_max - 1.92)
-            .map(|(i, _)| i as u32)
-            .collect();
-        (inside.first().copied().unwrap_or(0), inside.last().copied().unwrap_or(0))
+        let mut inside =
+            profile.iter().enumerate().filter(|(_, &ll)| ll >= ll_max - drop).map(|(i, _)| i as u32);
+        let first = inside.next().unwrap_or(0);
+        (first, inside.next_back().unwrap_or(first))
+    };
+    // Past the last level, `full` is tried sparsely: the values between a candidate inside and the
+    // nearest one outside were not ruled out, so the interval reaches to that one.
+    let full_ci = {
+        let (lo, hi) = interval(&by_full);
+        let below = fulls.iter().rev().find(|&&f| f < lo).map_or(lo, |&previous| previous + 1);
+        (below, fulls.iter().find(|&&f| f > hi).map_or(hi, |&next| next - 1))
     };
     Some(MaxStartupsFit {
         best,
         start_ci: interval(&by_start),
         rate_ci: interval(&by_rate),
-        full_ci: interval(&by_full),
+        full_ci,
         full_beyond_observed: best.full > max_open,
         one_more,
         log_likelihood: ll_max,
     })
 }
 
-const RATES: [u32; 101] = {
-    let mut r = [0u32; 101];
-    let mut i = 0;
-    while i < 101 {
-        r[i] = i as u32;
-        i += 1;
+/// Rates 0 to 100 in blocks of 10, for [`Counts::bound_for_rates`].
+const RATE_BLOCKS: [std::ops::RangeInclusive<u32>; 11] =
+    [0..=9, 10..=19, 20..=29, 30..=39, 40..=49, 50..=59, 60..=69, 70..=79, 80..=89, 90..=99, 100..=100];
+
+/// A rule with its log-likelihood, `one_more` maximised out.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    ll: f64,
+    ms: MaxStartups,
+    one_more: f64,
+}
+
+impl Candidate {
+    /// Higher likelihood wins. Rules that predict the same integer behaviour (`4:0:5` and
+    /// `5:100:5`) tie, up to rounding: then the canonical one wins (highest start, lowest full,
+    /// lowest rate).
+    fn better_than(&self, other: &Candidate) -> bool {
+        if (self.ll - other.ll).abs() > 1e-9 {
+            return self.ll > other.ll;
+        }
+        let key = |c: &Candidate| (std::cmp::Reverse(c.ms.start), c.ms.full, c.ms.rate);
+        key(self) < key(other)
     }
-    r
-};
+}
 
 #[cfg(test)]
 mod tests {
@@ -320,3 +474,7 @@ mod tests {
         assert!(fit_maxstartups(&[]).is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "stats_coverage.rs"]
+mod coverage;
