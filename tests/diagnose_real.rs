@@ -292,6 +292,48 @@ fn two_runs_back_to_back_stay_under_openssh10s_penalty() {
     assert_eq!(probe[0]["outcome"], "banner", "{}", probe[0]);
 }
 
+/// dropbear's server-wide table (MAX_UNAUTH_CLIENTS, 30) filled by connections this host holds
+/// (five from each of six addresses, under MAX_UNAUTH_PER_IP): every address is closed at once
+/// without a byte, and this host's connections explain it. Without them it would be a listener drop.
+#[test]
+fn dropbear_full_from_this_host_is_maxstartups_with_the_holders_named() {
+    if !root_or_skip("dropbear_full_from_here")
+        || !have("dropbear_full_from_here", &["dropbear", "dropbearkey"])
+    {
+        return;
+    }
+    let server = dropbear();
+    let _held: Vec<_> =
+        (0..30).map(|i| hold(server.addr, Some(IpAddr::from([127, 0, 1, 1 + i / 5])))).collect();
+    let d = diagnose(&server.addr.to_string(), &[]);
+    assert_eq!((verdict(&d), &d["confidence"]), ("maxstartups", &"high".into()), "{d:#}");
+    let held = cited(&d, "host_holds_connections");
+    assert_eq!(held["total"], 30, "{d:#}");
+    let me = std::process::id();
+    assert!(held["holders"].as_array().unwrap().iter().all(|h| h["pid"] == me), "{d:#}");
+    assert!(remedy(&d).contains("MAX_UNAUTH_CLIENTS"), "{d:#}");
+}
+
+/// OpenSSH 10's one line for three limits: with PerSourceMaxStartups filled by connections this
+/// host holds from the probing address, another address served, it is the per-source limit, not
+/// a penalty.
+#[test]
+fn openssh10_per_source_limit_filled_from_this_host() {
+    if !root_or_skip("openssh10_per_source_here")
+        || !have("openssh10_per_source_here", &["unshare", "chroot"])
+    {
+        return;
+    }
+    let Some(root) = openssh10_root("openssh10_per_source_here") else { return };
+    let sshd = Sshd::new().root(&root).option("PerSourceMaxStartups 2").start();
+    let _held: Vec<_> = (0..2).map(|_| hold(sshd.addr, Some("127.0.0.1".parse().unwrap()))).collect();
+    let d = diagnose(&sshd.addr.to_string(), &[]);
+    assert_eq!((verdict(&d), &d["confidence"]), ("per_source_limit", &"high".into()), "{d:#}");
+    assert_eq!(cited(&d, "host_holds_connections")["from_probing_address"], 2, "{d:#}");
+    assert_eq!(cited(&d, "refusal_message")["message"], "Not allowed at this time", "{d:#}");
+    assert!(remedy(&d).contains("PerSourceMaxStartups"), "{d:#}");
+}
+
 /// The piece of evidence of `kind`, which the diagnosis must cite.
 fn cited<'a>(d: &'a Value, kind: &str) -> &'a Value {
     evidence(d, kind).unwrap_or_else(|| panic!("no {kind} evidence in {d:#}"))

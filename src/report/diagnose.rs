@@ -10,7 +10,7 @@ use super::{Format, Palette};
 use crate::escape::escape;
 use crate::experiment::budget::{BudgetUse, Pace};
 use crate::experiment::diagnose::{
-    Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostConnections, NotTestedReason, Note, Remedy,
+    Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostHolder, NotTestedReason, Note, Remedy,
     Tally, Verdict,
 };
 use crate::outcome::Outcome;
@@ -168,7 +168,7 @@ fn delay_class_text(class: DelayClass) -> &'static str {
 }
 
 /// One of this host's connection owners: `python3 (pid 4242) holds 5 from 10.0.0.5`.
-fn holder_text(h: &HostConnections) -> String {
+fn holder_text(h: &HostHolder) -> String {
     let who = match (&h.process, h.pid) {
         (Some(name), Some(pid)) => format!("{} (pid {pid})", name),
         (None, Some(pid)) => format!("pid {pid}"),

@@ -8,9 +8,7 @@
 //! banner ever; some banners, some refusals; else `intermittent`.
 
 use super::evidence::{DelayClass, Evidence, Note};
-use super::facts::{
-    Experiment, ExperimentKind, ExperimentProbe, Facts, HostConnections, NotTestedReason, Tally,
-};
+use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason, Tally};
 use super::remedy::{remedies, Remedy};
 use crate::experiment::stats::percentile;
 use crate::outcome::{KnownRefusal, Outcome};
@@ -253,7 +251,7 @@ struct Context<'a> {
     second_all_refused: bool,
     no_second: bool,
     /// This host's other connections to the server.
-    host: &'a [HostConnections],
+    host: &'a [HostHolder],
     /// Our probing address as the server saw it.
     probing: Option<IpAddr>,
 }
@@ -875,7 +873,7 @@ mod tests {
     #[test]
     fn connections_this_host_holds_explain_refusals() {
         let holders = |local: &str, count| {
-            vec![HostConnections {
+            vec![HostHolder {
                 pid: Some(4242),
                 process: Some("python3".into()),
                 local: local.parse().unwrap(),

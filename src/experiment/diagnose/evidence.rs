@@ -4,7 +4,7 @@
 //! No English here: `report::diagnose` writes each for people and puts its fields in the JSON, so a
 //! test or a script matches on the kind and reads the numbers instead of parsing a sentence.
 
-use super::facts::{HostConnections, NotTestedReason, Tally};
+use super::facts::{HostHolder, NotTestedReason, Tally};
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
@@ -122,7 +122,7 @@ pub enum Evidence {
     /// unauthenticated, they fill its limits like anyone's.
     HostHoldsConnections {
         /// By owner and local address.
-        holders: Vec<HostConnections>,
+        holders: Vec<HostHolder>,
         /// How many in all.
         total: u32,
         /// How many from the probing address.

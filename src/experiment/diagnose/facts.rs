@@ -220,14 +220,14 @@ pub struct Facts {
     pub budget_exhausted: bool,
     /// Established connections from this host to the server that are not diagnose's own, by owner:
     /// unauthenticated ones count towards the server's limits like anyone's.
-    pub host_connections: Vec<HostConnections>,
+    pub host_connections: Vec<HostHolder>,
     /// Why probing stopped before any probe could be made, when it did.
     pub not_tested: Option<NotTestedReason>,
 }
 
 /// Connections to the server held by one process of this host from one local address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostConnections {
+pub struct HostHolder {
     /// The owning process, when it could be found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -238,6 +238,17 @@ pub struct HostConnections {
     pub local: IpAddr,
     /// How many.
     pub count: u32,
+}
+
+impl From<&crate::hostconns::Owner> for HostHolder {
+    fn from(owner: &crate::hostconns::Owner) -> HostHolder {
+        HostHolder {
+            pid: owner.process.as_ref().map(|p| p.pid),
+            process: owner.process.as_ref().map(|p| p.name.clone()),
+            local: owner.local,
+            count: owner.count,
+        }
+    }
 }
 
 /// Why no probe was made.

@@ -3,7 +3,7 @@
 
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
-use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, NotTestedReason};
+use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
 use super::Finding;
 use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::ProbeOrder;
@@ -97,6 +97,12 @@ pub async fn diagnose<E: Engine>(
     let lab = Bench::new(engine, remote, options, budget, until);
     let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
     let primary = sources.probing();
+    // What this host already holds to the server, before we open anything: unauthenticated
+    // connections of ours (Ansible's forks, a stuck client) fill its limits like anyone's.
+    match crate::hostconns::HostConnections::gather(remote, &Default::default()) {
+        Ok(held) => facts.host_connections = held.by_owner.iter().map(HostHolder::from).collect(),
+        Err(e) => tracing::debug!("listing this host's connections to {remote}: {e}"),
+    }
 
     // 1. Baseline: both orders, one at a time while answers are fast. A probe still unanswered after
     //    `patience` (Debian's wrappers hold a denied connection 5 s) lets the next start beside it,

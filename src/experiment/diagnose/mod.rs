@@ -32,8 +32,6 @@ pub mod remedy;
 
 pub use decide::{decide, Confidence, Finding, Verdict};
 pub use evidence::{DelayClass, Evidence, Note};
-pub use facts::{
-    Experiment, ExperimentKind, ExperimentProbe, Facts, HostConnections, NotTestedReason, Tally,
-};
+pub use facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason, Tally};
 pub use gather::{diagnose, DiagnoseOptions, Diagnosis};
 pub use remedy::Remedy;

@@ -81,8 +81,11 @@ pub fn remedies(
             r
         }
         Verdict::Maxstartups => {
+            let silent = shows(|e| matches!(e, Evidence::ZeroByteClose { .. }));
             let mut r = match software {
                 Some(Software::Dropbear) => vec![Remedy::DropbearMaxUnauthClients],
+                // No banner to tell, and no message: dropbear, or an OpenSSH before 8.2.
+                None if silent => vec![Remedy::RaiseMaxStartups, Remedy::DropbearMaxUnauthClients],
                 _ => vec![Remedy::RaiseMaxStartups],
             };
             if host_holds {
