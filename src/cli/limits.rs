@@ -53,6 +53,12 @@ pub struct LimitsArgs {
     #[arg(long, value_name = "WAIT", num_args = 0..=1, default_missing_value = "150s", value_parser = super::parse::timeout)]
     grace: Option<Duration>,
 
+    /// With --grace against OpenSSH 9.8 or 9.9: measure anyway, although those charge every held
+    /// connection that reaches LoginGraceTime 90 s of penalty (the probing addresses are blocked
+    /// for minutes).
+    #[arg(long, requires = "grace")]
+    accept_grace_penalty: bool,
+
     /// Local addresses to spread probes and holders over (default: 127.77.x.y on IPv4 loopback).
     #[arg(long = "source", value_name = "ADDR")]
     sources: Vec<IpAddr>,
@@ -114,6 +120,7 @@ async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
         sources: args.sources,
         rate_duration: args.rate_duration,
         grace: args.grace,
+        accept_grace_penalty: args.accept_grace_penalty,
     };
     let bar = ProgressBar::new(u64::from(args.max_held));
     bar.set_style(

@@ -45,6 +45,9 @@ pub struct LimitsOptions {
     pub rate_duration: Duration,
     /// Measure LoginGraceTime, waiting at most this long (None: skip).
     pub grace: Option<Duration>,
+    /// Measure it even on OpenSSH 9.8–9.9, which charge an expired LoginGraceTime as a crash (90 s
+    /// of penalty per held connection): the user said so.
+    pub accept_grace_penalty: bool,
 }
 
 impl Default for LimitsOptions {
@@ -58,6 +61,7 @@ impl Default for LimitsOptions {
             sources: Vec::new(),
             rate_duration: Duration::from_secs(3),
             grace: None,
+            accept_grace_penalty: false,
         }
     }
 }
@@ -160,6 +164,22 @@ pub enum LimitsError {
         /// What the first probe got.
         outcome: Outcome,
     },
+    /// `--grace` against a server that would charge it as a crash, without the user's consent.
+    #[error(
+        "{software} charges a connection left to hit LoginGraceTime as a crash (90 s of PerSourcePenalties per \
+         held connection, fixed in 10.0): measuring it would block the probing addresses for minutes. Run without \
+         --grace, or add --accept-grace-penalty"
+    )]
+    GraceWouldPenalise {
+        /// The server's software.
+        software: Software,
+    },
+}
+
+/// Whether holding connections until LoginGraceTime expires costs `software` a crash penalty
+/// (OpenSSH 9.8 and 9.9: FACTS §5 and §9).
+pub fn grace_is_charged_as_crash(software: Software) -> bool {
+    software.openssh_at_least(9, 8) && !software.openssh_at_least(10, 0)
 }
 
 /// Progress of a run, for a progress bar.
@@ -210,6 +230,9 @@ pub async fn limits<E: Engine>(
         return Err(LimitsError::NoBanner { remote, outcome: first.outcome() });
     };
     let software = Software::of(&banner);
+    if options.grace.is_some() && grace_is_charged_as_crash(software) && !options.accept_grace_penalty {
+        return Err(LimitsError::GraceWouldPenalise { software });
+    }
     let mut warnings = Vec::new();
     if software.has_penalties() {
         warnings.push(format!(
@@ -485,6 +508,16 @@ async fn measure_grace<E: Engine>(
 mod tests {
     use super::*;
     use crate::evidence::{Connect, End, Observation, ProbeOrder};
+
+    #[test]
+    fn only_openssh_9_8_and_9_9_charge_an_expired_grace_as_a_crash() {
+        let sw = |s: &str| Software::parse(s);
+        assert!(grace_is_charged_as_crash(sw("OpenSSH_9.8p1")));
+        assert!(grace_is_charged_as_crash(sw("OpenSSH_9.9p2")));
+        for fine in ["OpenSSH_9.7p1", "OpenSSH_10.0p2", "OpenSSH_9.2p1", "dropbear_2022.83"] {
+            assert!(!grace_is_charged_as_crash(sw(fine)), "{fine}");
+        }
+    }
 
     #[test]
     fn schedule_is_dense_then_geometric() {
