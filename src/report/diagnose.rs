@@ -197,7 +197,11 @@ pub fn evidence_text(evidence: &Evidence) -> String {
                     "answered every SYN with RST: nothing listens on this address and port (or a firewall rejects \
                      with a TCP reset)"
                 }
-                Outcome::ConnectTimeout => "never answered our SYNs: a firewall drops them, or the host is down",
+                Outcome::ConnectTimeout => {
+                    "never answered our SYNs: a firewall drops them, the host is down, or the server's accept \
+                     queue is full (a hung sshd that no longer accepts: the kernel drops SYNs once its listen \
+                     backlog overflows)"
+                }
                 Outcome::Unreachable => {
                     "answered with ICMP errors: no route to the host, or a firewall rejecting with ICMP"
                 }
