@@ -43,6 +43,10 @@ fn dotted_quads_that_are_not_addresses_are_input_errors_not_names() {
             assert!(!stderr.contains("resolve"), "{command} {target}: {stderr}");
         }
     }
+    // One line, nothing else.
+    for command in ["diagnose", "limits"] {
+        assert_one_line_error(&[command, "999.1.1.1"], "invalid IPv4 address \"999.1.1.1\"");
+    }
 }
 
 /// A lab on a runtime of its own, for tests that run the binary against it.

@@ -346,3 +346,34 @@ fn the_kubernetes_indexed_job_example_splits_a_scan_into_disjoint_shards() {
     want.sort();
     assert_eq!(all, want, "every target once, the excluded one never");
 }
+
+#[test]
+fn diagnose_and_limits_records_carry_their_time_too() {
+    let (_rt, lab) = background_lab();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    let micros =
+        |st: std::time::SystemTime| st.duration_since(std::time::UNIX_EPOCH).expect("epoch").as_micros();
+    let before = std::time::SystemTime::now();
+    let limits = ["--max-held", "1", "--probes", "1", "--rate-duration", "0s"];
+    let mut times = Vec::new();
+    for (command, extra) in [("diagnose", &[][..]), ("limits", &limits[..])] {
+        let (_, got, stderr) = records(&[&[command, &ok, "-o", "jsonl"][..], extra].concat());
+        assert!(!got.is_empty(), "{command}: {stderr}");
+        times
+            .extend(got.iter().map(|r| {
+                r["time"].as_str().unwrap_or_else(|| panic!("{command}: no time: {r}")).to_string()
+            }));
+        let csv = stdout_of(&[&[command, &ok, "-o", "csv"][..], extra].concat());
+        let mut rows = csv.lines();
+        let header: Vec<&str> = rows.next().expect("header").split(',').collect();
+        assert_eq!(header.last(), Some(&"time"), "{command}: {csv}");
+        // The last column of each row (evidence may hold quoted commas, but never a time).
+        times.extend(rows.map(|row| row.rsplit(',').next().expect("time").to_string()));
+    }
+    let after = std::time::SystemTime::now();
+    assert!(times.len() >= 6, "{times:?}");
+    for t in times {
+        let parsed = humantime::parse_rfc3339(&t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert!(t.len() == 27 && micros(before) <= micros(parsed) && micros(parsed) <= micros(after), "{t}");
+    }
+}

@@ -160,6 +160,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
             ..options.clone()
         };
+        let started = std::time::SystemTime::now();
         let d = diagnose(&engine, text, remote, &options, budget).await;
         budget.store(&mut ledger, remote.ip());
         if let Some(path) = &ledger_path {
@@ -168,7 +169,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             }
         }
         all_ok &= d.finding.verdict == Verdict::Ok;
-        write_diagnosis(&mut out, &d, args.format, colour).context("writing the diagnosis")?;
+        write_diagnosis(&mut out, &d, started, args.format, colour).context("writing the diagnosis")?;
     }
     Ok(if bad_input {
         EXIT_USAGE

@@ -1,18 +1,21 @@
 //! `sshprobe limits`.
 
-use super::engine::EngineArgs;
-use super::EXIT_OK;
+use super::engine::{EngineArgs, ShutdownSignals};
+use super::{EXIT_OK, EXIT_SOME_FAILED};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
-use sshprobe::experiment::limits::{limits, LimitsOptions, Progress};
-use sshprobe::report::limits::{plot_svg, write_limits};
+use sshprobe::experiment::limits::{limits, Level, LimitsError, LimitsOptions, LimitsReport, Progress};
+use sshprobe::experiment::stats::{fit_maxstartups, LevelCount};
+use sshprobe::report::limits::{plot_svg, write_level, write_summary};
 use sshprobe::report::Format;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
+use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -22,7 +25,12 @@ use std::time::Duration;
 
 limits holds unauthenticated connections on purpose, up to --max-held: run it against servers
 you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or exempt the probing addresses)
-first, or penalties mix into the curve; limits warns and checks for it.")]
+first, or penalties mix into the curve; limits warns and checks for it.
+
+Each level is written as soon as it is measured. Ctrl-C (or SIGTERM) closes every held connection,
+writes a summary of the levels so far marked partial, and exits 130 (143).
+
+Exit status: 0 after a run, 1 when the server does not answer with a banner, 2 for usage errors.")]
 pub struct LimitsArgs {
     /// The server: host, host:port, [v6addr]:port.
     #[arg(value_name = "TARGET")]
@@ -83,31 +91,68 @@ pub struct LimitsArgs {
     engine: EngineArgs,
 }
 
-/// A progress bar on stderr (drawn only on a terminal).
-struct Bar(ProgressBar);
+/// The run's progress: a bar on stderr (drawn only on a terminal), each level written to stdout as
+/// soon as it is measured, and each warning printed once on stderr.
+struct Stream {
+    bar: ProgressBar,
+    target: String,
+    remote: SocketAddr,
+    format: Format,
+    /// The levels so far, for a partial summary.
+    levels: Mutex<Vec<Level>>,
+    /// Warnings already printed.
+    warned: Mutex<Vec<String>>,
+    /// The first error writing stdout (a closed pipe), reported at the end.
+    write_error: Mutex<Option<std::io::Error>>,
+}
 
-impl Progress for Bar {
-    fn level(&self, held: u32, refused: u32, probes: u32) {
-        self.0.set_position(u64::from(held));
-        self.0.set_message(format!("held {held}: {refused}/{probes} refused"));
+impl Progress for Stream {
+    fn level(&self, level: &Level) {
+        self.bar.set_position(u64::from(level.held));
+        self.bar.set_message(format!("held {}: {}/{} refused", level.held, level.refused, level.probes));
+        let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+        let first = levels.is_empty();
+        levels.push(level.clone());
+        let mut error = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
+        if error.is_none() {
+            let written = self.bar.suspend(|| {
+                write_level(
+                    &mut std::io::stdout().lock(),
+                    &self.target,
+                    self.remote,
+                    level,
+                    SystemTime::now(),
+                    self.format,
+                    first,
+                )
+            });
+            *error = written.err();
+        }
     }
 
     fn phase(&self, name: &str) {
-        self.0.set_prefix(name.to_string());
+        self.bar.set_prefix(name.to_string());
     }
 
     fn warn(&self, message: &str) {
-        self.0.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if !warned.iter().any(|w| w == message) {
+            warned.push(message.to_string());
+            self.bar.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+        }
     }
 }
 
 pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
-    let engine = args.engine.clone();
-    engine.run(EngineConfig::default(), |engine| measure(engine, args)).await
+    // Caught before the raw engine's rule exists, so no window leaves it behind; a signal ends the
+    // benchmark with the levels measured so far (the rule goes when the engine is dropped).
+    let mut signals = ShutdownSignals::install()?;
+    let engine = args.engine.open(EngineConfig::default())?;
+    measure(&engine, args, &mut signals).await
 }
 
 /// Runs the benchmark through `engine` and reports it.
-async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
+async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSignals) -> anyhow::Result<u8> {
     // A benchmark takes minutes: a plot it could not write would be found out only at its end.
     let plot = args.plot.as_deref().map(PlotFile::check).transpose()?;
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
@@ -128,11 +173,58 @@ async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = limits(&engine, &args.target, remote, &options, &Bar(bar.clone())).await;
+    let stream = Stream {
+        bar: bar.clone(),
+        target: args.target.clone(),
+        remote,
+        format: args.format,
+        levels: Mutex::new(Vec::new()),
+        warned: Mutex::new(Vec::new()),
+        write_error: Mutex::new(None),
+    };
+    let started = (SystemTime::now(), Instant::now());
+    // On Ctrl-C or SIGTERM the benchmark's future is dropped, and with it every held connection
+    // (the holder closes them when dropped); the levels measured so far make a partial summary.
+    let (report, signal) = tokio::select! {
+        report = limits(engine, &args.target, remote, &options, &stream) => (Some(report), None),
+        signal = signals.recv() => (None, Some(signal)),
+    };
     bar.finish_and_clear();
-    let report = report?;
     let mut out = std::io::stdout().lock();
-    write_limits(&mut out, &report, args.format).context("writing the report")?;
+    let (report, partial) = match report {
+        Some(Ok(report)) => (report, false),
+        Some(Err(e @ LimitsError::NoBanner { .. })) => {
+            // The server answered, just not with a banner: a finding about it, not a usage error.
+            eprintln!("sshprobe: {e}");
+            return Ok(EXIT_SOME_FAILED);
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            let levels = std::mem::take(&mut *stream.levels.lock().unwrap_or_else(|p| p.into_inner()));
+            (partial_report(&args.target, remote, levels, started.1), true)
+        }
+    };
+    // Warnings found after the ramp, once (those found early were printed as they came).
+    for w in &report.warnings {
+        stream.warn(w);
+    }
+    if let Some(e) = stream.write_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(EXIT_OK);
+        }
+        return Err(e).context("writing the report");
+    }
+    match write_summary(&mut out, &report, started.0, args.format, partial) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+        result => result.context("writing the report")?,
+    }
+    if let Some((name, code)) = signal {
+        eprintln!(
+            "sshprobe: {name}: stopped after {} levels; every held connection was closed",
+            report.levels.len()
+        );
+        return Ok(code);
+    }
     if let Some(mut plot) = plot {
         let path = plot.path;
         plot_svg(&report, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
@@ -140,6 +232,27 @@ async fn measure(engine: AnyEngine, args: LimitsArgs) -> anyhow::Result<u8> {
         eprintln!("plot written to {}", path.display());
     }
     Ok(EXIT_OK)
+}
+
+/// A report of the levels measured before an interruption, with the fit over them.
+fn partial_report(target: &str, remote: SocketAddr, levels: Vec<Level>, started: Instant) -> LimitsReport {
+    // The trials are the probes the server decided on, as in the full run.
+    let counts: Vec<LevelCount> = levels
+        .iter()
+        .map(|l| LevelCount { open: l.held, refused: l.refused, probes: l.refused + l.banners })
+        .collect();
+    LimitsReport {
+        target: target.to_string(),
+        remote,
+        server: None,
+        fit: fit_maxstartups(&counts),
+        levels,
+        recheck: (0, 0),
+        accept_rate: None,
+        grace: None,
+        warnings: Vec::new(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 /// The `--plot` file, found writable before the run; removed again if the run ends without

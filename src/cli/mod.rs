@@ -95,7 +95,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let handles_signals = matches!(cli.command, Command::Probe(_));
+    let handles_signals = matches!(cli.command, Command::Probe(_) | Command::Limits(_));
     let result = runtime.block_on(async {
         let command = async {
             match cli.command {
@@ -108,7 +108,7 @@ pub fn main() -> ExitCode {
                 Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
             }
         };
-        // `probe` handles Ctrl-C itself: it reports the probes under way as interrupted.
+        // `probe` and `limits` handle Ctrl-C themselves: they report what was done so far.
         if handles_signals {
             return command.await;
         }

@@ -31,7 +31,8 @@ use tokio::sync::mpsc::error::TryRecvError;
   sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
   sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
 
-Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors.")]
+Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors,
+130 after Ctrl-C and 143 after SIGTERM (the probes under way are reported as interrupted).")]
 pub struct ProbeArgs {
     /// Targets: host, host:port, [v6addr]:port, CIDR (10.0.0.0/24 or 10.0.0.0/24:2222).
     #[arg(value_name = "TARGET")]

@@ -182,10 +182,10 @@ pub fn grace_is_charged_as_crash(software: Software) -> bool {
     software.openssh_at_least(9, 8) && !software.openssh_at_least(10, 0)
 }
 
-/// Progress of a run, for a progress bar.
+/// Progress of a run, for a progress bar and for reports that stream each level as it is measured.
 pub trait Progress: Send + Sync {
-    /// A level finished (`held` connections, `refused` of `probes`).
-    fn level(&self, held: u32, refused: u32, probes: u32);
+    /// A level of the ramp was measured.
+    fn level(&self, level: &Level);
     /// A phase started.
     fn phase(&self, name: &str);
     /// Something the user should know now, before waiting for the end.
@@ -196,7 +196,7 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {
-    fn level(&self, _: u32, _: u32, _: u32) {}
+    fn level(&self, _: &Level) {}
     fn phase(&self, _: &str) {}
     fn warn(&self, _: &str) {}
 }
@@ -300,7 +300,7 @@ pub async fn limits<E: Engine>(
             break;
         }
         let level = summarise(held, &outcomes);
-        progress.level(held, level.refused, level.probes);
+        progress.level(&level);
         let saturated = level.refused == level.probes;
         let all_timeouts = level.timeouts == level.probes;
         levels.push(level);

@@ -18,12 +18,21 @@ use crate::server::Software;
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
-/// Writes one diagnosis in `format`.
-pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colour: bool) -> io::Result<()> {
+/// Writes one diagnosis in `format`; `started` is when it began (JSONL and CSV `time`: RFC 3339,
+/// UTC, microseconds).
+pub fn write_diagnosis(
+    out: &mut impl Write,
+    d: &Diagnosis,
+    started: SystemTime,
+    format: Format,
+    colour: bool,
+) -> io::Result<()> {
+    let time = humantime::format_rfc3339_micros(started);
     match format {
         Format::Jsonl => {
-            crate::escape::write_json(&mut *out, &DiagnosisJson::of(d))?;
+            crate::escape::write_json(&mut *out, &DiagnosisJson::of(d, time.to_string()))?;
             writeln!(out)?;
         }
         Format::Csv => {
@@ -32,7 +41,7 @@ pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colo
             let remedy: Vec<String> = f.remedy.iter().map(remedy_text).collect();
             writeln!(
                 out,
-                "{},{},{},{},{}",
+                "{},{},{},{},{},{time}",
                 super::csv_field(&d.target),
                 f.verdict,
                 <&str>::from(f.confidence),
@@ -46,12 +55,14 @@ pub fn write_diagnosis(out: &mut impl Write, d: &Diagnosis, format: Format, colo
 }
 
 /// The CSV header for [`write_diagnosis`].
-pub const CSV_HEADER: &str = "target,verdict,confidence,evidence,remedy";
+pub const CSV_HEADER: &str = "target,verdict,confidence,evidence,remedy,time";
 
 /// The JSON object of one diagnosis.
 #[derive(Serialize)]
 struct DiagnosisJson<'a> {
     target: &'a str,
+    /// When it began: RFC 3339, UTC, microseconds.
+    time: String,
     remote: SocketAddr,
     verdict: Verdict,
     confidence: Confidence,
@@ -74,10 +85,11 @@ struct EvidenceJson<'a> {
 }
 
 impl<'a> DiagnosisJson<'a> {
-    fn of(d: &'a Diagnosis) -> DiagnosisJson<'a> {
+    fn of(d: &'a Diagnosis, time: String) -> DiagnosisJson<'a> {
         let f = &d.finding;
         DiagnosisJson {
             target: &d.target,
+            time,
             remote: d.remote,
             verdict: f.verdict,
             confidence: f.confidence,
@@ -132,7 +144,13 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
         let source = e.probes.first().map_or_else(|| "-".to_string(), |p| p.source_label());
         writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, tally_text(&e.tally()))?;
     }
-    let spent: Vec<String> = d.budget.spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
+    // Addresses in numeric order (127.77.0.10 after 127.77.0.2), then the kernel's choice.
+    let mut spent: Vec<(&String, &u32)> = d.budget.spent.iter().collect();
+    spent.sort_by_key(|(source, _)| match source.parse::<std::net::IpAddr>() {
+        Ok(ip) => (0, Some(ip)),
+        Err(_) => (1, None),
+    });
+    let spent: Vec<String> = spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
     let budget = &d.budget;
     let rule = match budget.pace {
         Pace::Cap => format!("at most {} per source address", budget.per_source),
@@ -528,7 +546,7 @@ mod tests {
     #[test]
     fn evidence_in_json_has_its_kind_numbers_and_text() {
         let mut out = Vec::new();
-        write_diagnosis(&mut out, &hosts_deny(), Format::Jsonl, false).unwrap();
+        write_diagnosis(&mut out, &hosts_deny(), std::time::UNIX_EPOCH, Format::Jsonl, false).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         for field in [
             "target",
@@ -567,7 +585,7 @@ mod tests {
     #[test]
     fn text_for_people_is_the_readme_s() {
         let mut out = Vec::new();
-        write_diagnosis(&mut out, &hosts_deny(), Format::Table, false).unwrap();
+        write_diagnosis(&mut out, &hosts_deny(), std::time::UNIX_EPOCH, Format::Table, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let expected = "\
 127.0.0.1:2301  access_denied  (confidence: high, 6.1 s)

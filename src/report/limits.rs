@@ -1,89 +1,150 @@
 //! Reports of `limits` runs: a table for people, JSON Lines (one object per level, then a
-//! summary), and an SVG plot of the refused fraction against held connections with the fitted rule.
+//! summary), CSV (one row per level), and an SVG plot of the refused fraction against held
+//! connections with the fitted rule. Levels are written one at a time, as the ramp measures them
+//! ([`write_level`]), then the summary ([`write_summary`]), partial if the run was interrupted.
 
-use super::probe::format_us;
 use super::Format;
 use crate::escape::{escape, write_json};
-use crate::experiment::limits::LimitsReport;
+use crate::experiment::limits::{Level, LimitsReport};
 use crate::server::MaxStartups;
 use plotters::prelude::*;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::SystemTime;
 
-/// Writes a report in `format` (CSV: one row per level).
-pub fn write_limits(out: &mut impl Write, r: &LimitsReport, format: Format) -> io::Result<()> {
+/// The CSV header of [`write_level`]'s rows.
+pub const CSV_HEADER: &str =
+    "target,held,probes,refused,fraction,ci_low,ci_high,latency_p50_us,latency_p90_us,latency_p99_us,time";
+
+/// Writes one level of the ramp as it is measured: a JSON line (`"type": "level"`), a CSV row, or a
+/// table row. `first` adds the CSV header or the table's title and column heads before it; `time`
+/// is when the level was measured.
+pub fn write_level(
+    out: &mut impl Write,
+    target: &str,
+    remote: SocketAddr,
+    level: &Level,
+    time: SystemTime,
+    format: Format,
+    first: bool,
+) -> io::Result<()> {
     match format {
         Format::Jsonl => {
-            for level in &r.levels {
-                let mut v = serde_json::to_value(level)?;
-                v["type"] = "level".into();
-                v["target"] = r.target.clone().into();
-                write_json(&mut *out, &v)?;
-                writeln!(out)?;
-            }
-            let mut v = serde_json::to_value(r)?;
-            if let Some(o) = v.as_object_mut() {
-                o.remove("levels");
-                o.insert("type".into(), "summary".into());
-            }
+            let mut v = serde_json::to_value(level)?;
+            v["type"] = "level".into();
+            v["target"] = target.into();
+            v["time"] = humantime::format_rfc3339_micros(time).to_string().into();
             write_json(&mut *out, &v)?;
             writeln!(out)?;
         }
         Format::Csv => {
-            writeln!(out, "target,held,probes,refused,fraction,ci_low,ci_high,latency_p50_us,latency_p90_us,latency_p99_us")?;
-            for l in &r.levels {
-                let lat = |i: usize| l.latency_us.map(|v| v[i].to_string()).unwrap_or_default();
+            if first {
+                writeln!(out, "{CSV_HEADER}")?;
+            }
+            let lat = |i: usize| level.latency_us.map(|v| v[i].to_string()).unwrap_or_default();
+            writeln!(
+                out,
+                "{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{}",
+                super::csv_field(target),
+                level.held,
+                level.probes,
+                level.refused,
+                level.fraction,
+                level.fraction_ci.0,
+                level.fraction_ci.1,
+                lat(0),
+                lat(1),
+                lat(2),
+                humantime::format_rfc3339_micros(time),
+            )?;
+        }
+        Format::Table => {
+            if first {
+                writeln!(out, "limits of {} ({remote})", escape(target))?;
                 writeln!(
                     out,
-                    "{},{},{},{},{:.4},{:.4},{:.4},{},{},{}",
-                    super::csv_field(&r.target),
-                    l.held,
-                    l.probes,
-                    l.refused,
-                    l.fraction,
-                    l.fraction_ci.0,
-                    l.fraction_ci.1,
-                    lat(0),
-                    lat(1),
-                    lat(2)
+                    "{:>5} {:>6} {:>7} {:>6}  {:<11}  BANNER LATENCY ms p50 / p90 / p99",
+                    "HELD", "PROBES", "REFUSED", "FRAC", "95% CI"
                 )?;
             }
+            // One unit for the whole column: milliseconds.
+            let lat = level
+                .latency_us
+                .map(|[a, b, c]| format!("{} / {} / {}", ms(a), ms(b), ms(c)))
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{:>5} {:>6} {:>7} {:>6.2}  {:<11}  {lat}",
+                level.held,
+                level.probes,
+                level.refused,
+                level.fraction,
+                format!("{:.2}-{:.2}", level.fraction_ci.0, level.fraction_ci.1),
+            )?;
         }
-        Format::Table => write_table(out, r)?,
     }
     out.flush()
 }
 
-fn write_table(out: &mut impl Write, r: &LimitsReport) -> io::Result<()> {
-    writeln!(
-        out,
-        "limits of {} ({}) in {:.1} s",
-        escape(&r.target),
-        escape(r.server.as_deref().unwrap_or("?")),
-        r.duration_ms as f64 / 1000.0
-    )?;
-    writeln!(
-        out,
-        "{:>5} {:>6} {:>7} {:>6}  {:<13} {:>6}  BANNER LATENCY p50 / p90 / p99",
-        "HELD", "PROBES", "REFUSED", "FRAC", "95% CI", "MODEL"
-    )?;
-    let model = r.fit.map(|f| f.best);
-    for l in &r.levels {
-        let m =
-            model.map(|m| format!("{:.2}", f64::from(m.drop_percent(l.held)) / 100.0)).unwrap_or_default();
-        let lat = l
-            .latency_us
-            .map(|[a, b, c]| format!("{} / {} / {}", format_us(a), format_us(b), format_us(c)))
-            .unwrap_or_else(|| "-".into());
+/// Microseconds as milliseconds, three decimals, without the unit (the column head says it).
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+/// A rate with about four significant digits: `17531`, `812.4`, `6.463`, `0.5210` (per second).
+pub fn format_rate(per_s: f64) -> String {
+    let decimals = match per_s.abs() {
+        r if r >= 1000.0 => 0,
+        r if r >= 100.0 => 1,
+        r if r >= 10.0 => 2,
+        r if r >= 1.0 => 3,
+        _ => 4,
+    };
+    format!("{per_s:.decimals$}")
+}
+
+/// Writes what follows the levels: the JSON summary (`"type": "summary"`, without the levels, with
+/// `partial` and the run's start `time`), or the table's fit, recheck, accept rate and grace. CSV
+/// has only levels. `partial`: the run was interrupted after these levels (no recheck, accept rate
+/// or grace). Warnings are not in the table: the command prints each once, on stderr.
+pub fn write_summary(
+    out: &mut impl Write,
+    r: &LimitsReport,
+    started: SystemTime,
+    format: Format,
+    partial: bool,
+) -> io::Result<()> {
+    match format {
+        Format::Jsonl => {
+            let mut v = serde_json::to_value(r)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("levels");
+                o.insert("type".into(), "summary".into());
+                o.insert("partial".into(), partial.into());
+                o.insert("levels_measured".into(), r.levels.len().into());
+                o.insert("time".into(), humantime::format_rfc3339_micros(started).to_string().into());
+            }
+            write_json(&mut *out, &v)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {}
+        Format::Table => write_table_summary(out, r, partial)?,
+    }
+    out.flush()
+}
+
+fn write_table_summary(out: &mut impl Write, r: &LimitsReport, partial: bool) -> io::Result<()> {
+    if r.levels.is_empty() {
+        writeln!(out, "limits of {} ({})", escape(&r.target), r.remote)?;
+    }
+    let server = r.server.as_deref().map(escape).unwrap_or_else(|| "?".into());
+    writeln!(out, "server {server}, {:.1} s", r.duration_ms as f64 / 1000.0)?;
+    if partial {
         writeln!(
             out,
-            "{:>5} {:>6} {:>7} {:>6.2}  {:<13} {:>6}  {lat}",
-            l.held,
-            l.probes,
-            l.refused,
-            l.fraction,
-            format!("{:.2}-{:.2}", l.fraction_ci.0, l.fraction_ci.1),
-            m
+            "PARTIAL: interrupted after {} levels; no recheck, accept rate or LoginGraceTime measured",
+            r.levels.len()
         )?;
     }
     match r.fit {
@@ -108,22 +169,26 @@ fn write_table(out: &mut impl Write, r: &LimitsReport) -> io::Result<()> {
                 )?;
             }
         }
+        None if r.levels.is_empty() => writeln!(out, "MaxStartups: not measured (no level finished)")?,
         None => writeln!(
             out,
             "MaxStartups: no refusal up to {} held connections (start is above that)",
             r.levels.last().map_or(0, |l| l.held)
         )?,
     }
+    if partial {
+        return Ok(());
+    }
     writeln!(out, "recheck with nothing held: {} refused of {}", r.recheck.1, r.recheck.0)?;
     if let Some(a) = &r.accept_rate {
         let lat = a
             .latency_us
-            .map(|[p50, _, p99]| format!(", latency p50 {} p99 {}", format_us(p50), format_us(p99)))
+            .map(|[p50, _, p99]| format!(", latency p50 {} ms, p99 {} ms", ms(p50), ms(p99)))
             .unwrap_or_default();
         writeln!(
             out,
-            "accept rate: {:.0} banners/s at concurrency {} over {:.1} s ({} probes, {} refused{lat})",
-            a.banners_per_s,
+            "accept rate: {} banners/s at concurrency {} over {:.1} s ({} probes, {} refused{lat})",
+            format_rate(a.banners_per_s),
             a.concurrency,
             a.duration_ms as f64 / 1000.0,
             a.probes,
@@ -144,9 +209,6 @@ fn write_table(out: &mut impl Write, r: &LimitsReport) -> io::Result<()> {
             )?,
         },
         None => writeln!(out, "LoginGraceTime: not measured (--grace)")?,
-    }
-    for w in &r.warnings {
-        writeln!(out, "warning: {}", escape(w))?;
     }
     Ok(())
 }
@@ -203,4 +265,23 @@ pub fn plot_svg(r: &LimitsReport, path: &Path) -> Result<(), Box<dyn std::error:
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_keep_about_four_significant_digits() {
+        let cases = [
+            (17531.4, "17531"),
+            (812.44, "812.4"),
+            (64.631, "64.63"),
+            (6.46312, "6.463"),
+            (0.52104, "0.5210"),
+        ];
+        for (rate, want) in cases {
+            assert_eq!(format_rate(rate), want);
+        }
+    }
 }

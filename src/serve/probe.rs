@@ -81,7 +81,10 @@ pub async fn run_diagnose(target: &str, remote: SocketAddr) -> Option<Diagnosis>
 /// A diagnosis as `/diagnose` answers it: the JSON object `diagnose -o jsonl` prints.
 pub fn diagnosis_json(d: &Diagnosis) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
+    // It ended just now, after `duration_ms`.
+    let started = std::time::SystemTime::now() - Duration::from_millis(d.duration_ms);
     // Writing into a Vec cannot fail.
-    let _ = crate::report::diagnose::write_diagnosis(&mut out, d, crate::report::Format::Jsonl, false);
+    let _ =
+        crate::report::diagnose::write_diagnosis(&mut out, d, started, crate::report::Format::Jsonl, false);
     out
 }
