@@ -20,6 +20,7 @@
 //! | [`record`] | [`record::ProbeRecord`]: an observation beside its classification, the one result record | none |
 //! | [`server`] | what real servers do: sshd's MaxStartups rule, versions and their features | none |
 //! | [`target`] | targets as users write them | none |
+//! | [`serverlog`] | sshd's and dropbear's log lines (syslog, journal, `sshd -E`) as typed events; reading only what is appended to a log | reads |
 //! | [`hostconns`] | this host's own established TCP connections to a server, by owning process and local address (`/proc/net/tcp*`, `/proc/*/fd`) | reads |
 //! | [`engine`] | the only door to the network: [`engine::Engine`] probes and holds; [`engine::exchange`] (the identification exchange as a pure machine both engines drive), [`engine::connect`] (kernel sockets), [`engine::raw`] (a user-space TCP client over raw sockets, with a packet trace), [`engine::any`] (either, chosen at run time) | network |
 //! | [`scan`] | many probes: streamed targets, concurrency, rate, sources | network |
@@ -46,4 +47,5 @@ pub mod report;
 pub mod scan;
 pub mod serve;
 pub mod server;
+pub mod serverlog;
 pub mod target;

@@ -8,7 +8,7 @@
 //! is sometimes one more than what we hold (a finished probe not yet reaped), sometimes one fewer:
 //! how often is fitted too, instead of letting one early (or missing) refusal move `start`.
 //! Confidence intervals come from the profile likelihood: every value whose best log-likelihood is
-//! within [`INTERVAL_DROP`] of the maximum, a threshold calibrated by simulation so that 95 %
+//! within `INTERVAL_DROP` (2.5) of the maximum, a threshold calibrated by simulation so that 95 %
 //! intervals contain the truth (`stats_coverage.rs` checks it).
 //!
 //! Scoring every candidate is millions of sums; most are hopeless, and a cheap upper bound on a
@@ -69,10 +69,9 @@ pub struct MaxStartupsFit {
     /// Whether `full` lies beyond the highest level measured: then only `start` and the slope were
     /// seen, and `rate` and `full` are uncertain together.
     pub full_beyond_observed: bool,
-    /// How often the server seemed to count one connection more than we held (0 on a quiet server);
-    /// negative: how often one fewer.
+    /// How often the server seemed to count one connection more than we held (0 on a quiet server).
     pub one_more: f64,
-    /// The maximised log-likelihood.
+    /// The log-likelihood of `best` (with its `one_more`).
     pub log_likelihood: f64,
 }
 
@@ -82,6 +81,12 @@ pub struct MaxStartupsFit {
 /// connection the server has already stopped counting). Fitted along with the rule, as a nuisance:
 /// without it, either kind of miscount moves `start` by one and the interval with it.
 const ONE_MORE: [f64; 6] = [0.0, 0.05, 0.1, 0.2, 0.3, -0.1];
+
+/// The point estimate uses only the first of [`ONE_MORE`] (one more, up to 0.2): the wider
+/// nuisance makes the intervals honest, but lets the best candidate wander (by simulation, `start`
+/// lands further from the truth); the narrower one is what the estimate used before and what a
+/// quiet or ordinarily loaded server shows.
+const POINT_ONE_MORE: usize = 4;
 
 /// The floor on every probability: nothing observed is impossible, so one stray observation cannot
 /// rule a rule out.
@@ -255,7 +260,10 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
     pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
 
     let table = LogTable::get();
+    // `best` over every miscount (the intervals are relative to it), `point` over the point
+    // estimate's (see POINT_ONE_MORE).
     let mut best: Option<Candidate> = None;
+    let mut point: Option<Candidate> = None;
     let mut by_start = vec![f64::NEG_INFINITY; (beyond + 1) as usize];
     let mut by_rate = [f64::NEG_INFINITY; 101];
     let mut by_full = vec![f64::NEG_INFINITY; (top + 1) as usize];
@@ -275,11 +283,7 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
             let ms = MaxStartups { start, rate, full };
             let lls = counts.ll(table, ms);
             // The best `one_more` for this rule (a nuisance parameter, maximised out).
-            let (e, ll) =
-                lls.iter()
-                    .copied()
-                    .enumerate()
-                    .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+            let (e, ll) = best_of(&lls);
             let slot = &mut by_start[start as usize];
             *slot = slot.max(ll);
             let slot = &mut by_full[full as usize];
@@ -296,9 +300,18 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
             if best.is_none_or(|b| candidate.better_than(&b)) {
                 best = Some(candidate);
             }
+            let (e, ll) = best_of(&lls[..POINT_ONE_MORE]);
+            let candidate = Candidate { ll, ms, one_more: ONE_MORE[e] };
+            if point.is_none_or(|b| candidate.better_than(&b)) {
+                point = Some(candidate);
+            }
         }
     }
-    let Candidate { ll: ll_max, ms: best, one_more } = best?;
+    let ll_max = best?.ll;
+    // Every candidate of the narrow nuisance whose pair was skipped lies more than `drop` below
+    // the maximum; then the wide nuisance's best stands.
+    let point = point.filter(|p| p.ll >= ll_max - drop).or(best)?;
+    let Candidate { ll: point_ll, ms: best, one_more } = point;
     let interval = |profile: &[f64]| -> (u32, u32) {
         let mut inside =
             profile.iter().enumerate().filter(|(_, &ll)| ll >= ll_max - drop).map(|(i, _)| i as u32);
@@ -312,15 +325,24 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
         let below = fulls.iter().rev().find(|&&f| f < lo).map_or(lo, |&previous| previous + 1);
         (below, fulls.iter().find(|&&f| f > hi).map_or(hi, |&next| next - 1))
     };
+    // The point estimate is inside its own intervals, whatever the nuisance did.
+    let with = |(lo, hi): (u32, u32), v: u32| (lo.min(v), hi.max(v));
+    let rate_ci =
+        if best.start == best.full { interval(&by_rate) } else { with(interval(&by_rate), best.rate) };
     Some(MaxStartupsFit {
         best,
-        start_ci: interval(&by_start),
-        rate_ci: interval(&by_rate),
-        full_ci,
+        start_ci: with(interval(&by_start), best.start),
+        rate_ci,
+        full_ci: with(full_ci, best.full),
         full_beyond_observed: best.full > max_open,
         one_more,
-        log_likelihood: ll_max,
+        log_likelihood: point_ll,
     })
+}
+
+/// The index and value of the largest log-likelihood (the first of equals).
+fn best_of(lls: &[f64]) -> (usize, f64) {
+    lls.iter().copied().enumerate().fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
 }
 
 /// Rates 0 to 100 in blocks of 10, for [`Counts::bound_for_rates`].

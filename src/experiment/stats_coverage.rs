@@ -172,7 +172,7 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
     }
     let top = *fulls.last().unwrap_or(&beyond);
     let table = LogTable::get();
-    let mut best: Option<Candidate> = None;
+    let (mut best, mut point): (Option<Candidate>, Option<Candidate>) = (None, None);
     let mut by_start = vec![f64::NEG_INFINITY; (beyond + 1) as usize];
     let mut by_rate = [f64::NEG_INFINITY; 101];
     let mut by_full = vec![f64::NEG_INFINITY; (top + 1) as usize];
@@ -181,9 +181,9 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
             let rates = if full == start { 100..=100 } else { 0..=100 };
             for rate in rates {
                 let ms = MaxStartups { start, rate, full };
-                let (e, ll) = (0..ONE_MORE.len())
+                let lls: Vec<f64> = (0..ONE_MORE.len())
                     .map(|e| {
-                        let ll = levels
+                        levels
                             .iter()
                             .map(|l| {
                                 let next =
@@ -192,10 +192,10 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
                                     table.at(e, ms.drop_percent(l.open), ms.drop_percent(next));
                                 f64::from(l.refused) * ln_p + f64::from(l.probes - l.refused) * ln_q
                             })
-                            .sum::<f64>();
-                        (e, ll)
+                            .sum::<f64>()
                     })
-                    .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+                    .collect();
+                let (e, ll) = best_of(&lls);
                 by_start[start as usize] = by_start[start as usize].max(ll);
                 by_full[full as usize] = by_full[full as usize].max(ll);
                 if full == start {
@@ -207,13 +207,23 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
                 if best.is_none_or(|b| c.better_than(&b)) {
                     best = Some(c);
                 }
+                let (e, ll) = best_of(&lls[..POINT_ONE_MORE]);
+                let c = Candidate { ll, ms, one_more: ONE_MORE[e] };
+                if point.is_none_or(|b| c.better_than(&b)) {
+                    point = Some(c);
+                }
             }
         }
     }
-    let b = best?;
+    let ll_max = best?.ll;
+    let b = point.filter(|p| p.ll >= ll_max - drop).or(best)?;
     let interval = |profile: &[f64]| -> (u32, u32) {
-        let inside: Vec<u32> =
-            profile.iter().enumerate().filter(|(_, &ll)| ll >= b.ll - drop).map(|(i, _)| i as u32).collect();
+        let inside: Vec<u32> = profile
+            .iter()
+            .enumerate()
+            .filter(|(_, &ll)| ll >= ll_max - drop)
+            .map(|(i, _)| i as u32)
+            .collect();
         (inside.first().copied().unwrap_or(0), inside.last().copied().unwrap_or(0))
     };
     let full_ci = {
@@ -221,12 +231,15 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
         let below = fulls.iter().rev().find(|&&f| f < lo).map_or(lo, |&previous| previous + 1);
         (below, fulls.iter().find(|&&f| f > hi).map_or(hi, |&next| next - 1))
     };
+    let with = |(lo, hi): (u32, u32), v: u32| (lo.min(v), hi.max(v));
+    let ms = b.ms;
+    let rate_ci = if ms.start == ms.full { interval(&by_rate) } else { with(interval(&by_rate), ms.rate) };
     Some(MaxStartupsFit {
-        best: b.ms,
-        start_ci: interval(&by_start),
-        rate_ci: interval(&by_rate),
-        full_ci,
-        full_beyond_observed: b.ms.full > max_open,
+        best: ms,
+        start_ci: with(interval(&by_start), ms.start),
+        rate_ci,
+        full_ci: with(full_ci, ms.full),
+        full_beyond_observed: ms.full > max_open,
         one_more: b.one_more,
         log_likelihood: b.ll,
     })

@@ -1,0 +1,704 @@
+//! What the server logged: sshd's and dropbear's log lines as typed events.
+//!
+//! On the wire, several causes look alike (FACTS §3): OpenSSH 9.8+ sends the same bytes for a
+//! `MaxStartups` drop and a penalty; dropbear drops over its limits with zero bytes, like a
+//! forwarder with no backend. The server's log tells them apart, and names the setting: `diagnose
+//! --server-log FILE` reads what the server appended while it probed, and this module turns each
+//! line into a [`LogLine`]: when (if the format says), which process, and a [`LogEvent`].
+//!
+//! Three formats are read, recognised line by line (a file may mix them, e.g. after rotation):
+//!
+//! | format | example |
+//! |---|---|
+//! | syslog / `auth.log` / `secure` (rsyslog's traditional format) | `Dec  2 04:50:01 host sshd[123]: msg` |
+//! | rsyslog with RFC 3339 timestamps (Debian 12's default) | `2026-12-02T04:50:01.123456+00:00 host sshd[123]: msg` |
+//! | `journalctl -u ssh` (`short`, `short-iso`) | `Dec 02 04:50:01 host sshd[123]: msg`, `2026-12-02T04:50:01+0000 host sshd[123]: msg` |
+//! | `sshd -E FILE` (and `-e`) | `msg` (no time, no process) |
+//! | `dropbear -E` (its standard error) | `[123] Dec 02 04:50:01 msg` |
+//!
+//! Every line becomes a [`LogLine`]; a message this module does not know is
+//! [`LogEvent::Unrecognised`], never dropped: near a probe's time it is shown to the user as it is.
+//! The fixtures under `tests/fixtures/serverlog/` were captured from the real servers (OpenSSH 9.2
+//! and 10.0, dropbear 2022.83); `capture.py` there says how.
+//!
+//! [`LogTail`] is the only I/O: it reads what is appended to a file after it was opened (or what
+//! arrives on standard input), so that old lines are never mistaken for this run's.
+
+use serde::Serialize;
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// When a line was logged, as far as its format says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timestamp {
+    /// The year, when the format has one (RFC 3339, `short-iso`); traditional syslog has none.
+    pub year: Option<i32>,
+    /// 1-12.
+    pub month: u8,
+    /// 1-31.
+    pub day: u8,
+    /// 0-23.
+    pub hour: u8,
+    /// 0-59.
+    pub minute: u8,
+    /// 0-60.
+    pub second: u8,
+    /// Fraction of the second, in µs (0 when the format has none).
+    pub micros: u32,
+    /// Offset from UTC in seconds, when the format has one; traditional syslog is in the logging
+    /// host's local time.
+    pub utc_offset_s: Option<i32>,
+}
+
+impl Timestamp {
+    /// Microseconds since the Unix epoch, taking the year and the UTC offset from the line when it
+    /// has them, else from `year` and `utc_offset_s` (the reader's guess: this year, local time).
+    pub fn unix_micros(&self, year: i32, utc_offset_s: i32) -> i64 {
+        let year = self.year.unwrap_or(year);
+        let offset = self.utc_offset_s.unwrap_or(utc_offset_s);
+        let days = days_from_civil(year, self.month, self.day);
+        let seconds = days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
+            - i64::from(offset);
+        seconds * 1_000_000 + i64::from(self.micros)
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's algorithm).
+fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Which format a line was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `Dec  2 04:50:01 host prog[pid]: msg` (syslog files and `journalctl` `short`).
+    Syslog,
+    /// `2026-12-02T04:50:01.123456+00:00 host prog[pid]: msg` (rsyslog RFC 3339, `journalctl`
+    /// `short-iso`).
+    Iso,
+    /// `[pid] Dec 02 04:50:01 msg` (dropbear's standard error).
+    DropbearStderr,
+    /// `msg` alone (`sshd -E` / `-e`).
+    Bare,
+}
+
+/// One line of a server's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    /// Its format.
+    pub format: LogFormat,
+    /// When, if the format says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// The host that logged it (syslog and journal formats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The program: `sshd`, `sshd-session` (OpenSSH 9.8+'s per-connection process), `dropbear`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Its process id, when the line names one (libwrap's own lines under `sshd -E` do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The message's level, from sshd's prefix (`error:`, `fatal:`, `debug1:`...), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// The message, after the prefixes: what to cite.
+    pub message: String,
+    /// What it means.
+    pub event: LogEvent,
+}
+
+/// Why sshd dropped a connection at its listener, as its `drop connection` line says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum DropReason {
+    /// `past MaxStartups` (OpenSSH 8.2-9.9): the global `MaxStartups` or, logged alike,
+    /// `PerSourceMaxStartups` (8.5+).
+    PastMaxStartups,
+    /// `Maxstartups` (OpenSSH 10): the same two limits, logged alike.
+    Maxstartups,
+    /// `penalty: <reason>` (OpenSSH 9.8+): the source address is serving a `PerSourcePenalties`
+    /// penalty, e.g. `connections without attempting authentication`.
+    Penalty(String),
+    /// Another wording.
+    Other(String),
+}
+
+/// What a log line means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum LogEvent {
+    /// sshd's listener dropped a connection before forking for it:
+    /// `drop connection #N from [A]:P on [B]:Q past MaxStartups` (or `Maxstartups`, `penalty: ...`).
+    Drop {
+        /// How many unauthenticated connections the server counted (`#N`).
+        count: u32,
+        /// The client.
+        from: SocketAddr,
+        /// The server's address.
+        on: SocketAddr,
+        /// Why.
+        reason: DropReason,
+    },
+    /// `beginning MaxStartups throttling`: the first drop of a burst (OpenSSH 8.2-9.9).
+    ThrottlingBegins,
+    /// `exited MaxStartups throttling after 00:00:01, 4 connections dropped`.
+    ThrottlingEnds {
+        /// How long throttling lasted, as logged.
+        after: String,
+        /// Connections dropped meanwhile.
+        dropped: u32,
+    },
+    /// `Maxstartups logging rate-limited: additional N connections dropped` (OpenSSH 10; also
+    /// `PerSourcePenalties logging rate-limited: ...`): drops not logged one by one.
+    DropsNotLogged {
+        /// Whose drops: `MaxStartups`, `PerSourcePenalties` (as logged, capitalisation aside).
+        limit: String,
+        /// How many.
+        additional: u32,
+    },
+    /// `srclimit_penalise: ...` (OpenSSH 9.8+, `LogLevel VERBOSE`): a source earning or serving a
+    /// `PerSourcePenalties` penalty.
+    Penalise {
+        /// The address block, e.g. `127.0.0.1/32`.
+        block: String,
+        /// Seconds of penalty.
+        seconds: u32,
+        /// Whether the penalty now blocks the source (`activating`), rather than being recorded
+        /// (`deferred`).
+        active: bool,
+        /// Why, e.g. `connections without attempting authentication`.
+        reason: String,
+    },
+    /// libwrap's own line: `refused connect from HOST (ADDR)` (hosts.deny matched).
+    WrapperRefusedConnect {
+        /// The client as libwrap names it.
+        host: String,
+        /// Its address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        addr: Option<IpAddr>,
+    },
+    /// sshd's `Connection refused by tcp wrapper` (logged at `DEBUG1` only).
+    WrapperRefused,
+    /// `Unable to load host key: PATH`: a session process cannot start (OpenSSH before 9.8 loads
+    /// the keys in every re-executed child).
+    HostKeyUnloadable {
+        /// The key file.
+        path: String,
+    },
+    /// `sshd: no hostkeys available -- exiting.`
+    NoHostKeys,
+    /// A `fatal:` line: the process logging it exits.
+    Fatal {
+        /// What it said.
+        text: String,
+    },
+    /// `Connection from A port P on B port Q` (OpenSSH, `LogLevel VERBOSE`): a session process
+    /// started for the client.
+    ConnectionFrom {
+        /// The client.
+        from: SocketAddr,
+        /// The server's address.
+        on: SocketAddr,
+    },
+    /// `Connection closed by A port P` / `Connection reset by A port P` (optionally `[preauth]`).
+    ConnectionClosed {
+        /// The client.
+        from: SocketAddr,
+        /// `reset` rather than `closed`.
+        reset: bool,
+    },
+    /// `Timeout before authentication for A port P` or `... for connection from A to B`
+    /// (LoginGraceTime expired).
+    GraceTimeout {
+        /// The client's address, when the line names one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<IpAddr>,
+    },
+    /// `Server listening on A port P.`: sshd (re)started.
+    Listening {
+        /// The address.
+        on: SocketAddr,
+    },
+    /// dropbear: `Child connection from A:P`.
+    DropbearConnection {
+        /// The client.
+        from: SocketAddr,
+    },
+    /// dropbear: `Exit before auth from <A:P>: REASON`.
+    DropbearExitBeforeAuth {
+        /// The client.
+        from: SocketAddr,
+        /// Why, e.g. `Exited normally`.
+        reason: String,
+    },
+    /// Anything else, kept as it was.
+    Unrecognised {
+        /// The message.
+        text: String,
+    },
+}
+
+impl LogEvent {
+    /// The client's address and port, when the event names them: how a line is matched to a probe.
+    pub fn client(&self) -> Option<SocketAddr> {
+        match self {
+            LogEvent::Drop { from, .. }
+            | LogEvent::ConnectionFrom { from, .. }
+            | LogEvent::ConnectionClosed { from, .. }
+            | LogEvent::DropbearConnection { from }
+            | LogEvent::DropbearExitBeforeAuth { from, .. } => Some(*from),
+            _ => None,
+        }
+    }
+
+    /// Whether `diagnose` cares: the line explains a refusal (a drop, a penalty, a wrappers denial,
+    /// a server that cannot start sessions), rather than tracing ordinary connections.
+    pub fn is_evidence(&self) -> bool {
+        !matches!(
+            self,
+            LogEvent::ConnectionFrom { .. }
+                | LogEvent::ConnectionClosed { .. }
+                | LogEvent::Listening { .. }
+                | LogEvent::DropbearConnection { .. }
+                | LogEvent::DropbearExitBeforeAuth { .. }
+                | LogEvent::Unrecognised { .. }
+        )
+    }
+}
+
+impl fmt::Display for LogLine {
+    /// The line as cited to a user: `[time] program[pid]: message`, control characters escaped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = self.time {
+            write!(f, "{:02}-{:02} {:02}:{:02}:{:02} ", t.month, t.day, t.hour, t.minute, t.second)?;
+        }
+        if let Some(p) = &self.program {
+            write!(f, "{}", escape(p))?;
+            if let Some(pid) = self.pid {
+                write!(f, "[{pid}]")?;
+            }
+            write!(f, ": ")?;
+        }
+        if let Some(level) = &self.level {
+            write!(f, "{}: ", escape(level))?;
+        }
+        write!(f, "{}", escape(&self.message))
+    }
+}
+
+/// A log's text is written by others (and quotes what clients sent): escaped for a terminal.
+fn escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
+/// Parses every line of `text` (empty lines are skipped).
+pub fn parse_log(text: &str) -> Vec<LogLine> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect()
+}
+
+/// Parses one line, in whichever of the formats it is.
+pub fn parse_line(line: &str) -> LogLine {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if let Some((time, rest)) = iso_time(line) {
+        return with_header(LogFormat::Iso, Some(time), rest, line);
+    }
+    if let Some((time, rest)) = syslog_time(line) {
+        return with_header(LogFormat::Syslog, Some(time), rest, line);
+    }
+    if let Some((pid, time, message)) = dropbear_stderr(line) {
+        let mut parsed = from_message(LogFormat::DropbearStderr, message);
+        parsed.time = Some(time);
+        parsed.pid = Some(pid);
+        return parsed;
+    }
+    from_message(LogFormat::Bare, line)
+}
+
+/// After a timestamp: `host program[pid]: message`. A line that does not continue so is kept
+/// whole, unrecognised.
+fn with_header(format: LogFormat, time: Option<Timestamp>, rest: &str, line: &str) -> LogLine {
+    let header = rest.split_once(' ').and_then(|(host, rest)| {
+        let (tag, message) = rest.split_once(": ").or_else(|| rest.strip_suffix(':').map(|t| (t, "")))?;
+        let (program, pid) = match tag.strip_suffix(']').and_then(|t| t.split_once('[')) {
+            Some((program, pid)) => (program, Some(pid.parse::<u32>().ok()?)),
+            None => (tag, None),
+        };
+        (!program.is_empty() && !program.contains(' ')).then_some((host, program, pid, message))
+    });
+    match header {
+        Some((host, program, pid, message)) => {
+            let mut parsed = from_message(format, message);
+            parsed.time = time;
+            parsed.host = Some(host.to_string());
+            parsed.program = Some(program.to_string());
+            parsed.pid = pid;
+            parsed
+        }
+        None => {
+            let mut parsed = from_message(format, line);
+            parsed.event = LogEvent::Unrecognised { text: line.to_string() };
+            parsed.time = time;
+            parsed
+        }
+    }
+}
+
+/// A bare message: its level prefix, then its meaning.
+fn from_message(format: LogFormat, message: &str) -> LogLine {
+    let (level, text) = match message.split_once(": ") {
+        Some((level, text)) if is_level(level) => (Some(level.to_string()), text),
+        _ => (None, message),
+    };
+    let event = match level.as_deref() {
+        Some("fatal") => LogEvent::Fatal { text: text.to_string() },
+        _ => event(text),
+    };
+    LogLine {
+        format,
+        time: None,
+        host: None,
+        program: None,
+        pid: None,
+        level,
+        message: text.to_string(),
+        event,
+    }
+}
+
+fn is_level(word: &str) -> bool {
+    matches!(word, "fatal" | "error" | "verbose" | "debug1" | "debug2" | "debug3" | "debug")
+}
+
+/// What a message (prefixes removed) means.
+fn event(text: &str) -> LogEvent {
+    let text_no_preauth = text.strip_suffix(" [preauth]").unwrap_or(text);
+    let unrecognised = || LogEvent::Unrecognised { text: text.to_string() };
+    if let Some(rest) = text.strip_prefix("drop connection #") {
+        return drop_line(rest).unwrap_or_else(unrecognised);
+    }
+    if text == "beginning MaxStartups throttling" {
+        return LogEvent::ThrottlingBegins;
+    }
+    if let Some(rest) = text.strip_prefix("exited MaxStartups throttling after ") {
+        // `00:00:01, 4 connections dropped`
+        let parsed = rest.split_once(", ").and_then(|(after, n)| {
+            let dropped = n.strip_suffix(" connections dropped")?.parse().ok()?;
+            Some(LogEvent::ThrottlingEnds { after: after.to_string(), dropped })
+        });
+        return parsed.unwrap_or_else(unrecognised);
+    }
+    if let Some((limit, rest)) = text.split_once(" logging rate-limited: additional ") {
+        if let Some(n) = rest.strip_suffix(" connections dropped").and_then(|n| n.parse().ok()) {
+            return LogEvent::DropsNotLogged { limit: limit.to_string(), additional: n };
+        }
+    }
+    if let Some(rest) = text.strip_prefix("srclimit_penalise: ") {
+        return penalise(rest).unwrap_or_else(unrecognised);
+    }
+    if let Some(rest) = text.strip_prefix("refused connect from ") {
+        // `HOST (ADDR)`, or `HOST` alone.
+        let (host, addr) = match rest.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+            Some((host, addr)) => (host, addr.parse().ok()),
+            None => (rest, None),
+        };
+        return LogEvent::WrapperRefusedConnect { host: host.to_string(), addr };
+    }
+    if text == "Connection refused by tcp wrapper" {
+        return LogEvent::WrapperRefused;
+    }
+    if let Some(path) = text.strip_prefix("Unable to load host key: ") {
+        return LogEvent::HostKeyUnloadable { path: path.to_string() };
+    }
+    if text.ends_with("no hostkeys available -- exiting.") {
+        return LogEvent::NoHostKeys;
+    }
+    if let Some(rest) = text_no_preauth.strip_prefix("Connection from ") {
+        // `A port P on B port Q rdomain ""`
+        let parsed = rest.split_once(" on ").and_then(|(from, on)| {
+            let on = on.split(" rdomain").next()?;
+            Some(LogEvent::ConnectionFrom { from: word_port(from)?, on: word_port(on)? })
+        });
+        return parsed.unwrap_or_else(unrecognised);
+    }
+    for (prefix, reset) in [("Connection closed by ", false), ("Connection reset by ", true)] {
+        if let Some(rest) = text_no_preauth.strip_prefix(prefix) {
+            // `A port P`, or `authenticating user U A port P`, `invalid user U A port P`.
+            let words: Vec<&str> = rest.split(' ').collect();
+            if let [.., addr, "port", port] = words[..] {
+                if let Some(from) = word_port(&format!("{addr} port {port}")) {
+                    return LogEvent::ConnectionClosed { from, reset };
+                }
+            }
+            return unrecognised();
+        }
+    }
+    if let Some(rest) = text_no_preauth.strip_prefix("Timeout before authentication for ") {
+        // `A port P` (before 10.x) or `connection from A to B` (10.x).
+        let addr = rest.strip_prefix("connection from ").unwrap_or(rest);
+        let from = addr.split(' ').next().and_then(|a| a.parse().ok());
+        return LogEvent::GraceTimeout { from };
+    }
+    if let Some(rest) = text.strip_prefix("Server listening on ") {
+        return rest
+            .strip_suffix('.')
+            .and_then(word_port)
+            .map_or_else(unrecognised, |on| LogEvent::Listening { on });
+    }
+    if let Some(rest) = text.strip_prefix("Child connection from ") {
+        return colon_port(rest).map_or_else(unrecognised, |from| LogEvent::DropbearConnection { from });
+    }
+    if let Some(rest) = text.strip_prefix("Exit before auth from <") {
+        // `A:P>: REASON`
+        let parsed = rest.split_once(">: ").and_then(|(from, reason)| {
+            Some(LogEvent::DropbearExitBeforeAuth { from: colon_port(from)?, reason: reason.to_string() })
+        });
+        return parsed.unwrap_or_else(unrecognised);
+    }
+    unrecognised()
+}
+
+/// After `drop connection #`: `N from [A]:P on [B]:Q REASON`.
+fn drop_line(rest: &str) -> Option<LogEvent> {
+    let (count, rest) = rest.split_once(" from ")?;
+    let (from, rest) = rest.split_once(" on ")?;
+    let (on, reason) = rest.split_once(' ')?;
+    let reason = match reason {
+        "past MaxStartups" => DropReason::PastMaxStartups,
+        "Maxstartups" | "MaxStartups" => DropReason::Maxstartups,
+        other => match other.strip_prefix("penalty: ") {
+            Some(why) => DropReason::Penalty(why.to_string()),
+            None => DropReason::Other(other.to_string()),
+        },
+    };
+    Some(LogEvent::Drop { count: count.parse().ok()?, from: bracketed(from)?, on: bracketed(on)?, reason })
+}
+
+/// After `srclimit_penalise: `:
+/// `ipv4: new 127.0.0.1/32 deferred penalty of 1 seconds for penalty: REASON` or
+/// `127.0.0.1/32: activating ipv4 penalty of 16 seconds for penalty: REASON`.
+fn penalise(rest: &str) -> Option<LogEvent> {
+    let (head, reason) = rest.split_once(" penalty of ")?;
+    let (seconds, reason) = reason.split_once(" seconds for ")?;
+    let reason = reason.strip_prefix("penalty: ").unwrap_or(reason);
+    let active = head.contains("activating");
+    let block = head.split([' ', ':']).find(|w| w.contains('/'))?;
+    Some(LogEvent::Penalise {
+        block: block.to_string(),
+        seconds: seconds.parse().ok()?,
+        active,
+        reason: reason.to_string(),
+    })
+}
+
+/// `[127.0.0.1]:42014`, `[::1]:42014`.
+fn bracketed(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.strip_prefix('[')?.split_once("]:")?;
+    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+}
+
+/// `127.0.0.1 port 42014`.
+fn word_port(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(" port ")?;
+    Some(SocketAddr::new(ip.parse().ok()?, port.trim().parse().ok()?))
+}
+
+/// `127.0.0.1:42014`, `::1:42014` (dropbear writes IPv6 without brackets).
+fn colon_port(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.rsplit_once(':')?;
+    let ip = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+}
+
+const MONTHS: [&str; 12] =
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// `Dec  2 04:50:01 ` or `Dec 02 04:50:01 ` at the start: the time and the rest.
+fn syslog_time(line: &str) -> Option<(Timestamp, &str)> {
+    let head = line.get(..16)?;
+    let month = MONTHS.iter().position(|m| head.starts_with(m))? as u8 + 1;
+    if head.as_bytes()[3] != b' ' || head.as_bytes()[15] != b' ' {
+        return None;
+    }
+    let day: u8 = head[4..6].trim_start().parse().ok()?;
+    let (hour, minute, second) = clock(&head[7..15])?;
+    let time = Timestamp { year: None, month, day, hour, minute, second, micros: 0, utc_offset_s: None };
+    valid(&time).then_some((time, &line[16..]))
+}
+
+/// `2026-12-02T04:50:01.123456+00:00 `, `2026-12-02T04:50:01+0000 ` (or `Z`) at the start.
+fn iso_time(line: &str) -> Option<(Timestamp, &str)> {
+    let (stamp, rest) = line.split_once(' ')?;
+    let b = stamp.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let year = stamp[..4].parse().ok()?;
+    let month = stamp[5..7].parse().ok()?;
+    let day = stamp[8..10].parse().ok()?;
+    let (hour, minute, second) = clock(&stamp[11..19])?;
+    let mut tail = &stamp[19..];
+    let mut micros = 0;
+    if let Some(fraction) = tail.strip_prefix('.') {
+        let digits = fraction.find(|c: char| !c.is_ascii_digit()).unwrap_or(fraction.len());
+        let padded = format!("{:0<6}", &fraction[..digits.min(6)]);
+        micros = padded.parse().ok()?;
+        tail = &fraction[digits..];
+    }
+    let utc_offset_s = match tail {
+        "Z" => 0,
+        _ => {
+            let sign = match tail.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let digits: String = tail[1..].chars().filter(|c| *c != ':').collect();
+            if digits.len() != 4 {
+                return None;
+            }
+            let (h, m): (i32, i32) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let time = Timestamp {
+        year: Some(year),
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        micros,
+        utc_offset_s: Some(utc_offset_s),
+    };
+    valid(&time).then_some((time, rest))
+}
+
+/// `04:50:01`.
+fn clock(text: &str) -> Option<(u8, u8, u8)> {
+    let b = text.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    Some((text[..2].parse().ok()?, text[3..5].parse().ok()?, text[6..8].parse().ok()?))
+}
+
+fn valid(t: &Timestamp) -> bool {
+    (1..=12).contains(&t.month) && (1..=31).contains(&t.day) && t.hour < 24 && t.minute < 60 && t.second <= 60
+}
+
+/// dropbear's standard error: `[123] Dec 02 04:50:01 message`.
+fn dropbear_stderr(line: &str) -> Option<(u32, Timestamp, &str)> {
+    let (pid, rest) = line.strip_prefix('[')?.split_once("] ")?;
+    let pid = pid.parse().ok()?;
+    let (time, message) = syslog_time(rest)?;
+    Some((pid, time, message))
+}
+
+/// The most a [`LogTail`] keeps between two reads: a log that grows faster is cut (the newest
+/// lines are kept).
+pub const TAIL_CAP: usize = 16 << 20;
+
+/// Reads only what is appended to a log after it was opened: a file from its size at opening
+/// (from its start again if it was truncated or replaced by a shorter one, as at rotation), or
+/// everything that arrives on a stream such as standard input (read by a thread of its own, since
+/// a read from a pipe cannot be interrupted).
+pub struct LogTail {
+    source: TailSource,
+}
+
+enum TailSource {
+    File { path: PathBuf, offset: u64 },
+    Stream { received: Arc<Mutex<Vec<u8>>> },
+}
+
+/// A log that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the server log {path}: {source}")]
+pub struct LogTailError {
+    /// The log.
+    pub path: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl LogTail {
+    /// Opens `path` (`-`: standard input) and remembers where it ends now.
+    pub fn open(path: &str) -> Result<LogTail, LogTailError> {
+        if path == "-" {
+            return Ok(LogTail::from_stream(std::io::stdin()));
+        }
+        let err = |source| LogTailError { path: path.to_string(), source };
+        let offset = std::fs::metadata(path).map_err(err)?.len();
+        Ok(LogTail { source: TailSource::File { path: PathBuf::from(path), offset } })
+    }
+
+    /// Everything `stream` yields from now on.
+    pub fn from_stream<R: Read + Send + 'static>(mut stream: R) -> LogTail {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let Ok(mut buffer) = sink.lock() else { break };
+                buffer.extend_from_slice(&chunk[..n]);
+                if buffer.len() > TAIL_CAP {
+                    let excess = buffer.len() - TAIL_CAP;
+                    buffer.drain(..excess);
+                }
+            }
+        });
+        LogTail { source: TailSource::Stream { received } }
+    }
+
+    /// What was appended since the last call (or since opening), as text (invalid UTF-8 replaced).
+    /// A partial last line is left for the next call.
+    pub fn read_appended(&mut self) -> Result<String, LogTailError> {
+        match &mut self.source {
+            TailSource::Stream { received } => {
+                let mut buffer = received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let complete = buffer.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let text = String::from_utf8_lossy(&buffer[..complete]).into_owned();
+                buffer.drain(..complete);
+                Ok(text)
+            }
+            TailSource::File { path, offset } => {
+                let err = |source| LogTailError { path: path.display().to_string(), source };
+                let mut file = std::fs::File::open(&*path).map_err(err)?;
+                let len = file.metadata().map_err(err)?.len();
+                if len < *offset {
+                    *offset = 0; // truncated or rotated: the new file is all new
+                }
+                let start = (*offset).max(len.saturating_sub(TAIL_CAP as u64));
+                file.seek(SeekFrom::Start(start)).map_err(err)?;
+                let mut bytes = Vec::new();
+                file.take(len - start).read_to_end(&mut bytes).map_err(err)?;
+                let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                *offset = start + complete as u64;
+                Ok(String::from_utf8_lossy(&bytes[..complete]).into_owned())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "serverlog_tests.rs"]
+mod tests;
