@@ -6,7 +6,8 @@
 //! unauthenticated connections are open, so every candidate `(start, rate, full)` is scored by the
 //! binomial log-likelihood of the observed counts, and the best candidate wins. The server's count
 //! is sometimes one more than what we hold (a finished probe not yet reaped), sometimes one fewer:
-//! how often is fitted too, instead of letting one early (or missing) refusal move `start`.
+//! how often is a nuisance maximised out, instead of letting one early (or missing) refusal move
+//! `start` (the intervals allow both; the point estimate, as it always did, only one more).
 //! Confidence intervals come from the profile likelihood: every value whose best log-likelihood is
 //! within `INTERVAL_DROP` (2.5) of the maximum, a threshold calibrated by simulation so that 95 %
 //! intervals contain the truth (`stats_coverage.rs` checks it).
