@@ -622,6 +622,17 @@ pub struct LogTail {
     source: TailSource,
 }
 
+impl fmt::Debug for LogTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            TailSource::File { path, offset } => {
+                f.debug_struct("LogTail").field("path", path).field("offset", offset).finish()
+            }
+            TailSource::Stream { .. } => f.debug_struct("LogTail").field("path", &"-").finish(),
+        }
+    }
+}
+
 enum TailSource {
     File { path: PathBuf, offset: u64 },
     Stream { received: Arc<Mutex<Vec<u8>>> },

@@ -334,6 +334,73 @@ fn openssh10_per_source_limit_filled_from_this_host() {
     assert!(remedy(&d).contains("PerSourceMaxStartups"), "{d:#}");
 }
 
+/// The server's own log, read while diagnose probes (`--server-log`, here sshd's `-e` output),
+/// names the cause: `high`, with the line cited.
+#[test]
+fn the_servers_log_names_the_cause() {
+    if !root_or_skip("server_log") || !have("server_log", &["sshd"]) {
+        return;
+    }
+    // MaxStartups (9.2): `drop connection #2 from [127.0.0.1]:P on [...] past MaxStartups` for our probes.
+    let sshd = Sshd::new().option("MaxStartups 2").start();
+    let _held: Vec<_> = (0..2).map(|_| hold(sshd.addr, Some("127.0.0.5".parse().unwrap()))).collect();
+    let log = sshd.dir().join("stderr.log");
+    let d = diagnose(&sshd.addr.to_string(), &["--server-log", log.to_str().unwrap()]);
+    assert_eq!((verdict(&d), &d["confidence"]), ("maxstartups", &"high".into()), "{d:#}");
+    let drop = d["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "server_logged" && e["event"] == "drop")
+        .unwrap_or_else(|| panic!("no drop line cited: {d:#}"));
+    assert_eq!(drop["ours"], true, "{d:#}");
+    assert!(drop["line"].as_str().unwrap().contains("past MaxStartups"), "{d:#}");
+
+    // A host key gone (9.2): `Unable to load host key`, logged by each dying session process.
+    let broken = Sshd::new().start();
+    for name in ["host_ed25519", "host_ed25519.pub"] {
+        std::fs::remove_file(broken.dir().join(name)).expect("removing the host key");
+    }
+    let log = broken.dir().join("stderr.log");
+    let d = diagnose(&broken.addr.to_string(), &["--server-log", log.to_str().unwrap()]);
+    assert_eq!((verdict(&d), &d["confidence"]), ("server_error", &"high".into()), "{d:#}");
+    let events: Vec<&Value> = d["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "server_logged")
+        .map(|e| &e["event"])
+        .collect();
+    assert!(events.iter().any(|e| *e == "host_key_unloadable" || *e == "no_host_keys"), "{d:#}");
+}
+
+/// OpenSSH 10's penalty, which its line shares with MaxStartups, named by its log: `drop connection
+/// ... penalty: connections without attempting authentication`.
+#[test]
+fn openssh10s_log_tells_a_penalty_from_maxstartups() {
+    if !root_or_skip("server_log_penalty") || !have("server_log_penalty", &["unshare", "chroot"]) {
+        return;
+    }
+    let Some(root) = openssh10_root("server_log_penalty") else { return };
+    let sshd = Sshd::new().root(&root).start();
+    let target = sshd.addr.to_string();
+    // Just enough grabs to be penalised: sshd rate-limits its drop lines, so a long burst would leave
+    // none for diagnose's own probes.
+    let (burst, _) = jsonl(&["probe", &target, "--count", "20", "--interval", "10ms", "-o", "jsonl"]);
+    assert_eq!(burst.last().unwrap()["message"], "Not allowed at this time", "the burst was not penalised");
+    let log = sshd.dir().join("stderr.log");
+    let d = diagnose(&target, &["--server-log", log.to_str().unwrap()]);
+    assert_eq!((verdict(&d), &d["confidence"]), ("penalized", &"high".into()), "{d:#}");
+    assert!(
+        d["evidence"].as_array().unwrap().iter().any(|e| e["kind"] == "server_logged"
+            && e["line"]
+                .as_str()
+                .unwrap()
+                .contains("penalty: connections without attempting authentication")),
+        "{d:#}"
+    );
+}
+
 /// The piece of evidence of `kind`, which the diagnosis must cite.
 fn cited<'a>(d: &'a Value, kind: &str) -> &'a Value {
     evidence(d, kind).unwrap_or_else(|| panic!("no {kind} evidence in {d:#}"))

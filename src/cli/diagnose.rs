@@ -10,8 +10,10 @@ use sshprobe::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::serverlog::LogTail;
 use sshprobe::target::{parse_target, TargetSpec};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -67,6 +69,13 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value_t = DEFAULT_PER_SOURCE, value_parser = super::parse::count::<u32>)]
     budget: u32,
 
+    /// The server's log, to cite what it says about our probes: sshd's or dropbear's, as `auth.log`
+    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file; `-` for standard input
+    /// (e.g. `ssh host journalctl -fu ssh | sshprobe diagnose host --server-log -`). Only what is
+    /// appended while diagnose runs is read.
+    #[arg(long, value_name = "FILE")]
+    server_log: Option<String>,
+
     /// Stop starting probes after this long (waiting for the budget included); a target with no
     /// probe by then is `not_tested`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -112,6 +121,11 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         max_held: args.max_held,
         sources: args.sources,
         penalty_wait: args.wait_penalty,
+        // Opened before the first probe: only what the server appends from now on is read.
+        server_log: match &args.server_log {
+            Some(path) => Some(Arc::new(Mutex::new(LogTail::open(path)?))),
+            None => None,
+        },
         ..DiagnoseOptions::default()
     };
     let mut out = std::io::stdout().lock();

@@ -185,6 +185,22 @@ fn delay_class_text(class: DelayClass) -> &'static str {
     }
 }
 
+/// What a cited log event means, for people (after the line).
+fn log_meaning(event: &str) -> &'static str {
+    match event {
+        "drop" => {
+            " (its listener dropped the connection: MaxStartups or PerSourceMaxStartups, logged alike, or a \
+                   PerSourcePenalties penalty when the line says `penalty:`)"
+        }
+        "throttling_begins" | "drops_not_logged" => " (MaxStartups throttling)",
+        "penalise" => " (PerSourcePenalties)",
+        "wrapper_refused_connect" | "wrapper_refused" => " (TCP wrappers: /etc/hosts.deny matched)",
+        "host_key_unloadable" | "no_host_keys" => " (its session cannot start without a host key: `HostKey`)",
+        "fatal" => " (the process exits)",
+        _ => "",
+    }
+}
+
 /// One of this host's connection owners: `python3 (pid 4242) holds 5 from 10.0.0.5`.
 fn holder_text(h: &HostHolder) -> String {
     let who = match (&h.process, h.pid) {
@@ -317,6 +333,20 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             if *total == 1 { "" } else { "s" },
             holders.iter().map(holder_text).collect::<Vec<_>>().join(", ")
         ),
+        Evidence::ServerLogged { line, event, ours } => format!(
+            "the server logged{}: {line}{}",
+            if *ours { " for one of our probes" } else { " while we probed" },
+            log_meaning(event)
+        ),
+        Evidence::ServerLoggedUnknown { lines, count } => format!(
+            "the server logged {count} line{} diagnose does not know while we probed: {}",
+            if *count == 1 { "" } else { "s" },
+            lines.join(" | ")
+        ),
+        Evidence::DropbearSilentAboutDrops => "dropbear logged its other connections but nothing for our refused \
+             probes: its limits (MAX_UNAUTH_PER_IP, MAX_UNAUTH_CLIENTS) drop a connection without a word, which \
+             rules out a forwarder with no backend"
+            .into(),
         Evidence::HungServer { syn_unanswered, accepted_silent } => format!(
             "{syn_unanswered} probes got no answer to their SYNs and {accepted_silent} were accepted but never got a \
              banner: the server's listen queue is full (a hung sshd), not a firewall"

@@ -101,7 +101,7 @@ impl Finding {
         Finding { verdict, confidence, evidence: Vec::new(), remedy: Vec::new(), notes: Vec::new() }
     }
 
-    fn conclude(&mut self, verdict: Verdict, confidence: Confidence) {
+    pub(super) fn conclude(&mut self, verdict: Verdict, confidence: Confidence) {
         self.verdict = verdict;
         self.confidence = confidence;
     }
@@ -126,6 +126,7 @@ pub fn decide(facts: &Facts) -> Finding {
     } else {
         decide_unloaded(facts, &unloaded, &mut f, software);
     }
+    super::logged::refine(facts, &mut f);
     // Our address as the server saw it, for an access rule to name.
     let client = unloaded.iter().filter(|p| p.refused()).find_map(|p| p.local()).map(|a| a.ip());
     f.remedy = remedies(f.verdict, software, &f.evidence, client);

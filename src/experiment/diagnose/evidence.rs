@@ -128,6 +128,27 @@ pub enum Evidence {
         /// How many from the probing address.
         from_probing_address: u32,
     },
+    /// A line the server logged while we probed, that explains a refusal (a drop and its reason, a
+    /// wrappers denial, a host key it cannot load, a fatal error).
+    ServerLogged {
+        /// The line, as cited (escaped).
+        line: String,
+        /// What it is (`drop`, `wrapper_refused_connect`, `host_key_unloadable`...).
+        event: &'static str,
+        /// Whether it names one of our probes' connections (by source port); `false`: it names no
+        /// port, and was logged while we probed.
+        ours: bool,
+    },
+    /// Lines the server logged while we probed that diagnose does not know: shown, never dropped.
+    ServerLoggedUnknown {
+        /// The lines, as cited (escaped), at most a few.
+        lines: Vec<String>,
+        /// How many there were in all.
+        count: usize,
+    },
+    /// dropbear's log has lines for other connections but none for our refused probes: its limits
+    /// drop a connection without a word, which is itself its signature.
+    DropbearSilentAboutDrops,
     /// Some SYNs were answered and others not, or connections were accepted whose banner never came:
     /// a server that has stopped accepting (its listen queue full), not a firewall.
     HungServer {

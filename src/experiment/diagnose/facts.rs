@@ -210,7 +210,7 @@ impl Tally {
 }
 
 /// Everything gathered, in the order it was gathered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Facts {
     /// The experiments.
     pub experiments: Vec<Experiment>,
@@ -223,6 +223,8 @@ pub struct Facts {
     pub host_connections: Vec<HostHolder>,
     /// Why probing stopped before any probe could be made, when it did.
     pub not_tested: Option<NotTestedReason>,
+    /// What the server logged while diagnose ran (`--server-log`): `None` when no log was given.
+    pub server_log: Option<Vec<crate::serverlog::LogLine>>,
 }
 
 /// Connections to the server held by one process of this host from one local address.
@@ -262,6 +264,11 @@ pub enum NotTestedReason {
 }
 
 impl Facts {
+    /// Our local ports, as the server saw them: how its log lines are matched to our probes.
+    pub fn our_ports(&self) -> std::collections::HashSet<u16> {
+        self.experiments.iter().flat_map(|e| &e.probes).filter_map(|p| p.local()).map(|a| a.port()).collect()
+    }
+
     /// The experiments of `kind`.
     pub fn of(&self, kind: ExperimentKind) -> impl Iterator<Item = &Experiment> {
         self.experiments.iter().filter(move |e| e.kind == kind)

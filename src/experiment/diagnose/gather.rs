@@ -13,9 +13,11 @@ use crate::experiment::sources::{LoopbackAliases, Sources};
 use crate::outcome::{classify, Outcome};
 use crate::record::ProbeRecord;
 use crate::server::Software;
+use crate::serverlog::LogTail;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -60,6 +62,9 @@ pub struct DiagnoseOptions {
     pub patience: Duration,
     /// No probe starts after this long (waiting for the probe budget included); `None`: no limit.
     pub max_duration: Option<Duration>,
+    /// The server's log, read from where it ended when opened: what it appends while diagnose
+    /// probes is matched to the probes and cited (`--server-log`).
+    pub server_log: Option<Arc<Mutex<LogTail>>>,
 }
 
 impl Default for DiagnoseOptions {
@@ -73,9 +78,13 @@ impl Default for DiagnoseOptions {
             penalty_wait: Duration::ZERO,
             patience: Duration::from_millis(400),
             max_duration: None,
+            server_log: None,
         }
     }
 }
+
+/// How long after its last probe diagnose waits for the server's log to catch up.
+const LOG_SETTLE: Duration = Duration::from_millis(500);
 
 /// diagnose's automatic second sources on IPv4 loopback: 127.77.0.1 to 127.77.0.40.
 const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
@@ -169,6 +178,15 @@ pub async fn diagnose<E: Engine>(
         load_experiment(&lab, primary, &others, options, &mut facts).await;
     }
 
+    if let Some(tail) = &options.server_log {
+        // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
+        tokio::time::sleep(LOG_SETTLE).await;
+        let appended = tail.lock().unwrap_or_else(|p| p.into_inner()).read_appended();
+        match appended {
+            Ok(text) => facts.server_log = Some(crate::serverlog::parse_log(&text)),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     let mut finding = decide(&facts);
     if finding.verdict == Verdict::Penalized {
         finding.evidence.push(match wait_for_lift(&lab, primary, options.penalty_wait).await {

@@ -28,6 +28,7 @@ pub mod decide;
 pub mod evidence;
 pub mod facts;
 pub mod gather;
+mod logged;
 pub mod remedy;
 
 pub use decide::{decide, Confidence, Finding, Verdict};
