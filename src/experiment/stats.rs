@@ -226,6 +226,20 @@ impl Counts {
     }
 }
 
+/// The values of `full` a fit tries when the highest level measured had `max_open` connections
+/// open: every one up to just past it, then, since `full` may lie beyond every level measured (it and
+/// `rate` then trade off: only the slope is seen), values well past the last level, sparser as they go.
+pub(crate) fn full_candidates(max_open: u32) -> Vec<u32> {
+    let beyond = max_open + 1;
+    let mut fulls: Vec<u32> = (0..=beyond).collect();
+    let mut extra = beyond;
+    while extra < 4 * beyond + 100 {
+        extra += (extra / 16).max(1);
+        fulls.push(extra);
+    }
+    fulls
+}
+
 /// Fits sshd's rule to refusal counts by maximum likelihood. `None` without a single refusal (no
 /// limit reached: nothing to fit) or without data.
 pub fn fit_maxstartups(levels: &[LevelCount]) -> Option<MaxStartupsFit> {
@@ -240,15 +254,8 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
     }
     let counts = Counts::new(levels);
     let max_open = counts.levels.iter().map(|l| l.open).max()?;
-    // `full` may lie beyond every level measured; then it and `rate` trade off (only the slope is
-    // seen), so candidates go well past the last level, sparser as they go.
     let beyond = max_open + 1;
-    let mut fulls: Vec<u32> = (0..=beyond).collect();
-    let mut extra = beyond;
-    while extra < 4 * beyond + 100 {
-        extra += (extra / 16).max(1);
-        fulls.push(extra);
-    }
+    let fulls = full_candidates(max_open);
     let top = *fulls.last().unwrap_or(&beyond);
 
     // Every candidate counts: refusals below `start` and banners at or above `full` are unlikely

@@ -164,12 +164,7 @@ fn exhaustive(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
     }
     let max_open = levels.iter().map(|l| l.open).max()?;
     let beyond = max_open + 1;
-    let mut fulls: Vec<u32> = (0..=beyond).collect();
-    let mut extra = beyond;
-    while extra < 4 * beyond + 100 {
-        extra += (extra / 16).max(1);
-        fulls.push(extra);
-    }
+    let fulls = full_candidates(max_open);
     let top = *fulls.last().unwrap_or(&beyond);
     let table = LogTable::get();
     let (mut best, mut point): (Option<Candidate>, Option<Candidate>) = (None, None);
