@@ -18,7 +18,24 @@ fn diagnose_with(engine: &str, target: &str, extra: &[&str]) -> Value {
     let d = lines.remove(0);
     let ok = d["verdict"] == "ok";
     assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "--engine {engine}: {d}");
+    record(engine, &d);
     d
+}
+
+/// With `SSHPROBE_VERDICTS_OUT=FILE`, appends what each diagnosis concluded, how long it took and
+/// what it spent, one JSON line per run (the table in the closing notes and docs comes from there).
+fn record(engine: &str, d: &Value) {
+    let Some(path) = std::env::var_os("SSHPROBE_VERDICTS_OUT") else { return };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = serde_json::json!({
+        "test": test, "engine": engine, "verdict": d["verdict"], "confidence": d["confidence"],
+        "duration_ms": d["duration_ms"], "spent": d["budget"]["spent"],
+        "evidence": d["evidence"].as_array().map(|e| e.iter().map(|e| e["text"].clone()).collect::<Vec<_>>()),
+    });
+    use std::io::Write;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the verdicts file");
+    writeln!(file, "{line}").expect("writing the verdicts file");
 }
 
 /// One raw-engine run at a time in this process: a second would find the first's run lock (it

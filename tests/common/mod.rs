@@ -266,9 +266,13 @@ fn read_line(mut stream: TcpStream, within: Duration) -> std::io::Result<(TcpStr
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no line in time"));
         }
         stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf)? {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A signal to the test process (a child's SIGCHLD, with a handler some test installed)
+            // interrupts a blocking read: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
     Ok((stream, got))
