@@ -155,10 +155,18 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             eprintln!("diagnosing {text} ({remote})...");
         }
         let budget = budgets.entry(remote.ip()).or_insert_with(|| {
-            let budget = Budget::penalty_safe(args.budget).on_wait(|source, wait| {
+            // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
+            let last = Mutex::new(None::<std::time::Instant>);
+            let budget = Budget::penalty_safe(args.budget).on_wait(move |source, wait| {
+                let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
+                    return;
+                }
+                *last = Some(std::time::Instant::now());
                 let source = source.map_or_else(|| "the default address".to_string(), |s| s.to_string());
                 eprintln!(
-                    "sshprobe: waiting {:.1} s for the probe budget of {source} (OpenSSH 9.8+ penalises faster probing)",
+                    "sshprobe: pacing {source} at about one connection a second ({:.1} s to wait now): OpenSSH 9.8+ \
+                     penalises faster probing",
                     wait.as_secs_f64()
                 );
             });
