@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
 
-/// Which side speaks first. FACTS §2: a server that closes without reading sends FIN to a client that
+/// Which side speaks first. docs/facts.md §2: a server that closes without reading sends FIN to a client that
 /// has sent nothing and RST to one whose ident sits unread in its receive queue, so the order decides
 /// how the same refusal looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]

@@ -3,10 +3,10 @@
 //! Real servers are the ground truth (the tests start sshd and dropbear), but some behaviours cannot be
 //! produced on demand by any real server, and a demo should need no server at all. Each [`Behaviour`]
 //! reproduces, on the wire, one way an endpoint answers (or fails to answer) the identification
-//! exchange, as measured on real servers (FACTS §3).
+//! exchange, as measured on real servers (docs/facts.md §3).
 //!
 //! The lab never reads the client before it has decided how to answer, like sshd: so a client that
-//! speaks first provokes an RST from a closing endpoint, as it does in real life (FACTS §2).
+//! speaks first provokes an RST from a closing endpoint, as it does in real life (docs/facts.md §2).
 
 use crate::outcome::KnownRefusal;
 pub use crate::server::MaxStartups;

@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! The crate is layered; each layer uses only those above it in this list (a test in
-//! `tests/layers.rs` checks the imports).
+//! The crate is layered: each module uses only those above it in this list, which is also the order
+//! of the `mod` declarations below, lowest first. `tests/layers.rs` reads that order from this file
+//! and checks every path in every file against it (grouped and multi-line imports included).
 //!
 //! | module | what it is | I/O |
 //! |---|---|---|
@@ -33,19 +34,19 @@
 //! (`cli/engine.rs`), wires these together and reports errors. One [`evidence::Observation`] flows
 //! from an engine through the classifier to a report; no layer reaches back up.
 
-pub mod engine;
 pub mod escape;
-pub mod evidence;
-pub mod experiment;
-pub mod hostconns;
 pub mod ident;
-pub mod lab;
-pub mod outcome;
 pub mod packet;
+pub mod evidence;
+pub mod outcome;
 pub mod record;
-pub mod report;
-pub mod scan;
-pub mod serve;
 pub mod server;
-pub mod serverlog;
 pub mod target;
+pub mod serverlog;
+pub mod hostconns;
+pub mod engine;
+pub mod scan;
+pub mod experiment;
+pub mod lab;
+pub mod report;
+pub mod serve;

@@ -3,7 +3,7 @@
 //! One probe is: connect (bounded by the request's connect timeout), then the identification
 //! exchange as [`Exchange`] directs it: our ident when the order says, reads until the machine has
 //! what it needs or the banner deadline passes, close. Reads are drained to the end before an error
-//! is acted on, so a refusal line that arrives just before an RST is kept (FACTS §2): the kernel
+//! is acted on, so a refusal line that arrives just before an RST is kept (docs/facts.md §2): the kernel
 //! hands out queued data before the error.
 
 use super::exchange::{Exchange, Purpose, Step};

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Our identification line when the user does not choose one. Never starts with `Probe-` and never
-/// mentions `SSH_Version_Mapper`: sshd treats those as scanners and closes silently (FACTS §1).
+/// mentions `SSH_Version_Mapper`: sshd treats those as scanners and closes silently (docs/facts.md §1).
 pub const DEFAULT_IDENT: &str = concat!("SSH-2.0-sshprobe_", env!("CARGO_PKG_VERSION"));
 
 /// The most bytes a probe reads from one connection.

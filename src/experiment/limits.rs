@@ -177,7 +177,7 @@ pub enum LimitsError {
 }
 
 /// Whether holding connections until LoginGraceTime expires costs `software` a crash penalty
-/// (OpenSSH 9.8 and 9.9: FACTS §5 and §9).
+/// (OpenSSH 9.8 and 9.9: docs/facts.md §5 and §9).
 pub fn grace_is_charged_as_crash(software: Software) -> bool {
     software.openssh_at_least(9, 8) && !software.openssh_at_least(10, 0)
 }

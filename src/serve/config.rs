@@ -279,7 +279,7 @@ fn module_from_text(name: &str, m: ModuleText) -> Result<Module, ConfigError> {
     })
 }
 
-/// What makes `ident` unusable as our identification line, if anything (RFC 4253 §4.2, FACTS §1).
+/// What makes `ident` unusable as our identification line, if anything (RFC 4253 §4.2, docs/facts.md §1).
 fn ident_problem(ident: &str) -> Option<&'static str> {
     if ident.contains(['\r', '\n', '\0']) {
         Some("must be one line without CR, LF or NUL")

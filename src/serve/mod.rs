@@ -17,7 +17,7 @@
 //!   checking every address a name resolves to before any packet is sent (403 otherwise);
 //! - it makes at most one probe per server and module per minimum interval, and concurrent scrapes
 //!   of one server share one probe ([`cache`]): OpenSSH 9.8+ penalises an address that connects
-//!   without authenticating about once a second (FACTS §5);
+//!   without authenticating about once a second (docs/facts.md §5);
 //! - at most a fixed number of probes run at once; a scrape beyond that gets 503;
 //! - a bad query gets 400 with one line ([`query`]); a slow client cannot hold a connection
 //!   forever (10 s to send its request head), and connections are bounded.
@@ -54,7 +54,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// The default minimum interval between two probes of one server (FACTS §5: OpenSSH's noauth
+/// The default minimum interval between two probes of one server (docs/facts.md §5: OpenSSH's noauth
 /// penalty does not build up below about one connection a second per source).
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// The default bound on probes in flight.
