@@ -216,10 +216,7 @@ impl Exporter {
             Host::Addr(a) => vec![a],
             Host::Name(name, port) => {
                 let within = deadline.unwrap_or(RESOLVE_TIMEOUT).min(RESOLVE_TIMEOUT);
-                match tokio::time::timeout(within, tokio::net::lookup_host((name.as_str(), port))).await {
-                    Ok(Ok(found)) => found.collect(),
-                    _ => Vec::new(),
-                }
+                crate::resolve::resolve_all(&name, port, Some(within)).await.unwrap_or_default()
             }
         };
         let dns = started.elapsed();
@@ -320,6 +317,10 @@ impl Exporter {
             Ok(q) => q,
             Err(e) => return self.bad(e),
         };
+        let module_name = q.module.as_deref().unwrap_or(DEFAULT_MODULE);
+        let Some(module) = self.settings.modules.get(module_name) else {
+            return self.bad(QueryError::Module(module_name.chars().take(64).collect()));
+        };
         let host = match parse_host(&q.target) {
             Ok(h) => h,
             Err(e) => return self.bad(e),
@@ -336,7 +337,8 @@ impl Exporter {
             .get(remote, || async {
                 let _permit = self.diagnose_slots.try_acquire().map_err(|_| NotRun::Busy)?;
                 self.metrics.diagnosed();
-                let d = run_diagnose(&q.target, remote).await.ok_or(NotRun::TimedOut)?;
+                let d =
+                    run_diagnose(&self.engines, module, &q.target, remote).await.ok_or(NotRun::TimedOut)?;
                 Ok(diagnosis_json(&d))
             })
             .await;

@@ -383,7 +383,8 @@ impl RawEngine {
         };
         let (done, observation) = oneshot::channel();
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
-        let start = Start { id, source, request, engine: self.config, purpose, done, ended };
+        let engine = request.config_on(&self.config);
+        let start = Start { id, source, request, engine, purpose, done, ended };
         if !self.driver.submit(Command::Start(start)) {
             return (local_error("the raw engine has stopped".into()), None);
         }

@@ -70,8 +70,8 @@ pub struct DiagnoseOptions {
 impl Default for DiagnoseOptions {
     fn default() -> DiagnoseOptions {
         DiagnoseOptions {
-            connect_timeout: Duration::from_secs(3),
-            banner_timeout: Duration::from_secs(8),
+            connect_timeout: crate::engine::DEFAULT_CONNECT_TIMEOUT,
+            banner_timeout: crate::engine::DEFAULT_BANNER_TIMEOUT,
             max_held: CONFIDENT_LOAD,
             sources: Vec::new(),
             spacing: Duration::from_millis(200),
