@@ -39,6 +39,7 @@ pub mod evidence;
 pub mod experiment;
 pub mod hostconns;
 pub mod ident;
+pub mod kexinit;
 pub mod lab;
 pub mod outcome;
 pub mod packet;
