@@ -85,10 +85,12 @@ impl ConnectEngine {
             self.config.byte_cap,
             us(),
             request.banner_timeout.as_micros() as u64,
-        );
+        )
+        .with_kexinit(request.kex);
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
         let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
         let held = step == Step::Hold;
+        let kexinit = machine.kexinit();
         let (end, timings, received, sent_ident) = machine.into_parts();
         let observation = Observation {
             remote,
@@ -101,6 +103,7 @@ impl ConnectEngine {
             received,
             sent_ident,
             packets: Vec::new(),
+            kexinit,
         };
         (observation, held.then_some((stream, connected)))
     }

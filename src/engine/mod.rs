@@ -81,6 +81,9 @@ pub struct ProbeRequest {
     /// How long after connecting the server's ident may take to arrive in full: a total deadline,
     /// not a per-read one, so a server dribbling bytes cannot hold a probe forever.
     pub banner_timeout: Duration,
+    /// Whether to read on for the server's KEXINIT after the exchange (never sending ours): off by
+    /// default, as it costs a round trip more with OpenSSH, which sends it only after our ident.
+    pub kex: bool,
 }
 
 impl ProbeRequest {
@@ -94,6 +97,7 @@ impl ProbeRequest {
             ident: ident_line(DEFAULT_IDENT),
             connect_timeout: Duration::from_secs(5),
             banner_timeout: Duration::from_secs(10),
+            kex: false,
         }
     }
 
@@ -117,6 +121,12 @@ impl ProbeRequest {
     /// With this identification line (CR LF included: see [`ident_line`]).
     pub fn ident(mut self, ident: Bytes) -> ProbeRequest {
         self.ident = ident;
+        self
+    }
+
+    /// Reading the server's KEXINIT after the exchange, or not.
+    pub fn kex(mut self, yes: bool) -> ProbeRequest {
+        self.kex = yes;
         self
     }
 

@@ -355,6 +355,7 @@ mod tests {
             received: Bytes::from_static(bytes),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         };
         Probed { record: ProbeRecord::new(obs), duration: Duration::from_micros(400) }
     }
