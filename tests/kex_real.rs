@@ -177,8 +177,8 @@ struct Script {
     chunks: Vec<Vec<u8>>,
 }
 
-/// A server on 127.0.0.1 that serves `connections` clients with `script`, each in turn, then ends;
-/// bounded in time (10 s), joined when dropped.
+/// A server on 127.0.0.1 that serves up to `connections` clients with `script`, each in a thread of
+/// its own (a diagnosis holds connections), then ends; bounded in time (30 s), joined when dropped.
 struct Tiny {
     addr: SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -189,46 +189,56 @@ impl Tiny {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding");
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
+        let script = std::sync::Arc::new(script);
         let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut served = 0;
-            while served < connections && Instant::now() < deadline {
-                let mut s = match listener.accept() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut served = Vec::new();
+            while served.len() < connections && Instant::now() < deadline {
+                let s = match listener.accept() {
                     Ok((s, _)) => s,
                     Err(_) => {
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
                     }
                 };
-                served += 1;
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_nodelay(true);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = s.write_all(b"SSH-2.0-TinyKex_1.0\r\n");
-                if script.wait_for_client {
-                    let mut line = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !line.ends_with(b"\n") && line.len() < 256 {
-                        match s.read(&mut byte) {
-                            Ok(1) => line.push(byte[0]),
-                            _ => break,
-                        }
-                    }
-                }
-                for chunk in &script.chunks {
-                    if s.write_all(chunk).is_err() {
-                        break;
-                    }
-                    let _ = s.flush();
-                    std::thread::sleep(Duration::from_millis(15));
-                }
-                // Until the client closes.
-                let mut sink = [0u8; 512];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                let script = script.clone();
+                served.push(std::thread::spawn(move || serve(s, &script)));
+            }
+            for t in served {
+                let _ = t.join();
             }
         });
         Tiny { addr, thread: Some(thread) }
     }
+}
+
+/// One connection of a [`Tiny`] server.
+fn serve(mut s: std::net::TcpStream, script: &Script) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_nodelay(true);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"SSH-2.0-TinyKex_1.0\r\n");
+    if script.wait_for_client {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") && line.len() < 256 {
+            match s.read(&mut byte) {
+                Ok(1) => line.push(byte[0]),
+                _ => break,
+            }
+        }
+    }
+    for chunk in &script.chunks {
+        if s.write_all(chunk).is_err() {
+            break;
+        }
+        let _ = s.flush();
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    // Until the client closes (or 20 s of silence: a diagnosis holds connections that long).
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut sink = [0u8; 512];
+    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
 }
 
 impl Drop for Tiny {
@@ -423,4 +433,91 @@ fn probe_kex_shows_a_malformation_in_every_format() {
     assert!(!text.contains('\x1b'));
     let csv = common::sshprobe().args(["probe", "--kex", "-o", "csv", &addr]).output().unwrap();
     assert!(String::from_utf8_lossy(&csv.stdout).lines().nth(1).unwrap().ends_with(",error=bad_name_byte"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// diagnose
+// ---------------------------------------------------------------------------------------------
+
+fn diagnose(target: &str) -> serde_json::Value {
+    let (mut lines, out) = jsonl(&["diagnose", target, "-o", "jsonl", "--max-held", "2"]);
+    assert_eq!(lines.len(), 1, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    lines.remove(0)
+}
+
+fn texts(d: &serde_json::Value, key: &str) -> Vec<String> {
+    d[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {d}"))
+        .iter()
+        .map(|e| e.get("text").and_then(|t| t.as_str()).or(e.as_str()).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn diagnose_calls_a_legacy_only_server_legacy_algorithms_with_the_missing_kinds() {
+    let legacy = offer(
+        &["diffie-hellman-group1-sha1"],
+        &["ssh-dss"],
+        &["3des-cbc", "aes128-cbc"],
+        &["hmac-md5", "hmac-sha1"],
+    );
+    let tiny = Tiny::start(whole(legacy.emit_packet(), true), 200);
+    let d = diagnose(&tiny.addr.to_string());
+    assert_eq!(d["verdict"], "legacy_algorithms", "{d}");
+    let missing: Vec<&str> = d["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "clients_cannot_negotiate")
+        .map(|e| e["missing"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["kex", "host_key", "cipher"], "{d}");
+    let evidence = texts(&d, "evidence").join("\n");
+    assert!(evidence.contains("-o HostKeyAlgorithms=+ssh-dss"), "{evidence}");
+    assert!(evidence.contains("no matching key exchange method found"), "{evidence}");
+    let remedy = texts(&d, "remedy").join("\n");
+    assert!(remedy.contains("weakens") && remedy.contains("sshd_config"), "{remedy}");
+}
+
+#[test]
+fn diagnose_notes_terrapin_and_no_post_quantum_beside_ok() {
+    let chacha = offer(
+        &["curve25519-sha256"],
+        &["ssh-ed25519"],
+        &["chacha20-poly1305@openssh.com"],
+        &["hmac-sha2-256"],
+    );
+    let tiny = Tiny::start(whole(chacha.emit_packet(), true), 200);
+    let d = diagnose(&tiny.addr.to_string());
+    assert_eq!(d["verdict"], "ok", "{d}");
+    let notes = texts(&d, "notes").join("\n");
+    assert!(notes.contains("Terrapin") && notes.contains("no post-quantum"), "{notes}");
+}
+
+#[test]
+fn diagnose_reads_the_kexinit_of_real_servers() {
+    if !have("kex_diagnose_real", &["sshd", "dropbear", "dropbearkey"]) {
+        return;
+    }
+    let sshd = Sshd::new().start();
+    let d = diagnose(&sshd.addr.to_string());
+    assert_eq!(d["verdict"], "ok", "{d}");
+    let offer = d["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "kex_offer")
+        .expect("kex_offer")
+        .clone();
+    assert_eq!(
+        (offer["strict_kex"].as_bool(), offer["post_quantum"].as_bool()),
+        (Some(true), Some(true)),
+        "{d}"
+    );
+    assert!(!texts(&d, "notes").join(" ").contains("Terrapin"), "{d}");
+    let server = Dropbear::new().start();
+    let d = diagnose(&server.addr.to_string());
+    assert_eq!(d["verdict"], "ok", "{d}");
+    assert!(texts(&d, "notes").join(" ").contains("no post-quantum"), "{d}");
 }
