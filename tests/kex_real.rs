@@ -181,6 +181,7 @@ struct Script {
 /// its own (a diagnosis holds connections), then ends; bounded in time (30 s), joined when dropped.
 struct Tiny {
     addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -190,10 +191,13 @@ impl Tiny {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let script = std::sync::Arc::new(script);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut served = Vec::new();
-            while served.len() < connections && Instant::now() < deadline {
+            let going = || !stopped.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline;
+            while served.len() < connections && going() {
                 let s = match listener.accept() {
                     Ok((s, _)) => s,
                     Err(_) => {
@@ -208,7 +212,7 @@ impl Tiny {
                 let _ = t.join();
             }
         });
-        Tiny { addr, thread: Some(thread) }
+        Tiny { addr, stop, thread: Some(thread) }
     }
 }
 
@@ -243,9 +247,8 @@ fn serve(mut s: std::net::TcpStream, script: &Script) {
 
 impl Drop for Tiny {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            // Unblock an accept loop still waiting: it ends at its deadline anyway.
-            let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
             let _ = t.join();
         }
     }
@@ -520,4 +523,78 @@ fn diagnose_reads_the_kexinit_of_real_servers() {
     let d = diagnose(&server.addr.to_string());
     assert_eq!(d["verdict"], "ok", "{d}");
     assert!(texts(&d, "notes").join(" ").contains("no post-quantum"), "{d}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn serve_exports_the_kex_metrics_to_a_real_prometheus() {
+    use common::prometheus::{need_prometheus, sample, scrape_config, Exporter, Prometheus};
+    if !need_prometheus("kex_serve_prometheus", &["sshd", "prometheus"]) {
+        return;
+    }
+    let sshd = Sshd::new().start();
+    let chacha = offer(
+        &["curve25519-sha256"],
+        &["ssh-ed25519"],
+        &["chacha20-poly1305@openssh.com"],
+        &["hmac-sha2-256"],
+    );
+    let tiny = Tiny::start(whole(chacha.emit_packet(), true), 100);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sshprobe.toml");
+    std::fs::write(&config, "[modules.default]\nkex = true\n").unwrap();
+    let exporter = Exporter::start(&["--config", config.to_str().unwrap()]);
+
+    // The exporter's answer itself.
+    let (status, text) = exporter.get(&format!("/probe?target={}", tiny.addr));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sample(&text, "sshprobe_terrapin_exposed"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "sshprobe_kex_strict"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "sshprobe_post_quantum_kex"), Some(0.0), "{text}");
+
+    let prometheus = Prometheus::start(&scrape_config(exporter.addr, &[sshd.addr, tiny.addr], "1s"));
+    let value = |expr: &str| prometheus.query(expr)[0]["value"][1].as_str().map(String::from);
+    let strict = format!("sshprobe_kex_strict{{instance=\"{}\"}}", sshd.addr);
+    let exposed = format!("sshprobe_terrapin_exposed{{instance=\"{}\"}}", tiny.addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && (value(&strict).is_none() || value(&exposed).is_none()) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        value(&strict).as_deref(),
+        Some("1"),
+        "exporter:\n{}\nprometheus:\n{}",
+        exporter.log(),
+        prometheus.log()
+    );
+    assert_eq!(value(&exposed).as_deref(), Some("1"));
+    assert_eq!(
+        value(&format!("sshprobe_post_quantum_kex{{instance=\"{}\"}}", sshd.addr)).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(&format!("sshprobe_terrapin_exposed{{instance=\"{}\"}}", sshd.addr)).as_deref(),
+        Some("0")
+    );
+    let info = prometheus.query(&format!("sshprobe_kex_info{{instance=\"{}\"}}", sshd.addr));
+    assert_eq!(info[0]["metric"]["kex"], "sntrup761x25519-sha512", "{info}");
+    assert_eq!(info[0]["metric"]["host_key"], "ssh-ed25519", "{info}");
+    // The dashboard's key-exchange panel finds data.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana/sshprobe-dashboard.json"))
+            .expect("dashboard JSON");
+    let panel = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["description"].as_str().unwrap_or("").contains("kex = true"))
+        .expect("the key-exchange panel");
+    for target in panel["targets"].as_array().unwrap() {
+        let expr = target["expr"].as_str().unwrap().replace("$job", "sshprobe").replace("$instance", ".*");
+        let result = prometheus.query(&expr);
+        assert!(result.as_array().is_some_and(|r| r.len() == 2), "dashboard query {expr}: {result}");
+    }
 }

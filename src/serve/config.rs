@@ -16,6 +16,9 @@
 //!
 //! [modules.raw]
 //! engine = "raw"               # packet-level engine: needs root (CAP_NET_RAW, CAP_NET_ADMIN)
+//!
+//! [modules.kex]
+//! kex = true                   # also read the server's KEXINIT: strict KEX, Terrapin, post-quantum
 //! ```
 
 use crate::engine::{ident_line, EngineConfig, ProbeRequest, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
@@ -82,6 +85,8 @@ struct ModuleText {
     banner_timeout: Option<String>,
     #[serde(default)]
     close: CloseName,
+    #[serde(default)]
+    kex: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +115,8 @@ pub struct Module {
     pub banner_timeout: Duration,
     /// How the probe closes.
     pub close: CloseMode,
+    /// Whether the probe also reads the server's KEXINIT (`kex = true`).
+    pub kex: bool,
 }
 
 impl Module {
@@ -126,6 +133,7 @@ impl Module {
             connect_timeout: Duration::from_secs(3),
             banner_timeout: Duration::from_secs(8),
             close: CloseMode::Fin,
+            kex: false,
         }
     }
 
@@ -153,6 +161,7 @@ impl Module {
             .order(self.order)
             .ident(ident_line(&self.ident))
             .timeouts(connect_timeout, banner_timeout)
+            .kex(self.kex)
     }
 }
 
@@ -276,6 +285,7 @@ fn module_from_text(name: &str, m: ModuleText) -> Result<Module, ConfigError> {
             CloseName::Fin => CloseMode::Fin,
             CloseName::Rst => CloseMode::Rst,
         },
+        kex: m.kex,
     })
 }
 
