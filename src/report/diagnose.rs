@@ -232,7 +232,11 @@ pub fn evidence_text(evidence: &Evidence) -> String {
         Evidence::ClientsCannotNegotiate { missing: kind, clients, server_offers, workaround } => format!(
             "OpenSSH {} clients cannot negotiate: {} (the server offers {}); client-side workaround, weakening \
              security: {workaround}",
-            clients.join(", "),
+            if clients.len() == crate::kexinit::openssh::CLIENTS.len() {
+                "8.8 and later".to_string()
+            } else {
+                clients.join(", ")
+            },
             kind.ssh_error(),
             server_offers.join(","),
         ),
