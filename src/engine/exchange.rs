@@ -526,6 +526,36 @@ mod tests {
         assert_eq!(x.kexinit(), None);
     }
 
+    proptest::proptest! {
+        /// However the server's bytes are cut into segments, the exchange stops at the same byte
+        /// with the same KEXINIT (the engine hands over what arrived, up to the machine's room).
+        #[test]
+        fn any_segmentation_reads_the_same_kexinit(cuts in proptest::collection::vec(1usize..1200, 0..12), send_first: bool) {
+            let order = if send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner };
+            for capture in [KEXINIT, DROPBEAR] {
+                let mut whole = kex_probe(order, 8192);
+                whole.start();
+                whole.on_bytes(200, capture);
+                let mut x = kex_probe(order, 8192);
+                x.start();
+                let mut cuts = cuts.clone();
+                cuts.sort_unstable();
+                let mut at = 0;
+                for cut in cuts.into_iter().chain([capture.len()]) {
+                    let cut = cut.min(capture.len());
+                    if cut > at && !x.is_over() {
+                        let take = (cut - at).min(x.room());
+                        x.on_bytes(300, &capture[at..at + take]);
+                        at += take;
+                    }
+                }
+                proptest::prop_assert!(x.is_over());
+                proptest::prop_assert_eq!(x.kexinit(), whole.kexinit());
+                proptest::prop_assert_eq!(x.received(), capture);
+            }
+        }
+    }
+
     #[test]
     fn events_after_the_end_change_nothing() {
         let mut x = probe(ProbeOrder::WaitForBanner);
