@@ -81,10 +81,12 @@ impl ConnectEngine {
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
         let mut machine =
-            Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64);
+            Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64)
+                .with_kexinit(request.kex);
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
         let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
         let held = step == Step::Hold;
+        let kexinit = machine.kexinit();
         let (end, timings, received, sent_ident) = machine.into_parts();
         let observation = Observation {
             remote,
@@ -97,6 +99,7 @@ impl ConnectEngine {
             received,
             sent_ident,
             packets: Vec::new(),
+            kexinit,
         };
         (observation, held.then_some((stream, connected)))
     }

@@ -99,6 +99,9 @@ pub struct ProbeRequest {
     /// The byte cap and close mode for this probe, when it differs from the engine's own
     /// ([`Engine`]s are opened with an [`EngineConfig`]; the exporter's modules each have theirs).
     pub config: Option<EngineConfig>,
+    /// Whether to read on for the server's KEXINIT after the exchange (never sending ours): off by
+    /// default, as it costs a round trip more with OpenSSH, which sends it only after our ident.
+    pub kex: bool,
 }
 
 impl ProbeRequest {
@@ -113,6 +116,7 @@ impl ProbeRequest {
             connect_timeout: SCAN_CONNECT_TIMEOUT,
             banner_timeout: SCAN_BANNER_TIMEOUT,
             config: None,
+            kex: false,
         }
     }
 
@@ -147,6 +151,12 @@ impl ProbeRequest {
     /// With this identification line (CR LF included: see [`ident_line`]).
     pub fn ident(mut self, ident: Bytes) -> ProbeRequest {
         self.ident = ident;
+        self
+    }
+
+    /// Reading the server's KEXINIT after the exchange, or not.
+    pub fn kex(mut self, yes: bool) -> ProbeRequest {
+        self.kex = yes;
         self
     }
 

@@ -53,6 +53,9 @@ pub enum Verdict {
     Intermittent,
     /// No probe could be made (the time limit ended while waiting for the probe budget).
     NotTested,
+    /// The exchange works, but the server's KEXINIT offers nothing a current OpenSSH client accepts
+    /// by default for some kind (key exchange, host key, cipher, MAC): `Unable to negotiate`.
+    LegacyAlgorithms,
 }
 
 impl Verdict {
@@ -511,7 +514,7 @@ mod tests {
         assert_eq!(
             names.join(", "),
             "ok, not_listening, filtered, unreachable, access_denied, server_error, listener_drop, maxstartups, \
-             per_source_limit, penalized, overloaded, not_ssh, intermittent, not_tested"
+             per_source_limit, penalized, overloaded, not_ssh, intermittent, not_tested, legacy_algorithms"
         );
         for v in Verdict::VARIANTS {
             assert_eq!(serde_json::to_value(v).unwrap(), v.name());

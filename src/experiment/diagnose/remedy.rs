@@ -54,6 +54,9 @@ pub enum Remedy {
     AllowMoreTime,
     /// The exchange works: look past it with `ssh -vvv`.
     LookPastTheExchange,
+    /// Enable current algorithms on the server (or upgrade it); a client-side `-o ...=+NAME` works
+    /// meanwhile, weakening security.
+    EnableCurrentAlgorithms,
 }
 
 /// The remedies for `verdict` on a server of `software`, refined by what the evidence showed;
@@ -121,6 +124,7 @@ pub fn remedies(
             }
         }
         Verdict::Intermittent => vec![Remedy::CollectMore],
+        Verdict::LegacyAlgorithms => vec![Remedy::EnableCurrentAlgorithms],
     }
 }
 
