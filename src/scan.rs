@@ -426,7 +426,8 @@ pub enum Event {
 /// Probes every target from `targets` and sends every result to `events`; returns when all are done.
 ///
 /// With an engine of kernel sockets ([`Engine::kernel_sockets`]) the probes run in one event loop on
-/// a thread of its own (`scan/epoll.rs`: no task, waker or timer entry per probe); otherwise each
+/// a thread of its own (`scan/epoll.rs`: no task, waker or timer entry per probe), one loop per thread
+/// of the runtime (`probe --threads N`: N loops, targets shared out as each has room); otherwise each
 /// target is a task calling [`Engine::probe`]. `SSHPROBE_SCAN_CORE=tokio` in the environment makes
 /// the kernel-socket engine take the task path too, for comparing the two (docs/performance.md).
 pub async fn run<E: Engine>(
@@ -438,17 +439,19 @@ pub async fn run<E: Engine>(
     let tasks = std::env::var_os("SSHPROBE_SCAN_CORE").is_some_and(|v| v == "tokio");
     match engine.kernel_sockets() {
         Some(config) if !tasks => {
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let spawned = std::thread::Builder::new().name("probes".into()).spawn(move || {
-                epoll::run(config, targets, options, events);
-                drop(done_tx);
-            });
-            match spawned {
-                // Ends when the loop's thread does (the sender dropped).
-                Ok(_) => {
-                    let _ = done_rx.await;
+            // As many loops as the runtime has threads (`probe --threads`): one by default.
+            let loops = tokio::runtime::Handle::current().metrics().num_workers();
+            match epoll::run(config, targets, options, events, loops) {
+                Ok(threads) => {
+                    // Waited for off the runtime's threads, which the output needs.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for thread in threads {
+                            let _ = thread.join();
+                        }
+                    })
+                    .await;
                 }
-                Err(e) => tracing::error!(error = %e, "spawning the probe loop's thread"),
+                Err(e) => tracing::error!(error = %e, "spawning the probe loops' threads"),
             }
         }
         _ => run_tasks(engine, targets, options, events).await,

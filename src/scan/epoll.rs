@@ -34,6 +34,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
@@ -51,22 +52,41 @@ const BURST: usize = 128;
 /// out at once; a burst costs one of each). A person watching sees no difference.
 const BURST_WAIT: Duration = Duration::from_millis(5);
 
-/// Runs the scan of `targets` with kernel sockets configured by `config`, on this thread, until every
-/// target is done, the run is stopped, or nobody takes the results any more.
+/// Runs the scan of `targets` with kernel sockets configured by `config` in `loops` event loops,
+/// each on a thread of its own, until every target is done, the run is stopped, or nobody takes the
+/// results any more.
+///
+/// With several loops, each takes targets from the one stream as it has room (so a target and all
+/// its probes stay in one loop), and gets an equal share of the concurrency and of the rate.
 pub(super) fn run(
     config: EngineConfig,
-    mut targets: TargetStream,
+    targets: TargetStream,
     options: RunOptions,
     events: mpsc::Sender<Event>,
-) {
-    let mut core = match Core::new(config, options, events) {
-        Ok(core) => core,
-        Err(e) => {
-            tracing::error!(error = %e, "creating the epoll instance");
-            return;
-        }
-    };
-    core.run(&mut targets);
+    loops: usize,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let loops = loops.clamp(1, options.concurrency.max(1));
+    let targets = Arc::new(Mutex::new(targets));
+    (0..loops)
+        .map(|i| {
+            let mut options = options.clone();
+            // Shares that add up to the whole: the first loops take the remainder.
+            let total = options.concurrency.max(1);
+            options.concurrency = total / loops + usize::from(i < total % loops);
+            options.rate = options.rate.map(|r| r / loops as f64);
+            let (targets, events) = (targets.clone(), events.clone());
+            std::thread::Builder::new().name(format!("probes-{i}")).spawn(move || {
+                let mut core = match Core::new(config, options, events) {
+                    Ok(core) => core,
+                    Err(e) => {
+                        tracing::error!(error = %e, "creating the epoll instance");
+                        return;
+                    }
+                };
+                core.run(&targets);
+            })
+        })
+        .collect()
 }
 
 /// A target between its probes, or waiting for its first: what is needed to start the next probe.
@@ -183,12 +203,12 @@ impl Core {
         })
     }
 
-    fn run(&mut self, targets: &mut TargetStream) {
+    fn run(&mut self, targets: &Mutex<TargetStream>) {
         self.drive(targets);
         self.hand_over();
     }
 
-    fn drive(&mut self, targets: &mut TargetStream) {
+    fn drive(&mut self, targets: &Mutex<TargetStream>) {
         let mut ready_events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let concurrency = self.options.concurrency.max(1);
         loop {
@@ -201,7 +221,8 @@ impl Core {
             }
             // New targets while there is room.
             while !self.targets_done && self.in_progress < concurrency {
-                match targets.try_recv() {
+                let next = targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).try_recv();
+                match next {
                     TryRecv::Item(item) => self.admit(item),
                     TryRecv::Empty => break,
                     TryRecv::Closed => self.targets_done = true,
