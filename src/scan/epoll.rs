@@ -160,6 +160,8 @@ struct Core {
     /// Results not yet handed over, and since when the oldest waits.
     burst: Vec<Event>,
     burst_since: Option<Instant>,
+    /// Whether any result has been handed over yet.
+    handed_over: bool,
 }
 
 impl Drop for Core {
@@ -200,6 +202,7 @@ impl Core {
             closed: false,
             burst: Vec::with_capacity(BURST),
             burst_since: None,
+            handed_over: false,
         })
     }
 
@@ -211,6 +214,7 @@ impl Core {
     fn drive(&mut self, targets: &Mutex<TargetStream>) {
         let mut ready_events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let concurrency = self.options.concurrency.max(1);
+        let mut quiet = true;
         loop {
             if self.options.stop.is_stopped() {
                 self.interrupt_all();
@@ -281,7 +285,8 @@ impl Core {
             }
             if let Some(since) = self.burst_since {
                 let due = since + BURST_WAIT;
-                if due <= now {
+                // A quiet loop (its last wait found nothing) has no burst coming: hand over now.
+                if due <= now || quiet {
                     self.hand_over();
                 } else {
                     wait = wait.min(due - now);
@@ -301,6 +306,7 @@ impl Core {
                 }
                 continue;
             }
+            quiet = n == 0;
             for ev in &ready_events[..n as usize] {
                 let (slot, generation) = ((ev.u64 & 0xffff_ffff) as u32, (ev.u64 >> 32) as u32);
                 self.on_event(slot, generation, ev.events);
@@ -631,7 +637,8 @@ impl Core {
     fn emit(&mut self, event: Event) {
         self.burst.push(event);
         self.burst_since.get_or_insert_with(Instant::now);
-        if self.burst.len() >= BURST {
+        // The run's first result goes at once (a user waits for it).
+        if self.burst.len() >= BURST || !self.handed_over {
             self.hand_over();
         }
     }
@@ -639,6 +646,7 @@ impl Core {
     /// Hands the queued results to the output, back to back.
     fn hand_over(&mut self) {
         self.burst_since = None;
+        self.handed_over = true;
         let mut burst = std::mem::take(&mut self.burst);
         for event in burst.drain(..) {
             if !self.closed && self.events.blocking_send(event).is_err() {
