@@ -733,3 +733,112 @@ impl AsRawFd for BorrowedRaw {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{spawn_target_reader, TargetReaderOptions, TargetSource};
+    use super::*;
+    use crate::engine::{ident_line, ProbeRequest};
+    use crate::evidence::ProbeOrder;
+    use crate::outcome::Outcome;
+    use std::io::{Read, Write};
+
+    /// A server on loopback that answers each connection as `answer` says, on a thread per
+    /// connection; ends with the test process.
+    fn server(answer: fn(std::net::TcpStream)) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || answer(stream));
+            }
+        });
+        addr
+    }
+
+    fn scan(
+        addr: SocketAddr,
+        options: RunOptions,
+        loops: usize,
+        stop_after: Option<Duration>,
+    ) -> Vec<ProbeResult> {
+        let targets = spawn_target_reader(
+            vec![TargetSource::Arg(addr.to_string()), TargetSource::Arg(addr.to_string())],
+            TargetReaderOptions::new(22),
+        );
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = options.stop.clone();
+        let threads = run(EngineConfig::default(), targets, options, tx, loops).unwrap();
+        if let Some(after) = stop_after {
+            std::thread::sleep(after);
+            stop.stop();
+        }
+        let mut results = Vec::new();
+        while let Some(event) = rx.blocking_recv() {
+            match event {
+                Event::Probe(r) => results.push(*r),
+                other => panic!("{other:?}"),
+            }
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        results
+    }
+
+    #[test]
+    fn every_probe_of_every_target_is_driven_to_its_banner_in_order_of_seq() {
+        let addr = server(|mut s| {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+            let mut ident = [0u8; 64];
+            let _ = s.read(&mut ident);
+        });
+        for (loops, order) in [(1, ProbeOrder::WaitForBanner), (2, ProbeOrder::SendFirst)] {
+            let probe = ProbeRequest::new(addr).order(order).ident(ident_line("SSH-2.0-t"));
+            let options = RunOptions {
+                concurrency: 4,
+                count: 3,
+                interval: Duration::from_millis(20),
+                rate: Some(1000.0),
+                probe,
+                ..RunOptions::default()
+            };
+            let results = scan(addr, options, loops, None);
+            assert_eq!(results.len(), 6, "two targets, three probes each");
+            for r in &results {
+                let obs = &r.record.observation;
+                assert_eq!(r.record.outcome(), Outcome::Banner, "{r:?}");
+                assert!(obs.sent_ident && obs.local.is_some(), "{r:?}");
+                assert_eq!(obs.order, order);
+                let t = obs.timings;
+                assert!(t.connected <= t.first_byte && t.first_byte <= t.ident, "{t:?}");
+            }
+            let mut seqs: Vec<u32> = results.iter().map(|r| r.seq).collect();
+            seqs.sort_unstable();
+            assert_eq!(seqs, [0, 0, 1, 1, 2, 2]);
+        }
+    }
+
+    #[test]
+    fn a_refusal_line_and_the_close_in_one_edge_are_both_seen() {
+        let addr = server(|mut s| {
+            let _ = s.write_all(b"Exceeded MaxStartups\r\n");
+        });
+        let options = RunOptions { probe: ProbeRequest::new(addr), ..RunOptions::default() };
+        for r in scan(addr, options, 1, None) {
+            let obs = &r.record.observation;
+            assert_eq!(&obs.received[..], b"Exceeded MaxStartups\r\n");
+            assert_eq!(obs.end, Some(End::Fin), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_run_reports_the_probes_under_way_as_interrupted() {
+        let addr = server(|s| {
+            std::thread::sleep(Duration::from_secs(5));
+            drop(s);
+        });
+        let options = RunOptions { probe: ProbeRequest::new(addr), ..RunOptions::default() };
+        let results = scan(addr, options, 1, Some(Duration::from_millis(200)));
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r.record.outcome() == Outcome::Interrupted), "{results:?}");
+    }
+}
