@@ -3,82 +3,101 @@
 //! serde_json spent about 12 000 instructions on a probe's line (callgrind: about 20 strings through
 //! its escaping writer, the timings map, formatting machinery for every number), a sizeable share of
 //! a probe's user-space cost. The record's fields are few and fixed, so [`write_line`] writes them
-//! directly into a reused buffer, in serde's order, with serde_json's escaping plus the terminal-safe
+//! directly into a reused buffer from the result itself, in serde's order, with serde_json's escaping plus the terminal-safe
 //! escapes of [`crate::escape::write_json`]. The tests check it byte for byte against serde over
 //! generated records, hostile strings included. A record it does not cover (a packet trace) goes to
 //! serde: [`write_line`] says so by returning false, having written nothing.
 
-use super::probe::JsonRecord;
+use super::probe::SHOWN_BYTES;
 use crate::evidence::{ProbeOrder, Timings};
 use crate::ident::IdentLine;
+use crate::scan::ProbeResult;
 
-/// Appends `record` as one JSON object (no line end) to `out`, exactly as serde (through
-/// [`crate::escape::write_json`]) would; false, with nothing written, for a record it does not
-/// cover.
-pub fn write_line(out: &mut Vec<u8>, r: &JsonRecord) -> bool {
-    if !r.packets.is_empty() {
+/// Appends the JSON object of `r` (no line end) to `out`, exactly as serde writes its
+/// [`JsonRecord`] (through [`crate::escape::write_json`]); false, with nothing written, for a record
+/// it does not cover (a packet trace). Built from the result itself, so the hex and text of the
+/// bytes go straight into `out` with no string of their own.
+pub fn write_line(out: &mut Vec<u8>, r: &ProbeResult) -> bool {
+    let obs = &r.record.observation;
+    let c = &r.record.classification;
+    if !obs.packets.is_empty() {
         return false;
     }
     out.extend_from_slice(b"{\"target\":");
-    string(out, r.target);
+    string(out, &r.target);
     out.extend_from_slice(b",\"seq\":");
     number(out, u64::from(r.seq));
     out.extend_from_slice(b",\"time\":\"");
     // RFC 3339 text: digits, dashes, colons, a dot, T and Z; nothing to escape.
     let _ = std::io::Write::write_fmt(out, format_args!("{}", humantime::format_rfc3339_micros(r.time)));
     out.extend_from_slice(b"\",\"outcome\":\"");
-    out.extend_from_slice(r.outcome.name().as_bytes());
-    out.extend_from_slice(if r.success { b"\",\"success\":true" } else { b"\",\"success\":false" });
-    if let Some(banner) = r.banner {
+    out.extend_from_slice(c.outcome.name().as_bytes());
+    out.extend_from_slice(if c.outcome.is_success() {
+        b"\",\"success\":true"
+    } else {
+        b"\",\"success\":false"
+    });
+    if let Some(banner) = &c.banner {
         out.extend_from_slice(b",\"banner\":");
         ident_line(out, banner);
     }
-    if let Some(message) = r.message {
+    if let Some(message) = &c.message {
         out.extend_from_slice(b",\"message\":");
         string(out, message);
     }
-    if let Some(refusal) = r.refusal {
+    if let Some(refusal) = c.refusal {
         out.extend_from_slice(b",\"refusal\":\"");
         out.extend_from_slice(refusal.name().as_bytes());
-        out.push(b'"');
+        out.extend_from_slice(b"\",\"refusal_meaning\":");
+        string(out, refusal.meaning());
     }
-    if let Some(meaning) = r.refusal_meaning {
-        out.extend_from_slice(b",\"refusal_meaning\":");
-        string(out, meaning);
-    }
-    if let Some(not_ssh) = &r.not_ssh {
+    if let Some(not_ssh) = c.not_ssh {
         out.extend_from_slice(b",\"not_ssh\":");
-        string(out, not_ssh);
+        string(out, &not_ssh.to_string());
     }
-    if let Some(error) = r.error {
+    if let Some(error) = super::probe::connect_error(obs) {
         out.extend_from_slice(b",\"error\":");
         string(out, error);
     }
-    if let Some(end) = r.end {
+    if let Some(end) = obs.end {
         out.extend_from_slice(b",\"end\":");
-        string(out, end);
+        string(out, end.name());
     }
     out.extend_from_slice(b",\"timings_us\":");
-    timings(out, &r.timings_us);
+    timings(out, &obs.timings);
     out.extend_from_slice(b",\"bytes_len\":");
-    number(out, r.bytes_len as u64);
-    out.extend_from_slice(b",\"bytes_hex\":");
-    string(out, &r.bytes_hex);
-    out.extend_from_slice(b",\"bytes_text\":");
-    string(out, &r.bytes_text);
-    if let Some(local) = r.local {
+    number(out, obs.received.len() as u64);
+    let shown = &obs.received[..obs.received.len().min(SHOWN_BYTES)];
+    out.extend_from_slice(b",\"bytes_hex\":\"");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in shown {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    }
+    out.extend_from_slice(b"\",\"bytes_text\":\"");
+    // `escape_default`'s text is printable ASCII; JSON then escapes its backslashes and quotes.
+    for &b in shown {
+        for e in std::ascii::escape_default(b) {
+            match e {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'"' => out.extend_from_slice(b"\\\""),
+                e => out.push(e),
+            }
+        }
+    }
+    out.push(b'"');
+    if let Some(local) = obs.local {
         out.extend_from_slice(b",\"local\":\"");
         super::probe::write_addr(out, &local);
         out.push(b'"');
     }
     out.extend_from_slice(b",\"remote\":\"");
-    super::probe::write_addr(out, &r.remote);
+    super::probe::write_addr(out, &obs.remote);
     out.extend_from_slice(b"\",\"order\":\"");
-    out.extend_from_slice(match r.order {
+    out.extend_from_slice(match obs.order {
         ProbeOrder::WaitForBanner => b"wait_for_banner",
         ProbeOrder::SendFirst => b"send_first",
     });
-    out.extend_from_slice(if r.sent_ident {
+    out.extend_from_slice(if obs.sent_ident {
         b"\",\"sent_ident\":true}"
     } else {
         b"\",\"sent_ident\":false}"
@@ -207,13 +226,15 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::{Duration, SystemTime};
 
-    fn serde_line(r: &JsonRecord) -> String {
+    use crate::report::probe::JsonRecord;
+
+    fn serde_line(r: &ProbeResult) -> String {
         let mut out = Vec::new();
-        crate::escape::write_json(&mut out, r).unwrap();
+        crate::escape::write_json(&mut out, &JsonRecord::new(r)).unwrap();
         String::from_utf8(out).unwrap()
     }
 
-    fn fast_line(r: &JsonRecord) -> String {
+    fn fast_line(r: &ProbeResult) -> String {
         let mut out = Vec::new();
         assert!(write_line(&mut out, r));
         String::from_utf8(out).unwrap()
@@ -264,7 +285,7 @@ mod tests {
             ttl: 64,
             len: 0,
         });
-        assert!(!write_line(&mut Vec::new(), &JsonRecord::new(&r)));
+        assert!(!write_line(&mut Vec::new(), &r));
     }
 
     proptest! {
@@ -309,8 +330,7 @@ mod tests {
             r.record = ProbeRecord::new(r.record.observation.clone());
             r.seq = seq;
             r.time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
-            let record = JsonRecord::new(&r);
-            prop_assert_eq!(fast_line(&record), serde_line(&record));
+            prop_assert_eq!(fast_line(&r), serde_line(&r));
         }
     }
 }

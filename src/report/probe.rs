@@ -196,7 +196,7 @@ fn escaped(bytes: &[u8]) -> String {
     s
 }
 
-fn connect_error(obs: &Observation) -> Option<&str> {
+pub(super) fn connect_error(obs: &Observation) -> Option<&str> {
     match &obs.connect {
         Connect::Unreachable { detail } | Connect::LocalError { detail } => Some(detail),
         _ => None,
@@ -250,10 +250,9 @@ impl<W: Write> ProbeReporter<W> {
         match self.format {
             Format::Jsonl => {
                 self.line.clear();
-                let record = JsonRecord::new(r);
                 // The hand-written line (the hot path of a scan); serde for what it does not cover.
-                if !super::jsonl::write_line(&mut self.line, &record) {
-                    crate::escape::write_json(&mut self.line, &record)?;
+                if !super::jsonl::write_line(&mut self.line, r) {
+                    crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
                 }
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)?;
