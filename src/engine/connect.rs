@@ -118,6 +118,10 @@ impl Engine for ConnectEngine {
             (observation, None) => Err(observation),
         }
     }
+
+    fn kernel_sockets(&self) -> Option<EngineConfig> {
+        Some(self.config)
+    }
 }
 
 /// A connection the connect engine holds: the kernel socket itself. Dropping it closes the socket.
@@ -220,7 +224,7 @@ async fn connect(socket: Socket, remote: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// A non-blocking TCP socket for `remote`, bound to `source` when given.
-fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
+pub(crate) fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
     let domain = if remote.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     if let Some(ip) = source {
@@ -261,7 +265,7 @@ fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
 static PORTS_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// What a failed connect says about the server (or about us).
-fn connect_error(e: &io::Error) -> Connect {
+pub(crate) fn connect_error(e: &io::Error) -> Connect {
     match e.raw_os_error() {
         // From connect() (not bind), EADDRNOTAVAIL means no free local port for this destination:
         // connections closed with FIN wait out TIME_WAIT on our side, 60 s on Linux.

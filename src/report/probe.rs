@@ -137,6 +137,28 @@ fn serialize_addr<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok
     }
 }
 
+/// Appends an address as its `Display` text (as [`serialize_addr`] writes it, without the quotes).
+pub(super) fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut buf = [0u8; 5];
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                let n = decimal(u16::from(octet), &mut buf);
+                out.extend_from_slice(&buf[..n]);
+            }
+            out.push(b':');
+            let n = decimal(a.port(), &mut buf);
+            out.extend_from_slice(&buf[..n]);
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
 /// Writes `v` in decimal at the start of `out`, which has room for five digits; returns the length.
 fn decimal(v: u16, out: &mut [u8]) -> usize {
     let digits = [v / 10_000, v / 1000 % 10, v / 100 % 10, v / 10 % 10, v % 10];
@@ -180,7 +202,7 @@ fn escaped(bytes: &[u8]) -> String {
     s
 }
 
-fn connect_error(obs: &Observation) -> Option<&str> {
+pub(super) fn connect_error(obs: &Observation) -> Option<&str> {
     match &obs.connect {
         Connect::Unreachable { detail } | Connect::LocalError { detail } => Some(detail),
         _ => None,
@@ -243,7 +265,10 @@ impl<W: Write> ProbeReporter<W> {
         match self.format {
             Format::Jsonl => {
                 self.line.clear();
-                crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
+                // The hand-written line (the hot path of a scan); serde for what it does not cover.
+                if !super::jsonl::write_line(&mut self.line, r) {
+                    crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
+                }
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)?;
             }
