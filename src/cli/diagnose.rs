@@ -1,6 +1,7 @@
 //! `sshprobe diagnose`.
 
 use super::engine::EngineArgs;
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -119,7 +120,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         connect_timeout: args.connect_timeout,
         banner_timeout: args.banner_timeout,
         max_held: args.max_held,
-        sources: args.sources,
+        sources: args.sources.clone(),
         penalty_wait: args.wait_penalty,
         // Opened before the first probe: only what the server appends from now on is read.
         server_log: match &args.server_log {
@@ -132,7 +133,8 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let colour = args.format == Format::Table && stdout_wants_colour();
     if args.format == Format::Csv {
         use std::io::Write;
-        writeln!(out, "{CSV_HEADER}")?;
+        // A closed stdout shows again at the first diagnosis, which then ends the run.
+        super::pipe::open(writeln!(out, "{CSV_HEADER}")).context("writing the CSV header")?;
     }
     let mut all_ok = true;
     let mut bad_input = false;
@@ -142,17 +144,20 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let ledger_path = Ledger::default_path();
     let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
     let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
+    super::targets::warn_ambiguous(&args.targets, args.port);
     for text in &args.targets {
-        let remote = match resolve(text, args.port).await {
+        let resolved = resolve(text, args.port).await;
+        let resolved = resolved.and_then(|r| super::targets::checked_remote(&args.sources, text, r));
+        let remote = match resolved {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("sshprobe: {e:#}");
+                say!("sshprobe: {e:#}");
                 bad_input = true;
                 continue;
             }
         };
         if args.format == Format::Table {
-            eprintln!("diagnosing {text} ({remote})...");
+            say!("diagnosing {text} ({remote})...");
         }
         let budget = budgets.entry(remote.ip()).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
@@ -164,7 +169,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
                 }
                 *last = Some(std::time::Instant::now());
                 let source = source.map_or_else(|| "the default address".to_string(), |s| s.to_string());
-                eprintln!(
+                say!(
                     "sshprobe: pacing {source} at about one connection a second ({:.1} s to wait now): OpenSSH 9.8+ \
                      penalises faster probing",
                     wait.as_secs_f64()
@@ -174,9 +179,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             budget
         });
         if budget.usage().spent.values().any(|&n| n > 0) {
-            eprintln!(
-                "sshprobe: {text}: same host as an earlier target: its probes share that target's budget"
-            );
+            say!("sshprobe: {text}: same host as an earlier target: its probes share that target's budget");
         }
         let options = DiagnoseOptions {
             max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
@@ -191,7 +194,13 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             }
         }
         all_ok &= d.finding.verdict == Verdict::Ok;
-        write_diagnosis(&mut out, &d, started, args.format, colour).context("writing the diagnosis")?;
+        let written = super::pipe::open(write_diagnosis(&mut out, &d, started, args.format, colour))
+            .context("writing the diagnosis")?;
+        if !written {
+            // Nobody reads any more (`diagnose A B | head -1`): diagnose no further target; the
+            // status is that of the diagnoses written.
+            break;
+        }
     }
     Ok(if bad_input {
         EXIT_USAGE

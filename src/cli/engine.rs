@@ -4,6 +4,7 @@
 //! lock) and guards a command's run with it: on Ctrl-C or SIGTERM the raw engine is shut down (its
 //! flows reset, its nftables rule removed) before the process exits with 130 or 143.
 
+use super::pipe::say;
 use super::{EXIT_INTERRUPTED, EXIT_TERMINATED};
 use anyhow::Context;
 use clap::Args;
@@ -90,7 +91,7 @@ impl EngineArgs {
                     code = run(engine.clone()) => code,
                     (name, code) = signals.recv() => {
                         engine.shutdown();
-                        eprintln!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
+                        say!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
                         Ok(code)
                     }
                 }

@@ -1,6 +1,7 @@
 //! `sshprobe lab` and `sshprobe demo`.
 
 use super::engine::EngineArgs;
+use super::pipe::{say, stdout_line};
 use super::EXIT_OK;
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -59,11 +60,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
         ..LabConfig::default()
     };
     let lab = Lab::start(config).await.context("starting the lab")?;
-    println!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS");
+    // The lab serves on when nobody reads its table (`sshprobe lab | head -1`).
+    let _ = stdout_line(format_args!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS"));
     for (behaviour, addr) in lab.endpoints() {
-        println!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe());
+        let _ = stdout_line(format_args!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe()));
     }
-    eprintln!("lab running; Ctrl-C stops it");
+    say!("lab running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     drop(lab);
     Ok(EXIT_OK)
@@ -136,7 +138,10 @@ async fn demo(engine: AnyEngine, format: Format) -> anyhow::Result<u8> {
     let mut reporter =
         ProbeReporter::new(std::io::stdout().lock(), format, table && stdout_wants_colour(), false);
     for r in &results {
-        reporter.write(r).context("writing results")?;
+        // Nobody reads any more (`sshprobe demo | head -1`): what was written is the demo.
+        if !super::pipe::open(reporter.write(r)).context("writing results")? {
+            break;
+        }
     }
     Ok(EXIT_OK)
 }

@@ -1,6 +1,7 @@
 //! `sshprobe limits`.
 
 use super::engine::{EngineArgs, ShutdownSignals};
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 use anyhow::Context;
 use clap::Args;
@@ -138,7 +139,7 @@ impl Progress for Stream {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if !warned.iter().any(|w| w == message) {
             warned.push(message.to_string());
-            self.bar.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+            self.bar.suspend(|| say!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
         }
     }
 }
@@ -155,7 +156,9 @@ pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
 async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSignals) -> anyhow::Result<u8> {
     // A benchmark takes minutes: a plot it could not write would be found out only at its end.
     let plot = args.plot.as_deref().map(PlotFile::check).transpose()?;
+    super::targets::warn_ambiguous(std::slice::from_ref(&args.target), args.port);
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
+    let remote = super::targets::checked_remote(&args.sources, &args.target, remote)?;
     let options = LimitsOptions {
         max_held: args.max_held,
         max_duration: args.max_duration,
@@ -195,7 +198,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         Some(Ok(report)) => (report, false),
         Some(Err(e @ LimitsError::NoBanner { .. })) => {
             // The server answered, just not with a banner: a finding about it, not a usage error.
-            eprintln!("sshprobe: {e}");
+            say!("sshprobe: {e}");
             return Ok(EXIT_SOME_FAILED);
         }
         Some(Err(e)) => return Err(e.into()),
@@ -219,7 +222,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         result => result.context("writing the report")?,
     }
     if let Some((name, code)) = signal {
-        eprintln!(
+        say!(
             "sshprobe: {name}: stopped after {} levels; every held connection was closed",
             report.levels.len()
         );
@@ -229,7 +232,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         let path = plot.path;
         plot_svg(&report, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         plot.written = true;
-        eprintln!("plot written to {}", path.display());
+        say!("plot written to {}", path.display());
     }
     Ok(EXIT_OK)
 }

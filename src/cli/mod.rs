@@ -6,10 +6,13 @@ mod generate;
 mod lab;
 mod limits;
 mod parse;
+mod pipe;
 mod probe;
 mod serve;
+mod targets;
 
 use clap::{ColorChoice, Parser, Subcommand};
+use pipe::say;
 use std::process::ExitCode;
 
 /// Exit status when every probe got a banner.
@@ -91,7 +94,7 @@ pub fn main() -> ExitCode {
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sshprobe: cannot start the async runtime: {e}");
+            say!("sshprobe: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -116,7 +119,7 @@ pub fn main() -> ExitCode {
         tokio::select! {
             result = command => result,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("sshprobe: interrupted; every held connection was closed");
+                say!("sshprobe: interrupted; every held connection was closed");
                 Ok(EXIT_INTERRUPTED)
             }
         }
@@ -130,8 +133,10 @@ pub fn main() -> ExitCode {
 fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
+        // Results nobody reads any more (a closed pipe): nothing to say, and no one to say it to.
+        Err(e) if pipe::chain_is_closed(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("sshprobe: {e:#}");
+            say!("sshprobe: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -1,6 +1,7 @@
 //! `sshprobe probe`.
 
 use super::engine::{EngineArgs, EngineKind, ShutdownSignals};
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -116,6 +117,12 @@ pub struct ProbeArgs {
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
 
+    /// Also probe addresses that are never a unicast host (left out by default): 0.0.0.0/8,
+    /// multicast 224.0.0.0/4 and ff00::/8, reserved 240.0.0.0/4 and the broadcast 255.255.255.255,
+    /// the unspecified ::. Private ranges are probed either way.
+    #[arg(long)]
+    include_special: bool,
+
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
@@ -230,13 +237,21 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     // Shards must agree on the order, so a sharded run without a seed uses a fixed one.
     let seed = args.seed.unwrap_or_else(|| if args.shard.is_some() { 0 } else { rand::random() });
     tracing::debug!(seed, ?order, "target order");
+    let first_port = args.ports.0.first().copied().unwrap_or(22);
+    super::targets::warn_ambiguous(&args.targets, first_port);
+    super::targets::check_source_families(&args.sources, &args.targets, first_port)?;
+    let mut excludes = args.excludes;
+    if !args.include_special {
+        state_special_exclusions(&args.targets, first_port);
+        excludes.extend(sshprobe::target::never_unicast());
+    }
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
         .map(TargetSource::Arg)
         .chain(args.inputs.into_iter().map(TargetSource::File))
         .collect();
-    let exclusions = Arc::new(load_exclusions(args.excludes, &args.exclude_files)?);
+    let exclusions = Arc::new(load_exclusions(excludes, &args.exclude_files)?);
     let targets = scan::spawn_target_reader(
         sources,
         TargetReaderOptions {
@@ -284,7 +299,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         // end removes it when the engine is dropped).
         engine.shutdown();
         let rule = if engine.is_raw() { ", and the raw engine's firewall rule is removed" } else { "" };
-        eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
+        say!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
     }
     Ok(code)
 }
@@ -313,6 +328,27 @@ async fn drive_until_signal<E: Engine>(
             }
             Ok((code, Some((name, code))))
         }
+    }
+}
+
+/// One line on stderr when a target argument reaches into networks that are never a unicast host,
+/// which the run leaves out (see [`sshprobe::target::never_unicast`]).
+fn state_special_exclusions(targets: &[String], port: u16) {
+    let touching: Vec<&str> = targets
+        .iter()
+        .filter(|t| {
+            sshprobe::target::parse_target_ports(t, &[port])
+                .is_ok_and(|specs| specs.iter().any(sshprobe::target::touches_never_unicast))
+        })
+        .map(String::as_str)
+        .collect();
+    if !touching.is_empty() {
+        say!(
+            "sshprobe: {}: leaving out addresses that are never a unicast host (0.0.0.0/8, multicast \
+             224.0.0.0/4 and ff00::/8, reserved 240.0.0.0/4 and 255.255.255.255, ::); --include-special \
+             probes them",
+            sshprobe::escape::escape(&touching.join(", "))
+        );
     }
 }
 
@@ -390,11 +426,11 @@ async fn drive<E: Engine>(
             }
             Event::BadTarget(e) => {
                 bad_targets += 1;
-                progress.suspend(|| eprintln!("sshprobe: {e}"));
+                progress.suspend(|| say!("sshprobe: {e}"));
             }
             Event::Excluded(e) => {
                 excluded += 1;
-                progress.suspend(|| eprintln!("sshprobe: {e}"));
+                progress.suspend(|| say!("sshprobe: {e}"));
             }
         }
     }
@@ -419,7 +455,9 @@ async fn drive<E: Engine>(
     let probes: u64 = tally.values().sum();
     if probes == 0 && bad_targets == 0 {
         match output.shard {
-            _ if excluded > 0 => bail!("no targets: every target given is excluded (--exclude)"),
+            _ if excluded > 0 => {
+                bail!("no targets: every target given is excluded (--exclude, or never a unicast host)")
+            }
             Some((i, n)) => bail!("no targets: shard {}/{n} holds none of the targets given", i + 1),
             None => bail!("no targets: the target list is empty"),
         }
@@ -428,7 +466,7 @@ async fn drive<E: Engine>(
     if table && probes > 0 {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
         let noun = if probes == 1 { "probe" } else { "probes" };
-        eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
+        say!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
     }
     Ok(status(&tally))
 }

@@ -1,5 +1,6 @@
 //! `sshprobe serve`.
 
+use super::pipe::{say, stdout_line};
 use super::EXIT_OK;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -85,7 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr().context("reading the listening address")?;
     // The one line on stdout: where it listens (a test or a script reads the port from it).
-    println!("sshprobe serve: listening on http://{local}/");
+    let _ = stdout_line(format_args!("sshprobe serve: listening on http://{local}/"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let shutdown = async move {
         let _ = stop_tx.send(signals.recv().await);
@@ -93,7 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     serve(listener, exporter.clone(), shutdown).await;
     exporter.shutdown();
     let name = stop_rx.await.unwrap_or("stopped");
-    eprintln!("sshprobe serve: {name}: stopped cleanly");
+    say!("sshprobe serve: {name}: stopped cleanly");
     Ok(EXIT_OK)
 }
 

@@ -1,0 +1,292 @@
+//! What a user and a hostile tester expect of every command: quiet and correct in pipes, CSV cells
+//! a spreadsheet does not run, safe defaults, one escaping, targets read as written. Through the CLI,
+//! against the embedded lab and small servers the tests start on loopback; no root needed.
+
+mod common;
+
+use common::sshprobe;
+use sshprobe::lab::{Behaviour, Lab, LabConfig};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A lab on a runtime of its own, for tests that run the binary against it.
+fn background_lab() -> (tokio::runtime::Runtime, Lab) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
+    (rt, lab)
+}
+
+/// The write end of a pipe whose read end is already closed: every write to it fails with EPIPE,
+/// as `| head -1` makes every write after the first line fail.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer
+}
+
+/// Runs sshprobe with stdout (and stderr, when `both`) on a closed pipe; returns its exit status
+/// and what it wrote on stderr when stderr was kept.
+fn run_into_closed_pipe(args: &[&str], both: bool) -> (Option<i32>, String) {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"));
+    cmd.args(args).env("SSHPROBE_STATE_DIR", "").stdin(Stdio::null()).stdout(closed_pipe());
+    if both {
+        cmd.stderr(closed_pipe());
+    } else {
+        cmd.stderr(Stdio::piped());
+    }
+    let out = cmd.output().expect("running sshprobe");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_command_is_quiet_on_a_closed_stdout_or_stderr_with_the_status_of_what_it_wrote() {
+    let (_rt, lab) = background_lab();
+    let closed = common::closed_port();
+    let nothing = closed.addr().to_string();
+    let ok = lab.addr(Behaviour::Ok).to_string();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        // Nothing listens: the diagnosis is `not_listening`, status 1, whether or not it could be read.
+        (vec!["diagnose", &nothing], 1),
+        (vec!["diagnose", &nothing, "-o", "csv"], 1),
+        (vec!["probe", &nothing], 1),
+        (vec!["probe", &ok, "-o", "jsonl"], 0),
+        (vec!["demo"], 0),
+        (vec!["man", "probe"], 0),
+        (vec!["completions", "bash"], 0),
+        (vec!["limits", &nothing], 1),
+    ];
+    for (args, status) in &cases {
+        for both in [true, false] {
+            let (code, stderr) = run_into_closed_pipe(args, both);
+            assert_eq!(code, Some(*status), "{args:?} (stderr closed too: {both}): {stderr}");
+            assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn diagnose_stops_at_a_closed_stdout_and_diagnoses_no_further_target() {
+    let closed = common::closed_port();
+    let nothing = closed.addr().to_string();
+    let second = common::closed_port();
+    let other = second.addr().to_string();
+    let (code, stderr) = run_into_closed_pipe(&["diagnose", &nothing, &other], false);
+    // The status of the one diagnosis written (not_listening), no `Broken pipe`, and the second
+    // target never started.
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&format!("diagnosing {nothing}")), "{stderr}");
+    assert!(!stderr.contains(&format!("diagnosing {other}")), "{stderr}");
+}
+
+#[test]
+fn the_lab_serves_on_when_nobody_reads_its_table() {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["lab", "--base-port", "0"])
+        .stdin(Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .spawn()
+        .expect("starting the lab");
+    let pid = child.id();
+    // Up when its sockets listen (ss names the owning process), or ended early: at most 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listening = false;
+    while Instant::now() < deadline && !listening {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the lab ended with {status} before it was stopped");
+        }
+        let ss = Command::new("ss").args(["-ltnpH"]).output().map(|o| o.stdout).unwrap_or_default();
+        listening = String::from_utf8_lossy(&ss).contains(&format!("pid={pid},"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = child.wait().expect("the lab's status");
+    assert!(listening, "the lab never listened");
+    assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
+}
+
+/// A server on loopback that answers every connection with `banner` and closes after reading the
+/// client's line (or 2 s), for as long as the returned guard lives.
+struct BannerServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BannerServer {
+    fn start(banner: &'static [u8]) -> BannerServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("its address");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.write_all(banner);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                            let _ = conn.read(&mut [0u8; 256]);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        BannerServer { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for BannerServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The cells of one CSV row (RFC 4180), unquoted.
+fn csv_cells(row: &str) -> Vec<String> {
+    let (mut cells, mut cell, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, row.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(std::mem::take(&mut cell)),
+            (c, _) => cell.push(c),
+        }
+    }
+    cells.push(cell);
+    cells
+}
+
+#[test]
+fn no_csv_cell_from_a_server_starts_a_spreadsheet_formula() {
+    let server = BannerServer::start(b"SSH-2.0-=HYPERLINK(\"http://x\",\"click\")\r\n");
+    let refusing = BannerServer::start(b"@SUM(1+1)*cmd|' /C calc'!A0\r\n");
+    let dropping = BannerServer::start(b"-5\r\n");
+    let mut checked = 0;
+    for addr in [server.addr, refusing.addr, dropping.addr] {
+        let target = addr.to_string();
+        for args in [vec!["probe", &target, "-o", "csv"], vec!["diagnose", &target, "-o", "csv"]] {
+            let out = sshprobe().args(&args).timeout(Duration::from_secs(120)).output().expect("sshprobe");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.lines().count() >= 2, "{args:?}: {stdout}");
+            for row in stdout.lines().skip(1) {
+                for cell in csv_cells(row) {
+                    checked += 1;
+                    assert!(
+                        !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                        "{args:?}: cell {cell:?} in {row}"
+                    );
+                }
+            }
+            if args[0] == "probe" && addr == server.addr {
+                assert!(stdout.contains("'=HYPERLINK"), "{stdout}");
+            }
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// Runs sshprobe; returns exit status, stdout and stderr.
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = sshprobe().args(args).timeout(Duration::from_secs(60)).output().expect("running sshprobe");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_ipv6_address_that_looks_like_it_names_a_port_is_warned_about_and_shown_with_its_port() {
+    let (_, stdout, stderr) = run(&["probe", "::1:2901", "--connect-timeout", "1s"]);
+    assert!(
+        stderr.contains(
+            "warning: ::1:2901 is the IPv6 address ::1:2901, port 22; for port 2901 of ::1, write [::1]:2901"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.contains("[::1:2901]:22"), "{stdout}");
+    // Written with brackets: no warning.
+    let closed = common::closed_port();
+    let (_, _, stderr) = run(&["probe", &format!("[::1]:{}", closed.port()), "--connect-timeout", "1s"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn a_target_file_line_that_is_no_host_name_is_rejected_with_its_line() {
+    let closed = common::closed_port();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("{}\n-5\n--help\na..b\n", closed.addr())).expect("write");
+    let path = file.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = run(&["probe", "-i", path, "-o", "jsonl"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for (line, text) in [(2, "-5"), (3, "--help"), (4, "a..b")] {
+        assert!(stderr.contains(&format!("{path}:{line}: invalid host name \"{text}\"")), "{stderr}");
+    }
+    assert!(!stderr.contains("resolve"), "{stderr}");
+    // The good line was probed.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
+fn a_source_of_the_other_family_is_a_usage_error_naming_both() {
+    let closed = common::closed_port();
+    let v4 = closed.addr().to_string();
+    for args in [
+        vec!["probe", "--source", "::1", &v4],
+        vec!["diagnose", "--source", "::1", &v4],
+        vec!["limits", "--source", "::1", &v4],
+        vec!["probe", "--source", "127.0.0.1", "[::1]:22"],
+    ] {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty() || args[0] == "diagnose", "{args:?}: {stdout}");
+        let (source, target) = (args[2], args[3]);
+        assert!(
+            stderr.contains(&format!("--source {source} is")) && stderr.contains(target),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn addresses_that_are_never_a_unicast_host_are_left_out_unless_asked() {
+    let closed = common::closed_port();
+    let zero = format!("0.0.0.0:{}", closed.port());
+    let special = ["224.0.0.1", "255.255.255.255", zero.as_str(), "240.0.0.0/30", "ff02::1"];
+    let mut args = vec!["probe", "-o", "jsonl", "--connect-timeout", "1s"];
+    args.extend(special);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    // Stated once, naming the targets and the way to probe them anyway.
+    assert_eq!(stderr.matches("leaving out addresses that are never a unicast host").count(), 1, "{stderr}");
+    assert!(stderr.contains("--include-special"), "{stderr}");
+    assert!(stderr.contains("224.0.0.1 (224.0.0.1) is excluded (never a unicast host"), "{stderr}");
+    assert!(stderr.contains("no targets: every target given is excluded"), "{stderr}");
+    // Asked for: every one is attempted (none is a host here, so none gets a banner).
+    args.push("--include-special");
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout.lines().count(), 4 + 2, "{stdout}");
+    assert!(!stderr.contains("never a unicast host"), "{stderr}");
+    // Private and loopback networks stay in, and say nothing.
+    let (code, stdout, stderr) = run(&["probe", "-o", "jsonl", &format!("127.0.0.0/30:{}", closed.port())]);
+    assert_eq!((code, stdout.lines().count()), (Some(1), 2), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
