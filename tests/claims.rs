@@ -290,3 +290,68 @@ fn addresses_that_are_never_a_unicast_host_are_left_out_unless_asked() {
     assert_eq!((code, stdout.lines().count()), (Some(1), 2), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn limits_outside_loopback_runs_only_when_confirmed() {
+    // 198.18.0.0/15 (benchmarking) is no address of this host: nothing may be sent there unasked.
+    let (code, stdout, stderr) = run(&["limits", "198.18.0.1:22", "--max-held", "1", "--probes", "1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("locked out") && stderr.contains("give --yes"), "{stderr}");
+    // Loopback needs no confirmation (a closed port: the benchmark's own error, not a question).
+    let closed = common::closed_port();
+    let (_, _, stderr) = run(&["limits", &closed.addr().to_string()]);
+    assert!(!stderr.contains("--yes"), "{stderr}");
+}
+
+/// Starts a long-running sshprobe command, waits for its first stdout line (or 20 s), stops it
+/// with `signal`, and returns that line and all of stderr.
+fn first_line_then_signal(args: &[&str], signal: i32) -> (String, String) {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(args)
+        .env("SSHPROBE_STATE_DIR", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sshprobe");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
+    (line, stderr)
+}
+
+#[test]
+fn serve_and_lab_warn_when_they_leave_loopback() {
+    let (line, stderr) =
+        first_line_then_signal(&["serve", "--listen", "0.0.0.0:0", "--allow", "0.0.0.0/0"], libc::SIGTERM);
+    assert!(line.contains("listening on"), "{line} {stderr}");
+    assert!(
+        stderr.contains("warning: listening on 0.0.0.0:0, beyond loopback, with --allow 0.0.0.0/0"),
+        "{stderr}"
+    );
+    // On loopback, or with a narrow --allow: no warning.
+    for args in [
+        ["serve", "--listen", "127.0.0.1:0", "--allow", "0.0.0.0/0"],
+        ["serve", "--listen", "0.0.0.0:0", "--allow", "10.1.2.0/24"],
+    ] {
+        let (line, stderr) = first_line_then_signal(&args, libc::SIGTERM);
+        assert!(line.contains("listening on") && !stderr.contains("warning"), "{args:?}: {line} {stderr}");
+    }
+    let (line, stderr) = first_line_then_signal(&["lab", "--bind", "0.0.0.0"], libc::SIGINT);
+    assert!(line.contains("ENDPOINT"), "{line} {stderr}");
+    assert!(stderr.contains("warning: the lab listens on 0.0.0.0, beyond loopback"), "{stderr}");
+    let (_, stderr) = first_line_then_signal(&["lab"], libc::SIGINT);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -59,6 +59,13 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
         grace: args.grace,
         ..LabConfig::default()
     };
+    if !args.bind.is_loopback() {
+        say!(
+            "sshprobe: warning: the lab listens on {}, beyond loopback: anyone who reaches it can hold its \
+             connections and read its endpoints (keep it on 127.0.0.1 unless a second host must probe it)",
+            args.bind
+        );
+    }
     let lab = Lab::start(config).await.context("starting the lab")?;
     // The lab serves on when nobody reads its table (`sshprobe lab | head -1`).
     let _ = stdout_line(format_args!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS"));

@@ -68,6 +68,11 @@ pub struct LimitsArgs {
     #[arg(long, requires = "grace")]
     accept_grace_penalty: bool,
 
+    /// Run against a server outside loopback without asking: the ramp holds connections until the
+    /// server refuses every new one (MaxStartups `full`), which locks out its other users meanwhile.
+    #[arg(long, short = 'y')]
+    yes: bool,
+
     /// Local addresses to spread probes and holders over (default: 127.77.x.y on IPv4 loopback).
     #[arg(long = "source", value_name = "ADDR")]
     sources: Vec<IpAddr>,
@@ -159,6 +164,9 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
     super::targets::warn_ambiguous(std::slice::from_ref(&args.target), args.port);
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
     let remote = super::targets::checked_remote(&args.sources, &args.target, remote)?;
+    if !args.yes && !remote.ip().is_loopback() {
+        confirm_outside_loopback(&args.target, remote)?;
+    }
     let options = LimitsOptions {
         max_held: args.max_held,
         max_duration: args.max_duration,
@@ -284,5 +292,30 @@ impl Drop for PlotFile<'_> {
         if self.created && !self.written {
             let _ = std::fs::remove_file(self.path);
         }
+    }
+}
+
+/// Asks on a terminal before a benchmark of a server outside loopback; without a terminal, only
+/// `--yes` runs it. Its ramp drives the server to `full`: every new connection, anyone's, is
+/// refused until the benchmark ends.
+fn confirm_outside_loopback(target: &str, remote: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let warning = format!(
+        "limits holds connections to {target} ({remote}) until it refuses every new one (MaxStartups \
+         full): its other users are locked out meanwhile"
+    );
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() || !std::io::stderr().is_terminal() {
+        anyhow::bail!("{warning}; give --yes to run it on a server outside loopback");
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "sshprobe: {warning}. Go on? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).context("reading the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("not confirmed: nothing was sent to {target}")
     }
 }

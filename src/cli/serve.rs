@@ -68,6 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             Modules::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
     };
+    warn_if_open(args.listen, &args.allow);
     let allow = if args.allow.is_empty() { AllowList::default() } else { AllowList::new(args.allow) };
     if args.min_interval < Duration::from_secs(1) {
         tracing::warn!(
@@ -118,6 +119,28 @@ impl Signals {
             _ = self.interrupt.recv() => "interrupted",
             _ = self.terminate.recv() => "terminated",
         }
+    }
+}
+
+/// One warning on stderr when the exporter listens beyond loopback and may probe wide networks:
+/// anyone who reaches its port can then make this host connect to many addresses.
+fn warn_if_open(listen: SocketAddr, allow: &[IpNet]) {
+    // Wider than a /16 (IPv4) or a /48 (IPv6): a site, not a few servers.
+    let wide: Vec<String> = allow
+        .iter()
+        .filter(|n| match n {
+            IpNet::V4(n) => n.prefix_len() < 16,
+            IpNet::V6(n) => n.prefix_len() < 48,
+        })
+        .map(IpNet::to_string)
+        .collect();
+    if !listen.ip().is_loopback() && !wide.is_empty() {
+        say!(
+            "sshprobe serve: warning: listening on {listen}, beyond loopback, with --allow {}: anyone who \
+             reaches this port can make this host probe those networks (listen on loopback behind a \
+             proxy, narrow --allow, or filter the port)",
+            wide.join(" --allow ")
+        );
     }
 }
 
