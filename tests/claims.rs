@@ -355,3 +355,61 @@ fn serve_and_lab_warn_when_they_leave_loopback() {
     let (_, stderr) = first_line_then_signal(&["lab"], libc::SIGINT);
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// The help of every command, at `columns` terminal columns.
+fn help_at(command: &str, columns: &str) -> String {
+    let mut cmd = sshprobe();
+    if !command.is_empty() {
+        cmd.arg(command);
+    }
+    let out = cmd.arg("--help").env("COLUMNS", columns).output().expect("sshprobe --help");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const COMMANDS: [&str; 9] = ["", "probe", "diagnose", "limits", "lab", "demo", "serve", "completions", "man"];
+
+#[test]
+fn help_tables_and_examples_keep_their_shape_on_an_80_column_terminal() {
+    for command in COMMANDS {
+        let (narrow, wide) = (help_at(command, "80"), help_at(command, "1000"));
+        // Everything after the options (examples, tables, notes) is laid out by hand: clap must not
+        // need to re-wrap a line of it on 80 columns.
+        let tail = |h: &str| h.split_once("\nExamples:").map(|(_, t)| t.to_string()).unwrap_or_default();
+        assert!(!tail(&wide).is_empty() || command == "demo", "{command}: no examples");
+        assert_eq!(tail(&narrow), tail(&wide), "sshprobe {command} --help: re-wrapped on 80 columns");
+        for line in tail(&wide).lines() {
+            assert!(line.chars().count() < 80, "sshprobe {command} --help: {line:?}");
+            // No example command broken mid-quote.
+            if line.trim_start().starts_with("sshprobe ") || line.trim_start().starts_with("curl ") {
+                assert_eq!(line.matches('\'').count() % 2, 0, "sshprobe {command} --help: {line:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_man_page_names_the_version_and_the_readme_installs_every_page() {
+    let version = env!("CARGO_PKG_VERSION");
+    for command in COMMANDS {
+        let mut cmd = sshprobe();
+        cmd.arg("man");
+        if !command.is_empty() {
+            cmd.arg(command);
+        }
+        let page = String::from_utf8_lossy(&cmd.output().expect("sshprobe man").stdout).into_owned();
+        let title = page.lines().find(|l| l.starts_with(".TH")).unwrap_or_default();
+        assert!(title.contains(version), "sshprobe man {command}: {title}");
+    }
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    let man_loop = readme.lines().find(|l| l.starts_with("for c in ''")).expect("the README's man loop");
+    for command in COMMANDS.iter().skip(1) {
+        assert!(
+            man_loop.split_whitespace().any(|w| w.trim_end_matches(';') == *command),
+            "README man loop lacks {command}: {man_loop}"
+        );
+    }
+    // `cargo install --path .` comes before the first command that needs sshprobe on the PATH.
+    let install = readme.find("cargo install --path .").expect("the README installs sshprobe");
+    let first_use = readme.find("\nsshprobe ").expect("a command line");
+    assert!(install < first_use, "the README uses sshprobe before installing it");
+}

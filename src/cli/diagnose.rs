@@ -19,40 +19,49 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe diagnose 192.0.2.10                 why does ssh fail with 'Connection closed by remote host'?
-  sshprobe diagnose gw.example:2222 -o jsonl   one JSON object per target
+  sshprobe diagnose 192.0.2.10
+      why does ssh fail with 'Connection closed by remote host'?
+  sshprobe diagnose gw.example:2222 -o jsonl
+      one JSON object per target
   sshprobe diagnose host --source 10.0.0.5 --source 10.0.0.6
-                                               probe from 10.0.0.5; 10.0.0.6 is the second address
+      probe from 10.0.0.5; 10.0.0.6 is the second address
 
 Verdicts:
   ok                the identification exchange works; look past it (ssh -vvv)
-  not_listening     RST to the SYN: nothing listens (or a firewall rejects with a reset)
-  filtered          no answer to the SYNs: a firewall drops them, the host is down, or the server's
-                    accept queue is full (a hung sshd)
+  not_listening     RST to the SYN: nothing listens (or a firewall rejects with
+                    a reset)
+  filtered          no answer to the SYNs: a firewall drops them, the host is
+                    down, or the server's accept queue is full (a hung sshd)
   unreachable       ICMP errors answer the SYN
-  access_denied     an access rule refuses this client: Debian's 5-s zero-byte close (TCP wrappers),
-                    a message, or a close for this address only
-  server_error      the server accepts, but its session process dies before the banner (host keys,
-                    a broken install or configuration)
-  listener_drop     zero bytes, at the listener, from every address, nothing on this host explains it:
-                    a full table on a server that sends no message, or a forwarder with no backend
-  maxstartups       the server-wide limit on unauthenticated connections (MaxStartups, dropbear's
-                    MAX_UNAUTH_CLIENTS)
-  per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP)
+  access_denied     an access rule refuses this client: Debian's 5-s zero-byte
+                    close (TCP wrappers), a message, or a close for this
+                    address only
+  server_error      the server accepts, but its session process dies before the
+                    banner (host keys, a broken install or configuration)
+  listener_drop     zero bytes, at the listener, from every address, nothing on
+                    this host explains it: a full table on a server that sends
+                    no message, or a forwarder with no backend
+  maxstartups       the server-wide limit on unauthenticated connections
+                    (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS)
+  per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's
+                    MAX_UNAUTH_PER_IP)
   penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
   overloaded        accepted but no banner, or banners timing out under load
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern
   not_tested        no probe could be made within --max-duration
 
-The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that does not
-authenticate and blocks it past 15 s owed (PerSourcePenalties). diagnose keeps each source address
-under --budget seconds owed (10): a burst of about ten connections, then about one a second, waiting
-rather than giving up. What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
-~/.local/state/sshprobe), and a banner from a server without penalties lifts the pacing.
-On IPv4 loopback it adds second addresses from 127.77.0.0/24 by itself.
+The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that
+does not authenticate and blocks it past 15 s owed (PerSourcePenalties).
+diagnose keeps each source address under --budget seconds owed (10): a burst of
+about ten connections, then about one a second, waiting rather than giving up.
+What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
+~/.local/state/sshprobe), and a banner from a server without penalties lifts
+the pacing. On IPv4 loopback it adds second addresses from 127.77.0.0/24 by
+itself.
 
-Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or input errors.")]
+Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or
+input errors.")]
 pub struct DiagnoseArgs {
     /// Targets: host, host:port, [v6addr]:port.
     #[arg(value_name = "TARGET", required = true)]

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe lab                                   ports chosen by the system, printed at start
+  sshprobe lab
+      ports chosen by the system, printed at start
   sshprobe lab --base-port 2200 --maxstartups 3:50:10
   sshprobe probe 127.0.0.1:2200 127.0.0.1:2201   (in another terminal)")]
 pub struct LabArgs {

@@ -20,18 +20,24 @@ use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe limits 127.0.0.1:2222 --plot limits.svg    ramp, fit MaxStartups, accept rate, plot
-  sshprobe limits host --max-held 50 -o jsonl         one object per level, then a summary
-  sshprobe limits host --grace 150s                   also measure LoginGraceTime (waits for it)
+  sshprobe limits 127.0.0.1:2222 --plot limits.svg
+      ramp, fit MaxStartups, accept rate, plot
+  sshprobe limits host --max-held 50 -o jsonl
+      one object per level, then a summary
+  sshprobe limits host --grace 150s
+      also measure LoginGraceTime (waits for it)
 
-limits holds unauthenticated connections on purpose, up to --max-held: run it against servers
-you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or exempt the probing addresses)
-first, or penalties mix into the curve; limits warns and checks for it.
+limits holds unauthenticated connections on purpose, up to --max-held: run it
+against servers you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or
+exempt the probing addresses) first, or penalties mix into the curve; limits
+warns and checks for it.
 
-Each level is written as soon as it is measured. Ctrl-C (or SIGTERM) closes every held connection,
-writes a summary of the levels so far marked partial, and exits 130 (143).
+Each level is written as soon as it is measured. Ctrl-C (or SIGTERM) closes
+every held connection, writes a summary of the levels so far marked partial,
+and exits 130 (143).
 
-Exit status: 0 after a run, 1 when the server does not answer with a banner, 2 for usage errors.")]
+Exit status: 0 after a run, 1 when the server does not answer with a banner, 2
+for usage errors.")]
 pub struct LimitsArgs {
     /// The server: host, host:port, [v6addr]:port.
     #[arg(value_name = "TARGET")]

@@ -37,11 +37,11 @@ pub const EXIT_TERMINATED: u8 = 143;
         before the banner, connect and banner timeouts, 'Exceeded MaxStartups'-style refusals, \
         non-SSH replies.",
     after_help = "Examples:\n  \
-        sshprobe demo                         probe the embedded lab: every outcome, no server needed\n  \
-        sshprobe probe 192.0.2.10             one probe of port 22\n  \
-        sshprobe diagnose 192.0.2.10          why does ssh fail there, and what fixes it\n  \
-        sshprobe limits 127.0.0.1:2222        benchmark MaxStartups of a server you own\n  \
-        sshprobe probe --help                 all probe options"
+        sshprobe demo                    the embedded lab: every outcome, no setup\n  \
+        sshprobe probe 192.0.2.10        one probe of port 22\n  \
+        sshprobe diagnose 192.0.2.10     why does ssh fail there, and what fixes it\n  \
+        sshprobe limits 127.0.0.1:2222   benchmark MaxStartups of a server you own\n  \
+        sshprobe probe --help            all probe options"
 )]
 struct Cli {
     /// More logs on stderr (-v debug, -vv trace); RUST_LOG overrides.

@@ -24,16 +24,25 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe probe 192.0.2.10                      port 22, wait for the banner
-  sshprobe probe --send-first gw.example:2222    speak first, as OpenSSH's ssh does
-  sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
-  sshprobe probe 10.1.0.0/24 -p 22,2222          two ports of each address (or host:2200-2210)
-  sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
-  sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
-  sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
+  sshprobe probe 192.0.2.10
+      port 22, wait for the banner
+  sshprobe probe --send-first gw.example:2222
+      speak first, as OpenSSH's ssh does
+  sshprobe probe 10.1.0.0/24 -c 256 -o jsonl
+      a network, JSON Lines
+  sshprobe probe 10.1.0.0/24 -p 22,2222
+      two ports of each address (or host:2200-2210)
+  sshprobe probe -i hosts.txt --rate 50
+      targets from a file, 50 new connections/s
+  sshprobe probe host --count 20 --interval 100ms \\
+      --source 10.0.0.5 --source 10.0.0.6
+      20 probes, 100 ms apart, from two local addresses in turn
+  sshprobe probe --engine raw --trace 127.0.0.1:2222
+      every segment each way (root)
 
-Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors,
-130 after Ctrl-C and 143 after SIGTERM (the probes under way are reported as interrupted).")]
+Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage
+or input errors, 130 after Ctrl-C and 143 after SIGTERM (the probes under way
+are reported as interrupted).")]
 pub struct ProbeArgs {
     /// Targets: host, host:port, [v6addr]:port, CIDR (10.0.0.0/24 or 10.0.0.0/24:2222).
     #[arg(value_name = "TARGET")]

@@ -15,16 +15,20 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe serve                                   loopback targets only, on 127.0.0.1:9722
+  sshprobe serve
+      loopback targets only, on 127.0.0.1:9722
   sshprobe serve --allow 10.0.0.0/8 --config sshprobe.toml
-  curl '127.0.0.1:9722/probe?target=127.0.0.1:22'  one probe, as Prometheus scrapes it
+  curl '127.0.0.1:9722/probe?target=127.0.0.1:22'
+      one probe, as Prometheus scrapes it
 
-Paths: /probe?target=HOST[:PORT][&module=NAME], /diagnose?target=HOST[:PORT], /metrics, /-/healthy, /.
-The README has the Prometheus scrape config (relabelling) and a Grafana dashboard.
+Paths: /probe?target=HOST[:PORT][&module=NAME], /diagnose?target=HOST[:PORT],
+/metrics, /-/healthy, /. The README has the Prometheus scrape config
+(relabelling) and a Grafana dashboard.
 
-Safety: targets outside --allow get 403 and no packet; at most one probe per server and module per
---min-interval (later scrapes reuse it, marked sshprobe_cached 1); at most --max-in-flight probes
-at once (503 beyond). SIGTERM or Ctrl-C stops it cleanly.")]
+Safety: targets outside --allow get 403 and no packet; at most one probe per
+server and module per --min-interval (later scrapes reuse it, marked
+sshprobe_cached 1); at most --max-in-flight probes at once (503 beyond).
+SIGTERM or Ctrl-C stops it cleanly.")]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT")]

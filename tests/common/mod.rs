@@ -161,15 +161,38 @@ pub fn need_bins(test: &str, bins: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    skip(
-        test,
-        &format!(
-            "needs {} (not installed; Debian packages: openssh-server, dropbear-bin, nftables, \
-             iproute2, util-linux)",
-            missing.join(", ")
-        ),
-    );
+    let named: Vec<String> = missing
+        .iter()
+        .map(|b| match debian_package(b) {
+            Some(package) => format!("{b} (Debian package {package})"),
+            None => format!("{b} (no Debian package known to the tests)"),
+        })
+        .collect();
+    skip(test, &format!("needs {}: not installed", named.join(", ")));
     false
+}
+
+/// The Debian package that installs `program`, for the SKIPPED line (`apt-get install PACKAGE`).
+/// `.ci/run`'s list installs the same packages.
+pub fn debian_package(program: &str) -> Option<&'static str> {
+    Some(match program {
+        "sshd" | "ssh-keygen" => "openssh-server",
+        "ssh" => "openssh-client",
+        "dropbear" | "dropbearkey" => "dropbear-bin",
+        "nft" => "nftables",
+        "ip" | "ss" | "tc" => "iproute2",
+        "unshare" | "nsenter" | "mount" => "util-linux",
+        "chroot" | "timeout" => "coreutils",
+        "bash" => "bash",
+        "debootstrap" => "debootstrap",
+        "fail2ban-server" | "fail2ban-client" => "fail2ban",
+        "haproxy" => "haproxy",
+        "sslh" | "sslh-select" => "sslh",
+        "prometheus" => "prometheus",
+        "prometheus-blackbox-exporter" => "prometheus-blackbox-exporter",
+        "strace" => "strace",
+        _ => return None,
+    })
 }
 
 /// [`need_bins`] under the name the first tests used.
