@@ -413,3 +413,57 @@ fn every_man_page_names_the_version_and_the_readme_installs_every_page() {
     let first_use = readme.find("\nsshprobe ").expect("a command line");
     assert!(install < first_use, "the README uses sshprobe before installing it");
 }
+
+/// One HTTP/1.0 GET to `addr`; the whole answer.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the exporter");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("the request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn serve_counts_and_shows_a_name_that_does_not_resolve() {
+    if !common::need("serve_counts_and_shows_a_name_that_does_not_resolve", &["ip"]) {
+        return;
+    }
+    // In a network namespace of this thread's own (namespaces are per thread): the lookup of a
+    // name that is nowhere cannot leave the machine, and the exporter started from here shares it.
+    std::thread::spawn(|| {
+        // SAFETY: unshare on this thread only; no memory is involved.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "{}", std::io::Error::last_os_error());
+        let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+        assert!(up.success());
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshprobe serve");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let addr: std::net::SocketAddr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let scrape = http_get(addr, "/probe?target=nosuch.invalid:22");
+        let metrics = http_get(addr, "/metrics");
+        let page = http_get(addr, "/");
+        // SAFETY: a signal to the child we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        assert!(scrape.contains("sshprobe_outcome{outcome=\"resolve_error\"} 1"), "{scrape}");
+        assert!(scrape.contains("probe_success 0"), "{scrape}");
+        assert!(metrics.contains("sshprobe_exporter_probes_total{outcome=\"resolve_error\"} 1"), "{metrics}");
+        assert!(page.contains("nosuch.invalid") && page.contains("resolve_error"), "{page}");
+    })
+    .join()
+    .expect("the namespace thread");
+}

@@ -39,7 +39,6 @@ use self::config::{Module, Modules, DEFAULT_MODULE};
 use self::metrics::{ExporterMetrics, Probed, Refusal, Scrape};
 use self::probe::{diagnosis_json, run_diagnose, run_probe, Engines};
 use self::query::{parse_host, parse_query, probe_deadline, Host, QueryError};
-use crate::outcome::Outcome;
 use crate::record::ProbeRecord;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -107,8 +106,10 @@ struct Recent {
     at: SystemTime,
     target: String,
     module: String,
-    remote: SocketAddr,
-    outcome: Outcome,
+    /// None when the name did not resolve.
+    remote: Option<SocketAddr>,
+    /// The outcome's name, or `resolve_error`.
+    outcome: &'static str,
     detail: String,
 }
 
@@ -257,6 +258,15 @@ impl Exporter {
             Admission::Forbidden(answer) => return answer,
             Admission::Unresolved { dns } => {
                 tracing::debug!(target = q.target, "name did not resolve");
+                self.metrics.unresolved();
+                self.remember(Recent {
+                    at: SystemTime::now(),
+                    target: q.target.clone(),
+                    module: module.name.clone(),
+                    remote: None,
+                    outcome: metrics::RESOLVE_ERROR,
+                    detail: format!("the name gave no address within {dns:.1?}"),
+                });
                 return answer(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render_unresolved(dns));
             }
         };
@@ -300,8 +310,8 @@ impl Exporter {
             at: SystemTime::now(),
             target: target.to_string(),
             module: module.name.clone(),
-            remote,
-            outcome: classification.outcome,
+            remote: Some(remote),
+            outcome: classification.outcome.name(),
             detail: classification.detail(),
         });
         Ok(Probed { record, duration: started.elapsed() })
@@ -379,7 +389,7 @@ impl Exporter {
                 humantime::format_rfc3339_seconds(r.at),
                 html(&r.target),
                 html(&r.module),
-                r.remote,
+                r.remote.map_or_else(|| "-".to_string(), |a| a.to_string()),
                 r.outcome,
                 html(&metrics::label_value(&r.detail)),
                 url(&r.module),
