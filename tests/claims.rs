@@ -467,3 +467,44 @@ fn serve_counts_and_shows_a_name_that_does_not_resolve() {
     .join()
     .expect("the namespace thread");
 }
+
+#[test]
+fn serve_answers_a_scrape_in_flight_at_sigterm_as_interrupted() {
+    // A server that accepts and never speaks: the probe waits for a banner until stopped.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let target = tarpit.local_addr().expect("its address");
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((conn, _)) = tarpit.accept() {
+            let _ = accepted_tx.send(());
+            std::thread::sleep(Duration::from_secs(60));
+            drop(conn);
+        }
+    });
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sshprobe serve");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let scrape = std::thread::spawn(move || http_get(addr, &format!("/probe?target={target}")));
+    // The probe is under way once the tarpit accepted it; then SIGTERM.
+    accepted_rx.recv_timeout(Duration::from_secs(20)).expect("the probe reached the tarpit");
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let answer = scrape.join().expect("the scrape");
+    let status = child.wait().expect("serve's status");
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("sshprobe_outcome{outcome=\"interrupted\"} 1"), "{answer}");
+    assert!(status.success(), "{status}");
+}

@@ -152,6 +152,9 @@ pub struct Exporter {
     diagnose_slots: Semaphore,
     metrics: ExporterMetrics,
     recent: Mutex<VecDeque<Recent>>,
+    /// True once the exporter stops: probes under way end at once as `interrupted`, so every
+    /// scrape in flight is answered within the grace.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// An HTTP answer.
@@ -180,9 +183,23 @@ impl Exporter {
             diagnose_slots: Semaphore::new(MAX_DIAGNOSES),
             metrics: ExporterMetrics::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            stopping: tokio::sync::watch::Sender::new(false),
             engines,
             settings,
         })
+    }
+
+    /// Ends every probe under way as `interrupted` (its scrape is answered), and every later one
+    /// at once: called when the exporter stops.
+    pub fn interrupt_probes(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Returns once [`Exporter::interrupt_probes`] was called.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = stopping.wait_for(|&stop| stop).await;
     }
 
     /// Stops what must not outlive the exporter (the raw engine's firewall rule).
@@ -303,7 +320,17 @@ impl Exporter {
         let _permit = self.probe_slots.try_acquire().map_err(|_| NotRun::Busy)?;
         let _in_flight = self.metrics.in_flight();
         let started = Instant::now();
-        let record = ProbeRecord::new(run_probe(&self.engines, module, remote, deadline).await);
+        let observation = tokio::select! {
+            observation = run_probe(&self.engines, module, remote, deadline) => observation,
+            () = self.stopped() => crate::evidence::Observation::failed_connect(
+                remote,
+                None,
+                module.request(remote, deadline).order,
+                crate::evidence::Connect::Interrupted,
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+        };
+        let record = ProbeRecord::new(observation);
         let classification = &record.classification;
         self.metrics.probed(classification.outcome);
         self.remember(Recent {
@@ -471,6 +498,8 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: imp
         });
     }
     drop(listener);
+    // Probes under way end now, as `interrupted`: their scrapes are answered within the grace.
+    exporter.interrupt_probes();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("scrapes still in progress after {SHUTDOWN_GRACE:?}: dropped");
     }
