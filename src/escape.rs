@@ -12,14 +12,16 @@
 //! |---|---|
 //! | TAB, CR, LF | `\t`, `\r`, `\n` |
 //! | other C0 controls (U+0000–U+001F), DEL (U+007F) | `\xNN` (as `bytes_text` in JSONL shows them) |
-//! | C1 controls (U+0080–U+009F: `U+009B` is an 8-bit CSI) | `\u{9b}` |
-//! | bidi controls (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), line and paragraph separators (U+2028–U+2029) | `\u{202e}` |
+//! | C1 controls (U+0080–U+009F: `U+009B` is an 8-bit CSI) | their UTF-8 bytes, `\xc2\x9b` |
+//! | bidi controls (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), line and paragraph separators (U+2028–U+2029) | their UTF-8 bytes, `\xe2\x80\xae` |
+//! | zero-width and invisible characters (U+00AD, U+180E, U+200B–U+200D, U+2060–U+2064, U+FEFF) | their UTF-8 bytes, `\xef\xbb\xbf` |
+//! | bytes that are not UTF-8 ([`text_of_bytes`]) | `\xNN`, never U+FFFD |
 //!
-//! Everything else passes unchanged, backslashes included: the result is for reading, and it stays
-//! the same when escaped again, so a line built from escaped parts can be escaped as a whole. The
-//! exact bytes are in JSONL (`bytes_hex`). Bytes that are not UTF-8 never get this far: the
-//! identification parser turns them into U+FFFD, so no lone C1 byte reaches the output either.
-//!
+//! One form for every byte a person should not receive raw: `\xNN`, the byte's value, whatever the
+//! output (table, diagnosis, CSV, a warning). Everything else passes unchanged, backslashes
+//! included: the result is for reading, and it stays the same when escaped again, so a line built
+//! from escaped parts can be escaped as a whole. The exact bytes are in JSONL (`bytes_hex`).
+
 //! JSON keeps every string's value: [`write_json`] writes the same characters as `\uXXXX` escapes,
 //! which serde_json alone does only for C0 controls (DEL, C1 and bidi controls it writes raw).
 
@@ -33,11 +35,20 @@ pub(crate) fn is_unsafe_char(c: char) -> bool {
     is_unsafe(c)
 }
 
+/// Whether `b`, a byte of UTF-8 text, can be the first byte of a character [`is_unsafe_char`]
+/// matches, other than a C0 control: DEL, or the lead byte of C1 and U+00AD (C2), U+061C (D8),
+/// U+180E (E1), the U+2000 block (E2), U+FEFF (EF). Lets the JSON writers skip clean runs of bytes.
+pub(crate) const fn may_start_unsafe(b: u8) -> bool {
+    matches!(b, 0x7f | 0xc2 | 0xd8 | 0xe1 | 0xe2 | 0xef)
+}
+
 fn is_unsafe(c: char) -> bool {
     matches!(c,
         '\0'..='\x1f' | '\x7f' | '\u{80}'..='\u{9f}'
         | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        | '\u{2028}' | '\u{2029}')
+        | '\u{2028}' | '\u{2029}'
+        // Zero-width and invisible: text that hides what it holds (`root\u{200b}` is not `root`).
+        | '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 /// `text` with every character that could drive a terminal or reorder the text replaced by a
@@ -63,12 +74,33 @@ pub fn escape(text: &str) -> Cow<'_, str> {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
             c if is_unsafe(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
             }
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// `bytes` as text for people: its UTF-8 runs as they are, and every byte that is not part of
+/// one as `\xNN`, the same form [`escape`] gives to control characters. Unlike
+/// `String::from_utf8_lossy`, no two different bytes become the same U+FFFD.
+///
+/// ```
+/// use sshprobe::escape::text_of_bytes;
+/// assert_eq!(text_of_bytes(b"SSH-2.0-caf\xe9 \xff\xfe ok"), r"SSH-2.0-caf\xe9 \xff\xfe ok");
+/// ```
+pub fn text_of_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 /// `text` escaped and in double quotes: how people-facing text quotes what a server said.
@@ -94,8 +126,9 @@ impl serde_json::ser::Formatter for TerminalSafeJson {
         fragment: &str,
     ) -> io::Result<()> {
         // serde_json has already escaped C0 controls, quotes and backslashes out of `fragment`; every
-        // other character `is_unsafe` matches is DEL or starts with one of these UTF-8 lead bytes.
-        if !fragment.bytes().any(|b| matches!(b, 0x7f | 0xc2 | 0xd8 | 0xe2)) {
+        // other character `is_unsafe` matches is DEL or starts with one of these UTF-8 lead bytes
+        // (C2: C1 and U+00AD; D8: U+061C; E1: U+180E; E2: U+2000 block; EF: U+FEFF).
+        if !fragment.bytes().any(may_start_unsafe) {
             return out.write_all(fragment.as_bytes());
         }
         let mut rest = fragment;
@@ -137,8 +170,46 @@ mod tests {
         assert_eq!(escape("a\tb\r\nc\0\x7f"), "a\\tb\\r\\nc\\x00\\x7f");
         assert_eq!(
             escape("\u{9b}2J \u{202e}txt.exe \u{2066}x\u{2069}"),
-            "\\u{9b}2J \\u{202e}txt.exe \\u{2066}x\\u{2069}"
+            "\\xc2\\x9b2J \\xe2\\x80\\xaetxt.exe \\xe2\\x81\\xa6x\\xe2\\x81\\xa9"
         );
+        assert_eq!(escape("root\u{200b}\u{feff}"), "root\\xe2\\x80\\x8b\\xef\\xbb\\xbf");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_keep_their_value() {
+        assert_eq!(text_of_bytes(b"ok"), "ok");
+        assert_eq!(text_of_bytes(b"\xff\xfe"), "\\xff\\xfe");
+        // A lone C1 byte and a truncated sequence: each byte shown, none lost.
+        assert_eq!(text_of_bytes(b"a\x9bb\xe2\x80"), "a\\x9bb\\xe2\\x80");
+        assert_eq!(text_of_bytes("ünï 日本".as_bytes()), "ünï 日本");
+    }
+
+    proptest::proptest! {
+        /// Any bytes: the text shown is printable ASCII or printable Unicode only, every byte that
+        /// is not UTF-8 appears as its `\xNN`, and escaping twice changes nothing.
+        #[test]
+        fn any_bytes_become_printable_text(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let shown = escape(&text_of_bytes(&bytes)).into_owned();
+            proptest::prop_assert!(!shown.chars().any(is_unsafe), "{shown}");
+            let replacement = '\u{fffd}';
+            let had_one = std::str::from_utf8(&bytes).is_ok_and(|t| t.contains(replacement));
+            proptest::prop_assert!(!shown.contains(replacement) || had_one, "{}", shown);
+            proptest::prop_assert_eq!(escape(&shown).into_owned(), shown.clone());
+            if std::str::from_utf8(&bytes).is_err() {
+                proptest::prop_assert!(shown.contains("\\x"), "{shown}");
+            }
+        }
+
+        /// Any text: no zero-width, bidi or control character is left, and text without them is
+        /// kept as it is.
+        #[test]
+        fn any_text_is_printable_once_escaped(text in "\\PC*|[\\x00-\\x1f\\u{80}-\\u{9f}\\u{200b}-\\u{202e}\\u{2060}-\\u{2069}\\u{feff}a-z]*") {
+            let shown = escape(&text);
+            proptest::prop_assert!(!shown.chars().any(is_unsafe), "{shown}");
+            if !text.chars().any(is_unsafe) {
+                proptest::prop_assert_eq!(&*shown, text.as_str());
+            }
+        }
     }
 
     #[test]

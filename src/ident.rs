@@ -238,8 +238,10 @@ fn strip_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Text from the wire: bytes that are not UTF-8 kept as `\xNN`, not U+FFFD (two different bytes
+/// must not read the same).
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    crate::escape::text_of_bytes(b)
 }
 
 /// The non-empty text lines at the start of `buf` (at most `max_lines`), line ends removed; a last

@@ -238,7 +238,9 @@ fn emit_spec(
     // One spec keeps the user's text as its label; several (a port list) are told apart by port.
     let several = specs.len() > 1;
     specs.into_iter().all(|spec| {
-        let label = if several { spec.to_string() } else { text.trim().to_string() };
+        // `::1:2901` is shown as `[::1:2901]:22`: the port it is probed on, not the one it seems to name.
+        let shown = several || crate::target::hides_its_port(text);
+        let label = if shown { spec.to_string() } else { text.trim().to_string() };
         emit_one_spec(spec, label, options, emit)
     })
 }
@@ -316,7 +318,7 @@ fn read_file(
         let text = match std::str::from_utf8(&line) {
             Ok(text) => text,
             Err(_) => {
-                let shown = String::from_utf8_lossy(&line).trim().to_string();
+                let shown = crate::escape::text_of_bytes(&line).trim().to_string();
                 if !emit_here(Some(Err(TargetError::NotText(shown)))) {
                     return false;
                 }
@@ -727,7 +729,7 @@ mod tests {
             [
                 "127.0.0.1:2201".to_string(),
                 "127.0.0.2".to_string(),
-                format!("error: {file}:5: not UTF-8 text: \"bad\u{fffd}\u{fffd}\""),
+                format!("error: {file}:5: not UTF-8 text: \"bad\\xff\\xfe\""),
                 format!("error: {file}:6: invalid host name \"bad host\""),
                 "127.0.0.3".to_string(),
             ]

@@ -69,7 +69,7 @@ pub enum TargetError {
     #[error("empty target")]
     Empty,
     /// A port that is not a number from 1 to 65535.
-    #[error("invalid port {port:?} in target {target:?}")]
+    #[error("invalid port {} in target {}", crate::escape::quoted(port), crate::escape::quoted(target))]
     Port {
         /// The target as written.
         target: String,
@@ -77,7 +77,7 @@ pub enum TargetError {
         port: String,
     },
     /// A network that does not parse.
-    #[error("invalid network {target:?}: {reason}")]
+    #[error("invalid network {}: {reason}", crate::escape::quoted(target))]
     Net {
         /// The target as written.
         target: String,
@@ -85,14 +85,14 @@ pub enum TargetError {
         reason: String,
     },
     /// A host name with characters no host name has.
-    #[error("invalid host name {0:?}")]
+    #[error("invalid host name {}", crate::escape::quoted(.0))]
     Host(String),
     /// Numbers and dots that are not an IPv4 address (`999.1.1.1`, `10.1`): no host name ends in
     /// an all-numeric label (RFC 1123 §2.1, RFC 3696 §2), so this is a typo, never a name for DNS.
-    #[error("invalid IPv4 address {0:?}: expected four numbers from 0 to 255, e.g. 192.0.2.10")]
+    #[error("invalid IPv4 address {}: expected four numbers from 0 to 255, e.g. 192.0.2.10", crate::escape::quoted(.0))]
     Ipv4(String),
     /// A name that did not resolve.
-    #[error("cannot resolve {target:?}: {reason}")]
+    #[error("cannot resolve {}: {reason}", crate::escape::quoted(target))]
     Resolve {
         /// The target as written.
         target: String,
@@ -108,10 +108,10 @@ pub enum TargetError {
         reason: String,
     },
     /// A line of a target file that is not UTF-8 text (skipped; the lines after it are read).
-    #[error("not UTF-8 text: {0:?}")]
+    #[error("not UTF-8 text: {}", crate::escape::quoted(.0))]
     NotText(String),
     /// A target inside an excluded network (`--exclude`, `--exclude-file`): not probed.
-    #[error("{target} ({addr}) is excluded (--exclude): not probed")]
+    #[error("{target} ({addr}) is excluded ({}): not probed", exclusion_reason(*addr))]
     Excluded {
         /// The target as written.
         target: String,
@@ -128,6 +128,15 @@ pub enum TargetError {
         /// What is wrong with the line.
         error: Box<TargetError>,
     },
+}
+
+/// Why `addr` is excluded: a user's `--exclude`, or the default of [`never_unicast`].
+fn exclusion_reason(addr: IpAddr) -> &'static str {
+    if never_unicast().iter().any(|n| n.contains(&addr)) {
+        "never a unicast host; --include-special probes it"
+    } else {
+        "--exclude"
+    }
 }
 
 impl TargetError {
@@ -230,13 +239,50 @@ fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetEr
     if !last_label.is_empty() && last_label.bytes().all(|b| b.is_ascii_digit()) {
         return Err(TargetError::Ipv4(host.to_string()));
     }
-    let valid_name = !host.is_empty()
-        && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if !valid_name {
+    if !is_host_name(host) {
         return Err(TargetError::Host(host.to_string()));
     }
     Ok(TargetSpec::Host { name: host.to_string(), port })
+}
+
+/// Whether `name` is a host name as RFC 1123 §2.1 writes them (at most 253 characters, one
+/// trailing dot allowed; labels of 1 to 63 letters, digits and hyphens, neither first nor last a
+/// hyphen; `_` allowed as DNS service names use it). Only such a name goes to the resolver: `-5`
+/// from a target file would reach getaddrinfo as an option-like word, `a..b` as nonsense.
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A warning for a target that means something else than it likely says: `::1:2901` is the IPv6
+/// address `::1:2901` on the default port, not port 2901 of `::1` (that is `[::1]:2901`). Given
+/// when a bare IPv6 address ends in a group of digits that would still leave an address without
+/// it.
+pub fn ambiguity_warning(text: &str, default_port: u16) -> Option<String> {
+    let text = text.trim();
+    if text.starts_with('[') || text.contains('/') {
+        return None;
+    }
+    let ip: std::net::Ipv6Addr = text.parse().ok()?;
+    let (head, last) = text.rsplit_once(':')?;
+    let port: u16 = last.parse().ok().filter(|p| *p > 0 && last.bytes().all(|b| b.is_ascii_digit()))?;
+    let addr: std::net::Ipv6Addr = head.parse().ok()?;
+    Some(format!(
+        "{text} is the IPv6 address {ip}, port {default_port}; for port {port} of {addr}, write [{addr}]:{port}"
+    ))
+}
+
+/// Whether a target's text shows no port of its own although it could be read as one
+/// ([`ambiguity_warning`]): reports then show it with its port, `[::1:2901]:22`.
+pub fn hides_its_port(text: &str) -> bool {
+    ambiguity_warning(text, 22).is_some()
 }
 
 /// Networks never to probe (`--exclude`, `--exclude-file`, a blocklist as zmap and masscan have),
@@ -272,6 +318,29 @@ impl Exclusions {
             IpAddr::V4(a) => in_ranges(&self.v4, u32::from(a)),
             IpAddr::V6(a) => in_ranges(&self.v6, u128::from(a)),
         }
+    }
+}
+
+/// Networks whose addresses are never a unicast host, from IANA's special-purpose address
+/// registries (RFC 6890): "this network" 0.0.0.0/8 (RFC 791; a connection to 0.0.0.0 reaches the
+/// local host on Linux), multicast 224.0.0.0/4 (RFC 5771), reserved 240.0.0.0/4 with the limited
+/// broadcast 255.255.255.255 (RFC 1112, RFC 919), the unspecified `::` and multicast ff00::/8
+/// (RFC 4291). A scan leaves them out unless asked (`probe --include-special`); private and
+/// documentation ranges are hosts and stay in.
+pub fn never_unicast() -> Vec<IpNet> {
+    ["0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::/128", "ff00::/8"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Whether a target written as `spec` reaches into [`never_unicast`] networks.
+pub fn touches_never_unicast(spec: &TargetSpec) -> bool {
+    let special = never_unicast();
+    match spec {
+        TargetSpec::Addr(a) => special.iter().any(|n| n.contains(&a.ip())),
+        TargetSpec::Net { net, .. } => special.iter().any(|n| n.contains(net) || net.contains(n)),
+        TargetSpec::Host { .. } => false,
     }
 }
 
@@ -410,6 +479,30 @@ fn mix(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_rfc_1123_names_are_names() {
+        for good in ["localhost", "a-b.example", "x1.example.", "_ssh._tcp.example", "a"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in ["-5", "a-", "a..b", "-rf", ".", "", &"a".repeat(64), "a b", "a/b"] {
+            assert!(!is_host_name(bad), "{bad}");
+            assert!(parse_target(bad, 22).is_err() || bad.contains('/'), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_port_written_without_brackets_is_warned_about() {
+        let w = ambiguity_warning("::1:2901", 22).expect("a warning");
+        assert!(w.contains("IPv6 address ::1:2901, port 22") && w.contains("[::1]:2901"), "{w}");
+        assert!(ambiguity_warning("fe80::1:22", 22).is_some_and(|w| w.contains("[fe80::1]:22")));
+        for plain in
+            ["::1", "[::1]:2901", "1:2:3:4:5:6:7:8", "::1:abcd", "127.0.0.1:22", "host:22", "fd00::/120"]
+        {
+            assert_eq!(ambiguity_warning(plain, 22), None, "{plain}");
+        }
+        assert!(hides_its_port("::1:2901") && !hides_its_port("[::1]:2901"));
+    }
     use super::*;
 
     fn addr(s: &str) -> TargetSpec {

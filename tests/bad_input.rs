@@ -145,7 +145,7 @@ fn a_bad_target_is_one_line_and_the_file_lines_after_a_bad_one_are_still_probed(
     assert_eq!(
         errors,
         [
-            format!("sshprobe: {path}:2: not UTF-8 text: \"\u{fffd}\u{fffd}\\u{{1b}}[2J\""),
+            format!("sshprobe: {path}:2: not UTF-8 text: \"\\xff\\xfe\\x1b[2J\""),
             format!("sshprobe: {path}:4: invalid host name \"bad host\""),
             format!("sshprobe: {path}:5: invalid IPv4 address \"999.1.1.1\": expected four numbers from 0 to 255, e.g. 192.0.2.10"),
         ],

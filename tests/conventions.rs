@@ -130,7 +130,8 @@ fn field<'a>(records: &'a [serde_json::Value], key: &str) -> Vec<&'a str> {
 fn port_lists_and_ranges_on_the_command_line_and_in_targets() {
     let (_rt, lab) = background_lab();
     let ok = lab.addr(Behaviour::Ok).port();
-    let free = common::free_port();
+    let closed = common::closed_port();
+    let free = closed.port();
     let list = format!("{ok},{free}");
     let (code, got, stderr) = records(&["probe", "127.0.0.1", "-p", &list, "-o", "jsonl"]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -214,7 +215,8 @@ fn excluded_networks_get_no_packet() {
 fn every_record_carries_its_absolute_start_time() {
     let (_rt, lab) = background_lab();
     let ok = lab.addr(Behaviour::Ok).to_string();
-    let refused = format!("127.0.0.1:{}", common::free_port());
+    let closed = common::closed_port();
+    let refused = closed.addr().to_string();
     let before = std::time::SystemTime::now();
     let (_, got, _) = records(&["probe", &ok, &refused, "-o", "jsonl"]);
     let out = sshprobe().args(["probe", &ok, &refused, "-o", "csv"]).output().expect("sshprobe");
@@ -259,7 +261,8 @@ fn output_file_takes_the_results_whole_lines_even_when_killed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--output-file /nonexistent/dir/x"));
 
     // Killed mid-run (SIGKILL: no chance to flush): the file holds whole lines only.
-    let port = common::free_port().to_string();
+    let closed = common::closed_port();
+    let port = closed.port().to_string();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
         .args(["probe", "127.0.0.0/16", "-p", &port, "-o", "csv", "--rate", "20000", "--output-file", path])
         .stdout(Stdio::null())
@@ -297,7 +300,8 @@ fn the_kubernetes_indexed_job_example_splits_a_scan_into_disjoint_shards() {
     assert!(script.contains("--shard") && script.contains("--output-file"), "{script}");
     let (_rt, lab) = background_lab();
     let ok = lab.addr(Behaviour::Ok);
-    let refused = common::free_port();
+    let closed = common::closed_port();
+    let refused = closed.port();
     let dir = tempfile::tempdir().expect("a temp dir");
     let (targets_dir, results_dir) = (dir.path().join("targets"), dir.path().join("results"));
     std::fs::create_dir_all(&targets_dir).expect("mkdir");

@@ -139,7 +139,8 @@ fn per_source_maxstartups_from_the_probing_address() {
 
 #[test]
 fn nothing_listening() {
-    let d = diagnose(&format!("127.0.0.1:{}", common::free_port()), &[]);
+    let closed = common::closed_port();
+    let d = diagnose(&closed.addr().to_string(), &[]);
     assert_eq!(verdict(&d), "not_listening", "{d:#}");
 }
 

@@ -65,6 +65,26 @@ fn needs_a_program_nobody_has() {
     panic!("a program that does not exist was found");
 }
 
+/// Every program a test needs has the Debian package that installs it named in its SKIPPED line.
+#[test]
+fn a_skip_names_the_package_to_install() {
+    let tests =
+        ["fixtures", "diagnose_real", "serve_real", "limits_real", "probe_real", "raw_real", "conventions"];
+    for file in tests {
+        let text = std::fs::read_to_string(format!("tests/{file}.rs")).unwrap_or_default();
+        for program in
+            ["sshd", "ssh-keygen", "dropbear", "dropbearkey", "nft", "ip", "unshare", "debootstrap", "bash"]
+        {
+            if text.contains(&format!("\"{program}\"")) {
+                assert!(common::debian_package(program).is_some(), "{file}: {program}");
+            }
+        }
+    }
+    assert_eq!(common::debian_package("dropbear"), Some("dropbear-bin"));
+    assert_eq!(common::debian_package("nft"), Some("nftables"));
+    assert_eq!(common::debian_package("sshd"), Some("openssh-server"));
+}
+
 #[test]
 fn a_skip_is_seen_and_fails_under_ci_as_root() {
     // This test binary, running only the fixture above, as `cargo test` runs it: output captured.
@@ -79,7 +99,8 @@ fn a_skip_is_seen_and_fails_under_ci_as_root() {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
-    let line = "SKIPPED needs_a_program_nobody_has: needs sshprobe-no-such-program";
+    let line = "SKIPPED needs_a_program_nobody_has: needs sshprobe-no-such-program (no Debian package known \
+                to the tests): not installed";
     // Elsewhere the test passes (libtest has no skipped state), and says why on stderr although the
     // harness captures what tests print.
     let (passed, stdout, stderr) = run(None);

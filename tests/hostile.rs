@@ -153,7 +153,7 @@ fn probe_output_in_every_format_carries_no_raw_control_character() {
         match format {
             "table" => {
                 assert!(text.contains(RED_SHOWN), "{text}");
-                assert!(text.contains(r"\u{9b}2J \u{61c}"), "{text}");
+                assert!(text.contains(r"\xc2\x9b2J \xd8\x9c"), "{text}");
                 assert!(text.contains(r"hello\rworld\x1b[2J"), "{text}");
             }
             "csv" => assert!(text.contains(r"\x1b[31mRED\x1b]0;pwned\x07\x1b[2J,"), "{text}"),
@@ -189,7 +189,11 @@ fn diagnose_output_in_every_format_carries_no_raw_control_character() {
         let text = String::from_utf8_lossy(&out.stdout);
         if format == "table" {
             assert!(text.contains(r"server:   \x1b[31mRED\x1b]0;pwned\x07\x1b[2J"), "{text}");
-            assert!(text.contains(r"\u{9b}2J"), "{text}");
+            assert!(text.contains(r"\xc2\x9b2J"), "{text}");
+        }
+        // One escaping for people: `\xNN`, never Rust's `\u{1b}` (a `{:?}` on server text).
+        if format != "jsonl" {
+            assert!(!text.contains(r"\u{"), "diagnose -o {format}: {text}");
         }
     }
 }
@@ -382,7 +386,8 @@ fn a_closed_pipe_leaves_the_status_of_what_was_written() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     // A /16 of a port nobody listens on: 65534 refusals, far more than `head -2` reads.
-    let port = common::free_port().to_string();
+    let closed = common::closed_port();
+    let port = closed.port().to_string();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
         .args(["probe", "127.0.0.0/16", "-p", &port, "-o", "csv"])
         .stdout(Stdio::piped())

@@ -150,7 +150,8 @@ fn levels_stream_and_ctrl_c_leaves_a_partial_summary_with_every_connection_close
 #[test]
 fn a_server_that_is_not_ssh_is_a_finding_not_a_usage_error() {
     let (_rt, lab) = background_lab();
-    let refused = format!("127.0.0.1:{}", common::free_port());
+    let closed = common::closed_port();
+    let refused = closed.addr().to_string();
     let not_ssh = lab.addr(Behaviour::NotSsh).to_string();
     for (target, outcome) in [(refused.as_str(), "refused"), (not_ssh.as_str(), "not_ssh")] {
         let out =

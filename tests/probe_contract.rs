@@ -50,7 +50,8 @@ fn openssh9_banner_record() {
 
 #[test]
 fn nothing_listening_record() {
-    let target = format!("127.0.0.1:{}", common::free_port());
+    let closed = common::closed_port();
+    let target = closed.addr().to_string();
     let r = probe_one(&[&target]);
     assert_eq!(r["outcome"], "refused", "{r}");
     assert_eq!((r["bytes_len"].as_u64(), r["sent_ident"].as_bool()), (Some(0), Some(false)), "{r}");

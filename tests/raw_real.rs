@@ -97,7 +97,8 @@ async fn nothing_listening_is_refused() {
     if !root_or_skip("raw nothing_listening") {
         return;
     }
-    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let closed = common::closed_port();
+    let addr = closed.addr();
     let (r, c) = both(addr, config(ProbeOrder::WaitForBanner)).await;
     agree(&r, &c, Outcome::Refused);
     assert_eq!(flags(&r), [">S", "<RA"]);

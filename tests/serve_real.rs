@@ -8,7 +8,7 @@ mod common;
 use common::prometheus::{
     http_get, http_raw, need_prometheus, sample, scrape_config, Blackbox, Exporter, Prometheus,
 };
-use common::{dropbear, free_port, hold, need, need_root, Sshd};
+use common::{closed_port, dropbear, hold, need, need_root, Sshd};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +45,8 @@ fn scrapes_of_real_servers_say_why() {
     let full = Sshd::new().option("MaxStartups 1:100:1").start();
     let _held = hold(full.addr, None);
     let bear = dropbear();
-    let nothing: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let closed = closed_port();
+    let nothing: SocketAddr = closed.addr();
     let exporter = Exporter::start(&[]);
 
     let body = scrape(&exporter, healthy.addr);
@@ -387,7 +388,8 @@ fn blackbox_says_down_where_sshprobe_says_why() {
     let wrapped = Sshd::new().hosts_deny("sshd: ALL\n").start();
     let full = Sshd::new().option("MaxStartups 1:100:1").start();
     let _held = hold(full.addr, None);
-    let nothing: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let closed = closed_port();
+    let nothing: SocketAddr = closed.addr();
     let blackbox = Blackbox::start();
     let exporter = Exporter::start(&[]);
     let servers = [

@@ -1,6 +1,7 @@
 //! `sshprobe diagnose`.
 
 use super::engine::EngineArgs;
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -19,44 +20,56 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe diagnose 192.0.2.10                 why does ssh fail with 'Connection closed by remote host'?
-  sshprobe diagnose gw.example:2222 -o jsonl   one JSON object per target
+  sshprobe diagnose 192.0.2.10
+      why does ssh fail with 'Connection closed by remote host'?
+  sshprobe diagnose gw.example:2222 -o jsonl
+      one JSON object per target
   sshprobe diagnose host --source 10.0.0.5 --source 10.0.0.6
-                                               probe from 10.0.0.5; 10.0.0.6 is the second address
+      probe from 10.0.0.5; 10.0.0.6 is the second address
 
 Verdicts:
   ok                the identification exchange works; look past it (ssh -vvv)
-  not_listening     RST to the SYN: nothing listens (or a firewall rejects with a reset)
-  filtered          no answer to the SYNs: a firewall drops them, the host is down, or the server's
-                    accept queue is full (a hung sshd)
+  not_listening     RST to the SYN: nothing listens (or a firewall rejects with
+                    a reset)
+  filtered          no answer to the SYNs: a firewall drops them, the host is
+                    down, or the server's accept queue is full (a hung sshd)
   unreachable       ICMP errors answer the SYN
-  access_denied     an access rule refuses this client: Debian's 5-s zero-byte close (TCP wrappers),
-                    a message, or a close for this address only
-  server_error      the server accepts, but its session process dies before the banner (host keys,
-                    a broken install or configuration)
-  listener_drop     zero bytes, at the listener, from every address, nothing on this host explains it:
-                    a full table on a server that sends no message, or a forwarder with no backend
-  maxstartups       the server-wide limit on unauthenticated connections (MaxStartups, dropbear's
-                    MAX_UNAUTH_CLIENTS)
-  per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP)
+  access_denied     an access rule refuses this client: Debian's 5-s zero-byte
+                    close (TCP wrappers), a message, or a close for this
+                    address only
+  server_error      the server accepts, but its session process dies before the
+                    banner (host keys, a broken install or configuration)
+  listener_drop     zero bytes, at the listener, from every address, nothing on
+                    this host explains it: a full table on a server that sends
+                    no message, or a forwarder with no backend
+  maxstartups       the server-wide limit on unauthenticated connections
+                    (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS)
+  per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's
+                    MAX_UNAUTH_PER_IP)
   penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
   overloaded        accepted but no banner, or banners timing out under load
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern
   not_tested        no probe could be made within --max-duration
-  legacy_algorithms the exchange works, but the server's KEXINIT offers nothing a current OpenSSH
-                    client accepts for some kind (kex, host key, cipher, MAC): `Unable to negotiate`;
-                    the evidence names the -o workaround (weakening security), the remedy the server fix
-Beside ok, notes say when the server is exposed to Terrapin or offers no post-quantum key exchange.
+  legacy_algorithms the exchange works, but the server's KEXINIT offers
+                    nothing a current OpenSSH client accepts for some kind
+                    (kex, host key, cipher, MAC): `Unable to negotiate`; the
+                    evidence names the -o workaround (weakening security),
+                    the remedy the server fix
+Beside ok, notes say when the server is exposed to Terrapin or offers no
+post-quantum key exchange.
 
-The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that does not
-authenticate and blocks it past 15 s owed (PerSourcePenalties). diagnose keeps each source address
-under --budget seconds owed (10): a burst of about ten connections, then about one a second, waiting
-rather than giving up. What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
-~/.local/state/sshprobe), and a banner from a server without penalties lifts the pacing.
-On IPv4 loopback it adds second addresses from 127.77.0.0/24 by itself.
+The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that
+does not authenticate and blocks it past 15 s owed (PerSourcePenalties).
+diagnose keeps each source address under --budget seconds owed (10): a burst of
+about ten connections, then about one a second, waiting rather than giving up.
+What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
+~/.local/state/sshprobe), and a banner from a server without penalties lifts
+the pacing. On IPv4 loopback it adds second addresses from 127.77.0.0/24 by
+itself.
 
-Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or input errors.")]
+Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or
+input errors.")]
 pub struct DiagnoseArgs {
     /// Targets: host, host:port, [v6addr]:port.
     #[arg(value_name = "TARGET", required = true)]
@@ -124,7 +137,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         connect_timeout: args.connect_timeout,
         banner_timeout: args.banner_timeout,
         max_held: args.max_held,
-        sources: args.sources,
+        sources: args.sources.clone(),
         penalty_wait: args.wait_penalty,
         // Opened before the first probe: only what the server appends from now on is read.
         server_log: match &args.server_log {
@@ -137,7 +150,8 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let colour = args.format == Format::Table && stdout_wants_colour();
     if args.format == Format::Csv {
         use std::io::Write;
-        writeln!(out, "{CSV_HEADER}")?;
+        // A closed stdout shows again at the first diagnosis, which then ends the run.
+        super::pipe::open(writeln!(out, "{CSV_HEADER}")).context("writing the CSV header")?;
     }
     let mut all_ok = true;
     let mut bad_input = false;
@@ -147,17 +161,20 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let ledger_path = Ledger::default_path();
     let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
     let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
+    super::targets::warn_ambiguous(&args.targets, args.port);
     for text in &args.targets {
-        let remote = match resolve(text, args.port).await {
+        let resolved = resolve(text, args.port).await;
+        let resolved = resolved.and_then(|r| super::targets::checked_remote(&args.sources, text, r));
+        let remote = match resolved {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("sshprobe: {e:#}");
+                say!("sshprobe: {e:#}");
                 bad_input = true;
                 continue;
             }
         };
         if args.format == Format::Table {
-            eprintln!("diagnosing {text} ({remote})...");
+            say!("diagnosing {text} ({remote})...");
         }
         let budget = budgets.entry(remote.ip()).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
@@ -169,7 +186,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
                 }
                 *last = Some(std::time::Instant::now());
                 let source = source.map_or_else(|| "the default address".to_string(), |s| s.to_string());
-                eprintln!(
+                say!(
                     "sshprobe: pacing {source} at about one connection a second ({:.1} s to wait now): OpenSSH 9.8+ \
                      penalises faster probing",
                     wait.as_secs_f64()
@@ -179,9 +196,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             budget
         });
         if budget.usage().spent.values().any(|&n| n > 0) {
-            eprintln!(
-                "sshprobe: {text}: same host as an earlier target: its probes share that target's budget"
-            );
+            say!("sshprobe: {text}: same host as an earlier target: its probes share that target's budget");
         }
         let options = DiagnoseOptions {
             max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
@@ -196,7 +211,13 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             }
         }
         all_ok &= d.finding.verdict == Verdict::Ok;
-        write_diagnosis(&mut out, &d, started, args.format, colour).context("writing the diagnosis")?;
+        let written = super::pipe::open(write_diagnosis(&mut out, &d, started, args.format, colour))
+            .context("writing the diagnosis")?;
+        if !written {
+            // Nobody reads any more (`diagnose A B | head -1`): diagnose no further target; the
+            // status is that of the diagnoses written.
+            break;
+        }
     }
     Ok(if bad_input {
         EXIT_USAGE

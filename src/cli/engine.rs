@@ -4,6 +4,7 @@
 //! lock) and guards a command's run with it: on Ctrl-C or SIGTERM the raw engine is shut down (its
 //! flows reset, its nftables rule removed) before the process exits with 130 or 143.
 
+use super::pipe::say;
 use clap::Args;
 use sshprobe::engine::any::AnyEngine;
 pub use sshprobe::engine::any::EngineKind;
@@ -73,12 +74,9 @@ impl EngineArgs {
             Guarded::Finished(code) => code,
             Guarded::Stopped(stop) => {
                 if self.engine == EngineKind::Raw {
-                    eprintln!(
-                        "sshprobe: {}: stopped; the raw engine's firewall rule is removed",
-                        stop.name()
-                    );
+                    say!("sshprobe: {}: stopped; the raw engine's firewall rule is removed", stop.name());
                 } else {
-                    eprintln!("sshprobe: {}; every held connection was closed", stop.name());
+                    say!("sshprobe: {}; every held connection was closed", stop.name());
                 }
                 Ok(stop.exit_code())
             }

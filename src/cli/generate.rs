@@ -8,8 +8,10 @@ use std::io::Write;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe completions bash > ~/.local/share/bash-completion/completions/sshprobe
-  sshprobe completions zsh > ~/.zfunc/_sshprobe        (with fpath+=~/.zfunc before compinit)
+  sshprobe completions bash \\
+      > ~/.local/share/bash-completion/completions/sshprobe
+  sshprobe completions zsh > ~/.zfunc/_sshprobe
+      (with fpath+=~/.zfunc before compinit)
   sshprobe completions fish > ~/.config/fish/completions/sshprobe.fish")]
 pub struct CompletionsArgs {
     /// The shell to complete for.
@@ -21,7 +23,7 @@ pub struct CompletionsArgs {
 #[command(after_help = "Examples:
   sshprobe man | man -l -                                one page for sshprobe
   sshprobe man probe > ~/.local/share/man/man1/sshprobe-probe.1
-  for c in '' probe diagnose limits lab demo completions man; do
+  for c in '' probe diagnose limits lab demo serve completions man; do
     sshprobe man $c > ~/.local/share/man/man1/sshprobe${c:+-$c}.1; done")]
 pub struct ManArgs {
     /// The command whose page to write (sshprobe's own page without one).
@@ -60,7 +62,10 @@ pub fn man(args: &ManArgs) -> anyhow::Result<u8> {
                 format!("no command {name:?}: one of {}", names.join(", "))
             })?;
             // The page's title and its usage line name the whole command, `sshprobe-probe`.
-            sub.name(format!("sshprobe-{name}")).bin_name(format!("sshprobe {name}"))
+            // Each page says which version it documents, as sshprobe(1) does.
+            sub.name(format!("sshprobe-{name}"))
+                .bin_name(format!("sshprobe {name}"))
+                .version(env!("CARGO_PKG_VERSION"))
         }
     };
     let mut roff = Vec::new();

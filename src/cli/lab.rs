@@ -1,6 +1,7 @@
 //! `sshprobe lab` and `sshprobe demo`.
 
 use super::engine::EngineArgs;
+use super::pipe::{say, stdout_line};
 use super::EXIT_OK;
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe lab                                   ports chosen by the system, printed at start
+  sshprobe lab
+      ports chosen by the system, printed at start
   sshprobe lab --base-port 2200 --maxstartups 3:50:10
   sshprobe probe 127.0.0.1:2200 127.0.0.1:2201   (in another terminal)")]
 pub struct LabArgs {
@@ -59,12 +61,20 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
         grace: args.grace,
         ..LabConfig::default()
     };
-    let lab = Lab::start(config).await.context("starting the lab")?;
-    println!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS");
-    for (behaviour, addr) in lab.endpoints() {
-        println!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe());
+    if !args.bind.is_loopback() {
+        say!(
+            "sshprobe: warning: the lab listens on {}, beyond loopback: anyone who reaches it can hold its \
+             connections and read its endpoints (keep it on 127.0.0.1 unless a second host must probe it)",
+            args.bind
+        );
     }
-    eprintln!("lab running; Ctrl-C stops it");
+    let lab = Lab::start(config).await.context("starting the lab")?;
+    // The lab serves on when nobody reads its table (`sshprobe lab | head -1`).
+    let _ = stdout_line(format_args!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS"));
+    for (behaviour, addr) in lab.endpoints() {
+        let _ = stdout_line(format_args!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe()));
+    }
+    say!("lab running; Ctrl-C stops it");
     let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     signals.recv().await;
     drop(lab);
@@ -138,7 +148,10 @@ async fn demo(engine: AnyEngine, format: Format) -> anyhow::Result<u8> {
     let mut reporter =
         ProbeReporter::new(std::io::stdout().lock(), format, table && stdout_wants_colour(), false);
     for r in &results {
-        reporter.write(r).context("writing results")?;
+        // Nobody reads any more (`sshprobe demo | head -1`): what was written is the demo.
+        if !super::pipe::open(reporter.write(r)).context("writing results")? {
+            break;
+        }
     }
     Ok(EXIT_OK)
 }

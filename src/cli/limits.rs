@@ -1,6 +1,7 @@
 //! `sshprobe limits`.
 
 use super::engine::EngineArgs;
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 use anyhow::Context;
 use clap::Args;
@@ -20,18 +21,24 @@ use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe limits 127.0.0.1:2222 --plot limits.svg    ramp, fit MaxStartups, accept rate, plot
-  sshprobe limits host --max-held 50 -o jsonl         one object per level, then a summary
-  sshprobe limits host --grace 150s                   also measure LoginGraceTime (waits for it)
+  sshprobe limits 127.0.0.1:2222 --plot limits.svg
+      ramp, fit MaxStartups, accept rate, plot
+  sshprobe limits host --max-held 50 -o jsonl
+      one object per level, then a summary
+  sshprobe limits host --grace 150s
+      also measure LoginGraceTime (waits for it)
 
-limits holds unauthenticated connections on purpose, up to --max-held: run it against servers
-you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or exempt the probing addresses)
-first, or penalties mix into the curve; limits warns and checks for it.
+limits holds unauthenticated connections on purpose, up to --max-held: run it
+against servers you own. Against OpenSSH 9.8+ set `PerSourcePenalties no` (or
+exempt the probing addresses) first, or penalties mix into the curve; limits
+warns and checks for it.
 
-Each level is written as soon as it is measured. Ctrl-C (or SIGTERM) closes every held connection,
-writes a summary of the levels so far marked partial, and exits 130 (143).
+Each level is written as soon as it is measured. Ctrl-C (or SIGTERM) closes
+every held connection, writes a summary of the levels so far marked partial,
+and exits 130 (143).
 
-Exit status: 0 after a run, 1 when the server does not answer with a banner, 2 for usage errors.")]
+Exit status: 0 after a run, 1 when the server does not answer with a banner, 2
+for usage errors.")]
 pub struct LimitsArgs {
     /// The server: host, host:port, [v6addr]:port.
     #[arg(value_name = "TARGET")]
@@ -67,6 +74,11 @@ pub struct LimitsArgs {
     /// for minutes).
     #[arg(long, requires = "grace")]
     accept_grace_penalty: bool,
+
+    /// Run against a server outside loopback without asking: the ramp holds connections until the
+    /// server refuses every new one (MaxStartups `full`), which locks out its other users meanwhile.
+    #[arg(long, short = 'y')]
+    yes: bool,
 
     /// Local addresses to spread probes and holders over (default: 127.77.x.y on IPv4 loopback).
     #[arg(long = "source", value_name = "ADDR")]
@@ -139,7 +151,7 @@ impl Progress for Stream {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if !warned.iter().any(|w| w == message) {
             warned.push(message.to_string());
-            self.bar.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+            self.bar.suspend(|| say!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
         }
     }
 }
@@ -156,7 +168,12 @@ pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
 async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSignals) -> anyhow::Result<u8> {
     // A benchmark takes minutes: a plot it could not write would be found out only at its end.
     let plot = args.plot.as_deref().map(PlotFile::check).transpose()?;
+    super::targets::warn_ambiguous(std::slice::from_ref(&args.target), args.port);
     let remote = super::diagnose::resolve(&args.target, args.port).await?;
+    let remote = super::targets::checked_remote(&args.sources, &args.target, remote)?;
+    if !args.yes && !remote.ip().is_loopback() {
+        confirm_outside_loopback(&args.target, remote)?;
+    }
     let options = LimitsOptions {
         max_held: args.max_held,
         max_duration: args.max_duration,
@@ -196,7 +213,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         Some(Ok(report)) => (report, false),
         Some(Err(e @ LimitsError::NoBanner { .. })) => {
             // The server answered, just not with a banner: a finding about it, not a usage error.
-            eprintln!("sshprobe: {e}");
+            say!("sshprobe: {e}");
             return Ok(EXIT_SOME_FAILED);
         }
         Some(Err(e)) => return Err(e.into()),
@@ -220,7 +237,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         result => result.context("writing the report")?,
     }
     if let Some(signal) = signal {
-        eprintln!(
+        say!(
             "sshprobe: {}: stopped after {} levels; every held connection was closed",
             signal.name(),
             report.levels.len()
@@ -231,7 +248,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         let path = plot.path;
         plot_svg(&report, path).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         plot.written = true;
-        eprintln!("plot written to {}", path.display());
+        say!("plot written to {}", path.display());
     }
     Ok(EXIT_OK)
 }
@@ -283,5 +300,30 @@ impl Drop for PlotFile<'_> {
         if self.created && !self.written {
             let _ = std::fs::remove_file(self.path);
         }
+    }
+}
+
+/// Asks on a terminal before a benchmark of a server outside loopback; without a terminal, only
+/// `--yes` runs it. Its ramp drives the server to `full`: every new connection, anyone's, is
+/// refused until the benchmark ends.
+fn confirm_outside_loopback(target: &str, remote: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let warning = format!(
+        "limits holds connections to {target} ({remote}) until it refuses every new one (MaxStartups \
+         full): its other users are locked out meanwhile"
+    );
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() || !std::io::stderr().is_terminal() {
+        anyhow::bail!("{warning}; give --yes to run it on a server outside loopback");
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "sshprobe: {warning}. Go on? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).context("reading the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("not confirmed: nothing was sent to {target}")
     }
 }

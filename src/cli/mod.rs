@@ -6,10 +6,13 @@ mod generate;
 mod lab;
 mod limits;
 mod parse;
+mod pipe;
 mod probe;
 mod serve;
+mod targets;
 
 use clap::{ColorChoice, Parser, Subcommand};
+use pipe::say;
 use std::process::ExitCode;
 
 /// Exit status when every probe got a banner.
@@ -30,11 +33,11 @@ pub const EXIT_USAGE: u8 = 2;
         before the banner, connect and banner timeouts, 'Exceeded MaxStartups'-style refusals, \
         non-SSH replies.",
     after_help = "Examples:\n  \
-        sshprobe demo                         probe the embedded lab: every outcome, no server needed\n  \
-        sshprobe probe 192.0.2.10             one probe of port 22\n  \
-        sshprobe diagnose 192.0.2.10          why does ssh fail there, and what fixes it\n  \
-        sshprobe limits 127.0.0.1:2222        benchmark MaxStartups of a server you own\n  \
-        sshprobe probe --help                 all probe options"
+        sshprobe demo                    the embedded lab: every outcome, no setup\n  \
+        sshprobe probe 192.0.2.10        one probe of port 22\n  \
+        sshprobe diagnose 192.0.2.10     why does ssh fail there, and what fixes it\n  \
+        sshprobe limits 127.0.0.1:2222   benchmark MaxStartups of a server you own\n  \
+        sshprobe probe --help            all probe options"
 )]
 struct Cli {
     /// More logs on stderr (-v debug, -vv trace); RUST_LOG overrides.
@@ -87,7 +90,7 @@ pub fn main() -> ExitCode {
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sshprobe: cannot start the async runtime: {e}");
+            say!("sshprobe: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -114,8 +117,10 @@ pub fn main() -> ExitCode {
 fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
+        // Results nobody reads any more (a closed pipe): nothing to say, and no one to say it to.
+        Err(e) if pipe::chain_is_closed(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("sshprobe: {e:#}");
+            say!("sshprobe: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
     }

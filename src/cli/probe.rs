@@ -1,6 +1,7 @@
 //! `sshprobe probe`.
 
 use super::engine::{EngineArgs, EngineKind};
+use super::pipe::say;
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -24,17 +25,27 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe probe 192.0.2.10                      port 22, wait for the banner
-  sshprobe probe --send-first gw.example:2222    speak first, as OpenSSH's ssh does
-  sshprobe probe 10.1.0.0/24 -c 256 -o jsonl     a network, JSON Lines
-  sshprobe probe 10.1.0.0/24 -p 22,2222          two ports of each address (or host:2200-2210)
-  sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
-  sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
-  sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
-  sshprobe probe --kex -o jsonl host             also the server's algorithms (its KEXINIT)
+  sshprobe probe 192.0.2.10
+      port 22, wait for the banner
+  sshprobe probe --send-first gw.example:2222
+      speak first, as OpenSSH's ssh does
+  sshprobe probe 10.1.0.0/24 -c 256 -o jsonl
+      a network, JSON Lines
+  sshprobe probe 10.1.0.0/24 -p 22,2222
+      two ports of each address (or host:2200-2210)
+  sshprobe probe -i hosts.txt --rate 50
+      targets from a file, 50 new connections/s
+  sshprobe probe host --count 20 --interval 100ms \\
+      --source 10.0.0.5 --source 10.0.0.6
+      20 probes, 100 ms apart, from two local addresses in turn
+  sshprobe probe --engine raw --trace 127.0.0.1:2222
+      every segment each way (root)
+  sshprobe probe --kex -o jsonl host
+      also the server's algorithms (its KEXINIT)
 
-Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors,
-130 after Ctrl-C and 143 after SIGTERM (the probes under way are reported as interrupted).")]
+Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage
+or input errors, 130 after Ctrl-C and 143 after SIGTERM (the probes under way
+are reported as interrupted).")]
 pub struct ProbeArgs {
     /// Targets: host, host:port, [v6addr]:port, CIDR (10.0.0.0/24 or 10.0.0.0/24:2222).
     #[arg(value_name = "TARGET")]
@@ -129,6 +140,12 @@ pub struct ProbeArgs {
     /// masscan's blocklists. Repeatable. A line that is not a network stops the run before it starts.
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+
+    /// Also probe addresses that are never a unicast host (left out by default): 0.0.0.0/8,
+    /// multicast 224.0.0.0/4 and ff00::/8, reserved 240.0.0.0/4 and the broadcast 255.255.255.255,
+    /// the unspecified ::. Private ranges are probed either way.
+    #[arg(long)]
+    include_special: bool,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
@@ -245,13 +262,21 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     // Shards must agree on the order, so a sharded run without a seed uses a fixed one.
     let seed = args.seed.unwrap_or_else(|| if args.shard.is_some() { 0 } else { rand::random() });
     tracing::debug!(seed, ?order, "target order");
+    let first_port = args.ports.0.first().copied().unwrap_or(22);
+    super::targets::warn_ambiguous(&args.targets, first_port);
+    super::targets::check_source_families(&args.sources, &args.targets, first_port)?;
+    let mut excludes = args.excludes;
+    if !args.include_special {
+        state_special_exclusions(&args.targets, first_port);
+        excludes.extend(sshprobe::target::never_unicast());
+    }
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
         .map(TargetSource::Arg)
         .chain(args.inputs.into_iter().map(TargetSource::File))
         .collect();
-    let exclusions = Arc::new(load_exclusions(args.excludes, &args.exclude_files)?);
+    let exclusions = Arc::new(load_exclusions(excludes, &args.exclude_files)?);
     let targets = scan::spawn_target_reader(
         sources,
         TargetReaderOptions {
@@ -301,7 +326,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         // end removes it when the engine is dropped).
         engine.shutdown();
         let rule = if engine.is_raw() { ", and the raw engine's firewall rule is removed" } else { "" };
-        eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
+        say!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
     }
     Ok(code)
 }
@@ -330,6 +355,27 @@ async fn drive_until_signal<E: Engine>(
             }
             Ok((signal.exit_code(), Some(signal)))
         }
+    }
+}
+
+/// One line on stderr when a target argument reaches into networks that are never a unicast host,
+/// which the run leaves out (see [`sshprobe::target::never_unicast`]).
+fn state_special_exclusions(targets: &[String], port: u16) {
+    let touching: Vec<&str> = targets
+        .iter()
+        .filter(|t| {
+            sshprobe::target::parse_target_ports(t, &[port])
+                .is_ok_and(|specs| specs.iter().any(sshprobe::target::touches_never_unicast))
+        })
+        .map(String::as_str)
+        .collect();
+    if !touching.is_empty() {
+        say!(
+            "sshprobe: {}: leaving out addresses that are never a unicast host (0.0.0.0/8, multicast \
+             224.0.0.0/4 and ff00::/8, reserved 240.0.0.0/4 and 255.255.255.255, ::); --include-special \
+             probes them",
+            sshprobe::escape::escape(&touching.join(", "))
+        );
     }
 }
 
@@ -410,11 +456,11 @@ async fn drive<E: Engine>(
             }
             Event::BadTarget(e) => {
                 bad_targets += 1;
-                progress.suspend(|| eprintln!("sshprobe: {e}"));
+                progress.suspend(|| say!("sshprobe: {e}"));
             }
             Event::Excluded(e) => {
                 excluded += 1;
-                progress.suspend(|| eprintln!("sshprobe: {e}"));
+                progress.suspend(|| say!("sshprobe: {e}"));
             }
         }
     }
@@ -439,7 +485,9 @@ async fn drive<E: Engine>(
     let probes: u64 = tally.values().sum();
     if probes == 0 && bad_targets == 0 {
         match output.shard {
-            _ if excluded > 0 => bail!("no targets: every target given is excluded (--exclude)"),
+            _ if excluded > 0 => {
+                bail!("no targets: every target given is excluded (--exclude, or never a unicast host)")
+            }
             Some((i, n)) => bail!("no targets: shard {}/{n} holds none of the targets given", i + 1),
             None => bail!("no targets: the target list is empty"),
         }
@@ -448,7 +496,7 @@ async fn drive<E: Engine>(
     if table && probes > 0 {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
         let noun = if probes == 1 { "probe" } else { "probes" };
-        eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
+        say!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
     }
     Ok(status(&tally))
 }

@@ -1,5 +1,6 @@
 //! `sshprobe serve`.
 
+use super::pipe::{say, stdout_line};
 use super::EXIT_OK;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -15,16 +16,20 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  sshprobe serve                                   loopback targets only, on 127.0.0.1:9722
+  sshprobe serve
+      loopback targets only, on 127.0.0.1:9722
   sshprobe serve --allow 10.0.0.0/8 --config sshprobe.toml
-  curl '127.0.0.1:9722/probe?target=127.0.0.1:22'  one probe, as Prometheus scrapes it
+  curl '127.0.0.1:9722/probe?target=127.0.0.1:22'
+      one probe, as Prometheus scrapes it
 
-Paths: /probe?target=HOST[:PORT][&module=NAME], /diagnose?target=HOST[:PORT], /metrics, /-/healthy, /.
-The README has the Prometheus scrape config (relabelling) and a Grafana dashboard.
+Paths: /probe?target=HOST[:PORT][&module=NAME], /diagnose?target=HOST[:PORT],
+/metrics, /-/healthy, /. The README has the Prometheus scrape config
+(relabelling) and a Grafana dashboard.
 
-Safety: targets outside --allow get 403 and no packet; at most one probe per server and module per
---min-interval (later scrapes reuse it, marked sshprobe_cached 1); at most --max-in-flight probes
-at once (503 beyond). SIGTERM or Ctrl-C stops it cleanly.")]
+Safety: targets outside --allow get 403 and no packet; at most one probe per
+server and module per --min-interval (later scrapes reuse it, marked
+sshprobe_cached 1); at most --max-in-flight probes at once (503 beyond).
+SIGTERM or Ctrl-C stops it cleanly.")]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT")]
@@ -68,6 +73,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             Modules::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
     };
+    warn_if_open(args.listen, &args.allow);
     let allow = if args.allow.is_empty() { AllowList::default() } else { AllowList::new(args.allow) };
     if args.min_interval < Duration::from_secs(1) {
         tracing::warn!(
@@ -86,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr().context("reading the listening address")?;
     // The one line on stdout: where it listens (a test or a script reads the port from it).
-    println!("sshprobe serve: listening on http://{local}/");
+    let _ = stdout_line(format_args!("sshprobe serve: listening on http://{local}/"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let shutdown = async move {
         let _ = stop_tx.send(signals.recv().await.name());
@@ -94,8 +100,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     serve(listener, exporter.clone(), shutdown).await;
     exporter.shutdown();
     let name = stop_rx.await.unwrap_or("stopped");
-    eprintln!("sshprobe serve: {name}: stopped cleanly");
+    say!("sshprobe serve: {name}: stopped cleanly");
     Ok(EXIT_OK)
+}
+
+/// One warning on stderr when the exporter listens beyond loopback and may probe wide networks:
+/// anyone who reaches its port can then make this host connect to many addresses.
+fn warn_if_open(listen: SocketAddr, allow: &[IpNet]) {
+    // Wider than a /16 (IPv4) or a /48 (IPv6): a site, not a few servers.
+    let wide: Vec<String> = allow
+        .iter()
+        .filter(|n| match n {
+            IpNet::V4(n) => n.prefix_len() < 16,
+            IpNet::V6(n) => n.prefix_len() < 48,
+        })
+        .map(IpNet::to_string)
+        .collect();
+    if !listen.ip().is_loopback() && !wide.is_empty() {
+        say!(
+            "sshprobe serve: warning: listening on {listen}, beyond loopback, with --allow {}: anyone who \
+             reaches this port can make this host probe those networks (listen on loopback behind a \
+             proxy, narrow --allow, or filter the port)",
+            wide.join(" --allow ")
+        );
+    }
 }
 
 #[cfg(test)]

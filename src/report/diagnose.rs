@@ -7,7 +7,7 @@
 
 use super::probe::format_us;
 use super::{Format, Palette};
-use crate::escape::escape;
+use crate::escape::{escape, quoted};
 use crate::experiment::budget::{BudgetUse, Pace};
 use crate::experiment::diagnose::{
     Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostHolder, NotTestedReason, Note, Remedy,
@@ -265,7 +265,7 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             format!("all {probes} probes: {outcome}; the server {why}")
         }
         Evidence::NotSsh { tally, said } => {
-            format!("all {} probes: {}; the server said {said:?}", tally.total(), tally_text(tally))
+            format!("all {} probes: {}; the server said {}", tally.total(), tally_text(tally), quoted(said))
         }
         Evidence::Unloaded { tally } => {
             format!("{} probes with nothing held, one at a time while answers are fast: {}", tally.total(), tally_text(tally))
@@ -274,7 +274,8 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             format!("from a second address ({source}): {}", tally_text(tally))
         }
         Evidence::RefusalMessage { message, refusal, median_us, .. } => format!(
-            "the server sent {message:?} and closed, in {} (median): {}",
+            "the server sent {} and closed, in {} (median): {}",
+            quoted(message),
             format_us(*median_us),
             refusal.meaning()
         ),
@@ -376,7 +377,8 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             "a zero-byte close on every probe, at an unusual delay: an access rule or a broken server".into()
         }
         Evidence::UnknownRefusal { message } => format!(
-            "every probe was refused with {message:?}: a message no sshd limit sends (a TCP-wrappers `twist` or an ACL)"
+            "every probe was refused with {}: a message no sshd limit sends (a TCP-wrappers `twist` or an ACL)",
+            quoted(message)
         ),
         Evidence::NoBanner { partial: Some(partial), .. } => format!(
             "the server accepts and starts its ident line ({}) but never completes it: sshd or a middlebox \
@@ -418,7 +420,7 @@ pub fn evidence_text(evidence: &Evidence) -> String {
         Evidence::HoldRefused { attempts } => {
             format!("{attempts} of our attempts to hold more connections were refused on the way there")
         }
-        Evidence::RefusalsSaid { message } => format!("the refusals said {message:?}"),
+        Evidence::RefusalsSaid { message } => format!("the refusals said {}", quoted(message)),
         Evidence::FreshAddressUnderLoad { tally } => format!("meanwhile from a fresh address: {}", tally_text(tally)),
         Evidence::AfterRelease { tally } => format!("after releasing them: {}", tally_text(tally)),
         Evidence::PenaltyOutlivedLoad => {

@@ -172,12 +172,12 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    // Bytes that may start something to escape: ASCII controls, quote, backslash, DEL, and the UTF-8
-    // lead bytes of the C1 controls and of the bidi and separator characters.
+    // Bytes that may start something to escape: ASCII controls, quote, backslash, and the lead
+    // bytes of what the terminal-safe escaping covers (one list, in `escape`).
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let special = b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f || b == 0xc2 || b == 0xd8 || b == 0xe2;
+        let special = b < 0x20 || b == b'"' || b == b'\\' || crate::escape::may_start_unsafe(b);
         if !special {
             i += 1;
             continue;

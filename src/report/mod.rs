@@ -13,6 +13,7 @@ pub mod jsonl;
 pub mod limits;
 pub mod probe;
 
+use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -180,15 +181,27 @@ impl<W: Write> Drop for WholeLines<W> {
 }
 
 /// A CSV field: control characters escaped ([`crate::escape::escape`]: no raw ESC, NUL or line end from
-/// the network), then quoted when it needs it (RFC 4180).
+/// the network), a text a spreadsheet would run as a formula neutralised ([`FORMULA_STARTS`]), then
+/// quoted when it needs it (RFC 4180).
 pub fn csv_field(s: &str) -> String {
-    let s = crate::escape::escape(s);
-    if s.contains([',', '"']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let escaped = crate::escape::escape(s);
+    let text = if s.starts_with(FORMULA_STARTS) || escaped.starts_with(FORMULA_STARTS) {
+        Cow::Owned(format!("'{escaped}"))
     } else {
-        s.into_owned()
+        escaped
+    };
+    if text.contains([',', '"']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.into_owned()
     }
 }
+
+/// The first characters that make a spreadsheet read a cell as a formula: a server sending
+/// `SSH-2.0-=HYPERLINK("http://x", "click")` would otherwise put a live link (or worse, `=cmd|...`
+/// DDE) in the user's sheet. As OWASP's "CSV Injection" page advises, such a cell gets a leading
+/// `'`, which spreadsheets take as "this is text" and do not show.
+pub const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 #[cfg(test)]
 mod tests {
@@ -205,6 +218,51 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// The cell's value as a CSV reader sees it (RFC 4180 unquoting).
+    fn unquoted(cell: &str) -> String {
+        match cell.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+            Some(inner) => inner.replace("\"\"", "\""),
+            None => cell.to_string(),
+        }
+    }
+
+    #[test]
+    fn formula_cells_are_text() {
+        for (text, cell) in [
+            ("=HYPERLINK(\"http://x\",\"y\")", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""),
+            ("+1", "'+1"),
+            ("-1+2", "'-1+2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\\t=1"),
+            ("\r=1", "'\\r=1"),
+            ("OpenSSH_9.2p1", "OpenSSH_9.2p1"),
+            ("a=b", "a=b"),
+        ] {
+            assert_eq!(csv_field(text), cell, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, its cell neither starts a formula nor breaks the row.
+        #[test]
+        fn no_cell_from_any_text_starts_a_formula(text in "\\PC*|[=+@\t\r-].*") {
+            let cell = csv_field(&text);
+            let value = unquoted(&cell);
+            proptest::prop_assert!(!value.starts_with(FORMULA_STARTS), "{text:?} -> {cell:?}");
+            proptest::prop_assert!(!cell.contains(['\n', '\r', '\t']), "{text:?} -> {cell:?}");
+            // Quoted exactly when it holds a comma or a quote, and then every inner quote doubled.
+            if value.contains([',', '"']) {
+                proptest::prop_assert!(cell.starts_with('"') && cell.ends_with('"'));
+            } else {
+                proptest::prop_assert_eq!(&cell, &value);
+            }
+            // Nothing but the one `'` is added to the escaped text.
+            let escaped = crate::escape::escape(&text);
+            let neutralised = format!("'{}", escaped);
+            proptest::prop_assert!(value == *escaped || value == neutralised, "{}", value);
         }
     }
 

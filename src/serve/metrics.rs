@@ -221,6 +221,11 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
     encoded(&reg)
 }
 
+/// The outcome of a scrape whose target name did not resolve (no probe made): beside the probe
+/// outcomes in `sshprobe_outcome` and `sshprobe_exporter_probes_total`, so a dashboard sees a
+/// name that stopped resolving as such, not as a missing series.
+pub const RESOLVE_ERROR: &str = "resolve_error";
+
 /// The `/probe` answer for a target whose name did not resolve: no probe was made.
 pub fn render_unresolved(dns: Duration) -> String {
     let mut reg = Registry::default();
@@ -236,6 +241,7 @@ pub fn render_unresolved(dns: Duration) -> String {
     for o in Outcome::ALL {
         let _ = outcomes.get_or_create(&OutcomeLabel { outcome: o.name() });
     }
+    outcomes.get_or_create(&OutcomeLabel { outcome: RESOLVE_ERROR }).set(1);
     reg.register("sshprobe_outcome", "1 for the probe's outcome, 0 for every other outcome", outcomes);
     encoded(&reg)
 }
@@ -307,6 +313,7 @@ impl Default for ExporterMetrics {
         for o in Outcome::ALL {
             let _ = probes.get_or_create(&OutcomeLabel { outcome: o.name() });
         }
+        let _ = probes.get_or_create(&OutcomeLabel { outcome: RESOLVE_ERROR });
         let refused = Family::<ReasonLabel, Counter>::default();
         for r in [Refusal::BadRequest, Refusal::Forbidden, Refusal::Busy] {
             let _ = refused.get_or_create(&ReasonLabel { reason: r.name() });
@@ -333,6 +340,11 @@ impl ExporterMetrics {
     /// Counts a probe made.
     pub fn probed(&self, outcome: Outcome) {
         self.probes.get_or_create(&OutcomeLabel { outcome: outcome.name() }).inc();
+    }
+
+    /// Counts a scrape whose target name did not resolve: no probe was made.
+    pub fn unresolved(&self) {
+        self.probes.get_or_create(&OutcomeLabel { outcome: RESOLVE_ERROR }).inc();
     }
 
     /// Counts a scrape not served.

@@ -39,7 +39,6 @@ use self::config::{Module, Modules, DEFAULT_MODULE};
 use self::metrics::{ExporterMetrics, Probed, Refusal, Scrape};
 use self::probe::{diagnosis_json, run_diagnose, run_probe, Engines};
 use self::query::{parse_host, parse_query, probe_deadline, Host, QueryError};
-use crate::outcome::Outcome;
 use crate::record::ProbeRecord;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -107,8 +106,10 @@ struct Recent {
     at: SystemTime,
     target: String,
     module: String,
-    remote: SocketAddr,
-    outcome: Outcome,
+    /// None when the name did not resolve.
+    remote: Option<SocketAddr>,
+    /// The outcome's name, or `resolve_error`.
+    outcome: &'static str,
     detail: String,
 }
 
@@ -151,6 +152,9 @@ pub struct Exporter {
     diagnose_slots: Semaphore,
     metrics: ExporterMetrics,
     recent: Mutex<VecDeque<Recent>>,
+    /// True once the exporter stops: probes under way end at once as `interrupted`, so every
+    /// scrape in flight is answered within the grace.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// An HTTP answer.
@@ -179,9 +183,23 @@ impl Exporter {
             diagnose_slots: Semaphore::new(MAX_DIAGNOSES),
             metrics: ExporterMetrics::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            stopping: tokio::sync::watch::Sender::new(false),
             engines,
             settings,
         })
+    }
+
+    /// Ends every probe under way as `interrupted` (its scrape is answered), and every later one
+    /// at once: called when the exporter stops.
+    pub fn interrupt_probes(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Returns once [`Exporter::interrupt_probes`] was called.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = stopping.wait_for(|&stop| stop).await;
     }
 
     /// Stops what must not outlive the exporter (the raw engine's firewall rule).
@@ -254,6 +272,15 @@ impl Exporter {
             Admission::Forbidden(answer) => return answer,
             Admission::Unresolved { dns } => {
                 tracing::debug!(target = q.target, "name did not resolve");
+                self.metrics.unresolved();
+                self.remember(Recent {
+                    at: SystemTime::now(),
+                    target: q.target.clone(),
+                    module: module.name.clone(),
+                    remote: None,
+                    outcome: metrics::RESOLVE_ERROR,
+                    detail: format!("the name gave no address within {dns:.1?}"),
+                });
                 return answer(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render_unresolved(dns));
             }
         };
@@ -290,15 +317,25 @@ impl Exporter {
         let _permit = self.probe_slots.try_acquire().map_err(|_| NotRun::Busy)?;
         let _in_flight = self.metrics.in_flight();
         let started = Instant::now();
-        let record = ProbeRecord::new(run_probe(&self.engines, module, remote, deadline).await);
+        let observation = tokio::select! {
+            observation = run_probe(&self.engines, module, remote, deadline) => observation,
+            () = self.stopped() => crate::evidence::Observation::failed_connect(
+                remote,
+                None,
+                module.request(remote, deadline).order,
+                crate::evidence::Connect::Interrupted,
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+        };
+        let record = ProbeRecord::new(observation);
         let classification = &record.classification;
         self.metrics.probed(classification.outcome);
         self.remember(Recent {
             at: SystemTime::now(),
             target: target.to_string(),
             module: module.name.clone(),
-            remote,
-            outcome: classification.outcome,
+            remote: Some(remote),
+            outcome: classification.outcome.name(),
             detail: classification.detail(),
         });
         Ok(Probed { record, duration: started.elapsed() })
@@ -381,7 +418,7 @@ impl Exporter {
                 humantime::format_rfc3339_seconds(r.at),
                 html(&r.target),
                 html(&r.module),
-                r.remote,
+                r.remote.map_or_else(|| "-".to_string(), |a| a.to_string()),
                 r.outcome,
                 html(&metrics::label_value(&r.detail)),
                 url(&r.module),
@@ -463,6 +500,8 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: imp
         });
     }
     drop(listener);
+    // Probes under way end now, as `interrupted`: their scrapes are answered within the grace.
+    exporter.interrupt_probes();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("scrapes still in progress after {SHUTDOWN_GRACE:?}: dropped");
     }

@@ -23,7 +23,8 @@
 //! | fixture | what it gives |
 //! |---|---|
 //! | [`need`], [`need_root`] (= [`root_or_skip`]), [`need_bins`] (= [`have`]), [`skip`] | loud skips; failures under CI as root |
-//! | [`free_port`], [`free_port_on`] | a port nobody listens on |
+//! | [`closed_port`] → [`ClosedPort`] | a port nobody listens on, held so nobody can take it |
+//! | [`free_port`], [`free_port_on`] | a port for a server the test starts |
 //! | [`Sshd`] → [`Server`] | OpenSSH: options, private hosts.deny, in a [`Netns`], OpenSSH 10 [`Sshd::chroot`] |
 //! | [`Dropbear`] / [`dropbear`] → [`Server`] | dropbear |
 //! | [`Netns`] | a second host: namespace + veth pair in 198.18.0.0/15 |
@@ -160,15 +161,38 @@ pub fn need_bins(test: &str, bins: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    skip(
-        test,
-        &format!(
-            "needs {} (not installed; Debian packages: openssh-server, dropbear-bin, nftables, \
-             iproute2, util-linux)",
-            missing.join(", ")
-        ),
-    );
+    let named: Vec<String> = missing
+        .iter()
+        .map(|b| match debian_package(b) {
+            Some(package) => format!("{b} (Debian package {package})"),
+            None => format!("{b} (no Debian package known to the tests)"),
+        })
+        .collect();
+    skip(test, &format!("needs {}: not installed", named.join(", ")));
     false
+}
+
+/// The Debian package that installs `program`, for the SKIPPED line (`apt-get install PACKAGE`).
+/// `.ci/run`'s list installs the same packages.
+pub fn debian_package(program: &str) -> Option<&'static str> {
+    Some(match program {
+        "sshd" | "ssh-keygen" => "openssh-server",
+        "ssh" => "openssh-client",
+        "dropbear" | "dropbearkey" => "dropbear-bin",
+        "nft" => "nftables",
+        "ip" | "ss" | "tc" => "iproute2",
+        "unshare" | "nsenter" | "mount" => "util-linux",
+        "chroot" | "timeout" => "coreutils",
+        "bash" => "bash",
+        "debootstrap" => "debootstrap",
+        "fail2ban-server" | "fail2ban-client" => "fail2ban",
+        "haproxy" => "haproxy",
+        "sslh" | "sslh-select" => "sslh",
+        "prometheus" => "prometheus",
+        "prometheus-blackbox-exporter" => "prometheus-blackbox-exporter",
+        "strace" => "strace",
+        _ => return None,
+    })
 }
 
 /// [`need_bins`] under the name the first tests used.
@@ -203,6 +227,50 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
 /// A free port on 127.0.0.1 ([`free_port_on`] loopback).
 pub fn free_port() -> u16 {
     free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A port on which nothing listens, and nothing can start listening while this value lives: a
+/// socket bound to `0.0.0.0:PORT` that never listens. A connection to any loopback address at the
+/// port is refused (RST), and a server that a parallel test starts cannot bind it (EADDRINUSE), as
+/// it could a port that [`free_port`] found free and let go.
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+    }
+}
+
+impl std::fmt::Debug for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClosedPort({}, fd {})", self.port, self.socket.as_raw_fd())
+    }
+}
+
+/// A [`ClosedPort`]: the "nothing listening" case of every test.
+pub fn closed_port() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("a socket to hold a closed port: {e}"));
+    // No SO_REUSEADDR: nobody else may bind the port, on any address, while it is held.
+    socket
+        .bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())
+        .unwrap_or_else(|e| panic!("binding 0.0.0.0:0 to hold a closed port: {e}"));
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("the port of a bound socket"));
+    ClosedPort { socket, port }
 }
 
 /// A number unique within this test process, for names.
