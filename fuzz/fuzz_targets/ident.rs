@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sshprobe::evidence::{Connect, End, Observation, ProbeOrder, Timings};
-use sshprobe::ident::{scan, Scan, MAX_IDENT_LINE};
+use sshprobe::ident::{scan, Scan, MAX_IDENT_LINE, MAX_PREBANNER_LINE};
 use sshprobe::outcome::{classify, Outcome};
 
 /// How many prefixes of a long input are checked against the whole (all of them for short ones).
@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
             let prebanner_bytes: usize =
                 data[..line.end_offset].split_inclusive(|&b| b == b'\n').rev().skip(1).map(<[u8]>::len).sum();
             let ident_bytes = line.end_offset - prebanner_bytes;
-            assert!(ident_bytes <= MAX_IDENT_LINE, "an ident line of {ident_bytes} bytes");
+            assert!(ident_bytes <= MAX_PREBANNER_LINE, "an ident line of {ident_bytes} bytes");
+            assert_eq!(line.over_rfc_length, ident_bytes > MAX_IDENT_LINE);
             assert!(data[prebanner_bytes..].starts_with(b"SSH-"));
             assert!(!line.proto.is_empty() && !line.software.is_empty());
             let _ = line.to_string();
