@@ -7,7 +7,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
-use sshprobe::experiment::limits::{limits, Level, LimitsError, LimitsOptions, LimitsReport, Progress};
+use sshprobe::experiment::limits::{
+    limits, HardLimit, Level, LimitsError, LimitsOptions, LimitsReport, Progress,
+};
 use sshprobe::experiment::stats::{fit_maxstartups, LevelCount};
 use sshprobe::report::limits::{plot_svg, write_level, write_summary};
 use sshprobe::report::Format;
@@ -102,6 +104,8 @@ struct Stream {
     levels: Mutex<Vec<Level>>,
     /// Warnings already printed.
     warned: Mutex<Vec<String>>,
+    /// The server's software, from its first banner.
+    server: Mutex<Option<String>>,
     /// The first error writing stdout (a closed pipe), reported at the end.
     write_error: Mutex<Option<std::io::Error>>,
 }
@@ -132,6 +136,10 @@ impl Progress for Stream {
 
     fn phase(&self, name: &str) {
         self.bar.set_prefix(name.to_string());
+    }
+
+    fn server(&self, software: &str) {
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(software.to_string());
     }
 
     fn warn(&self, message: &str) {
@@ -180,6 +188,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         format: args.format,
         levels: Mutex::new(Vec::new()),
         warned: Mutex::new(Vec::new()),
+        server: Mutex::new(None),
         write_error: Mutex::new(None),
     };
     let started = (SystemTime::now(), Instant::now());
@@ -201,7 +210,8 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         Some(Err(e)) => return Err(e.into()),
         None => {
             let levels = std::mem::take(&mut *stream.levels.lock().unwrap_or_else(|p| p.into_inner()));
-            (partial_report(&args.target, remote, levels, started.1), true)
+            let server = stream.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+            (partial_report(&args.target, remote, server, levels, started.1), true)
         }
     };
     // Warnings found after the ramp, once (those found early were printed as they came).
@@ -235,7 +245,13 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
 }
 
 /// A report of the levels measured before an interruption, with the fit over them.
-fn partial_report(target: &str, remote: SocketAddr, levels: Vec<Level>, started: Instant) -> LimitsReport {
+fn partial_report(
+    target: &str,
+    remote: SocketAddr,
+    server: Option<String>,
+    levels: Vec<Level>,
+    started: Instant,
+) -> LimitsReport {
     // The trials are the probes the server decided on, as in the full run.
     let counts: Vec<LevelCount> = levels
         .iter()
@@ -244,8 +260,9 @@ fn partial_report(target: &str, remote: SocketAddr, levels: Vec<Level>, started:
     LimitsReport {
         target: target.to_string(),
         remote,
-        server: None,
+        server,
         fit: fit_maxstartups(&counts),
+        hard_limit: HardLimit::find(&levels),
         levels,
         recheck: (0, 0),
         accept_rate: None,

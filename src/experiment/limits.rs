@@ -139,6 +139,9 @@ pub struct LimitsReport {
     /// The fitted `start:rate:full`, as seen from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<MaxStartupsFit>,
+    /// A jump from no refusal to every probe refused: a hard limit, not sshd's random early drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard_limit: Option<HardLimit>,
     /// With everything released after the ramp: probes and refusals.
     pub recheck: (u32, u32),
     /// The sustained accept rate.
@@ -151,6 +154,35 @@ pub struct LimitsReport {
     pub warnings: Vec<String>,
     /// How long it took, in ms.
     pub duration_ms: u64,
+}
+
+/// A hard limit: no probe refused at `accepted_at` held connections, every probe refused at
+/// `refused_at`. Bisected down to one connection apart unless the time ran out. Dropbear's
+/// `MAX_UNAUTH_CLIENTS` (30) is one; sshd's `MaxStartups N` (N:100:N) is another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HardLimit {
+    /// The highest level measured with no refusal.
+    pub accepted_at: u32,
+    /// The lowest level measured with every probe refused.
+    pub refused_at: u32,
+}
+
+impl HardLimit {
+    /// Finds the jump in `levels` (sorted by `held`): a level with banners and no refusal right
+    /// below one where every probe was refused.
+    pub fn find(levels: &[Level]) -> Option<HardLimit> {
+        levels.windows(2).find_map(|w| {
+            let (below, above) = (&w[0], &w[1]);
+            let clean = below.refused == 0 && below.banners > 0;
+            let saturated = above.probes > 0 && above.refused == above.probes;
+            (clean && saturated).then_some(HardLimit { accepted_at: below.held, refused_at: above.held })
+        })
+    }
+
+    /// Whether the limit is known to one connection.
+    pub fn is_exact(self) -> bool {
+        self.refused_at == self.accepted_at + 1
+    }
 }
 
 /// Why `limits` could not run.
@@ -190,6 +222,8 @@ pub trait Progress: Send + Sync {
     fn phase(&self, name: &str);
     /// Something the user should know now, before waiting for the end.
     fn warn(&self, message: &str);
+    /// The server's software, from the first banner (for a partial report).
+    fn server(&self, _software: &str) {}
 }
 
 /// No progress reporting.
@@ -230,6 +264,7 @@ pub async fn limits<E: Engine>(
         return Err(LimitsError::NoBanner { remote, outcome: first.outcome() });
     };
     let software = Software::of(&banner);
+    progress.server(&banner.software);
     if options.grace.is_some() && grace_is_charged_as_crash(software) && !options.accept_grace_penalty {
         return Err(LimitsError::GraceWouldPenalise { software });
     }
@@ -281,21 +316,8 @@ pub async fn limits<E: Engine>(
             // The server would not take more: what we measured last is the top.
             break;
         }
-        let mut outcomes = Vec::new();
-        for _ in 0..options.probes_per_level {
-            if past_deadline() {
-                timed_out = true;
-                break;
-            }
-            let record = ProbeRecord::new(probe(next_source()).await);
-            if record.outcome() == Outcome::Banner {
-                // sshd counts this probe until its child has exited, which takes about as long as
-                // starting it did: wait twice that, so the next probe sees only what we hold.
-                let settle = (2 * record.observation.timings.ident.unwrap_or(0)).max(2_000);
-                tokio::time::sleep(Duration::from_micros(settle)).await;
-            }
-            outcomes.push(record);
-        }
+        let outcomes = probe_level(&probe, &mut next_source, options.probes_per_level, ramp_deadline).await;
+        timed_out |= outcomes.len() < options.probes_per_level as usize;
         if timed_out && outcomes.is_empty() {
             break;
         }
@@ -318,6 +340,39 @@ pub async fn limits<E: Engine>(
     if timed_out {
         warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
     }
+    // A jump from no refusal to every probe refused is a hard limit (dropbear's MAX_UNAUTH_CLIENTS,
+    // sshd's `MaxStartups N`), not sshd's random early drop: bisect it down to one connection.
+    if let Some(mut step) = HardLimit::find(&levels).filter(|s| !s.is_exact() && !timed_out) {
+        progress.phase("bisect");
+        holder.release_and_settle().await;
+        while !step.is_exact() && !past_deadline() {
+            let mid = step.accepted_at + (step.refused_at - step.accepted_at) / 2;
+            let mut bisect = Holder::new(engine, request.clone());
+            bisect.set_deadline(Some(ramp_deadline));
+            bisect.fill_to(mid, &holder_sources, &budget, mid.saturating_mul(HOLD_ATTEMPTS)).await;
+            let held = bisect.alive();
+            let outcomes =
+                probe_level(&probe, &mut next_source, options.probes_per_level, ramp_deadline).await;
+            bisect.release_and_settle().await;
+            if held != mid || outcomes.is_empty() {
+                break;
+            }
+            let level = summarise(held, &outcomes);
+            progress.level(&level);
+            let (clean, saturated) = (level.refused == 0 && level.banners > 0, level.refused == level.probes);
+            levels.push(level);
+            levels.sort_by_key(|l| l.held);
+            match (clean, saturated) {
+                (true, _) => step.accepted_at = mid,
+                (_, true) => step.refused_at = mid,
+                // Some refused, some not: not a hard limit after all.
+                _ => break,
+            }
+        }
+        holder = Holder::new(engine, request.clone());
+    }
+    let hard_limit = HardLimit::find(&levels)
+        .filter(|s| levels.iter().all(|l| l.refused == 0 || l.refused == l.probes || l.held > s.refused_at));
     // With everything released, refusals mean a penalty or others' load.
     progress.phase("recheck");
     holder.release_and_settle().await;
@@ -377,12 +432,41 @@ pub async fn limits<E: Engine>(
         server: Some(banner.software.clone()),
         levels,
         fit,
+        hard_limit,
         recheck,
         accept_rate,
         grace,
         warnings,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Up to `count` probes one at a time, stopping at `deadline`. After a banner it waits for the
+/// server to forget the probe: sshd counts it until its child has exited, which takes about as long
+/// as starting it did, so it waits twice that and the next probe sees only what we hold.
+async fn probe_level<P, F>(
+    probe: &P,
+    next_source: &mut impl FnMut() -> Option<IpAddr>,
+    count: u32,
+    deadline: Instant,
+) -> Vec<ProbeRecord>
+where
+    P: Fn(Option<IpAddr>) -> F,
+    F: std::future::Future<Output = crate::evidence::Observation>,
+{
+    let mut outcomes = Vec::new();
+    for _ in 0..count {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let record = ProbeRecord::new(probe(next_source()).await);
+        if record.outcome() == Outcome::Banner {
+            let settle = (2 * record.observation.timings.ident.unwrap_or(0)).max(2_000);
+            tokio::time::sleep(Duration::from_micros(settle)).await;
+        }
+        outcomes.push(record);
+    }
+    outcomes
 }
 
 /// Attempts per connection to add to the holder: at 99 % refusals, 200 attempts still add one with
@@ -540,6 +624,28 @@ mod tests {
         obs.received = bytes::Bytes::from_static(received);
         obs.timings.ident = ident_us;
         ProbeRecord::new(obs)
+    }
+
+    #[test]
+    fn a_hard_limit_is_a_clean_level_right_below_a_saturated_one() {
+        let level = |held, refused, banners| Level {
+            held,
+            probes: refused + banners,
+            refused,
+            banners,
+            timeouts: 0,
+            other: 0,
+            fraction: 0.0,
+            fraction_ci: (0.0, 1.0),
+            latency_us: None,
+            messages: BTreeMap::new(),
+        };
+        let dropbear = [level(23, 0, 5), level(24, 0, 5), level(30, 5, 0)];
+        let step = HardLimit::find(&dropbear).expect("a step");
+        assert_eq!((step.accepted_at, step.refused_at, step.is_exact()), (24, 30, false));
+        assert!(HardLimit::find(&[level(29, 0, 5), level(30, 5, 0)]).expect("a step").is_exact());
+        // sshd's random early drop: refusals rise through mixed levels.
+        assert_eq!(HardLimit::find(&[level(3, 0, 5), level(4, 2, 3), level(5, 5, 0)]), None);
     }
 
     #[test]
