@@ -95,7 +95,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let handles_signals = matches!(cli.command, Command::Probe(_) | Command::Limits(_));
+    let handles_signals =
+        matches!(cli.command, Command::Probe(_) | Command::Limits(_) | Command::Diagnose(_));
     let result = runtime.block_on(async {
         let command = async {
             match cli.command {
@@ -108,7 +109,7 @@ pub fn main() -> ExitCode {
                 Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
             }
         };
-        // `probe` and `limits` handle Ctrl-C themselves: they report what was done so far.
+        // `probe`, `limits` and `diagnose` handle Ctrl-C themselves: they report what was done so far.
         if handles_signals {
             return command.await;
         }
