@@ -208,8 +208,7 @@ async fn diagnose_all(
             }
         }
     }
-    let mut diagnosed = 0usize;
-    for (text, remote) in &targets {
+    for (diagnosed, (text, remote)) in targets.iter().enumerate() {
         let (text, remote) = (text.as_str(), *remote);
         if args.format == Format::Table {
             eprintln!("diagnosing {text} ({remote})...");
@@ -267,7 +266,6 @@ async fn diagnose_all(
                 return Ok(code);
             }
         };
-        diagnosed += 1;
         if let Some(path) = &ledger_path {
             if let Err(e) = ledger.write(path) {
                 tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());
