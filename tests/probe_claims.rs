@@ -57,3 +57,43 @@ fn a_400_byte_ident_is_a_banner_beyond_the_rfc_length() {
     server.join().expect("server");
     server2.join().expect("server");
 }
+
+#[test]
+fn dry_run_lists_the_targets_after_exclusions_and_shards_and_sends_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("address").port().to_string();
+    let out = common::sshprobe()
+        .args(["probe", "--dry-run", "127.0.0.0/29", "-p", &port, "--exclude", "127.0.0.3", "--no-shuffle"])
+        .output()
+        .expect("sshprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want: Vec<String> = [1, 2, 4, 5, 6].iter().map(|h| format!("127.0.0.{h}:{port}")).collect();
+    assert_eq!(text.lines().collect::<Vec<_>>(), want, "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run: 5 targets listed, nothing sent"));
+    assert_eq!(out.status.code(), Some(0));
+    // Shards split the same list; JSON lines name each target.
+    let shard = |i: &str| {
+        let (records, _) = common::jsonl(&[
+            "probe",
+            "--dry-run",
+            "127.0.0.0/29",
+            "-p",
+            &port,
+            "--exclude",
+            "127.0.0.3",
+            "--shard",
+            i,
+            "-o",
+            "jsonl",
+        ]);
+        records.iter().map(|r| r["remote"].as_str().expect("remote").to_string()).collect::<Vec<_>>()
+    };
+    let (a, b) = (shard("1/2"), shard("2/2"));
+    let mut both = [a.clone(), b.clone()].concat();
+    both.sort();
+    assert_eq!(both, want, "{a:?} {b:?}");
+    assert!(!a.is_empty() && !b.is_empty());
+    // Nothing connected.
+    assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
+}

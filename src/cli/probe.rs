@@ -10,9 +10,9 @@ use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{wants_colour, Format, WholeLines};
 use sshprobe::scan::{
-    self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
+    self, Dest, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
 };
-use sshprobe::target::Exclusions;
+use sshprobe::target::{Exclusions, TargetError};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +115,12 @@ pub struct ProbeArgs {
     /// masscan's blocklists. Repeatable. A line that is not a network stops the run before it starts.
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+
+    /// List the targets that would be probed (after exclusions, shards and order), one a line, and
+    /// send nothing (nmap -sL, zmap --dryrun). Names are listed as given: they are resolved only
+    /// when probed.
+    #[arg(long)]
+    dry_run: bool,
 
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
@@ -247,6 +253,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             exclusions: exclusions.clone(),
         },
     );
+    if args.dry_run {
+        return list_targets(targets, args.format).await;
+    }
     let stop = Stop::default();
     let options = RunOptions {
         concurrency: args.concurrency,
@@ -287,6 +296,76 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
     }
     Ok(code)
+}
+
+/// `--dry-run`: writes every target the run would probe, in its order, and sends nothing. A table
+/// line is `LABEL ADDRESS` (`name:port` for a name), JSON `{"target", "remote"}` or
+/// `{"target", "host", "port"}`, CSV `target,remote`. Bad targets go to stderr as in a run.
+async fn list_targets(mut targets: TargetStream, format: Format) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut listed, mut bad) = (0u64, false);
+    let write = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                 t: &scan::Target|
+     -> std::io::Result<()> {
+        let label = sshprobe::escape::escape(&t.label);
+        match (&t.dest, format) {
+            (Dest::Addr(a), Format::Table) if t.label == a.to_string() => writeln!(out, "{a}"),
+            (Dest::Addr(a), Format::Table) => writeln!(out, "{label:<28} {a}"),
+            (Dest::Host { name, port }, Format::Table) => {
+                writeln!(out, "{label:<28} {}:{port} (resolved when probed)", sshprobe::escape::escape(name))
+            }
+            (Dest::Addr(a), Format::Jsonl) => {
+                sshprobe::escape::write_json(
+                    &mut *out,
+                    &serde_json::json!({"target": t.label, "remote": a.to_string()}),
+                )?;
+                writeln!(out)
+            }
+            (Dest::Host { name, port }, Format::Jsonl) => {
+                sshprobe::escape::write_json(
+                    &mut *out,
+                    &serde_json::json!({"target": t.label, "host": name, "port": port}),
+                )?;
+                writeln!(out)
+            }
+            (Dest::Addr(a), Format::Csv) => writeln!(out, "{},{a}", sshprobe::report::csv_field(&t.label)),
+            (Dest::Host { name, port }, Format::Csv) => {
+                writeln!(
+                    out,
+                    "{},{}:{port}",
+                    sshprobe::report::csv_field(&t.label),
+                    sshprobe::report::csv_field(name)
+                )
+            }
+        }
+    };
+    if format == Format::Csv {
+        writeln!(out, "target,remote")?;
+    }
+    while let Some(item) = targets.recv().await {
+        match item {
+            Ok(t) => {
+                let written = write(&mut out, &t);
+                match written {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+                    result => result.context("writing the target list")?,
+                }
+                listed += 1;
+            }
+            Err(e @ TargetError::Excluded { .. }) => eprintln!("sshprobe: {e}"),
+            Err(e) => {
+                eprintln!("sshprobe: {e}");
+                bad = true;
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+        result => result.context("writing the target list")?,
+    }
+    eprintln!("sshprobe: dry run: {listed} targets listed, nothing sent");
+    Ok(if bad { EXIT_USAGE } else { EXIT_OK })
 }
 
 /// [`drive`], stopped by Ctrl-C or SIGTERM: the run starts no new probe, reports those under way as
