@@ -367,6 +367,11 @@ impl Stop {
         *self.0.borrow()
     }
 
+    /// The interrupt a probe of this run ends by, with what it saw, when the run stops.
+    pub fn interrupt(&self) -> crate::engine::Interrupt {
+        crate::engine::Interrupt::new(self.0.subscribe())
+    }
+
     /// Returns once [`Stop::stop`] is called (at once if it was).
     pub async fn stopped(&self) {
         let mut rx = self.0.subscribe();
@@ -488,9 +493,13 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         let source = shared.sources.next_for(remote.ip());
         let started = Instant::now();
         let time = SystemTime::now();
-        // A probe under way when the run stops is reported as interrupted, not dropped.
+        // A probe under way when the run stops is reported as interrupted, not dropped: an engine
+        // that honours the interrupt ends it with what it saw (polled first, so it gets to); the
+        // other branch covers one that does not.
+        let request = shared.options.probe.to(remote, source).interrupt(stop.interrupt());
         let observation = tokio::select! {
-            observation = engine.probe(shared.options.probe.to(remote, source)) => observation,
+            biased;
+            observation = engine.probe(request) => observation,
             () = stop.stopped() => Observation::failed_connect(
                 remote,
                 None,

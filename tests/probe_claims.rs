@@ -97,3 +97,36 @@ fn dry_run_lists_the_targets_after_exclusions_and_shards_and_sends_nothing() {
     // Nothing connected.
     assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
 }
+
+/// A probe cut by Ctrl-C keeps what it saw: the handshake's time, our address, the bytes so far.
+#[test]
+fn a_probe_interrupted_mid_banner_keeps_its_bytes() {
+    use std::process::{Command, Stdio};
+    // Half an ident line, then silence.
+    let (addr, server) = serve(b"SSH-2.0-Open".to_vec(), 1);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
+        .args(["probe", "-o", "jsonl", &addr.to_string(), "--banner-timeout", "30s"])
+        .env("SSHPROBE_STATE_DIR", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sshprobe");
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "probe did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    common::check_record(&r);
+    assert_eq!((r["outcome"].as_str(), r["end"].as_str()), (Some("interrupted"), Some("interrupted")), "{r}");
+    assert_eq!((r["bytes_len"].as_u64(), r["bytes_text"].as_str()), (Some(12), Some("SSH-2.0-Open")), "{r}");
+    assert!(r["timings_us"]["connected"].is_u64() && r["timings_us"]["first_byte"].is_u64(), "{r}");
+    assert!(r["local"].is_string(), "{r}");
+    assert_eq!(out.status.code(), Some(130));
+    server.join().expect("server");
+}

@@ -7,7 +7,7 @@
 //! hands out queued data before the error.
 
 use super::exchange::{Exchange, Purpose, Step};
-use super::{Engine, EngineConfig, Held, HoldEnd, ProbeRequest};
+use super::{Engine, EngineConfig, Held, HoldEnd, Interrupt, ProbeRequest};
 use crate::evidence::{CloseMode, Connect, End, Observation};
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -59,7 +59,13 @@ impl ConnectEngine {
             }
             None => None,
         };
-        let mut stream = match timeout(request.connect_timeout, connect(socket, remote)).await {
+        let connecting = timeout(request.connect_timeout, connect(socket, remote));
+        let connected = tokio::select! {
+            biased;
+            result = connecting => result,
+            () = interrupted(request.interrupt.as_ref()) => return (failed(bound, Connect::Interrupted), None),
+        };
+        let mut stream = match connected {
             Err(_) => return (failed(bound, Connect::TimedOut), None),
             // ECONNRESET from connect() means the handshake completed and the server reset the
             // connection before we saw it complete: an accepted connection, reset with no bytes.
@@ -87,7 +93,8 @@ impl ConnectEngine {
             request.banner_timeout.as_micros() as u64,
         );
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
-        let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
+        let step =
+            drive(&mut stream, &mut machine, &request.ident, deadline, request.interrupt.as_ref(), us).await;
         let held = step == Step::Hold;
         let (end, timings, received, sent_ident) = machine.into_parts();
         let observation = Observation {
@@ -157,6 +164,7 @@ async fn drive(
     machine: &mut Exchange,
     ident: &Bytes,
     deadline: tokio::time::Instant,
+    interrupt: Option<&Interrupt>,
     us: impl Fn() -> u64,
 ) -> Step {
     let mut step = machine.start();
@@ -167,7 +175,16 @@ async fn drive(
                 step = Step::Read;
             }
             Step::Read => {
-                let read = timeout_at(deadline, machine.reader().read_from(stream)).await;
+                let read = tokio::select! {
+                    biased;
+                    read = timeout_at(deadline, machine.reader().read_from(stream)) => Some(read),
+                    () = interrupted(interrupt) => None,
+                };
+                let Some(read) = read else {
+                    // The run stopped: the machine keeps what came so far.
+                    step = machine.on_interrupt(us());
+                    continue;
+                };
                 step = match read {
                     // The timer fires at or after the deadline; the machine's clock agrees.
                     Err(_) => machine.on_deadline(us().max(machine.deadline_us())),
@@ -185,6 +202,14 @@ async fn drive(
             }
             Step::Finish { send_ident: false } | Step::Hold | Step::Gone => return step,
         }
+    }
+}
+
+/// Returns when `interrupt` fires; never without one.
+async fn interrupted(interrupt: Option<&Interrupt>) {
+    match interrupt {
+        Some(i) => i.fired().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -315,7 +340,7 @@ mod tests {
         let mut machine = Exchange::new(ProbeOrder::SendFirst, Purpose::Probe, 64, 0, 5_000_000);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let ident = super::super::ident_line("SSH-2.0-t");
-        let step = drive(&mut stream, &mut machine, &ident, deadline, || 0).await;
+        let step = drive(&mut stream, &mut machine, &ident, deadline, None, || 0).await;
         assert_eq!(step, Step::Finish { send_ident: false });
         let (end, _, received, sent_ident) = machine.into_parts();
         assert_eq!((end, sent_ident), (End::Rst, false));

@@ -188,6 +188,12 @@ impl Exchange {
         self.finish(now_us, End::Timeout, false)
     }
 
+    /// The run was stopped at `now_us`: the exchange ends with what came so far (a held
+    /// connection too: its holder is going away).
+    pub fn on_interrupt(&mut self, now_us: u64) -> Step {
+        self.finish(now_us, End::Interrupted, false)
+    }
+
     /// Our ident went out in full.
     pub fn on_ident_sent(&mut self) {
         self.sent_ident = true;
@@ -369,6 +375,21 @@ mod tests {
         assert_eq!(x.on_eof(160), Step::Finish { send_ident: false });
         assert!(!x.is_holding());
         assert_eq!(x.end(), Some(End::Fin));
+    }
+
+    #[test]
+    fn an_interrupt_keeps_what_came_so_far() {
+        let mut x = probe(ProbeOrder::WaitForBanner);
+        x.start();
+        assert_eq!(x.on_bytes(300, b"SSH-2.0-Open"), Step::Read);
+        assert_eq!(x.on_interrupt(900), Step::Finish { send_ident: false });
+        assert_eq!(x.on_deadline(6_000), Step::Finish { send_ident: false });
+        let (end, t, bytes, sent) = x.into_parts();
+        assert_eq!(
+            (end, t.connected, t.first_byte, t.closed, sent),
+            (End::Interrupted, Some(100), Some(300), Some(900), false)
+        );
+        assert_eq!(&bytes[..], b"SSH-2.0-Open");
     }
 
     #[test]

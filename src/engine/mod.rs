@@ -81,7 +81,40 @@ pub struct ProbeRequest {
     /// How long after connecting the server's ident may take to arrive in full: a total deadline,
     /// not a per-read one, so a server dribbling bytes cannot hold a probe forever.
     pub banner_timeout: Duration,
+    /// Ends the probe early when it fires (Ctrl-C, a run's time limit), keeping what it saw so far.
+    pub interrupt: Option<Interrupt>,
 }
+
+/// A signal that ends probes early, each with what it saw so far ([`End::Interrupted`]): the
+/// receiving end of a run's stop switch.
+///
+/// [`End::Interrupted`]: crate::evidence::End::Interrupted
+#[derive(Debug, Clone)]
+pub struct Interrupt(tokio::sync::watch::Receiver<bool>);
+
+impl Interrupt {
+    /// An interrupt that fires once `rx` holds `true`.
+    pub fn new(rx: tokio::sync::watch::Receiver<bool>) -> Interrupt {
+        Interrupt(rx)
+    }
+
+    /// Returns once fired (at once if it has).
+    pub async fn fired(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|&fired| fired).await.is_err() {
+            // The switch is gone without firing: it never will.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl PartialEq for Interrupt {
+    fn eq(&self, other: &Interrupt) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for Interrupt {}
 
 impl ProbeRequest {
     /// A probe of `remote` from the kernel's choice of address, waiting for the banner, with our
@@ -94,6 +127,7 @@ impl ProbeRequest {
             ident: ident_line(DEFAULT_IDENT),
             connect_timeout: Duration::from_secs(5),
             banner_timeout: Duration::from_secs(10),
+            interrupt: None,
         }
     }
 
@@ -117,6 +151,12 @@ impl ProbeRequest {
     /// With this identification line (CR LF included: see [`ident_line`]).
     pub fn ident(mut self, ident: Bytes) -> ProbeRequest {
         self.ident = ident;
+        self
+    }
+
+    /// Ended early, with what it saw, when `interrupt` fires.
+    pub fn interrupt(mut self, interrupt: Interrupt) -> ProbeRequest {
+        self.interrupt = Some(interrupt);
         self
     }
 

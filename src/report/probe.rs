@@ -49,7 +49,7 @@ pub struct JsonRecord<'a> {
     /// The connect's error, as the system described it (`unreachable`, `local_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
-    /// How the connection ended: `fin`, `rst`, `timeout`, `we_closed`, `byte_cap`.
+    /// How the connection ended: `fin`, `rst`, `timeout`, `we_closed`, `byte_cap`, `interrupted`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<&'static str>,
     /// Microseconds from the start of the connect: `connected`, `first_byte`, `ident`, `closed`.
