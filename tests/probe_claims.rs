@@ -130,3 +130,38 @@ fn a_probe_interrupted_mid_banner_keeps_its_bytes() {
     assert_eq!(out.status.code(), Some(130));
     server.join().expect("server");
 }
+
+/// `-vv` traces each connection as `ssh -vvv` would (connect, bytes in and out, close, in µs), for
+/// every command; `-v` does not, so a large scan's log stays small.
+#[test]
+fn double_v_traces_each_connection_and_single_v_does_not() {
+    let (addr, server) = serve(b"SSH-2.0-OpenSSH_9.2p1\r\n".to_vec(), 3);
+    let target = addr.to_string();
+    let run = |args: &[&str]| {
+        let out = common::sshprobe().args(args).env_remove("RUST_LOG").output().expect("sshprobe");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let trace = run(&["probe", &target, "-vv", "--send-first"]);
+    for want in [
+        format!("{target} probe: connected from 127.0.0.1:"),
+        format!("{target} probe: sent our ident ("),
+        "bytes, SendFirst)".to_string(),
+        format!("{target} probe: received 23 bytes, the first at "),
+        "the ident line complete at ".to_string(),
+        "\"SSH-2.0-OpenSSH_9.2p1\\r\\n\"".to_string(),
+        format!("{target} probe: closed (we_closed) at "),
+    ] {
+        assert!(trace.contains(&want), "no {want:?} in:\n{trace}");
+    }
+    assert!(trace.contains(" µs"), "{trace}");
+    let debug = run(&["probe", &target, "-v"]);
+    assert!(!debug.contains("probe: connected from"), "{debug}");
+    // Another command, the same trace.
+    let refused = common::free_port();
+    let trace = run(&["limits", &format!("127.0.0.1:{refused}"), "-vv"]);
+    assert!(
+        trace.contains(&format!("127.0.0.1:{refused} probe: connect from")) && trace.contains("Refused at"),
+        "{trace}"
+    );
+    drop(server);
+}

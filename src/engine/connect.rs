@@ -191,7 +191,7 @@ async fn drive(
                     Ok(Ok((0, _))) => machine.on_eof(us()),
                     Ok(Ok((_, progress))) => machine.on_progress(us(), progress),
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "read error");
+                        tracing::trace!(target: super::trace::TARGET, error = %e, "read error");
                         machine.on_reset(us())
                     }
                 };
@@ -220,7 +220,7 @@ async fn send_ident(stream: &mut TcpStream, machine: &mut Exchange, ident: &Byte
     match stream.write_all(ident).await {
         Ok(()) => machine.on_ident_sent(),
         Err(e) => {
-            tracing::debug!(error = %e, "sending our ident failed");
+            tracing::trace!(target: super::trace::TARGET, error = %e, "sending our ident failed");
             machine.on_ident_failed(e.raw_os_error() == Some(libc::ECONNRESET));
         }
     }

@@ -18,6 +18,7 @@ pub mod any;
 pub mod connect;
 pub mod exchange;
 pub mod raw;
+pub mod trace;
 
 use crate::evidence::{CloseMode, End, Observation, ProbeOrder};
 use crate::ident::{self, Scan};
