@@ -328,6 +328,8 @@ pub struct RunOptions {
     pub stop: Stop,
     /// Addresses never to probe: a name that resolves into them is reported as excluded.
     pub exclusions: Arc<Exclusions>,
+    /// Probes under way now, counted by the run (for a progress line).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for RunOptions {
@@ -341,6 +343,7 @@ impl Default for RunOptions {
             probe: ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0))),
             stop: Stop::default(),
             exclusions: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 }
@@ -497,6 +500,7 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         // that honours the interrupt ends it with what it saw (polled first, so it gets to); the
         // other branch covers one that does not.
         let request = shared.options.probe.to(remote, source).interrupt(stop.interrupt());
+        let in_flight = InFlight::count(&shared.options.in_flight);
         let observation = tokio::select! {
             biased;
             observation = engine.probe(request) => observation,
@@ -508,11 +512,28 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
                 u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ),
         };
+        drop(in_flight);
         let result =
             ProbeResult { target: target.label.clone(), seq, time, record: ProbeRecord::new(observation) };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {
             return;
         }
+    }
+}
+
+/// One probe counted in [`RunOptions::in_flight`] while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

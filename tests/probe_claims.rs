@@ -165,3 +165,32 @@ fn double_v_traces_each_connection_and_single_v_does_not() {
     );
     drop(server);
 }
+
+/// On a terminal, probe draws a progress line (total, percent, in flight, ETA) on stderr and leaves
+/// a summary line that survives it, whatever the results' format. `script` gives it a terminal.
+#[test]
+fn a_progress_line_on_a_terminal_then_a_summary_that_stays() {
+    if !common::need("progress_line", &["script"]) {
+        return;
+    }
+    // Accepts (in its backlog) and never answers: each probe waits out its banner timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let closed = common::free_port();
+    let command = format!(
+        "{} probe 127.0.0.1:{port} 127.0.0.1:{closed} --banner-timeout 1s -o jsonl --output-file /dev/null",
+        assert_cmd::cargo::cargo_bin("sshprobe").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SSHPROBE_STATE_DIR", "")
+        .output()
+        .expect("script");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("/2 probes (") && screen.contains("in flight,") && screen.contains("ETA"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("2 probes in ") && screen.contains("1 refused, 1 banner_timeout"), "{screen:?}");
+    drop(silent);
+}

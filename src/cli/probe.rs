@@ -236,6 +236,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     // Shards must agree on the order, so a sharded run without a seed uses a fixed one.
     let seed = args.seed.unwrap_or_else(|| if args.shard.is_some() { 0 } else { rand::random() });
     tracing::debug!(seed, ?order, "target order");
+    let total = planned_total(&args.targets, args.inputs.is_empty(), &args.ports.0, args.count, args.shard);
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
@@ -266,6 +267,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         probe,
         stop: stop.clone(),
         exclusions,
+        in_flight: Arc::default(),
     };
     if args.trace && args.engine.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
@@ -282,6 +284,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         trace: args.trace,
         shard: args.shard,
         to_file: args.output_file.is_some(),
+        total,
     };
     // Caught before the raw engine's rule exists, so no window leaves it behind.
     let mut signals = ShutdownSignals::install()?;
@@ -296,6 +299,33 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         eprintln!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
     }
     Ok(code)
+}
+
+/// How many probes targets given on the command line make (`None` with `-i` files, whose size is
+/// unknown until read, or a target that does not parse): addresses × ports × `--count`, the share
+/// of one shard. Excluded addresses are not subtracted, so the run may make fewer.
+fn planned_total(
+    targets: &[String],
+    no_files: bool,
+    ports: &[u16],
+    count: u32,
+    shard: Option<(u64, u64)>,
+) -> Option<u64> {
+    if !no_files {
+        return None;
+    }
+    let mut total: u128 = 0;
+    for t in targets {
+        for spec in sshprobe::target::parse_target_ports(t, ports).ok()? {
+            total = total.saturating_add(spec.address_count());
+        }
+    }
+    total = total.saturating_mul(u128::from(count));
+    if let Some((i, n)) = shard {
+        let (i, n) = (u128::from(i), u128::from(n));
+        total = total / n + u128::from(i < total % n);
+    }
+    u64::try_from(total).ok()
 }
 
 /// `--dry-run`: writes every target the run would probe, in its order, and sends nothing. A table
@@ -423,6 +453,9 @@ struct Output {
     shard: Option<(u64, u64)>,
     /// Whether results go to `--output-file` rather than stdout.
     to_file: bool,
+    /// How many probes the run will make, when known before it starts (targets on the command
+    /// line only; exclusions may make it fewer).
+    total: Option<u64>,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -434,6 +467,7 @@ async fn drive<E: Engine>(
     results: Box<dyn std::io::Write>,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let in_flight = options.in_flight.clone();
     let runner = tokio::spawn(scan::run(engine, targets, options, tx));
 
     let started = Instant::now();
@@ -447,7 +481,7 @@ async fn drive<E: Engine>(
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     let mut excluded = 0u64;
-    let progress = progress_line(on_terminal);
+    let progress = progress_line(on_terminal, output.total);
     let mut open = true;
     while open {
         let event = match rx.try_recv() {
@@ -465,6 +499,7 @@ async fn drive<E: Engine>(
             Event::Probe(result) => {
                 *tally.entry(result.record.outcome()).or_default() += 1;
                 progress.inc(1);
+                progress.set_message(in_flight.load(std::sync::atomic::Ordering::Relaxed).to_string());
                 open = output_open(reporter.write_unflushed(&result))?;
             }
             Event::BadTarget(e) => {
@@ -504,7 +539,8 @@ async fn drive<E: Engine>(
         }
     }
     // After bad targets alone, their lines on stderr say it all.
-    if table && probes > 0 {
+    // The summary stays on the terminal after the progress line is gone (and always with a table).
+    if probes > 0 && (table || std::io::stderr().is_terminal()) {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
         let noun = if probes == 1 { "probe" } else { "probes" };
         eprintln!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
@@ -524,13 +560,23 @@ fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
 
 /// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
 /// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
-fn progress_line(results_on_terminal: bool) -> indicatif::ProgressBar {
+fn progress_line(results_on_terminal: bool, total: Option<u64>) -> indicatif::ProgressBar {
     if results_on_terminal {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos} probes, {per_sec}, {elapsed}")
-    {
+    // indicatif draws on stderr only when it is a terminal.
+    let (bar, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "{spinner} {pos}/{len} probes ({percent}%), {msg} in flight, {per_sec}, ETA {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} probes, {msg} in flight, {per_sec}, {elapsed}",
+        ),
+    };
+    bar.set_message("0");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
