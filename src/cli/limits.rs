@@ -8,10 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
 use sshprobe::experiment::limits::{
-    limits, HardLimit, Level, LimitsError, LimitsOptions, LimitsReport, Progress,
+    limits, HardLimit, Level, LimitsError, LimitsOptions, LimitsReport, LimitsWarning, Phase, Progress,
 };
 use sshprobe::experiment::stats::{fit_maxstartups, LevelCount};
-use sshprobe::report::limits::{plot_svg, write_level, write_summary};
+use sshprobe::report::limits::{describe_warning, phase_name, plot_svg, write_level, write_summary};
 use sshprobe::report::Format;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ struct Stream {
     /// The levels so far, for a partial summary.
     levels: Mutex<Vec<Level>>,
     /// Warnings already printed.
-    warned: Mutex<Vec<String>>,
+    warned: Mutex<Vec<LimitsWarning>>,
     /// The server's software, from its first banner.
     server: Mutex<Option<String>>,
     /// The first error writing stdout (a closed pipe), reported at the end.
@@ -134,19 +134,20 @@ impl Progress for Stream {
         }
     }
 
-    fn phase(&self, name: &str) {
-        self.bar.set_prefix(name.to_string());
+    fn phase(&self, phase: Phase) {
+        self.bar.set_prefix(phase_name(phase));
     }
 
     fn server(&self, software: &str) {
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(software.to_string());
     }
 
-    fn warn(&self, message: &str) {
+    fn warn(&self, warning: &LimitsWarning) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if !warned.iter().any(|w| w == message) {
-            warned.push(message.to_string());
-            self.bar.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+        if !warned.contains(warning) {
+            warned.push(*warning);
+            let message = describe_warning(warning);
+            self.bar.suspend(|| eprintln!("sshprobe: warning: {}", sshprobe::escape::escape(&message)));
         }
     }
 }

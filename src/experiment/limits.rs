@@ -150,10 +150,60 @@ pub struct LimitsReport {
     /// LoginGraceTime.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace: Option<Grace>,
-    /// What may have distorted the measurement.
-    pub warnings: Vec<String>,
+    /// What may have distorted the measurement (in words: `report::limits::describe_warning`).
+    pub warnings: Vec<LimitsWarning>,
     /// How long it took, in ms.
     pub duration_ms: u64,
+}
+
+/// What may distort a `limits` measurement. Facts only: the report puts them in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LimitsWarning {
+    /// The server has PerSourcePenalties: refusals from penalties mix into the curve.
+    Penalties {
+        /// The server's software.
+        software: Software,
+        /// Whether probes and holders are spread over many source addresses.
+        spread: bool,
+    },
+    /// One source address: a per-source limit would look like MaxStartups.
+    OneSource,
+    /// Every probe of a level timed out: the server stopped answering.
+    AllTimedOut {
+        /// Connections held at that level.
+        held: u32,
+    },
+    /// `--max-duration` ended the ramp.
+    MaxDuration {
+        /// Connections held when it stopped.
+        held: u32,
+    },
+    /// Probes were refused with nothing held any more: the curve is distorted.
+    RefusedAfterRelease {
+        /// Refused.
+        refused: u32,
+        /// Probes made.
+        probes: u32,
+        /// Whether the refusals said `Not allowed at this time` on a server with penalties.
+        penalty_lines: bool,
+    },
+}
+
+/// The phases of a `limits` run, for a progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Holding more and more connections, probing at each level.
+    Ramp,
+    /// Finding a hard limit's exact level.
+    Bisect,
+    /// Probing again with everything released.
+    Recheck,
+    /// Measuring the sustained accept rate.
+    AcceptRate,
+    /// Waiting for LoginGraceTime.
+    Grace,
 }
 
 /// A hard limit: no probe refused at `accepted_at` held connections, every probe refused at
@@ -219,9 +269,9 @@ pub trait Progress: Send + Sync {
     /// A level of the ramp was measured.
     fn level(&self, level: &Level);
     /// A phase started.
-    fn phase(&self, name: &str);
+    fn phase(&self, phase: Phase);
     /// Something the user should know now, before waiting for the end.
-    fn warn(&self, message: &str);
+    fn warn(&self, warning: &LimitsWarning);
     /// The server's software, from the first banner (for a partial report).
     fn server(&self, _software: &str) {}
 }
@@ -231,8 +281,8 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn level(&self, _: &Level) {}
-    fn phase(&self, _: &str) {}
-    fn warn(&self, _: &str) {}
+    fn phase(&self, _: Phase) {}
+    fn warn(&self, _: &LimitsWarning) {}
 }
 
 /// Runs the benchmark through `engine`.
@@ -270,25 +320,16 @@ pub async fn limits<E: Engine>(
     }
     let mut warnings = Vec::new();
     if software.has_penalties() {
-        warnings.push(format!(
-            "{software} has PerSourcePenalties (on by default): every probe that does not authenticate costs its \
-             source address 1 s and a held connection that times out 10 s; with penalties on, refusals from \
-             penalties mix with MaxStartups refusals. For a clean curve set `PerSourcePenalties no` (or \
-             `PerSourcePenaltyExemptList` for the probing addresses) on the server{}",
-            if sources.len() > 1 { "; probes and holders are spread over many loopback addresses to dilute them" } else { "" }
-        ));
+        warnings.push(LimitsWarning::Penalties { software, spread: sources.len() > 1 });
     }
     if sources.len() == 1 {
-        warnings.push(
-            "one source address: a PerSourceMaxStartups limit on it would look like MaxStartups (give several --source)"
-                .into(),
-        );
+        warnings.push(LimitsWarning::OneSource);
     }
 
     for w in &warnings {
         progress.warn(w);
     }
-    progress.phase("ramp");
+    progress.phase(Phase::Ramp);
     let mut holder = Holder::new(engine, request.clone());
     // The ramp's time cap holds inside a level too: filling and probing stop at the deadline (an
     // attempt under way may take up to its timeout).
@@ -331,19 +372,17 @@ pub async fn limits<E: Engine>(
             break;
         }
         if all_timeouts {
-            warnings.push(format!(
-                "every probe timed out at {held} held connections: the server stopped answering"
-            ));
+            warnings.push(LimitsWarning::AllTimedOut { held });
             break;
         }
     }
     if timed_out {
-        warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
+        warnings.push(LimitsWarning::MaxDuration { held: holder.alive() });
     }
     // A jump from no refusal to every probe refused is a hard limit (dropbear's MAX_UNAUTH_CLIENTS,
     // sshd's `MaxStartups N`), not sshd's random early drop: bisect it down to one connection.
     if let Some(mut step) = HardLimit::find(&levels).filter(|s| !s.is_exact() && !timed_out) {
-        progress.phase("bisect");
+        progress.phase(Phase::Bisect);
         holder.release_and_settle().await;
         while !step.is_exact() && !past_deadline() {
             let mid = step.accepted_at + (step.refused_at - step.accepted_at) / 2;
@@ -374,7 +413,7 @@ pub async fn limits<E: Engine>(
     let hard_limit = HardLimit::find(&levels)
         .filter(|s| levels.iter().all(|l| l.refused == 0 || l.refused == l.probes || l.held > s.refused_at));
     // With everything released, refusals mean a penalty or others' load.
-    progress.phase("recheck");
+    progress.phase(Phase::Recheck);
     holder.release_and_settle().await;
     let mut recheck = (0, 0);
     let mut penalty_lines = 0;
@@ -388,16 +427,11 @@ pub async fn limits<E: Engine>(
         }
     }
     if recheck.1 > 0 {
-        warnings.push(format!(
-            "{} of {} probes were refused after every held connection was released{}: the curve is distorted",
-            recheck.1,
-            recheck.0,
-            if penalty_lines > 0 && software.has_penalties() {
-                " with 'Not allowed at this time' (a PerSourcePenalties block on our addresses, or others' load)"
-            } else {
-                " (others' unauthenticated connections)"
-            }
-        ));
+        warnings.push(LimitsWarning::RefusedAfterRelease {
+            refused: recheck.1,
+            probes: recheck.0,
+            penalty_lines: penalty_lines > 0 && software.has_penalties(),
+        });
     }
     // The trials are the probes the server decided on (a banner or a refusal): a banner timeout or a
     // failed connect near `full` says nothing about sshd's drop, and counted as accepted it would
@@ -411,7 +445,7 @@ pub async fn limits<E: Engine>(
     let accept_rate = if options.rate_duration.is_zero() {
         None
     } else {
-        progress.phase("accept rate");
+        progress.phase(Phase::AcceptRate);
         // Stay well below where refusals began, so the rate is the server's, not its limit's: sshd
         // still counts a finished probe until its child has exited.
         let below = fit.map_or(8, |f| f.best.start / 2).clamp(1, 8);
@@ -421,7 +455,7 @@ pub async fn limits<E: Engine>(
     let grace = match options.grace {
         None => None,
         Some(wait) => {
-            progress.phase("grace");
+            progress.phase(Phase::Grace);
             Some(measure_grace(Holder::new(engine, request.clone()), &holder_sources, &budget, wait).await)
         }
     };

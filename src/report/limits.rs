@@ -5,7 +5,7 @@
 
 use super::Format;
 use crate::escape::{escape, write_json};
-use crate::experiment::limits::{HardLimit, Level, LimitsReport};
+use crate::experiment::limits::{HardLimit, Level, LimitsReport, LimitsWarning, Phase};
 use crate::experiment::stats::MaxStartupsFit;
 use crate::server::{MaxStartups, Software};
 use plotters::prelude::*;
@@ -88,6 +88,48 @@ pub fn write_level(
     out.flush()
 }
 
+/// A warning in words, for stderr and the JSON summary.
+pub fn describe_warning(w: &LimitsWarning) -> String {
+    match *w {
+        LimitsWarning::Penalties { software, spread } => format!(
+            "{software} has PerSourcePenalties (on by default): every probe that does not authenticate costs its \
+             source address 1 s and a held connection that times out 10 s; with penalties on, refusals from \
+             penalties mix with MaxStartups refusals. For a clean curve set `PerSourcePenalties no` (or \
+             `PerSourcePenaltyExemptList` for the probing addresses) on the server{}",
+            if spread { "; probes and holders are spread over many loopback addresses to dilute them" } else { "" }
+        ),
+        LimitsWarning::OneSource => {
+            "one source address: a PerSourceMaxStartups limit on it would look like MaxStartups (give several --source)"
+                .into()
+        }
+        LimitsWarning::AllTimedOut { held } => {
+            format!("every probe timed out at {held} held connections: the server stopped answering")
+        }
+        LimitsWarning::MaxDuration { held } => {
+            format!("stopped at {held} held connections: --max-duration reached")
+        }
+        LimitsWarning::RefusedAfterRelease { refused, probes, penalty_lines } => format!(
+            "{refused} of {probes} probes were refused after every held connection was released{}: the curve is distorted",
+            if penalty_lines {
+                " with 'Not allowed at this time' (a PerSourcePenalties block on our addresses, or others' load)"
+            } else {
+                " (others' unauthenticated connections)"
+            }
+        ),
+    }
+}
+
+/// A phase's name on the progress line.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Ramp => "ramp",
+        Phase::Bisect => "bisect",
+        Phase::Recheck => "recheck",
+        Phase::AcceptRate => "accept rate",
+        Phase::Grace => "grace",
+    }
+}
+
 /// Microseconds as milliseconds, three decimals, without the unit (the column head says it).
 fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
@@ -121,6 +163,9 @@ pub fn write_summary(
             let mut v = serde_json::to_value(r)?;
             if let Some(o) = v.as_object_mut() {
                 o.remove("levels");
+                // The warnings in words, as stderr has them.
+                let words: Vec<String> = r.warnings.iter().map(describe_warning).collect();
+                o.insert("warnings".into(), words.into());
                 o.insert("type".into(), "summary".into());
                 o.insert("partial".into(), partial.into());
                 o.insert("levels_measured".into(), r.levels.len().into());
