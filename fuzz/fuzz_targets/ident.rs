@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let received = Bytes::copy_from_slice(data);
-    for end in [End::Fin, End::Rst, End::Timeout, End::WeClosed, End::ByteCap] {
+    for end in [End::Fin, End::Rst, End::Timeout, End::WeClosed, End::ByteCap, End::Interrupted] {
         let obs = Observation {
             remote: "127.0.0.1:22".parse().expect("an address"),
             local: None,
@@ -71,12 +71,16 @@ fuzz_target!(|data: &[u8]| {
             (Scan::NeedMore, true, End::Rst) => Some(Outcome::ResetBeforeBanner),
             (Scan::NeedMore, true, End::Fin | End::WeClosed) => Some(Outcome::ClosedBeforeBanner),
             (Scan::NeedMore, true, End::Timeout | End::ByteCap) => Some(Outcome::BannerTimeout),
+            (Scan::NeedMore, true, End::Interrupted) => Some(Outcome::Interrupted),
             (Scan::NeedMore, false, _) => None,
         };
         match expected {
             Some(outcome) => assert_eq!(c.outcome, outcome, "{end:?}"),
             None => assert!(
-                matches!(c.outcome, Outcome::NotSsh | Outcome::ServerRefusal | Outcome::BannerTimeout),
+                matches!(
+                    c.outcome,
+                    Outcome::NotSsh | Outcome::ServerRefusal | Outcome::BannerTimeout | Outcome::Interrupted
+                ) || matches!(c.outcome, Outcome::ResetBeforeBanner | Outcome::ClosedBeforeBanner),
                 "{end:?} gave {:?}",
                 c.outcome
             ),
