@@ -57,8 +57,9 @@ pub enum Connect {
         /// The error as the system described it.
         detail: String,
     },
-    /// The run was stopped (Ctrl-C, SIGTERM) while this probe was under way: reported so that no
-    /// probe goes missing, though what it had seen so far is not kept.
+    /// The run was stopped (Ctrl-C, SIGTERM, its time limit) while this probe was still connecting:
+    /// reported so that no probe goes missing. (Stopped after the handshake, a probe is
+    /// `Established` and ends [`End::Interrupted`], with what it saw.)
     Interrupted,
 }
 
@@ -77,6 +78,9 @@ pub enum End {
     WeClosed,
     /// The server sent more than we read without an ident line.
     ByteCap,
+    /// The run was stopped (Ctrl-C, SIGTERM, its time limit) before the exchange ended: what came
+    /// until then is kept.
+    Interrupted,
 }
 
 impl End {

@@ -15,10 +15,13 @@
 //! - [`Scan::Ssh1Only`]: a well-formed line for SSH-1 only (`SSH-1.5-`), a protocol mismatch;
 //! - [`Scan::NotSsh`]: something no SSH client would accept, with the reason.
 //!
-//! The limits are those of the OpenSSH client (8.0+), which is what users actually run into: the SSH-
-//! line is at most 255 bytes including CR LF, at most 1024 lines may come before it, each at most 8192
-//! bytes, no line may contain NUL, and CR is only allowed right before LF. A bare LF is accepted as a
-//! line end (RFC 4253 asks servers to tolerate it; OpenSSH does).
+//! The limits are those of the OpenSSH client (8.0+, `kex_exchange_identification` in kex.c), which is
+//! what users actually run into: every line, the SSH- line included, is at most 8192 bytes
+//! (`SSH_MAX_BANNER_LEN`), at most 1024 lines may come before the SSH- line, no line may contain NUL,
+//! and CR is only allowed right before LF. A bare LF is accepted as a line end (RFC 4253 asks servers
+//! to tolerate it; OpenSSH does). RFC 4253 §4.2 caps the SSH- line at 255 bytes with its CR LF, but
+//! OpenSSH does not enforce that: a longer line is an ident all the same, flagged
+//! [`IdentLine::over_rfc_length`], because `ssh` proceeds to the key exchange with such a server.
 //!
 //! [`scan`] never panics and never allocates unless it found a line; it is fuzzed (`fuzz/`) and
 //! property-tested.
@@ -26,9 +29,12 @@
 use serde::Serialize;
 use std::fmt;
 
-/// The longest SSH- line, CR LF included (RFC 4253 §4.2).
+/// The longest SSH- line RFC 4253 §4.2 allows, CR LF included. Longer lines are still idents (OpenSSH
+/// accepts them up to [`MAX_PREBANNER_LINE`]), flagged [`IdentLine::over_rfc_length`]; what we send
+/// stays within it.
 pub const MAX_IDENT_LINE: usize = 255;
-/// The longest line OpenSSH's client accepts before the SSH- line.
+/// The longest line OpenSSH's client accepts, before the SSH- line and as the SSH- line (its
+/// `SSH_MAX_BANNER_LEN`; we count the line end in it, so we are stricter by two bytes at most).
 pub const MAX_PREBANNER_LINE: usize = 8192;
 /// How many lines OpenSSH's client accepts before the SSH- line.
 pub const MAX_PREBANNER_LINES: usize = 1024;
@@ -71,6 +77,10 @@ pub struct IdentLine {
     /// Text lines the server sent before its SSH- line, without their line ends.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prebanner: Vec<String>,
+    /// The SSH- line, with its line end, is longer than RFC 4253's 255 bytes. OpenSSH's client goes
+    /// on with such a server (it allows 8192), other clients may not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub over_rfc_length: bool,
     /// Offset just past the SSH- line's LF in the scanned buffer: bytes from here on belong to the
     /// binary protocol (dropbear sends its KEXINIT right away).
     #[serde(skip)]
@@ -102,7 +112,7 @@ pub enum NotSshReason {
     Nul,
     /// A CR not followed by LF.
     BareCr,
-    /// The SSH- line is longer than 255 bytes.
+    /// The SSH- line is longer than 8192 bytes (OpenSSH's limit for every line).
     IdentTooLong,
     /// A line before the SSH- line is longer than 8192 bytes.
     LineTooLong,
@@ -118,7 +128,7 @@ impl NotSshReason {
         match self {
             NotSshReason::Nul => "NUL byte in a line",
             NotSshReason::BareCr => "CR not followed by LF",
-            NotSshReason::IdentTooLong => "SSH- line longer than 255 bytes",
+            NotSshReason::IdentTooLong => "SSH- line longer than 8192 bytes",
             NotSshReason::LineTooLong => "line longer than 8192 bytes",
             NotSshReason::TooManyLines => "more than 1024 lines before any SSH- line",
             NotSshReason::MalformedIdent => "SSH- line without protocol and software versions",
@@ -155,7 +165,8 @@ pub fn scan(buf: &[u8]) -> Scan {
     loop {
         let rest = &buf[start..];
         let is_ident = rest.len() >= 4 && &rest[..4] == b"SSH-";
-        let limit = if is_ident { MAX_IDENT_LINE } else { MAX_PREBANNER_LINE };
+        // OpenSSH's client holds the SSH- line to the same limit as any other line.
+        let limit = MAX_PREBANNER_LINE;
         // Look for the line end within the limit, checking every byte on the way.
         let window = &rest[..rest.len().min(limit)];
         let mut line_end = None;
@@ -194,7 +205,7 @@ pub fn scan(buf: &[u8]) -> Scan {
             content = &content[..content.len() - 1];
         }
         if is_ident {
-            return parse_ident_line(content, &buf[..start], start + lf + 1);
+            return parse_ident_line(content, &buf[..start], start + lf + 1, lf + 1 > MAX_IDENT_LINE);
         }
         lines += 1;
         if lines > MAX_PREBANNER_LINES {
@@ -206,7 +217,7 @@ pub fn scan(buf: &[u8]) -> Scan {
 
 /// Splits `SSH-proto-software[ comments]` (line end already removed); `prebanner` is every byte
 /// before the line.
-fn parse_ident_line(content: &[u8], prebanner: &[u8], end_offset: usize) -> Scan {
+fn parse_ident_line(content: &[u8], prebanner: &[u8], end_offset: usize, over_rfc_length: bool) -> Scan {
     let body = &content[4..];
     let Some(dash) = body.iter().position(|&b| b == b'-') else {
         return Scan::NotSsh(NotSshReason::MalformedIdent);
@@ -225,6 +236,7 @@ fn parse_ident_line(content: &[u8], prebanner: &[u8], end_offset: usize) -> Scan
         software: lossy(software),
         comments: comments.map(lossy),
         prebanner: prebanner.split_inclusive(|&b| b == b'\n').map(strip_line_end).map(lossy).collect(),
+        over_rfc_length,
         end_offset,
     };
     match line.protocol() {
@@ -337,13 +349,9 @@ mod tests {
         assert_eq!(scan(b"SSH-2.0-\r\n"), Scan::NotSsh(NotSshReason::MalformedIdent));
 
         let mut long = b"SSH-2.0-".to_vec();
-        long.resize(MAX_IDENT_LINE, b'x');
+        long.resize(MAX_PREBANNER_LINE, b'x');
         assert_eq!(scan(&long), Scan::NotSsh(NotSshReason::IdentTooLong));
-        // 253 bytes + CR LF = 255: the longest legal line.
-        let mut ok = b"SSH-2.0-".to_vec();
-        ok.resize(MAX_IDENT_LINE - 2, b'x');
-        ok.extend_from_slice(b"\r\n");
-        assert!(matches!(scan(&ok), Scan::Ident(_)));
+        assert_eq!(scan(&long[..MAX_PREBANNER_LINE - 1]), Scan::NeedMore);
 
         let endless = vec![b'A'; MAX_PREBANNER_LINE];
         assert_eq!(scan(&endless), Scan::NotSsh(NotSshReason::LineTooLong));
@@ -353,6 +361,30 @@ mod tests {
         assert_eq!(scan(&many), Scan::NotSsh(NotSshReason::TooManyLines));
         let enough = b"x\n".repeat(MAX_PREBANNER_LINES);
         assert_eq!(scan(&enough), Scan::NeedMore);
+    }
+
+    #[test]
+    fn the_rfc_length_is_a_flag_not_a_refusal() {
+        // 253 bytes + CR LF = 255: the longest line RFC 4253 allows.
+        let mut ok = b"SSH-2.0-".to_vec();
+        ok.resize(MAX_IDENT_LINE - 2, b'x');
+        ok.extend_from_slice(b"\r\n");
+        assert!(!ident(&ok).over_rfc_length);
+        // One byte more, and a 400-byte line (OpenSSH's client goes on to KEXINIT with both).
+        for len in [MAX_IDENT_LINE - 1, 398] {
+            let mut long = b"SSH-2.0-".to_vec();
+            long.resize(len, b'X');
+            long.extend_from_slice(b"\r\n");
+            let l = ident(&long);
+            assert!(l.over_rfc_length, "{len}");
+            assert_eq!(l.software.len(), len - 8);
+            assert_eq!(l.end_offset, len + 2);
+        }
+        // The longest line OpenSSH takes, LF included.
+        let mut max = b"SSH-2.0-".to_vec();
+        max.resize(MAX_PREBANNER_LINE - 1, b'X');
+        max.push(b'\n');
+        assert!(ident(&max).over_rfc_length);
     }
 
     #[test]

@@ -53,11 +53,15 @@ pub enum Behaviour {
     Prebanner,
     /// An SSH-1-only server.
     Ssh1,
+    /// OpenSSH 8.5–9.7's `PerSourceMaxStartups`: at most `per_source` unauthenticated connections
+    /// from one address; the next one from that address gets `Exceeded MaxStartups` (docs/facts.md
+    /// §3: the same bytes as a global drop), while another address still gets the banner.
+    PerSource,
 }
 
 impl Behaviour {
     /// Every behaviour, in port order.
-    pub const ALL: [Behaviour; 11] = [
+    pub const ALL: [Behaviour; 12] = [
         Behaviour::Ok,
         Behaviour::DenyClose,
         Behaviour::DenyReset,
@@ -69,6 +73,7 @@ impl Behaviour {
         Behaviour::Endless,
         Behaviour::Prebanner,
         Behaviour::Ssh1,
+        Behaviour::PerSource,
     ];
 
     /// The snake_case name.
@@ -90,6 +95,7 @@ impl Behaviour {
             Behaviour::Endless => "bytes without a line end",
             Behaviour::Prebanner => "text lines, then the SSH- line",
             Behaviour::Ssh1 => "SSH-1.5 only",
+            Behaviour::PerSource => "PerSourceMaxStartups, 'Exceeded MaxStartups' past the limit per address",
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct LabConfig {
     pub slow_interval: Duration,
     /// How long an accepted connection may stay open (sshd's LoginGraceTime).
     pub grace: Duration,
+    /// The per-address limit of `per_source` (sshd's PerSourceMaxStartups).
+    pub per_source: usize,
 }
 
 impl Default for LabConfig {
@@ -126,6 +134,7 @@ impl Default for LabConfig {
             maxstartups: MaxStartups { start: 3, rate: 30, full: 6 },
             slow_interval: Duration::from_millis(50),
             grace: Duration::from_secs(30),
+            per_source: 3,
         }
     }
 }
@@ -206,6 +215,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// so aborting the task closes them all.
 async fn serve(listener: TcpListener, behaviour: Behaviour, config: Arc<LabConfig>) {
     let open = Arc::new(AtomicUsize::new(0));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -219,8 +229,16 @@ async fn serve(listener: TcpListener, behaviour: Behaviour, config: Arc<LabConfi
         };
         let config = config.clone();
         let open = open.clone();
+        let per_address = per_address.clone();
         connections.spawn(async move {
-            let result = tokio::time::timeout(config.grace, answer(stream, behaviour, &config, &open)).await;
+            let answer = async {
+                if behaviour == Behaviour::PerSource {
+                    answer_per_source(stream, &config, &per_address).await
+                } else {
+                    answer(stream, behaviour, &config, &open).await
+                }
+            };
+            let result = tokio::time::timeout(config.grace, answer).await;
             if let Ok(Err(e)) = result {
                 tracing::debug!(%behaviour, error = %e, "lab connection ended with an error");
             }
@@ -285,7 +303,58 @@ async fn answer(
             banner_then_hold(stream, LAB_BANNER).await
         }
         Behaviour::Ssh1 => banner_then_hold(stream, b"SSH-1.5-Cisco-1.25\r\n").await,
+        Behaviour::PerSource => answer_per_source(stream, config, &PerAddress::default()).await,
     }
+}
+
+/// The banner of the per-address endpoint: an OpenSSH without penalties (before 9.8), so that a
+/// refusal from one address can only be the per-source limit.
+pub const LAB_PER_SOURCE_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 sshprobe-lab\r\n";
+
+/// Unauthenticated connections open, per client address.
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts one more from `ip`, unless `limit` are open already.
+    fn take(&self, ip: IpAddr, limit: usize) -> bool {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Answers as sshd with `PerSourceMaxStartups` (8.5–9.7) does: the refusal line past the limit.
+async fn answer_per_source(
+    mut stream: TcpStream,
+    config: &LabConfig,
+    open: &PerAddress,
+) -> std::io::Result<()> {
+    let ip = stream.peer_addr()?.ip();
+    if !open.take(ip, config.per_source) {
+        let message = format!("{}\r\n", KnownRefusal::ExceededMaxStartups.line());
+        return stream.write_all(message.as_bytes()).await;
+    }
+    // Released however the connection ends (the grace timeout drops this future).
+    struct Slot<'a>(&'a PerAddress, IpAddr);
+    impl Drop for Slot<'_> {
+        fn drop(&mut self) {
+            self.0.release(self.1);
+        }
+    }
+    let _slot = Slot(open, ip);
+    banner_then_hold(stream, LAB_PER_SOURCE_BANNER).await
 }
 
 /// One unauthenticated connection counted by a MaxStartups endpoint, released when dropped.

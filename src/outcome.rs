@@ -260,6 +260,7 @@ pub fn classify(obs: &Observation) -> Classification {
             End::Rst => Outcome::ResetBeforeBanner,
             End::Fin | End::WeClosed => Outcome::ClosedBeforeBanner,
             End::Timeout | End::ByteCap => Outcome::BannerTimeout,
+            End::Interrupted => Outcome::Interrupted,
         });
     }
     if is_binary(received) {
@@ -269,6 +270,10 @@ pub fn classify(obs: &Observation) -> Classification {
         return Classification::not_ssh(NotSshCause::Protocol(protocol), received);
     }
     let message = first_text(received);
+    // Stopped by the run, not by the server: what came is kept, no verdict on it.
+    if end == End::Interrupted {
+        return Classification { message, ..Classification::bare(Outcome::Interrupted) };
+    }
     // Cut off within its SSH- line (`SSH-2.0-Open`, then RST or FIN): the server started its
     // banner and died or dropped us; not a refusal message. The bytes are kept as the message.
     if in_ident_line(received) && matches!(end, End::Rst | End::Fin) {
@@ -286,6 +291,7 @@ pub fn classify(obs: &Observation) -> Classification {
             let lines = received.iter().filter(|&&b| b == b'\n').count();
             Classification::not_ssh(NotSshCause::NoIdentWithinCap { bytes: received.len(), lines }, received)
         }
+        End::Interrupted => Classification { message, ..Classification::bare(Outcome::Interrupted) },
     }
 }
 

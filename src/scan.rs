@@ -353,6 +353,8 @@ pub struct RunOptions {
     pub stop: Stop,
     /// Addresses never to probe: a name that resolves into them is reported as excluded.
     pub exclusions: Arc<Exclusions>,
+    /// Probes under way now, counted by the run (for a progress line).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for RunOptions {
@@ -366,6 +368,7 @@ impl Default for RunOptions {
             probe: ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0))),
             stop: Stop::default(),
             exclusions: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 }
@@ -390,6 +393,11 @@ impl Stop {
     /// Whether [`Stop::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         *self.0.borrow()
+    }
+
+    /// The interrupt a probe of this run ends by, with what it saw, when the run stops.
+    pub fn interrupt(&self) -> crate::engine::Interrupt {
+        crate::engine::Interrupt::new(self.0.subscribe())
     }
 
     /// Returns once [`Stop::stop`] is called (at once if it was).
@@ -548,9 +556,14 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         let source = shared.sources.next_for(remote.ip());
         let started = Instant::now();
         let time = SystemTime::now();
-        // A probe under way when the run stops is reported as interrupted, not dropped.
+        // A probe under way when the run stops is reported as interrupted, not dropped: an engine
+        // that honours the interrupt ends it with what it saw (polled first, so it gets to); the
+        // other branch covers one that does not.
+        let request = shared.options.probe.to(remote, source).interrupt(stop.interrupt());
+        let in_flight = InFlight::count(&shared.options.in_flight);
         let observation = tokio::select! {
-            observation = engine.probe(shared.options.probe.to(remote, source)) => observation,
+            biased;
+            observation = engine.probe(request) => observation,
             () = stop.stopped() => Observation::failed_connect(
                 remote,
                 None,
@@ -559,11 +572,28 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
                 u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ),
         };
+        drop(in_flight);
         let result =
             ProbeResult { target: target.label.clone(), seq, time, record: ProbeRecord::new(observation) };
         if events.send(Event::Probe(Box::new(result))).await.is_err() {
             return;
         }
+    }
+}
+
+/// One probe counted in [`RunOptions::in_flight`] while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

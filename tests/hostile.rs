@@ -366,6 +366,9 @@ fn probes_under_way_at_ctrl_c_are_reported_as_interrupted() {
                     common::check_record(&r);
                     if r["outcome"] == "interrupted" {
                         assert_eq!(r["remote"], tarpit.target(), "{r}");
+                        // What the probe saw is kept: the handshake, its time, our address.
+                        assert_eq!(r["end"], "interrupted", "{r}");
+                        assert!(r["timings_us"]["connected"].is_u64() && r["local"].is_string(), "{r}");
                     }
                     match r["outcome"].as_str() {
                         Some("interrupted") => "interrupted",

@@ -235,3 +235,36 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
 }
+
+/// The demo shows the main job: diagnose on four lab servers, each with the right verdict, its
+/// evidence and a remedy; the machine formats carry only the probe records.
+#[test]
+fn demo_diagnoses_four_lab_servers() {
+    let out = sshprobe().arg("demo").output().expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("shortens deny_close's 5-s TCP-wrappers delay"), "{text}");
+    let verdicts: Vec<(&str, &str)> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("What diagnose says"))
+        .filter(|l| !l.starts_with(' ') && l.contains("(confidence:"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?, words.next()?))
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("deny_close", "access_denied"),
+            ("maxstartups", "maxstartups"),
+            ("per_source", "per_source_limit"),
+            ("ok", "ok")
+        ],
+        "{text}"
+    );
+    assert_eq!(text.matches("  evidence:").count(), 4, "{text}");
+    assert_eq!(text.matches("  remedy:").count(), 4, "{text}");
+    assert!(text.contains("Debian's TCP-wrappers delay") && text.contains("hosts.deny"), "{text}");
+    assert!(text.contains("PerSourceMaxStartups"), "{text}");
+}

@@ -149,6 +149,7 @@ fn demo_records_meet_the_contract() {
         ("endless", "not_ssh"),
         ("prebanner", "banner"),
         ("ssh1", "protocol_mismatch"),
+        ("per_source", "banner"),
     ];
     let got: Vec<(&str, &str)> = lines
         .iter()

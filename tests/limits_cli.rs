@@ -129,9 +129,12 @@ fn levels_stream_and_ctrl_c_leaves_a_partial_summary_with_every_connection_close
             );
             assert_eq!(summary["levels_measured"].as_u64(), Some(levels as u64), "{all}");
             assert!(levels >= 3 && records.iter().all(|r| r["time"].is_string()), "{all}");
+            assert_eq!(summary["server"], "OpenSSH_9.2p1", "{all}");
         } else {
             assert!(all.starts_with(&format!("limits of {target}")), "{all}");
             assert!(all.contains("PARTIAL: interrupted after"), "{all}");
+            // Every level got a banner: the server is known, not `?`.
+            assert!(all.contains("server OpenSSH_9.2p1,"), "{all}");
         }
         // Every held connection is closed (bounded wait for the server's threads to notice).
         let deadline = Instant::now() + Duration::from_secs(10);

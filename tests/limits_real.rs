@@ -122,3 +122,50 @@ fn limits_with_the_raw_engine_fits_maxstartups_3_50_6() {
     );
     assert_eq!(summary["recheck"][1], 0, "refusals after the release: {summary:#}");
 }
+
+/// Dropbear refuses nothing up to MAX_UNAUTH_CLIENTS (30) and everything past it: limits bisects
+/// the jump, names dropbear's constants, and prints no sshd rule for it.
+#[test]
+fn limits_bisects_dropbears_hard_limit_and_names_its_constants() {
+    if !root_or_skip("limits_dropbear") || !have("limits_dropbear", &["dropbear"]) {
+        return;
+    }
+    let server = common::dropbear();
+    let out = common::sshprobe()
+        .args([
+            "limits",
+            &server.addr.to_string(),
+            "--probes",
+            "5",
+            "--rate-duration",
+            "0s",
+            "--max-held",
+            "40",
+        ])
+        .output()
+        .expect("sshprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("every probe refused with 30 held, none with 29"), "{text}");
+    assert!(text.contains("MAX_UNAUTH_CLIENTS (30") && text.contains("MAX_UNAUTH_PER_IP (5)"), "{text}");
+    assert!(!text.contains("MaxStartups as seen from here"), "{text}");
+    assert!(!text.contains("server ?"), "{text}");
+}
+
+/// With `MaxStartups 4:30:12`, start is below the default but full is far from what others'
+/// connections would make of 10:30:100: limits must not suggest six are held by others.
+#[test]
+fn limits_offers_others_only_when_start_and_full_shift_alike() {
+    if !root_or_skip("limits_others") || !have("limits_others", &["sshd"]) {
+        return;
+    }
+    let sshd = Sshd::new().option("MaxStartups 4:30:12").start();
+    let out = common::sshprobe()
+        .args(["limits", &sshd.addr.to_string(), "--probes", "20", "--rate-duration", "0s"])
+        .output()
+        .expect("sshprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("held by others"), "{text}");
+    assert!(text.contains("configured lower than sshd's default"), "{text}");
+}

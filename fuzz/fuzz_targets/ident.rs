@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sshprobe::evidence::{Connect, End, Observation, ProbeOrder, Timings};
-use sshprobe::ident::{scan, Scan, MAX_IDENT_LINE};
+use sshprobe::ident::{scan, Scan, MAX_IDENT_LINE, MAX_PREBANNER_LINE};
 use sshprobe::outcome::{classify, Outcome};
 
 /// How many prefixes of a long input are checked against the whole (all of them for short ones).
@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
             let prebanner_bytes: usize =
                 data[..line.end_offset].split_inclusive(|&b| b == b'\n').rev().skip(1).map(<[u8]>::len).sum();
             let ident_bytes = line.end_offset - prebanner_bytes;
-            assert!(ident_bytes <= MAX_IDENT_LINE, "an ident line of {ident_bytes} bytes");
+            assert!(ident_bytes <= MAX_PREBANNER_LINE, "an ident line of {ident_bytes} bytes");
+            assert_eq!(line.over_rfc_length, ident_bytes > MAX_IDENT_LINE);
             assert!(data[prebanner_bytes..].starts_with(b"SSH-"));
             assert!(!line.proto.is_empty() && !line.software.is_empty());
             let _ = line.to_string();
@@ -50,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let received = Bytes::copy_from_slice(data);
-    for end in [End::Fin, End::Rst, End::Timeout, End::WeClosed, End::ByteCap] {
+    for end in [End::Fin, End::Rst, End::Timeout, End::WeClosed, End::ByteCap, End::Interrupted] {
         let obs = Observation {
             remote: "127.0.0.1:22".parse().expect("an address"),
             local: None,
@@ -71,12 +72,16 @@ fuzz_target!(|data: &[u8]| {
             (Scan::NeedMore, true, End::Rst) => Some(Outcome::ResetBeforeBanner),
             (Scan::NeedMore, true, End::Fin | End::WeClosed) => Some(Outcome::ClosedBeforeBanner),
             (Scan::NeedMore, true, End::Timeout | End::ByteCap) => Some(Outcome::BannerTimeout),
+            (Scan::NeedMore, true, End::Interrupted) => Some(Outcome::Interrupted),
             (Scan::NeedMore, false, _) => None,
         };
         match expected {
             Some(outcome) => assert_eq!(c.outcome, outcome, "{end:?}"),
             None => assert!(
-                matches!(c.outcome, Outcome::NotSsh | Outcome::ServerRefusal | Outcome::BannerTimeout),
+                matches!(
+                    c.outcome,
+                    Outcome::NotSsh | Outcome::ServerRefusal | Outcome::BannerTimeout | Outcome::Interrupted
+                ) || matches!(c.outcome, Outcome::ResetBeforeBanner | Outcome::ClosedBeforeBanner),
                 "{end:?} gave {:?}",
                 c.outcome
             ),

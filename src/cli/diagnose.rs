@@ -13,6 +13,7 @@ use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::resolve::resolve_one;
 use sshprobe::serverlog::LogTail;
+use sshprobe::shutdown::ShutdownSignals;
 use sshprobe::target::{parse_target, TargetSpec};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,10 @@ use std::time::Duration;
       why does ssh fail with 'Connection closed by remote host'?
   sshprobe diagnose gw.example:2222 -o jsonl
       one JSON object per target
+  sshprobe diagnose gw.example -p 22,2222
+      each port in turn (also host:2200-2202)
+  sshprobe diagnose -i hosts.txt
+      targets from a file, one a line (- for stdin)
   sshprobe diagnose host --source 10.0.0.5 --source 10.0.0.6
       probe from 10.0.0.5; 10.0.0.6 is the second address
 
@@ -68,16 +73,25 @@ What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
 the pacing. On IPv4 loopback it adds second addresses from 127.77.0.0/24 by
 itself.
 
+Ctrl-C (or SIGTERM) stops at once: the diagnoses finished are written, the one
+under way is reported as interrupted with the connections it made, and the
+penalty ledger keeps them.
+
 Exit status: 0 when every target's verdict is ok, 1 otherwise, 2 for usage or
-input errors.")]
+input errors, 130 (143) when interrupted.")]
 pub struct DiagnoseArgs {
-    /// Targets: host, host:port, [v6addr]:port.
-    #[arg(value_name = "TARGET", required = true)]
+    /// Targets: host, host:port, [v6addr]:port; a port list or range (host:22,2222, host:2200-2210)
+    /// diagnoses each port.
+    #[arg(value_name = "TARGET")]
     targets: Vec<String>,
 
-    /// Port for targets that name none.
-    #[arg(short, long, default_value = "22", value_parser = super::parse::port)]
-    port: u16,
+    /// Read targets from FILE, one a line (`#` starts a comment); `-` for standard input.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    inputs: Vec<String>,
+
+    /// Ports for targets that name none: a port, a list or a range (22, 22,2222, 2200-2210).
+    #[arg(short, long = "port", value_name = "PORTS", default_value = "22", value_parser = super::parse::ports)]
+    ports: super::parse::Ports,
 
     /// Local addresses: the first probes, the others serve as second sources and holders.
     #[arg(long = "source", value_name = "ADDR")]
@@ -127,12 +141,46 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<u8> {
     if args.budget == 0 {
         bail!("--budget must be at least 1");
     }
-    let engine = args.engine.clone();
-    engine.run(EngineConfig::default(), |engine| diagnose_all(engine, args)).await
+    if args.targets.is_empty() && args.inputs.is_empty() {
+        bail!("no targets: give TARGET arguments or -i FILE (see sshprobe diagnose --help)");
+    }
+    // Caught before the raw engine's rule exists, so no window leaves it behind.
+    let mut signals = ShutdownSignals::install()?;
+    let engine = args.engine.open(EngineConfig::default())?;
+    diagnose_all(engine, args, &mut signals).await
 }
 
-/// Diagnoses every target in turn through `engine`.
-async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u8> {
+/// The target texts: the arguments, then each input's lines (`-` is standard input), with where
+/// each came from for error messages.
+fn target_texts(args: &DiagnoseArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut texts: Vec<(String, String)> = args.targets.iter().map(|t| (t.clone(), t.clone())).collect();
+    for input in &args.inputs {
+        let content = if input == "-" {
+            std::io::read_to_string(std::io::stdin().lock()).context("reading targets from standard input")?
+        } else {
+            std::fs::read_to_string(input).with_context(|| format!("reading targets from {input}"))?
+        };
+        let name = if input == "-" { "<stdin>" } else { input.as_str() };
+        for (n, line) in content.lines().enumerate() {
+            let text = line.split('#').next().unwrap_or("").trim();
+            if !text.is_empty() {
+                texts.push((text.to_string(), format!("{name}:{}", n + 1)));
+            }
+        }
+    }
+    Ok(texts)
+}
+
+/// Diagnoses every target in turn through `engine`; a signal stops it with what was seen so far.
+async fn diagnose_all(
+    engine: AnyEngine,
+    args: DiagnoseArgs,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<u8> {
+    if args.server_log.as_deref() == Some("-") && args.inputs.iter().any(|i| i == "-") {
+        bail!("-i - and --server-log - both want standard input: give one of them a file");
+    }
+    let texts = target_texts(&args)?;
     let options = DiagnoseOptions {
         connect_timeout: args.connect_timeout,
         banner_timeout: args.banner_timeout,
@@ -161,18 +209,37 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     let ledger_path = Ledger::default_path();
     let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
     let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
-    super::targets::warn_ambiguous(&args.targets, args.port);
-    for text in &args.targets {
-        let resolved = resolve(text, args.port).await;
-        let resolved = resolved.and_then(|r| super::targets::checked_remote(&args.sources, text, r));
-        let remote = match resolved {
-            Ok(r) => r,
+    let first_port = args.ports.0.first().copied().unwrap_or(22);
+    super::targets::warn_ambiguous(&args.targets, first_port);
+    let mut targets = Vec::new();
+    for (text, origin) in texts {
+        let resolved = resolve_ports(&text, &args.ports.0).await.and_then(|remotes| {
+            remotes
+                .into_iter()
+                .map(|r| super::targets::checked_remote(&args.sources, &text, r))
+                .collect::<anyhow::Result<Vec<SocketAddr>>>()
+        });
+        match resolved {
+            Ok(remotes) => {
+                let several = remotes.len() > 1;
+                for remote in remotes {
+                    let label =
+                        if several { format!("{text} (port {})", remote.port()) } else { text.clone() };
+                    targets.push((label, remote));
+                }
+            }
+            Err(e) if origin != text => {
+                say!("sshprobe: {origin}: {e:#}");
+                bad_input = true;
+            }
             Err(e) => {
                 say!("sshprobe: {e:#}");
                 bad_input = true;
-                continue;
             }
-        };
+        }
+    }
+    for (diagnosed, (text, remote)) in targets.iter().enumerate() {
+        let (text, remote) = (text.as_str(), *remote);
         if args.format == Format::Table {
             say!("diagnosing {text} ({remote})...");
         }
@@ -203,8 +270,31 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
             ..options.clone()
         };
         let started = std::time::SystemTime::now();
-        let d = diagnose(&engine, text, remote, &options, budget).await;
+        let clock = std::time::Instant::now();
+        let outcome = tokio::select! {
+            d = diagnose(&engine, text, remote, &options, budget) => Ok(d),
+            signal = signals.recv() => Err(signal),
+        };
         budget.store(&mut ledger, remote.ip());
+        let d = match outcome {
+            Ok(d) => d,
+            Err(stop) => {
+                let (name, code) = (stop.name(), stop.exit_code());
+                // The probes made so far are in the ledger; the diagnosis under way has no verdict.
+                if let Some(path) = &ledger_path {
+                    let _ = ledger.write(path);
+                }
+                let spent: u32 = budget.usage().spent.values().sum();
+                let elapsed = clock.elapsed().as_secs_f64();
+                write_interrupted(&mut out, text, remote, spent, elapsed, args.format)?;
+                say!(
+                    "sshprobe: {name}: stopped while diagnosing {text} ({elapsed:.1} s, {spent} connections made, \
+                     no verdict); {diagnosed} of {} targets diagnosed",
+                    targets.len()
+                );
+                return Ok(code);
+            }
+        };
         if let Some(path) = &ledger_path {
             if let Err(e) = ledger.write(path) {
                 tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());
@@ -228,9 +318,53 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
     })
 }
 
+/// What a diagnosis cut short by a signal saw: a table line, or a JSON object with `interrupted`.
+fn write_interrupted(
+    out: &mut impl std::io::Write,
+    text: &str,
+    remote: SocketAddr,
+    connections: u32,
+    elapsed_s: f64,
+    format: Format,
+) -> std::io::Result<()> {
+    let target = sshprobe::escape::escape(text);
+    match format {
+        Format::Table => writeln!(
+            out,
+            "{target}  interrupted  (after {elapsed_s:.1} s and {connections} connections to {remote}: no verdict)"
+        ),
+        Format::Jsonl => {
+            let v = serde_json::json!({
+                "target": text,
+                "remote": remote.to_string(),
+                "interrupted": true,
+                "connections": connections,
+                "duration_ms": (elapsed_s * 1000.0) as u64,
+            });
+            sshprobe::escape::write_json(&mut *out, &v)?;
+            writeln!(out)
+        }
+        Format::Csv => Ok(()),
+    }
+}
+
+/// Every address for a target whose port may be a list or a range (`host:22,2222`), one per port.
+async fn resolve_ports(text: &str, ports: &[u16]) -> anyhow::Result<Vec<SocketAddr>> {
+    let specs = sshprobe::target::parse_target_ports(text, ports)?;
+    let mut remotes = Vec::with_capacity(specs.len());
+    for spec in specs {
+        remotes.push(resolve_spec(text, spec).await?);
+    }
+    Ok(remotes)
+}
+
 /// One address for a target: diagnose needs a single server, so a network is an error.
 pub async fn resolve(text: &str, port: u16) -> anyhow::Result<SocketAddr> {
-    match parse_target(text, port)? {
+    resolve_spec(text, parse_target(text, port)?).await
+}
+
+async fn resolve_spec(text: &str, spec: TargetSpec) -> anyhow::Result<SocketAddr> {
+    match spec {
         TargetSpec::Addr(a) => Ok(a),
         TargetSpec::Host { name, port } => resolve_one(&name, port, None)
             .await

@@ -8,9 +8,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
-use sshprobe::experiment::limits::{limits, Level, LimitsError, LimitsOptions, LimitsReport, Progress};
+use sshprobe::experiment::limits::{
+    limits, HardLimit, Level, LimitsError, LimitsOptions, LimitsReport, LimitsWarning, Phase, Progress,
+};
 use sshprobe::experiment::stats::{fit_maxstartups, LevelCount};
-use sshprobe::report::limits::{plot_svg, write_level, write_summary};
+use sshprobe::report::limits::{describe_warning, phase_name, plot_svg, write_level, write_summary};
 use sshprobe::report::Format;
 use sshprobe::shutdown::ShutdownSignals;
 use std::net::{IpAddr, SocketAddr};
@@ -114,7 +116,9 @@ struct Stream {
     /// The levels so far, for a partial summary.
     levels: Mutex<Vec<Level>>,
     /// Warnings already printed.
-    warned: Mutex<Vec<String>>,
+    warned: Mutex<Vec<LimitsWarning>>,
+    /// The server's software, from its first banner.
+    server: Mutex<Option<String>>,
     /// The first error writing stdout (a closed pipe), reported at the end.
     write_error: Mutex<Option<std::io::Error>>,
 }
@@ -143,15 +147,20 @@ impl Progress for Stream {
         }
     }
 
-    fn phase(&self, name: &str) {
-        self.bar.set_prefix(name.to_string());
+    fn phase(&self, phase: Phase) {
+        self.bar.set_prefix(phase_name(phase));
     }
 
-    fn warn(&self, message: &str) {
+    fn server(&self, software: &str) {
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(software.to_string());
+    }
+
+    fn warn(&self, warning: &LimitsWarning) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if !warned.iter().any(|w| w == message) {
-            warned.push(message.to_string());
-            self.bar.suspend(|| say!("sshprobe: warning: {}", sshprobe::escape::escape(message)));
+        if !warned.contains(warning) {
+            warned.push(*warning);
+            let message = describe_warning(warning);
+            self.bar.suspend(|| say!("sshprobe: warning: {}", sshprobe::escape::escape(&message)));
         }
     }
 }
@@ -198,6 +207,7 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         format: args.format,
         levels: Mutex::new(Vec::new()),
         warned: Mutex::new(Vec::new()),
+        server: Mutex::new(None),
         write_error: Mutex::new(None),
     };
     let started = (SystemTime::now(), Instant::now());
@@ -219,7 +229,8 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         Some(Err(e)) => return Err(e.into()),
         None => {
             let levels = std::mem::take(&mut *stream.levels.lock().unwrap_or_else(|p| p.into_inner()));
-            (partial_report(&args.target, remote, levels, started.1), true)
+            let server = stream.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+            (partial_report(&args.target, remote, server, levels, started.1), true)
         }
     };
     // Warnings found after the ramp, once (those found early were printed as they came).
@@ -254,7 +265,13 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
 }
 
 /// A report of the levels measured before an interruption, with the fit over them.
-fn partial_report(target: &str, remote: SocketAddr, levels: Vec<Level>, started: Instant) -> LimitsReport {
+fn partial_report(
+    target: &str,
+    remote: SocketAddr,
+    server: Option<String>,
+    levels: Vec<Level>,
+    started: Instant,
+) -> LimitsReport {
     // The trials are the probes the server decided on, as in the full run.
     let counts: Vec<LevelCount> = levels
         .iter()
@@ -263,8 +280,9 @@ fn partial_report(target: &str, remote: SocketAddr, levels: Vec<Level>, started:
     LimitsReport {
         target: target.to_string(),
         remote,
-        server: None,
+        server,
         fit: fit_maxstartups(&counts),
+        hard_limit: HardLimit::find(&levels),
         levels,
         recheck: (0, 0),
         accept_rate: None,

@@ -40,7 +40,8 @@ pub const EXIT_USAGE: u8 = 2;
         sshprobe probe --help            all probe options"
 )]
 struct Cli {
-    /// More logs on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    /// More logs on stderr: -v debug; -vv adds a trace of every connection (connect, bytes in and
+    /// out, close, in µs), as ssh -vvv shows the exchange. RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 

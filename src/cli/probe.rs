@@ -11,10 +11,10 @@ use sshprobe::outcome::Outcome;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{wants_colour, Format, WholeLines};
 use sshprobe::scan::{
-    self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
+    self, Dest, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
 };
 use sshprobe::shutdown::ShutdownSignals;
-use sshprobe::target::Exclusions;
+use sshprobe::target::{Exclusions, TargetError};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -147,6 +147,12 @@ pub struct ProbeArgs {
     #[arg(long)]
     include_special: bool,
 
+    /// List the targets that would be probed (after exclusions, shards and order), one a line, and
+    /// send nothing (nmap -sL, zmap --dryrun). Names are listed as given: they are resolved only
+    /// when probed.
+    #[arg(long)]
+    dry_run: bool,
+
     /// Probe only shard I of N (1-based, e.g. 2/4): disjoint parts of the target list for N machines.
     /// Shards of one scan must share --seed (without --seed, sharded runs use seed 0).
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
@@ -270,6 +276,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         state_special_exclusions(&args.targets, first_port);
         excludes.extend(sshprobe::target::never_unicast());
     }
+    let total = planned_total(&args.targets, args.inputs.is_empty(), &args.ports.0, args.count, args.shard);
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
@@ -287,6 +294,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             exclusions: exclusions.clone(),
         },
     );
+    if args.dry_run {
+        return list_targets(targets, args.format).await;
+    }
     let stop = Stop::default();
     let options = RunOptions {
         concurrency: args.concurrency,
@@ -297,6 +307,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         probe,
         stop: stop.clone(),
         exclusions,
+        in_flight: Arc::default(),
     };
     if args.trace && args.engine.engine != EngineKind::Raw {
         tracing::warn!("--trace shows packets only with --engine raw");
@@ -314,6 +325,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         kex: args.kex,
         shard: args.shard,
         to_file: args.output_file.is_some(),
+        total,
     };
     // Caught before the raw engine's rule exists, so no window leaves it behind.
     let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
@@ -329,6 +341,103 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         say!("sshprobe: {name}: stopped; the probes under way are reported as interrupted{rule}");
     }
     Ok(code)
+}
+
+/// How many probes targets given on the command line make (`None` with `-i` files, whose size is
+/// unknown until read, or a target that does not parse): addresses × ports × `--count`, the share
+/// of one shard. Excluded addresses are not subtracted, so the run may make fewer.
+fn planned_total(
+    targets: &[String],
+    no_files: bool,
+    ports: &[u16],
+    count: u32,
+    shard: Option<(u64, u64)>,
+) -> Option<u64> {
+    if !no_files {
+        return None;
+    }
+    let mut total: u128 = 0;
+    for t in targets {
+        for spec in sshprobe::target::parse_target_ports(t, ports).ok()? {
+            total = total.saturating_add(spec.address_count());
+        }
+    }
+    total = total.saturating_mul(u128::from(count));
+    if let Some((i, n)) = shard {
+        let (i, n) = (u128::from(i), u128::from(n));
+        total = total / n + u128::from(i < total % n);
+    }
+    u64::try_from(total).ok()
+}
+
+/// `--dry-run`: writes every target the run would probe, in its order, and sends nothing. A table
+/// line is `LABEL ADDRESS` (`name:port` for a name), JSON `{"target", "remote"}` or
+/// `{"target", "host", "port"}`, CSV `target,remote`. Bad targets go to stderr as in a run.
+async fn list_targets(mut targets: TargetStream, format: Format) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut listed, mut bad) = (0u64, false);
+    let write = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                 t: &scan::Target|
+     -> std::io::Result<()> {
+        let label = sshprobe::escape::escape(&t.label);
+        match (&t.dest, format) {
+            (Dest::Addr(a), Format::Table) if t.label == a.to_string() => writeln!(out, "{a}"),
+            (Dest::Addr(a), Format::Table) => writeln!(out, "{label:<28} {a}"),
+            (Dest::Host { name, port }, Format::Table) => {
+                writeln!(out, "{label:<28} {}:{port} (resolved when probed)", sshprobe::escape::escape(name))
+            }
+            (Dest::Addr(a), Format::Jsonl) => {
+                sshprobe::escape::write_json(
+                    &mut *out,
+                    &serde_json::json!({"target": t.label, "remote": a.to_string()}),
+                )?;
+                writeln!(out)
+            }
+            (Dest::Host { name, port }, Format::Jsonl) => {
+                sshprobe::escape::write_json(
+                    &mut *out,
+                    &serde_json::json!({"target": t.label, "host": name, "port": port}),
+                )?;
+                writeln!(out)
+            }
+            (Dest::Addr(a), Format::Csv) => writeln!(out, "{},{a}", sshprobe::report::csv_field(&t.label)),
+            (Dest::Host { name, port }, Format::Csv) => {
+                writeln!(
+                    out,
+                    "{},{}:{port}",
+                    sshprobe::report::csv_field(&t.label),
+                    sshprobe::report::csv_field(name)
+                )
+            }
+        }
+    };
+    if format == Format::Csv {
+        writeln!(out, "target,remote")?;
+    }
+    while let Some(item) = targets.recv().await {
+        match item {
+            Ok(t) => {
+                let written = write(&mut out, &t);
+                match written {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+                    result => result.context("writing the target list")?,
+                }
+                listed += 1;
+            }
+            Err(e @ TargetError::Excluded { .. }) => eprintln!("sshprobe: {e}"),
+            Err(e) => {
+                eprintln!("sshprobe: {e}");
+                bad = true;
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+        result => result.context("writing the target list")?,
+    }
+    eprintln!("sshprobe: dry run: {listed} targets listed, nothing sent");
+    Ok(if bad { EXIT_USAGE } else { EXIT_OK })
 }
 
 /// [`drive`], stopped by Ctrl-C or SIGTERM: the run starts no new probe, reports those under way as
@@ -409,6 +518,9 @@ struct Output {
     shard: Option<(u64, u64)>,
     /// Whether results go to `--output-file` rather than stdout.
     to_file: bool,
+    /// How many probes the run will make, when known before it starts (targets on the command
+    /// line only; exclusions may make it fewer).
+    total: Option<u64>,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -420,6 +532,7 @@ async fn drive<E: Engine>(
     results: Box<dyn std::io::Write>,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let in_flight = options.in_flight.clone();
     let runner = tokio::spawn(scan::run(engine, targets, options, tx));
 
     let started = Instant::now();
@@ -434,7 +547,7 @@ async fn drive<E: Engine>(
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     let mut excluded = 0u64;
-    let progress = progress_line(on_terminal);
+    let progress = progress_line(on_terminal, output.total);
     let mut open = true;
     while open {
         let event = match rx.try_recv() {
@@ -452,6 +565,7 @@ async fn drive<E: Engine>(
             Event::Probe(result) => {
                 *tally.entry(result.record.outcome()).or_default() += 1;
                 progress.inc(1);
+                progress.set_message(in_flight.load(std::sync::atomic::Ordering::Relaxed).to_string());
                 open = output_open(reporter.write_unflushed(&result))?;
             }
             Event::BadTarget(e) => {
@@ -493,7 +607,8 @@ async fn drive<E: Engine>(
         }
     }
     // After bad targets alone, their lines on stderr say it all.
-    if table && probes > 0 {
+    // The summary stays on the terminal after the progress line is gone (and always with a table).
+    if probes > 0 && (table || std::io::stderr().is_terminal()) {
         let parts: Vec<String> = tally.iter().map(|(o, n)| format!("{n} {o}")).collect();
         let noun = if probes == 1 { "probe" } else { "probes" };
         say!("{probes} {noun} in {:.2?}: {}", started.elapsed(), parts.join(", "));
@@ -513,13 +628,23 @@ fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
 
 /// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
 /// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
-fn progress_line(results_on_terminal: bool) -> indicatif::ProgressBar {
+fn progress_line(results_on_terminal: bool, total: Option<u64>) -> indicatif::ProgressBar {
     if results_on_terminal {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos} probes, {per_sec}, {elapsed}")
-    {
+    // indicatif draws on stderr only when it is a terminal.
+    let (bar, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "{spinner} {pos}/{len} probes ({percent}%), {msg} in flight, {per_sec}, ETA {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} probes, {msg} in flight, {per_sec}, {elapsed}",
+        ),
+    };
+    bar.set_message("0");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -91,17 +91,25 @@ impl Engine for AnyEngine {
     type Held = AnyHeld;
 
     async fn probe(&self, request: ProbeRequest) -> Observation {
-        match self {
+        let ident_len = request.ident.len();
+        let observation = match self {
             AnyEngine::Connect(e) => e.probe(request).await,
             AnyEngine::Raw(e) => e.probe(request).await,
-        }
+        };
+        super::trace::connection("probe", &observation, ident_len);
+        observation
     }
 
     async fn hold(&self, request: ProbeRequest) -> Result<AnyHeld, Observation> {
-        match self {
+        let held = match self {
             AnyEngine::Connect(e) => e.hold(request).await.map(AnyHeld::Connect),
             AnyEngine::Raw(e) => e.hold(request).await.map(AnyHeld::Raw),
+        };
+        match &held {
+            Ok(h) => super::trace::connection("hold", h.observation(), 0),
+            Err(observation) => super::trace::connection("hold", observation, 0),
         }
+        held
     }
 
     fn kernel_sockets(&self) -> Option<super::EngineConfig> {

@@ -7,7 +7,7 @@
 //! hands out queued data before the error.
 
 use super::exchange::{Exchange, Purpose, Step};
-use super::{Engine, EngineConfig, Held, HoldEnd, ProbeRequest};
+use super::{Engine, EngineConfig, Held, HoldEnd, Interrupt, ProbeRequest};
 use crate::evidence::{CloseMode, Connect, End, Observation};
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -59,7 +59,13 @@ impl ConnectEngine {
             }
             None => None,
         };
-        let mut stream = match timeout(request.connect_timeout, connect(socket, remote)).await {
+        let connecting = timeout(request.connect_timeout, connect(socket, remote));
+        let connected = tokio::select! {
+            biased;
+            result = connecting => result,
+            () = interrupted(request.interrupt.as_ref()) => return (failed(bound, Connect::Interrupted), None),
+        };
+        let mut stream = match connected {
             Err(_) => return (failed(bound, Connect::TimedOut), None),
             // ECONNRESET from connect() means the handshake completed and the server reset the
             // connection before we saw it complete: an accepted connection, reset with no bytes.
@@ -84,7 +90,8 @@ impl ConnectEngine {
             Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64)
                 .with_kexinit(request.kex);
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
-        let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
+        let step =
+            drive(&mut stream, &mut machine, &request.ident, deadline, request.interrupt.as_ref(), us).await;
         let held = step == Step::Hold;
         let kexinit = machine.kexinit();
         let (end, timings, received, sent_ident) = machine.into_parts();
@@ -160,8 +167,12 @@ async fn drive(
     machine: &mut Exchange,
     ident: &Bytes,
     deadline: tokio::time::Instant,
+    interrupt: Option<&Interrupt>,
     us: impl Fn() -> u64,
 ) -> Step {
+    // The machine's clock on tokio's: the machine may bring its deadline forward (a KEXINIT is
+    // waited for only briefly), so each read waits for the earlier of the two.
+    let epoch = tokio::time::Instant::now() - Duration::from_micros(us());
     let mut step = machine.start();
     loop {
         match step {
@@ -170,14 +181,24 @@ async fn drive(
                 step = Step::Read;
             }
             Step::Read => {
-                let read = timeout_at(deadline, machine.reader().read_from(stream)).await;
+                let until = deadline.min(epoch + Duration::from_micros(machine.deadline_us()));
+                let read = tokio::select! {
+                    biased;
+                    read = timeout_at(until, machine.reader().read_from(stream)) => Some(read),
+                    () = interrupted(interrupt) => None,
+                };
+                let Some(read) = read else {
+                    // The run stopped: the machine keeps what came so far.
+                    step = machine.on_interrupt(us());
+                    continue;
+                };
                 step = match read {
                     // The timer fires at or after the deadline; the machine's clock agrees.
                     Err(_) => machine.on_deadline(us().max(machine.deadline_us())),
                     Ok(Ok((0, _))) => machine.on_eof(us()),
                     Ok(Ok((_, progress))) => machine.on_progress(us(), progress),
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "read error");
+                        tracing::trace!(target: super::trace::TARGET, error = %e, "read error");
                         machine.on_reset(us())
                     }
                 };
@@ -191,6 +212,14 @@ async fn drive(
     }
 }
 
+/// Returns when `interrupt` fires; never without one.
+async fn interrupted(interrupt: Option<&Interrupt>) {
+    match interrupt {
+        Some(i) => i.fired().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sends our ident and tells the machine how that went. The server may already have closed; what
 /// the next read finds tells how, except that a send that took the reset's error (ECONNRESET)
 /// leaves the read only the end of stream: the machine remembers the reset.
@@ -198,7 +227,7 @@ async fn send_ident(stream: &mut TcpStream, machine: &mut Exchange, ident: &Byte
     match stream.write_all(ident).await {
         Ok(()) => machine.on_ident_sent(),
         Err(e) => {
-            tracing::debug!(error = %e, "sending our ident failed");
+            tracing::trace!(target: super::trace::TARGET, error = %e, "sending our ident failed");
             machine.on_ident_failed(e.raw_os_error() == Some(libc::ECONNRESET));
         }
     }
@@ -318,7 +347,7 @@ mod tests {
         let mut machine = Exchange::new(ProbeOrder::SendFirst, Purpose::Probe, 64, 0, 5_000_000);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let ident = super::super::ident_line("SSH-2.0-t");
-        let step = drive(&mut stream, &mut machine, &ident, deadline, || 0).await;
+        let step = drive(&mut stream, &mut machine, &ident, deadline, None, || 0).await;
         assert_eq!(step, Step::Finish { send_ident: false });
         let (end, _, received, sent_ident) = machine.into_parts();
         assert_eq!((end, sent_ident), (End::Rst, false));

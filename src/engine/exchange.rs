@@ -28,6 +28,11 @@ use super::{BannerReader, Progress};
 use crate::evidence::{End, ProbeOrder, Timings};
 use crate::ident::{self, Scan};
 use crate::kexinit::{self, Frame, KexRead};
+
+/// How long after the server's ident its KEXINIT is waited for, at most: OpenSSH sends it within
+/// milliseconds of our ident (4.8 ms for 9.2, 25 ms for 10.0 on loopback: docs/facts.md §12), and
+/// dropbear with its ident, so 2 s leaves room for any round trip.
+pub const KEXINIT_WAIT_US: u64 = 2_000_000;
 use bytes::Bytes;
 
 /// What the engine should do next.
@@ -198,6 +203,10 @@ impl Exchange {
             _ => return self.finish(now_us, End::WeClosed, false),
         };
         self.kexinit_from = Some(from);
+        // A server that will send its KEXINIT sends it at once (after our ident for OpenSSH); one that
+        // never will (an old or odd server, a multiplexer, the lab) must not hold the probe until
+        // the banner deadline.
+        self.deadline_us = self.deadline_us.min(now_us.saturating_add(KEXINIT_WAIT_US));
         let send_ident = self.order == ProbeOrder::WaitForBanner && !self.ident_queued;
         self.ident_queued |= send_ident;
         match self.on_kexinit_bytes(now_us, from, send_ident) {
@@ -251,6 +260,12 @@ impl Exchange {
             return self.current();
         }
         self.finish(now_us, End::Timeout, false)
+    }
+
+    /// The run was stopped at `now_us`: the exchange ends with what came so far (a held
+    /// connection too: its holder is going away).
+    pub fn on_interrupt(&mut self, now_us: u64) -> Step {
+        self.finish(now_us, End::Interrupted, false)
     }
 
     /// Our ident went out in full.
@@ -468,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn a_kexinit_that_never_comes_is_waited_for_briefly_not_until_the_banner_deadline() {
+        let (ident, _) = split_ident(KEXINIT);
+        let mut x =
+            Exchange::new(ProbeOrder::SendFirst, Purpose::Probe, 8192, 100, 30_000_000).with_kexinit(true);
+        assert_eq!(x.deadline_us(), 30_000_100);
+        x.start();
+        x.on_ident_sent();
+        assert_eq!(x.on_bytes(1_000, ident), Step::Read);
+        assert_eq!(x.deadline_us(), 1_000 + KEXINIT_WAIT_US);
+        assert_eq!(x.on_deadline(1_000 + KEXINIT_WAIT_US), Step::Finish { send_ident: false });
+        assert!(x.kexinit().is_some(), "the missing packet is a detail of its own");
+        // A banner deadline nearer than the wait stays.
+        let mut x = Exchange::new(ProbeOrder::SendFirst, Purpose::Probe, 8192, 100, 1_500).with_kexinit(true);
+        x.start();
+        x.on_ident_sent();
+        x.on_bytes(1_000, ident);
+        assert_eq!(x.deadline_us(), 1_600);
+    }
+
+    #[test]
     fn dropbears_kexinit_in_the_idents_read_finishes_at_once() {
         let mut x = kex_probe(ProbeOrder::WaitForBanner, 8192);
         x.start();
@@ -554,6 +589,21 @@ mod tests {
                 proptest::prop_assert_eq!(x.received(), capture);
             }
         }
+    }
+
+    #[test]
+    fn an_interrupt_keeps_what_came_so_far() {
+        let mut x = probe(ProbeOrder::WaitForBanner);
+        x.start();
+        assert_eq!(x.on_bytes(300, b"SSH-2.0-Open"), Step::Read);
+        assert_eq!(x.on_interrupt(900), Step::Finish { send_ident: false });
+        assert_eq!(x.on_deadline(6_000), Step::Finish { send_ident: false });
+        let (end, t, bytes, sent) = x.into_parts();
+        assert_eq!(
+            (end, t.connected, t.first_byte, t.closed, sent),
+            (End::Interrupted, Some(100), Some(300), Some(900), false)
+        );
+        assert_eq!(&bytes[..], b"SSH-2.0-Open");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod any;
 pub mod connect;
 pub mod exchange;
 pub mod raw;
+pub mod trace;
 
 use crate::evidence::{CloseMode, End, Observation, ProbeOrder};
 use crate::ident::{self, Scan};
@@ -102,7 +103,40 @@ pub struct ProbeRequest {
     /// Whether to read on for the server's KEXINIT after the exchange (never sending ours): off by
     /// default, as it costs a round trip more with OpenSSH, which sends it only after our ident.
     pub kex: bool,
+    /// Ends the probe early when it fires (Ctrl-C, a run's time limit), keeping what it saw so far.
+    pub interrupt: Option<Interrupt>,
 }
+
+/// A signal that ends probes early, each with what it saw so far ([`End::Interrupted`]): the
+/// receiving end of a run's stop switch.
+///
+/// [`End::Interrupted`]: crate::evidence::End::Interrupted
+#[derive(Debug, Clone)]
+pub struct Interrupt(tokio::sync::watch::Receiver<bool>);
+
+impl Interrupt {
+    /// An interrupt that fires once `rx` holds `true`.
+    pub fn new(rx: tokio::sync::watch::Receiver<bool>) -> Interrupt {
+        Interrupt(rx)
+    }
+
+    /// Returns once fired (at once if it has).
+    pub async fn fired(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|&fired| fired).await.is_err() {
+            // The switch is gone without firing: it never will.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl PartialEq for Interrupt {
+    fn eq(&self, other: &Interrupt) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for Interrupt {}
 
 impl ProbeRequest {
     /// A probe of `remote` from the kernel's choice of address, waiting for the banner, with our
@@ -117,6 +151,7 @@ impl ProbeRequest {
             banner_timeout: SCAN_BANNER_TIMEOUT,
             config: None,
             kex: false,
+            interrupt: None,
         }
     }
 
@@ -157,6 +192,12 @@ impl ProbeRequest {
     /// Reading the server's KEXINIT after the exchange, or not.
     pub fn kex(mut self, yes: bool) -> ProbeRequest {
         self.kex = yes;
+        self
+    }
+
+    /// Ended early, with what it saw, when `interrupt` fires.
+    pub fn interrupt(mut self, interrupt: Interrupt) -> ProbeRequest {
+        self.interrupt = Some(interrupt);
         self
     }
 

@@ -139,6 +139,9 @@ pub struct LimitsReport {
     /// The fitted `start:rate:full`, as seen from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<MaxStartupsFit>,
+    /// A jump from no refusal to every probe refused: a hard limit, not sshd's random early drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard_limit: Option<HardLimit>,
     /// With everything released after the ramp: probes and refusals.
     pub recheck: (u32, u32),
     /// The sustained accept rate.
@@ -147,10 +150,89 @@ pub struct LimitsReport {
     /// LoginGraceTime.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace: Option<Grace>,
-    /// What may have distorted the measurement.
-    pub warnings: Vec<String>,
+    /// What may have distorted the measurement (in words: `report::limits::describe_warning`).
+    pub warnings: Vec<LimitsWarning>,
     /// How long it took, in ms.
     pub duration_ms: u64,
+}
+
+/// What may distort a `limits` measurement. Facts only: the report puts them in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LimitsWarning {
+    /// The server has PerSourcePenalties: refusals from penalties mix into the curve.
+    Penalties {
+        /// The server's software.
+        software: Software,
+        /// Whether probes and holders are spread over many source addresses.
+        spread: bool,
+    },
+    /// One source address: a per-source limit would look like MaxStartups.
+    OneSource,
+    /// Every probe of a level timed out: the server stopped answering.
+    AllTimedOut {
+        /// Connections held at that level.
+        held: u32,
+    },
+    /// `--max-duration` ended the ramp.
+    MaxDuration {
+        /// Connections held when it stopped.
+        held: u32,
+    },
+    /// Probes were refused with nothing held any more: the curve is distorted.
+    RefusedAfterRelease {
+        /// Refused.
+        refused: u32,
+        /// Probes made.
+        probes: u32,
+        /// Whether the refusals said `Not allowed at this time` on a server with penalties.
+        penalty_lines: bool,
+    },
+}
+
+/// The phases of a `limits` run, for a progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Holding more and more connections, probing at each level.
+    Ramp,
+    /// Finding a hard limit's exact level.
+    Bisect,
+    /// Probing again with everything released.
+    Recheck,
+    /// Measuring the sustained accept rate.
+    AcceptRate,
+    /// Waiting for LoginGraceTime.
+    Grace,
+}
+
+/// A hard limit: no probe refused at `accepted_at` held connections, every probe refused at
+/// `refused_at`. Bisected down to one connection apart unless the time ran out. Dropbear's
+/// `MAX_UNAUTH_CLIENTS` (30) is one; sshd's `MaxStartups N` (N:100:N) is another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HardLimit {
+    /// The highest level measured with no refusal.
+    pub accepted_at: u32,
+    /// The lowest level measured with every probe refused.
+    pub refused_at: u32,
+}
+
+impl HardLimit {
+    /// Finds the jump in `levels` (sorted by `held`): a level with banners and no refusal right
+    /// below one where every probe was refused.
+    pub fn find(levels: &[Level]) -> Option<HardLimit> {
+        levels.windows(2).find_map(|w| {
+            let (below, above) = (&w[0], &w[1]);
+            let clean = below.refused == 0 && below.banners > 0;
+            let saturated = above.probes > 0 && above.refused == above.probes;
+            (clean && saturated).then_some(HardLimit { accepted_at: below.held, refused_at: above.held })
+        })
+    }
+
+    /// Whether the limit is known to one connection.
+    pub fn is_exact(self) -> bool {
+        self.refused_at == self.accepted_at + 1
+    }
 }
 
 /// Why `limits` could not run.
@@ -187,9 +269,11 @@ pub trait Progress: Send + Sync {
     /// A level of the ramp was measured.
     fn level(&self, level: &Level);
     /// A phase started.
-    fn phase(&self, name: &str);
+    fn phase(&self, phase: Phase);
     /// Something the user should know now, before waiting for the end.
-    fn warn(&self, message: &str);
+    fn warn(&self, warning: &LimitsWarning);
+    /// The server's software, from the first banner (for a partial report).
+    fn server(&self, _software: &str) {}
 }
 
 /// No progress reporting.
@@ -197,8 +281,8 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn level(&self, _: &Level) {}
-    fn phase(&self, _: &str) {}
-    fn warn(&self, _: &str) {}
+    fn phase(&self, _: Phase) {}
+    fn warn(&self, _: &LimitsWarning) {}
 }
 
 /// Runs the benchmark through `engine`.
@@ -230,30 +314,22 @@ pub async fn limits<E: Engine>(
         return Err(LimitsError::NoBanner { remote, outcome: first.outcome() });
     };
     let software = Software::of(&banner);
+    progress.server(&banner.software);
     if options.grace.is_some() && grace_is_charged_as_crash(software) && !options.accept_grace_penalty {
         return Err(LimitsError::GraceWouldPenalise { software });
     }
     let mut warnings = Vec::new();
     if software.has_penalties() {
-        warnings.push(format!(
-            "{software} has PerSourcePenalties (on by default): every probe that does not authenticate costs its \
-             source address 1 s and a held connection that times out 10 s; with penalties on, refusals from \
-             penalties mix with MaxStartups refusals. For a clean curve set `PerSourcePenalties no` (or \
-             `PerSourcePenaltyExemptList` for the probing addresses) on the server{}",
-            if sources.len() > 1 { "; probes and holders are spread over many loopback addresses to dilute them" } else { "" }
-        ));
+        warnings.push(LimitsWarning::Penalties { software, spread: sources.len() > 1 });
     }
     if sources.len() == 1 {
-        warnings.push(
-            "one source address: a PerSourceMaxStartups limit on it would look like MaxStartups (give several --source)"
-                .into(),
-        );
+        warnings.push(LimitsWarning::OneSource);
     }
 
     for w in &warnings {
         progress.warn(w);
     }
-    progress.phase("ramp");
+    progress.phase(Phase::Ramp);
     let mut holder = Holder::new(engine, request.clone());
     // The ramp's time cap holds inside a level too: filling and probing stop at the deadline (an
     // attempt under way may take up to its timeout).
@@ -281,21 +357,8 @@ pub async fn limits<E: Engine>(
             // The server would not take more: what we measured last is the top.
             break;
         }
-        let mut outcomes = Vec::new();
-        for _ in 0..options.probes_per_level {
-            if past_deadline() {
-                timed_out = true;
-                break;
-            }
-            let record = ProbeRecord::new(probe(next_source()).await);
-            if record.outcome() == Outcome::Banner {
-                // sshd counts this probe until its child has exited, which takes about as long as
-                // starting it did: wait twice that, so the next probe sees only what we hold.
-                let settle = (2 * record.observation.timings.ident.unwrap_or(0)).max(2_000);
-                tokio::time::sleep(Duration::from_micros(settle)).await;
-            }
-            outcomes.push(record);
-        }
+        let outcomes = probe_level(&probe, &mut next_source, options.probes_per_level, ramp_deadline).await;
+        timed_out |= outcomes.len() < options.probes_per_level as usize;
         if timed_out && outcomes.is_empty() {
             break;
         }
@@ -309,17 +372,48 @@ pub async fn limits<E: Engine>(
             break;
         }
         if all_timeouts {
-            warnings.push(format!(
-                "every probe timed out at {held} held connections: the server stopped answering"
-            ));
+            warnings.push(LimitsWarning::AllTimedOut { held });
             break;
         }
     }
     if timed_out {
-        warnings.push(format!("stopped at {} held connections: --max-duration reached", holder.alive()));
+        warnings.push(LimitsWarning::MaxDuration { held: holder.alive() });
     }
+    // A jump from no refusal to every probe refused is a hard limit (dropbear's MAX_UNAUTH_CLIENTS,
+    // sshd's `MaxStartups N`), not sshd's random early drop: bisect it down to one connection.
+    if let Some(mut step) = HardLimit::find(&levels).filter(|s| !s.is_exact() && !timed_out) {
+        progress.phase(Phase::Bisect);
+        holder.release_and_settle().await;
+        while !step.is_exact() && !past_deadline() {
+            let mid = step.accepted_at + (step.refused_at - step.accepted_at) / 2;
+            let mut bisect = Holder::new(engine, request.clone());
+            bisect.set_deadline(Some(ramp_deadline));
+            bisect.fill_to(mid, &holder_sources, &budget, mid.saturating_mul(HOLD_ATTEMPTS)).await;
+            let held = bisect.alive();
+            let outcomes =
+                probe_level(&probe, &mut next_source, options.probes_per_level, ramp_deadline).await;
+            bisect.release_and_settle().await;
+            if held != mid || outcomes.is_empty() {
+                break;
+            }
+            let level = summarise(held, &outcomes);
+            progress.level(&level);
+            let (clean, saturated) = (level.refused == 0 && level.banners > 0, level.refused == level.probes);
+            levels.push(level);
+            levels.sort_by_key(|l| l.held);
+            match (clean, saturated) {
+                (true, _) => step.accepted_at = mid,
+                (_, true) => step.refused_at = mid,
+                // Some refused, some not: not a hard limit after all.
+                _ => break,
+            }
+        }
+        holder = Holder::new(engine, request.clone());
+    }
+    let hard_limit = HardLimit::find(&levels)
+        .filter(|s| levels.iter().all(|l| l.refused == 0 || l.refused == l.probes || l.held > s.refused_at));
     // With everything released, refusals mean a penalty or others' load.
-    progress.phase("recheck");
+    progress.phase(Phase::Recheck);
     holder.release_and_settle().await;
     let mut recheck = (0, 0);
     let mut penalty_lines = 0;
@@ -333,16 +427,11 @@ pub async fn limits<E: Engine>(
         }
     }
     if recheck.1 > 0 {
-        warnings.push(format!(
-            "{} of {} probes were refused after every held connection was released{}: the curve is distorted",
-            recheck.1,
-            recheck.0,
-            if penalty_lines > 0 && software.has_penalties() {
-                " with 'Not allowed at this time' (a PerSourcePenalties block on our addresses, or others' load)"
-            } else {
-                " (others' unauthenticated connections)"
-            }
-        ));
+        warnings.push(LimitsWarning::RefusedAfterRelease {
+            refused: recheck.1,
+            probes: recheck.0,
+            penalty_lines: penalty_lines > 0 && software.has_penalties(),
+        });
     }
     // The trials are the probes the server decided on (a banner or a refusal): a banner timeout or a
     // failed connect near `full` says nothing about sshd's drop, and counted as accepted it would
@@ -356,7 +445,7 @@ pub async fn limits<E: Engine>(
     let accept_rate = if options.rate_duration.is_zero() {
         None
     } else {
-        progress.phase("accept rate");
+        progress.phase(Phase::AcceptRate);
         // Stay well below where refusals began, so the rate is the server's, not its limit's: sshd
         // still counts a finished probe until its child has exited.
         let below = fit.map_or(8, |f| f.best.start / 2).clamp(1, 8);
@@ -366,7 +455,7 @@ pub async fn limits<E: Engine>(
     let grace = match options.grace {
         None => None,
         Some(wait) => {
-            progress.phase("grace");
+            progress.phase(Phase::Grace);
             Some(measure_grace(Holder::new(engine, request.clone()), &holder_sources, &budget, wait).await)
         }
     };
@@ -377,12 +466,41 @@ pub async fn limits<E: Engine>(
         server: Some(banner.software.clone()),
         levels,
         fit,
+        hard_limit,
         recheck,
         accept_rate,
         grace,
         warnings,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Up to `count` probes one at a time, stopping at `deadline`. After a banner it waits for the
+/// server to forget the probe: sshd counts it until its child has exited, which takes about as long
+/// as starting it did, so it waits twice that and the next probe sees only what we hold.
+async fn probe_level<P, F>(
+    probe: &P,
+    next_source: &mut impl FnMut() -> Option<IpAddr>,
+    count: u32,
+    deadline: Instant,
+) -> Vec<ProbeRecord>
+where
+    P: Fn(Option<IpAddr>) -> F,
+    F: std::future::Future<Output = crate::evidence::Observation>,
+{
+    let mut outcomes = Vec::new();
+    for _ in 0..count {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let record = ProbeRecord::new(probe(next_source()).await);
+        if record.outcome() == Outcome::Banner {
+            let settle = (2 * record.observation.timings.ident.unwrap_or(0)).max(2_000);
+            tokio::time::sleep(Duration::from_micros(settle)).await;
+        }
+        outcomes.push(record);
+    }
+    outcomes
 }
 
 /// Attempts per connection to add to the holder: at 99 % refusals, 200 attempts still add one with
@@ -540,6 +658,28 @@ mod tests {
         obs.received = bytes::Bytes::from_static(received);
         obs.timings.ident = ident_us;
         ProbeRecord::new(obs)
+    }
+
+    #[test]
+    fn a_hard_limit_is_a_clean_level_right_below_a_saturated_one() {
+        let level = |held, refused, banners| Level {
+            held,
+            probes: refused + banners,
+            refused,
+            banners,
+            timeouts: 0,
+            other: 0,
+            fraction: 0.0,
+            fraction_ci: (0.0, 1.0),
+            latency_us: None,
+            messages: BTreeMap::new(),
+        };
+        let dropbear = [level(23, 0, 5), level(24, 0, 5), level(30, 5, 0)];
+        let step = HardLimit::find(&dropbear).expect("a step");
+        assert_eq!((step.accepted_at, step.refused_at, step.is_exact()), (24, 30, false));
+        assert!(HardLimit::find(&[level(29, 0, 5), level(30, 5, 0)]).expect("a step").is_exact());
+        // sshd's random early drop: refusals rise through mixed levels.
+        assert_eq!(HardLimit::find(&[level(3, 0, 5), level(4, 2, 3), level(5, 5, 0)]), None);
     }
 
     #[test]

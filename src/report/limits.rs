@@ -5,8 +5,9 @@
 
 use super::Format;
 use crate::escape::{escape, write_json};
-use crate::experiment::limits::{Level, LimitsReport};
-use crate::server::MaxStartups;
+use crate::experiment::limits::{HardLimit, Level, LimitsReport, LimitsWarning, Phase};
+use crate::experiment::stats::MaxStartupsFit;
+use crate::server::{MaxStartups, Software};
 use plotters::prelude::*;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -87,6 +88,48 @@ pub fn write_level(
     out.flush()
 }
 
+/// A warning in words, for stderr and the JSON summary.
+pub fn describe_warning(w: &LimitsWarning) -> String {
+    match *w {
+        LimitsWarning::Penalties { software, spread } => format!(
+            "{software} has PerSourcePenalties (on by default): every probe that does not authenticate costs its \
+             source address 1 s and a held connection that times out 10 s; with penalties on, refusals from \
+             penalties mix with MaxStartups refusals. For a clean curve set `PerSourcePenalties no` (or \
+             `PerSourcePenaltyExemptList` for the probing addresses) on the server{}",
+            if spread { "; probes and holders are spread over many loopback addresses to dilute them" } else { "" }
+        ),
+        LimitsWarning::OneSource => {
+            "one source address: a PerSourceMaxStartups limit on it would look like MaxStartups (give several --source)"
+                .into()
+        }
+        LimitsWarning::AllTimedOut { held } => {
+            format!("every probe timed out at {held} held connections: the server stopped answering")
+        }
+        LimitsWarning::MaxDuration { held } => {
+            format!("stopped at {held} held connections: --max-duration reached")
+        }
+        LimitsWarning::RefusedAfterRelease { refused, probes, penalty_lines } => format!(
+            "{refused} of {probes} probes were refused after every held connection was released{}: the curve is distorted",
+            if penalty_lines {
+                " with 'Not allowed at this time' (a PerSourcePenalties block on our addresses, or others' load)"
+            } else {
+                " (others' unauthenticated connections)"
+            }
+        ),
+    }
+}
+
+/// A phase's name on the progress line.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Ramp => "ramp",
+        Phase::Bisect => "bisect",
+        Phase::Recheck => "recheck",
+        Phase::AcceptRate => "accept rate",
+        Phase::Grace => "grace",
+    }
+}
+
 /// Microseconds as milliseconds, three decimals, without the unit (the column head says it).
 fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
@@ -120,6 +163,9 @@ pub fn write_summary(
             let mut v = serde_json::to_value(r)?;
             if let Some(o) = v.as_object_mut() {
                 o.remove("levels");
+                // The warnings in words, as stderr has them.
+                let words: Vec<String> = r.warnings.iter().map(describe_warning).collect();
+                o.insert("warnings".into(), words.into());
                 o.insert("type".into(), "summary".into());
                 o.insert("partial".into(), partial.into());
                 o.insert("levels_measured".into(), r.levels.len().into());
@@ -148,6 +194,11 @@ fn write_table_summary(out: &mut impl Write, r: &LimitsReport, partial: bool) ->
         )?;
     }
     match r.fit {
+        _ if r.hard_limit.is_some() => {
+            if let Some(h) = r.hard_limit {
+                write_hard_limit(out, r, h)?;
+            }
+        }
         Some(f) => {
             let b = f.best;
             let full = if f.full_beyond_observed {
@@ -160,14 +211,7 @@ fn write_table_summary(out: &mut impl Write, r: &LimitsReport, partial: bool) ->
                 "MaxStartups as seen from here: {}:{}:{}  (95% intervals: start {}-{}, rate {}-{}, full {}-{})",
                 b.start, b.rate, full, f.start_ci.0, f.start_ci.1, f.rate_ci.0, f.rate_ci.1, f.full_ci.0, f.full_ci.1
             )?;
-            if b.start < MaxStartups::DEFAULT.start {
-                writeln!(
-                    out,
-                    "  others' unauthenticated connections count too: with sshd's default 10:30:100 this would mean \
-                     about {} held by others; otherwise MaxStartups is configured lower",
-                    MaxStartups::DEFAULT.start - b.start
-                )?;
-            }
+            write_others_claim(out, &f)?;
         }
         None if r.levels.is_empty() => writeln!(out, "MaxStartups: not measured (no level finished)")?,
         None => writeln!(
@@ -212,6 +256,83 @@ fn write_table_summary(out: &mut impl Write, r: &LimitsReport, partial: bool) ->
     }
     Ok(())
 }
+
+/// Whether others' connections could explain a `start` below sshd's default: only when `full` is
+/// shifted alike (others' connections move both by the same count), or was not reached.
+fn write_others_claim(out: &mut impl Write, f: &MaxStartupsFit) -> io::Result<()> {
+    let (b, default) = (f.best, MaxStartups::DEFAULT);
+    if b.start >= default.start {
+        return Ok(());
+    }
+    let others = default.start - b.start;
+    let shifted_full = default.full.saturating_sub(others);
+    if f.full_beyond_observed {
+        writeln!(
+            out,
+            "  others' unauthenticated connections count too: with sshd's default 10:30:100 this would mean about \
+             {others} held by others (full, about {shifted_full} then, was not reached to check); otherwise \
+             MaxStartups is configured lower"
+        )
+    } else if (f.full_ci.0..=f.full_ci.1).contains(&shifted_full) {
+        writeln!(
+            out,
+            "  others' unauthenticated connections count too: start and full are both shifted from sshd's default \
+             10:30:100 as about {others} held by others would shift them; or MaxStartups is configured so"
+        )
+    } else {
+        writeln!(
+            out,
+            "  MaxStartups is configured lower than sshd's default 10:30:100: others' connections would shift start \
+             and full alike (full about {shifted_full} for this start), and full is {}",
+            b.full
+        )
+    }
+}
+
+/// The table's line for a hard limit: named for the server that has one.
+fn write_hard_limit(out: &mut impl Write, r: &LimitsReport, h: HardLimit) -> io::Result<()> {
+    let at = if h.is_exact() {
+        format!("every probe refused with {} held, none with {}", h.refused_at, h.accepted_at)
+    } else {
+        format!(
+            "none refused with {} held, every probe with {} (not bisected further)",
+            h.accepted_at, h.refused_at
+        )
+    };
+    writeln!(out, "a hard limit, not sshd's random early drop: {at}")?;
+    let software = r.server.as_deref().map(Software::parse).unwrap_or(Software::Other);
+    match software {
+        Software::Dropbear => {
+            write!(
+                out,
+                "  dropbear's MAX_UNAUTH_CLIENTS ({DROPBEAR_MAX_UNAUTH_CLIENTS} unauthenticated connections by \
+                 default; a build-time constant, in localoptions.h), and per address MAX_UNAUTH_PER_IP \
+                 ({DROPBEAR_MAX_UNAUTH_PER_IP}), which limits keeps out of this curve by spreading over many source \
+                 addresses"
+            )?;
+            if h.is_exact() && h.refused_at < DROPBEAR_MAX_UNAUTH_CLIENTS {
+                write!(
+                    out,
+                    "; a limit of {} means about {} held by others, or a build with a lower MAX_UNAUTH_CLIENTS",
+                    h.refused_at,
+                    DROPBEAR_MAX_UNAUTH_CLIENTS - h.refused_at
+                )?;
+            }
+            writeln!(out)
+        }
+        Software::Openssh { .. } if h.is_exact() => writeln!(
+            out,
+            "  sshd's `MaxStartups {n}` (= {n}:100:{n}) as seen from here (others' unauthenticated connections count too)",
+            n = h.refused_at
+        ),
+        _ => writeln!(out, "  a fixed cap on unauthenticated connections, as seen from here"),
+    }
+}
+
+/// Dropbear's default `MAX_UNAUTH_CLIENTS` (default_options.h; docs/facts.md §3).
+const DROPBEAR_MAX_UNAUTH_CLIENTS: u32 = 30;
+/// Dropbear's default `MAX_UNAUTH_PER_IP` (default_options.h; docs/facts.md §3).
+const DROPBEAR_MAX_UNAUTH_PER_IP: u32 = 5;
 
 /// Draws the refused fraction against held connections, with 95 % intervals and the fitted rule.
 pub fn plot_svg(r: &LimitsReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -49,12 +49,14 @@ pub struct JsonRecord<'a> {
     /// The connect's error, as the system described it (`unreachable`, `local_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
-    /// How the connection ended: `fin`, `rst`, `timeout`, `we_closed`, `byte_cap`.
+    /// How the connection ended: `fin`, `rst`, `timeout`, `we_closed`, `byte_cap`, `interrupted`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<&'static str>,
     /// Microseconds from the start of the connect: `connected`, `first_byte`, `ident`, `closed`.
     pub timings_us: Timings,
-    /// How many bytes the server sent (up to the byte cap).
+    /// How many bytes were read: reading stops once the ident line is complete (or at the byte cap),
+    /// so this is not the size of the server's first flight (dropbear sends its KEXINIT with its
+    /// ident: 512 of its 538 bytes may be read).
     pub bytes_len: usize,
     /// The first bytes received, hex.
     pub bytes_hex: String,

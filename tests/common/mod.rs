@@ -452,12 +452,20 @@ pub fn check_record(r: &serde_json::Value) -> &serde_json::Value {
     assert_eq!(text("bytes_text"), bytes.escape_ascii().to_string(), "{r}");
     assert_eq!(at("first_byte").is_some(), len > 0, "{r}");
 
-    // How it ended: only for established connections (an interrupted probe keeps no evidence).
-    let connect_failed =
-        matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error" | "interrupted");
+    // How it ended: only for established connections (a probe interrupted while connecting has
+    // none; one interrupted after the handshake ends `interrupted`, with what it saw).
+    let connect_failed = matches!(outcome, "refused" | "unreachable" | "connect_timeout" | "local_error")
+        || (outcome == "interrupted" && r.get("end").is_none());
     assert_eq!(r.get("end").is_none(), connect_failed, "{r}");
     if let Some(end) = r.get("end") {
-        assert!(matches!(end.as_str(), Some("fin" | "rst" | "timeout" | "we_closed" | "byte_cap")), "{r}");
+        assert!(
+            matches!(
+                end.as_str(),
+                Some("fin" | "rst" | "timeout" | "we_closed" | "byte_cap" | "interrupted")
+            ),
+            "{r}"
+        );
+        assert_eq!(end == "interrupted", outcome == "interrupted", "{r}");
     }
     if connect_failed {
         assert!(at("connected").is_none() && len == 0, "{r}");

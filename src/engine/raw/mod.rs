@@ -159,7 +159,7 @@ type FlowKey = (IpAddr, u16, IpAddr, u16);
 
 /// What a probe asks of the engine thread.
 enum Command {
-    Start(Start),
+    Start(Box<Start>),
     /// The probe with this id was cancelled (its future dropped): reset and forget its flow.
     Cancel(u64),
 }
@@ -385,7 +385,7 @@ impl RawEngine {
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
         let engine = request.config_on(&self.config);
         let start = Start { id, source, request, engine, purpose, done, ended };
-        if !self.driver.submit(Command::Start(start)) {
+        if !self.driver.submit(Command::Start(Box::new(start))) {
             return (local_error("the raw engine has stopped".into()), None);
         }
         // Dropping this future (a cancelled probe) cancels the flow: a held connection is released.

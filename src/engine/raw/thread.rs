@@ -185,7 +185,7 @@ impl EngineThread {
         self.wake_pending.swap(false, Ordering::AcqRel);
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Start(start) => self.begin(start),
+                Command::Start(start) => self.begin(*start),
                 Command::Cancel(id) => {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
                     if let Some(probe) = self.probes.get_mut(&key) {
