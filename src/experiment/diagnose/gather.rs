@@ -180,6 +180,20 @@ pub async fn diagnose<E: Engine>(
             });
         }
     } else if all_banner {
+        // The second address's probes started beside a slow baseline (a multiplexer's wait): they
+        // were made and spent, so they are reported.
+        if let Some(probes) = second {
+            let probes: Vec<ExperimentProbe> = probes.into_iter().flatten().collect();
+            if !probes.is_empty() {
+                facts.experiments.push(Experiment {
+                    kind: ExperimentKind::Source,
+                    held: 0,
+                    held_from_probing_source: false,
+                    probes,
+                    hold_refused: 0,
+                });
+            }
+        }
         let baseline = &facts.experiments[0].probes;
         if super::decide::multiplexer_in(baseline).is_some() {
             // A multiplexer holds every connection that waits for its timeout: held connections
@@ -261,8 +275,14 @@ async fn load_experiment<E: Engine>(
 ) {
     // Hold from the other addresses when there are any, so a per-source limit on the probing address
     // cannot be mistaken for a global one, and penalties are spread.
-    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
-        if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
+    // With one other address, it holds: the probing address then spends at most 3 + 6 + 2
+    // connections and the other 8 + 2, both under the ban-safe cap of 12 (held from the probing
+    // address, the load alone would be 8 more, and each closes as a failure to fail2ban).
+    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) = match others {
+        [] => (vec![primary], true),
+        [only] => (vec![*only], false),
+        [_, rest @ ..] => (rest.to_vec(), false),
+    };
     let mut holder = Holder::new(lab.engine, lab.request.clone());
     let mut refused_at = None;
     // The probing address's SYNs failed under load: a firewall rule or a ban, not sshd.
@@ -309,7 +329,7 @@ async fn load_experiment<E: Engine>(
         }
     }
     holder.release().await;
-    if blocked && !from_probing {
+    if blocked && (!from_probing || refused_at == Some(0)) {
         // Held from other addresses, so nothing from the probing address is held now: a count rule
         // has nothing left to count. Stop probing from it at once (a ban grows with every failure);
         // one probe after a wait tells a rate limit (lets a new connection through by then) from a
