@@ -70,11 +70,14 @@ pub struct DiagnoseArgs {
     budget: u32,
 
     /// The server's log, to cite what it says about our probes: sshd's or dropbear's, as `auth.log`
-    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file; `-` for standard input
-    /// (e.g. `ssh host journalctl -fu ssh | sshprobe diagnose host --server-log -`). Only what is
-    /// appended while diagnose runs is read.
+    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file, fail2ban's log or
+    /// sshguard's lines; `-` for standard input (e.g. `ssh host journalctl -fu ssh | sshprobe
+    /// diagnose host --server-log -`). Repeat for several logs (`--server-log /var/log/auth.log
+    /// --server-log /var/log/fail2ban.log`). What is appended while diagnose runs is read, and what
+    /// the files say about the probing addresses in the 15 minutes before (a ban, a penalty, a
+    /// wrappers refusal).
     #[arg(long, value_name = "FILE")]
-    server_log: Option<String>,
+    server_log: Vec<String>,
 
     /// Stop starting probes after this long (waiting for the budget included); a target with no
     /// probe by then is `not_tested`.
@@ -122,9 +125,9 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         sources: args.sources,
         penalty_wait: args.wait_penalty,
         // Opened before the first probe: only what the server appends from now on is read.
-        server_log: match &args.server_log {
-            Some(path) => Some(Arc::new(Mutex::new(LogTail::open(path)?))),
-            None => None,
+        server_log: match args.server_log.is_empty() {
+            false => Some(Arc::new(Mutex::new(LogTail::open_all(&args.server_log)?))),
+            true => None,
         },
         ..DiagnoseOptions::default()
     };

@@ -181,9 +181,10 @@ pub async fn diagnose<E: Engine>(
     if let Some(tail) = &options.server_log {
         // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
         tokio::time::sleep(LOG_SETTLE).await;
-        let appended = tail.lock().unwrap_or_else(|p| p.into_inner()).read_appended();
-        match appended {
-            Ok(text) => facts.server_log = Some(crate::serverlog::parse_log(&text)),
+        // What was appended while we probed, and what the logs held of the recent past.
+        let lines = tail.lock().unwrap_or_else(|p| p.into_inner()).read_lines();
+        match lines {
+            Ok(lines) => facts.server_log = Some(lines),
             Err(e) => tracing::warn!("{e}"),
         }
     }

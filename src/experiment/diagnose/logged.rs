@@ -22,13 +22,24 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
     let Some(lines) = &facts.server_log else { return };
     let ours = facts.our_ports();
     let is_ours = |line: &LogLine| line.event.client().is_some_and(|c| ours.contains(&c.port()));
-    // Lines about other clients' connections are not ours to cite (the log may be busy).
-    let relevant: Vec<&LogLine> = lines.iter().filter(|l| l.event.client().is_none() || is_ours(l)).collect();
+    let addresses = our_addresses(facts);
+    let about_us = |line: &LogLine| addresses.iter().any(|&ip| line.event.is_about(ip));
+    // Lines about other clients' connections are not ours to cite (the log may be busy); of the
+    // recent past, only what names our addresses (a ban, a penalty, a wrappers refusal).
+    let relevant: Vec<&LogLine> = lines
+        .iter()
+        .filter(|l| match (l.before_run, l.event.client(), l.event.address()) {
+            (true, _, _) => about_us(l),
+            (false, Some(_), _) => is_ours(l),
+            (false, None, Some(_)) => about_us(l),
+            (false, None, None) => true,
+        })
+        .collect();
 
     let mut cited = 0;
     let mut seen = HashSet::new();
     for line in relevant.iter().filter(|l| l.event.is_evidence()) {
-        let event: &'static str = event_name(&line.event);
+        let event: &'static str = line.event.name();
         if cited < CITED && seen.insert((event, line.message.clone())) {
             f.evidence.push(Evidence::ServerLogged { line: line.to_string(), event, ours: is_ours(line) });
             cited += 1;
@@ -85,27 +96,13 @@ fn is_dropbear(line: &LogLine) -> bool {
         || matches!(line.event, LogEvent::DropbearConnection { .. } | LogEvent::DropbearExitBeforeAuth { .. })
 }
 
-/// The event's name, as evidence cites it.
-fn event_name(event: &LogEvent) -> &'static str {
-    match event {
-        LogEvent::Drop { .. } => "drop",
-        LogEvent::ThrottlingBegins => "throttling_begins",
-        LogEvent::ThrottlingEnds { .. } => "throttling_ends",
-        LogEvent::DropsNotLogged { .. } => "drops_not_logged",
-        LogEvent::Penalise { .. } => "penalise",
-        LogEvent::WrapperRefusedConnect { .. } => "wrapper_refused_connect",
-        LogEvent::WrapperRefused => "wrapper_refused",
-        LogEvent::HostKeyUnloadable { .. } => "host_key_unloadable",
-        LogEvent::NoHostKeys => "no_host_keys",
-        LogEvent::Fatal { .. } => "fatal",
-        LogEvent::ConnectionFrom { .. } => "connection_from",
-        LogEvent::ConnectionClosed { .. } => "connection_closed",
-        LogEvent::GraceTimeout { .. } => "grace_timeout",
-        LogEvent::Listening { .. } => "listening",
-        LogEvent::DropbearConnection { .. } => "dropbear_connection",
-        LogEvent::DropbearExitBeforeAuth { .. } => "dropbear_exit_before_auth",
-        LogEvent::Unrecognised { .. } => "unrecognised",
-    }
+/// The local addresses our probes came from.
+fn our_addresses(facts: &Facts) -> Vec<std::net::IpAddr> {
+    let mut addresses: Vec<std::net::IpAddr> =
+        facts.experiments.iter().flat_map(|e| &e.probes).filter_map(|p| p.local().map(|l| l.ip())).collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 #[cfg(test)]
