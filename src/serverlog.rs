@@ -145,9 +145,18 @@ pub enum DropReason {
 
 /// What a log line means. Its name ([`LogEvent::name`], the JSON's `event`) comes from strum's and
 /// serde's one `snake_case` rule, never from a table of strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+///
+/// Its kind without the details is a [`LogEventKind`] (derived by strum): what evidence keeps and
+/// reports match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumDiscriminants)]
 #[serde(rename_all = "snake_case", tag = "event")]
 #[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(LogEventKind),
+    derive(Serialize, strum::IntoStaticStr, Hash),
+    serde(rename_all = "snake_case"),
+    strum(serialize_all = "snake_case")
+)]
 pub enum LogEvent {
     /// sshd's listener dropped a connection before forking for it:
     /// `drop connection #N from [A]:P on [B]:Q past MaxStartups` (or `Maxstartups`, `penalty: ...`).
@@ -305,6 +314,11 @@ pub enum LogEvent {
 impl LogEvent {
     /// The event's name, as JSON and evidence cite it: `drop`, `penalise`, `banned`...
     pub fn name(&self) -> &'static str {
+        self.into()
+    }
+
+    /// The event's kind, without its details.
+    pub fn kind(&self) -> LogEventKind {
         self.into()
     }
 

@@ -277,6 +277,36 @@ fn fail2ban_fixture_bans_an_address_that_only_grabs_banners() {
     }
 }
 
+/// A ban fail2ban logged before the run, about the probing address, is cited from its log
+/// (`--server-log` twice: fail2ban's log and the auth.log it watches), as of the recent past.
+#[test]
+fn a_ban_logged_before_the_run_is_cited_from_fail2ban_s_log() {
+    let test = test_name!();
+    if !need(test, &["sshd", "unshare", "fail2ban-server", "nft"]) {
+        return;
+    }
+    let (syslog, sshd, guard) = banned_sshd(Fail2ban::new().maxretry(2).bantime("60s"));
+    let (a, b): (IpAddr, IpAddr) = ("127.0.15.1".parse().unwrap(), "127.0.15.2".parse().unwrap());
+    for _ in 0..2 {
+        drop(hold(sshd.addr, Some(a)));
+    }
+    assert!(guard.wait_banned(a, Duration::from_secs(5)), "not banned:\n{}", guard.log());
+    let (f2b_log, auth_log) =
+        (guard.log_path().display().to_string(), syslog.auth_log().display().to_string());
+    let d =
+        diagnose(Engine::Connect, sshd.addr, &[a, b], &["--server-log", &f2b_log, "--server-log", &auth_log]);
+    let banned = d["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["kind"] == "server_logged" && e["event"] == "banned")
+        .unwrap_or_else(|| panic!("fail2ban's ban is not cited: {d:#}"));
+    assert_eq!(banned["before_run"], true, "{banned}");
+    assert!(banned["line"].as_str().unwrap_or("").contains("Ban 127.0.15.1"), "{banned}");
+    // Not yet: the verdict (until diagnose's decisions use the ban).
+    expect(&d, "source_blocked", test);
+}
+
 // ---------------------------------------------------------------------------------------------
 // nftables: static blocks, count and rate meters
 // ---------------------------------------------------------------------------------------------

@@ -133,11 +133,14 @@ pub enum Evidence {
     ServerLogged {
         /// The line, as cited (escaped).
         line: String,
-        /// What it is (`drop`, `wrapper_refused_connect`, `host_key_unloadable`...).
-        event: &'static str,
+        /// What it is (`drop`, `wrapper_refused_connect`, `banned`...).
+        event: crate::serverlog::LogEventKind,
         /// Whether it names one of our probes' connections (by source port); `false`: it names no
-        /// port, and was logged while we probed.
+        /// port, and was logged while we probed (or before, see `before_run`).
         ours: bool,
+        /// Logged in the minutes before this run, about one of our addresses (a ban, a penalty).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        before_run: bool,
     },
     /// Lines the server logged while we probed that diagnose does not know: shown, never dropped.
     ServerLoggedUnknown {

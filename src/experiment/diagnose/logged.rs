@@ -11,6 +11,8 @@
 use super::decide::{Confidence, Finding, Verdict};
 use super::evidence::Evidence;
 use super::facts::{ExperimentKind, Facts};
+#[cfg(test)]
+use crate::serverlog::LogEventKind;
 use crate::serverlog::{DropReason, LogEvent, LogFormat, LogLine};
 use std::collections::HashSet;
 
@@ -39,9 +41,14 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
     let mut cited = 0;
     let mut seen = HashSet::new();
     for line in relevant.iter().filter(|l| l.event.is_evidence()) {
-        let event: &'static str = line.event.name();
+        let event = line.event.kind();
         if cited < CITED && seen.insert((event, line.message.clone())) {
-            f.evidence.push(Evidence::ServerLogged { line: line.to_string(), event, ours: is_ours(line) });
+            f.evidence.push(Evidence::ServerLogged {
+                line: line.to_string(),
+                event,
+                ours: is_ours(line),
+                before_run: line.before_run,
+            });
             cited += 1;
         }
     }
@@ -57,7 +64,8 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
     }
 
     // What the lines prove, strongest first.
-    let has = |wanted: &dyn Fn(&LogEvent) -> bool| relevant.iter().any(|l| wanted(&l.event));
+    // Only what was logged while we probed decides; the recent past is cited, not concluded from.
+    let has = |wanted: &dyn Fn(&LogEvent) -> bool| relevant.iter().any(|l| !l.before_run && wanted(&l.event));
     let second_served = facts
         .of(ExperimentKind::Source)
         .flat_map(|e| &e.probes)
@@ -129,7 +137,9 @@ mod tests {
         let f = decide(&with_log(probes.clone(), maxstartups));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High));
         assert!(
-            f.evidence.iter().any(|e| matches!(e, Evidence::ServerLogged { event: "drop", ours: true, .. })),
+            f.evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::ServerLogged { event: LogEventKind::Drop, ours: true, .. })),
             "{:?}",
             f.evidence
         );
@@ -149,7 +159,10 @@ mod tests {
         let f = decide(&with_log(probes, log));
         // The host key, not someone else's MaxStartups drop.
         assert_eq!((f.verdict, f.confidence), (Verdict::ServerError, Confidence::High), "{:?}", f.evidence);
-        assert!(f.evidence.iter().all(|e| !matches!(e, Evidence::ServerLogged { event: "drop", .. })));
+        assert!(f
+            .evidence
+            .iter()
+            .all(|e| !matches!(e, Evidence::ServerLogged { event: LogEventKind::Drop, .. })));
         assert!(
             f.evidence.contains(&Evidence::ServerLoggedUnknown {
                 lines: vec!["something sshd never said before".into()],
@@ -171,5 +184,44 @@ mod tests {
         let f = decide(&with_log(probes, log));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
         assert!(f.evidence.contains(&Evidence::DropbearSilentAboutDrops));
+    }
+
+    #[test]
+    fn a_ban_on_our_address_before_the_run_is_cited_and_one_on_another_is_not() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        let log = "2026-12-03 09:19:07,416 fail2ban.actions        [9]: NOTICE  [sshd] Ban 127.0.0.1\n\
+                   2026-12-03 09:19:07,417 fail2ban.actions        [9]: NOTICE  [sshd] Ban 192.0.2.7\n";
+        let mut lines = parse_log(log);
+        lines.iter_mut().for_each(|l| l.before_run = true);
+        let f = decide(&Facts { server_log: Some(lines), ..facts(probes) });
+        let cited: Vec<&Evidence> =
+            f.evidence.iter().filter(|e| matches!(e, Evidence::ServerLogged { .. })).collect();
+        assert_eq!(cited.len(), 1, "{:?}", f.evidence);
+        assert!(
+            matches!(cited[0], Evidence::ServerLogged { event: LogEventKind::Banned, before_run: true, line, .. }
+                if line.contains("Ban 127.0.0.1")),
+            "{cited:?}"
+        );
+    }
+
+    #[test]
+    fn lines_of_the_past_about_others_or_about_old_connections_are_left_out() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        // An old connection from our address (another port) and a drop for another client.
+        let log = "Dec  3 09:19:07 lab sshd[5]: drop connection #3 from [127.0.0.1]:39999 on [127.0.0.1]:22 past MaxStartups\n\
+                   Dec  3 09:19:07 lab sshd[5]: drop connection #3 from [10.0.0.9]:40000 on [127.0.0.1]:22 past MaxStartups\n";
+        let mut lines = parse_log(log);
+        lines.iter_mut().for_each(|l| l.before_run = true);
+        let f = decide(&Facts { server_log: Some(lines.clone()), ..facts(probes.clone()) });
+        // The first names our address: cited as of the past, but it does not decide this run; the
+        // second is someone else's.
+        let cited: Vec<&Evidence> =
+            f.evidence.iter().filter(|e| matches!(e, Evidence::ServerLogged { .. })).collect();
+        assert_eq!(cited.len(), 1, "{:?}", f.evidence);
+        assert!(
+            matches!(cited[0], Evidence::ServerLogged { before_run: true, ours: false, .. }),
+            "{cited:?}"
+        );
+        assert_ne!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
     }
 }
