@@ -156,6 +156,11 @@ fn check_consistent(d: &Value) {
     }
 }
 
+/// Whether the diagnosis cites evidence of `kind`.
+fn has_kind(d: &Value, kind: &str) -> bool {
+    d["evidence"].as_array().into_iter().flatten().any(|e| e["kind"] == kind)
+}
+
 /// All evidence texts and remedies, lower-cased, for the checks that name a rule or a daemon.
 fn said(d: &Value) -> String {
     let mut all = String::new();
@@ -210,6 +215,11 @@ fn fail2ban_case(test: &str, net: u8, f2b: Fail2ban, want: &str) {
             let s = said(&d);
             assert!(s.contains("ban"), "no ban rule named: {case}\n{d:#}");
             assert!(s.contains("ignoreip") || s.contains("whitelist"), "no remedy for the ban: {d:#}");
+            assert!(
+                has_kind(&d, "ban_tripped"),
+                "{case}: the ban is not said to be tripped by our probes: {d:#}"
+            );
+            assert!(has_kind(&d, "served_elsewhere"), "{case}: the second address is not cited: {d:#}");
         }
     }
 }
@@ -320,7 +330,11 @@ fn nft_block_case(test: &str, net: u8, how: Block) {
         let (a, b) = engine.sources(net);
         let _fw = frontends::block_source(None, sshd.addr.port(), a, how);
         let d = diagnose(engine, sshd.addr, &[a, b], &[]);
-        expect(&d, "source_blocked", &format!("{test} --engine {} ({how:?})", engine.name()));
+        let case = format!("{test} --engine {} ({how:?})", engine.name());
+        expect(&d, "source_blocked", &case);
+        assert!(has_kind(&d, "served_elsewhere"), "{case}: the second address is not cited: {d:#}");
+        // A static rule: nothing was served to this address earlier in the run, so no ban tripped.
+        assert!(!has_kind(&d, "ban_tripped"), "{case}: {d:#}");
     }
 }
 
@@ -353,6 +367,7 @@ fn nft_count_case(test: &str, net: u8, n: u32) {
         expect(&d, "firewall_limit", &case);
         let s = said(&d);
         assert!(s.contains("ct count") || s.contains("connlimit"), "{case}: no count rule named: {d:#}");
+        assert!(has_kind(&d, "count_limit") && !has_kind(&d, "rate_limit"), "{case}: {d:#}");
     }
 }
 
@@ -383,6 +398,7 @@ fn nft_rate_case(test: &str, net: u8, per_minute: u32, burst: u32) {
             s.contains("limit rate") || s.contains("hashlimit") || s.contains("recent"),
             "{case}: no rate rule named: {d:#}"
         );
+        assert!(has_kind(&d, "rate_limit") && !has_kind(&d, "count_limit"), "{case}: {d:#}");
     }
 }
 
@@ -418,6 +434,7 @@ fn haproxy_reject_of_one_source_is_access_denied_at_the_listener() {
         expect(&d, "access_denied", &case);
         let s = said(&d);
         assert!(s.contains("listener"), "{case}: not placed at the listener: {d:#}");
+        assert!(has_kind(&d, "at_the_listener"), "{case}: {d:#}");
         assert!(!s.contains("hosts.deny") || s.contains("not"), "{case}: blamed on sshd's wrappers: {d:#}");
     }
 }
@@ -457,6 +474,7 @@ fn sslh_case(test: &str, net: u8, timeout_s: u32) {
         let case = format!("{test} --engine {} (sslh --timeout {timeout_s})", engine.name());
         expect(&d, "ok", &case);
         assert!(said(&d).contains("multiplexer"), "{case}: no multiplexer finding: {d:#}");
+        assert!(has_kind(&d, "multiplexer"), "{case}: {d:#}");
     }
 }
 
