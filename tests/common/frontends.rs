@@ -436,6 +436,51 @@ pub fn block_source(netns: Option<&Netns>, port: u16, source: IpAddr, how: Block
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/// How many ports a front-end is tried on before its start fails.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Starts a daemon with `spawn(port)` on a port free a moment ago, and waits until it listens
+/// there. A port is free only until someone takes it: when the daemon exits before it listens (it
+/// lost the port to another test), it is started again on another, at most [`PORT_ATTEMPTS`]
+/// times. Returns the daemon, what `spawn` returned beside it, and the port; or the last log.
+fn start_on_a_free_port<T>(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> (Daemon, T),
+) -> Result<(Daemon, T, u16), String> {
+    let mut last = String::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port();
+        let (mut daemon, extra) = spawn(port);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                last = format!("{what} exited ({status}) before listening on {port}:\n{}", daemon.log());
+                break;
+            }
+            let pid = daemon.child.id();
+            let listening = ["tcp", "tcp6"].iter().any(|f| {
+                fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+                    .is_ok_and(|t| super::table_has_listener(&t, port))
+            });
+            if listening {
+                return Ok((daemon, extra, port));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{what} not listening on {port} after {START_TIMEOUT:?}:\n{}",
+                    daemon.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Err(last)
+}
+
+// ---------------------------------------------------------------------------------------------
 // HAProxy
 // ---------------------------------------------------------------------------------------------
 
@@ -474,34 +519,45 @@ impl Haproxy {
 
     pub fn start(self) -> HaproxyGuard {
         let dir = tempfile::Builder::new().prefix("sshprobe-haproxy-").tempdir().expect("a temp dir");
-        let port = free_port();
-        let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
-        let mut front = format!("frontend ssh_in\n  bind {addr}\n  default_backend sshd\n");
-        if let Some(n) = self.maxconn {
-            front += &format!("  maxconn {n}\n");
-        }
-        if let Some(n) = self.backlog {
-            front += &format!("  backlog {n}\n");
-        }
-        for ip in &self.reject {
-            front += &format!("  tcp-request connection reject if {{ src {ip} }}\n");
-        }
-        let config = format!(
-            "global\n  maxconn 256\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n\
-             timeout server 60s\n\n{front}\nbackend sshd\n  server s1 {}\n",
-            self.backend
-        );
-        let path = dir.path().join("haproxy.cfg");
-        fs::write(&path, &config).expect("writing haproxy.cfg");
-        let argv =
-            vec![bin("haproxy").display().to_string(), "-db".into(), "-f".into(), path.display().to_string()];
-        let mut daemon = Daemon::spawn(
-            &format!("haproxy on {addr}"),
-            daemon_command(None, &[], None, argv),
-            dir.path().join("log"),
-        );
-        daemon.wait_listening(port);
-        HaproxyGuard { daemon, addr, config, _dir: dir }
+        start_on_a_free_port("haproxy", |port| {
+            let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+            let mut front = format!("frontend ssh_in\n  bind {addr}\n  default_backend sshd\n");
+            if let Some(n) = self.maxconn {
+                front += &format!("  maxconn {n}\n");
+            }
+            if let Some(n) = self.backlog {
+                front += &format!("  backlog {n}\n");
+            }
+            for ip in &self.reject {
+                front += &format!("  tcp-request connection reject if {{ src {ip} }}\n");
+            }
+            let config = format!(
+                "global\n  maxconn 256\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n\
+                 timeout server 60s\n\n{front}\nbackend sshd\n  server s1 {}\n",
+                self.backend
+            );
+            let path = dir.path().join("haproxy.cfg");
+            fs::write(&path, &config).expect("writing haproxy.cfg");
+            let argv = vec![
+                bin("haproxy").display().to_string(),
+                "-db".into(),
+                "-f".into(),
+                path.display().to_string(),
+            ];
+            let daemon = Daemon::spawn(
+                &format!("haproxy on {addr}"),
+                daemon_command(None, &[], None, argv),
+                dir.path().join("log"),
+            );
+            (daemon, config)
+        })
+        .map(|(daemon, config, port)| HaproxyGuard {
+            daemon,
+            addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+            config,
+            _dir: dir,
+        })
+        .unwrap_or_else(|log| panic!("haproxy did not start:\n{log}"))
     }
 }
 
@@ -545,27 +601,33 @@ impl Sslh {
 
     pub fn start(self) -> SslhGuard {
         let dir = tempfile::Builder::new().prefix("sshprobe-sslh-").tempdir().expect("a temp dir");
-        let port = free_port();
-        let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
-        let argv = vec![
-            bin("sslh").display().to_string(),
-            "-f".into(),
-            "--listen".into(),
-            addr.to_string(),
-            "--ssh".into(),
-            self.backend.to_string(),
-            "--timeout".into(),
-            self.timeout_s.to_string(),
-            "--pidfile".into(),
-            dir.path().join("sslh.pid").display().to_string(),
-        ];
-        let mut daemon = Daemon::spawn(
-            &format!("sslh on {addr}"),
-            daemon_command(None, &[], None, argv),
-            dir.path().join("log"),
-        );
-        daemon.wait_listening(port);
-        SslhGuard { daemon, addr, _dir: dir }
+        start_on_a_free_port("sslh", |port| {
+            let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+            let argv = vec![
+                bin("sslh").display().to_string(),
+                "-f".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--ssh".into(),
+                self.backend.to_string(),
+                "--timeout".into(),
+                self.timeout_s.to_string(),
+                "--pidfile".into(),
+                dir.path().join("sslh.pid").display().to_string(),
+            ];
+            let daemon = Daemon::spawn(
+                &format!("sslh on {addr}"),
+                daemon_command(None, &[], None, argv),
+                dir.path().join("log"),
+            );
+            (daemon, ())
+        })
+        .map(|(daemon, (), port)| SslhGuard {
+            daemon,
+            addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+            _dir: dir,
+        })
+        .unwrap_or_else(|log| panic!("sslh did not start:\n{log}"))
     }
 }
 
