@@ -1,6 +1,6 @@
 //! What the server logged: sshd's and dropbear's log lines as typed events.
 //!
-//! On the wire, several causes look alike (FACTS §3): OpenSSH 9.8+ sends the same bytes for a
+//! On the wire, several causes look alike (docs/facts.md §3): OpenSSH 9.8+ sends the same bytes for a
 //! `MaxStartups` drop and a penalty; dropbear drops over its limits with zero bytes, like a
 //! forwarder with no backend. The server's log tells them apart, and names the setting: `diagnose
 //! --server-log FILE` reads what the server appended while it probed, and this module turns each

@@ -10,6 +10,7 @@ use sshprobe::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::resolve::resolve_one;
 use sshprobe::serverlog::LogTail;
 use sshprobe::target::{parse_target, TargetSpec};
 use std::net::{IpAddr, SocketAddr};
@@ -89,11 +90,11 @@ pub struct DiagnoseArgs {
     max_held: u32,
 
     /// Connect timeout per probe.
-    #[arg(long, default_value = "3s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_CONNECT_TIMEOUT), value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Banner deadline per probe (must exceed Debian's 5 s TCP-wrappers delay to see it).
-    #[arg(long, default_value = "8s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_BANNER_TIMEOUT), value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// When the verdict is `penalized`, poll every 2 s until the block lifts, for at most this long.
@@ -209,11 +210,9 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
 pub async fn resolve(text: &str, port: u16) -> anyhow::Result<SocketAddr> {
     match parse_target(text, port)? {
         TargetSpec::Addr(a) => Ok(a),
-        TargetSpec::Host { name, port } => tokio::net::lookup_host((name.as_str(), port))
+        TargetSpec::Host { name, port } => resolve_one(&name, port, None)
             .await
-            .with_context(|| format!("cannot resolve {text:?}"))?
-            .next()
-            .with_context(|| format!("cannot resolve {text:?}: no addresses")),
+            .map_err(|e| anyhow::anyhow!("cannot resolve {text:?}: {}", e.reason())),
         TargetSpec::Net { .. } => {
             bail!("{text:?} is a network: diagnose takes single hosts (use probe for networks)")
         }

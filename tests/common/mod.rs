@@ -39,7 +39,7 @@
 //!   namespace (`unshare --mount`) that exists only as long as the server does.
 //! - Readiness is read from `/proc/<pid>/net/tcp{,6}` (the server's own network namespace), never by
 //!   connecting: a test connection would take a `MaxStartups` slot, or earn an OpenSSH 9.8+ penalty
-//!   second (FACTS §5), and change what the test measures.
+//!   second (docs/facts.md §5), and change what the test measures.
 //! - Every wait is bounded, and a failure panics with what the server wrote on stderr.
 //! - Needing root or a program that is missing is not a pass: every skip goes through [`skip`],
 //!   which prints `SKIPPED <test>: ...` on stderr where libtest shows it, and the test returns.
@@ -951,7 +951,7 @@ impl Server {
 
 /// A real dropbear server to start: `dropbear -F -E -p IP:PORT -r KEY -P PIDFILE` with a fresh
 /// ed25519 key (`dropbearkey`). Dropbear sends its binary KEXINIT right after its ident line
-/// (FACTS §1), and refuses over its limits with zero bytes (FACTS §3).
+/// (docs/facts.md §1), and refuses over its limits with zero bytes (docs/facts.md §3).
 #[derive(Debug, Clone, Default)]
 pub struct Dropbear {
     listen: Option<IpAddr>,

@@ -276,7 +276,7 @@ pub enum Evidence {
     },
 }
 
-/// Where in the server a refusal's delay places it (FACTS §3).
+/// Where in the server a refusal's delay places it (docs/facts.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(into = "&'static str")]
 #[strum(serialize_all = "snake_case")]
@@ -293,7 +293,7 @@ pub enum DelayClass {
     Other,
 }
 
-/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (FACTS §3),
+/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (docs/facts.md §3),
 /// a session process takes 7 ms or more.
 pub const LISTENER_MAX_US: u64 = 5_000;
 /// The slowest a session process's close is taken to be, in µs.

@@ -1,6 +1,6 @@
 //! What the server's own log adds to a verdict (`diagnose --server-log`). Pure, like `decide`.
 //!
-//! The wire leaves some causes ambiguous (FACTS §3): OpenSSH 9.8+ sends one line for MaxStartups,
+//! The wire leaves some causes ambiguous (docs/facts.md §3): OpenSSH 9.8+ sends one line for MaxStartups,
 //! per-source limits and penalties; a zero-byte close at the listener may be a full table or a
 //! forwarder; a session that dies in milliseconds may be a broken server or an access rule. sshd's
 //! log says which, and names the setting. A line is matched to our probes by its client port; a line
