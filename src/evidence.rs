@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
 
-/// Which side speaks first. FACTS §2: a server that closes without reading sends FIN to a client that
+/// Which side speaks first. docs/facts.md §2: a server that closes without reading sends FIN to a client that
 /// has sent nothing and RST to one whose ident sits unread in its receive queue, so the order decides
 /// how the same refusal looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
@@ -63,8 +63,9 @@ pub enum Connect {
 }
 
 /// How an established connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum End {
     /// The server closed in order (we read end of stream).
     Fin,
@@ -81,13 +82,7 @@ pub enum End {
 impl End {
     /// The snake_case name used in every output format.
     pub fn name(self) -> &'static str {
-        match self {
-            End::Fin => "fin",
-            End::Rst => "rst",
-            End::Timeout => "timeout",
-            End::WeClosed => "we_closed",
-            End::ByteCap => "byte_cap",
-        }
+        self.into()
     }
 }
 

@@ -3,10 +3,10 @@
 //! Real servers are the ground truth (the tests start sshd and dropbear), but some behaviours cannot be
 //! produced on demand by any real server, and a demo should need no server at all. Each [`Behaviour`]
 //! reproduces, on the wire, one way an endpoint answers (or fails to answer) the identification
-//! exchange, as measured on real servers (FACTS §3).
+//! exchange, as measured on real servers (docs/facts.md §3).
 //!
 //! The lab never reads the client before it has decided how to answer, like sshd: so a client that
-//! speaks first provokes an RST from a closing endpoint, as it does in real life (FACTS §2).
+//! speaks first provokes an RST from a closing endpoint, as it does in real life (docs/facts.md §2).
 
 use crate::outcome::KnownRefusal;
 pub use crate::server::MaxStartups;
@@ -25,9 +25,10 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const LAB_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.9 sshprobe-lab\r\n";
 
 /// How one lab endpoint behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 #[clap(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Behaviour {
     /// An OpenSSH-like banner right away.
     Ok,
@@ -72,19 +73,7 @@ impl Behaviour {
 
     /// The snake_case name.
     pub fn name(self) -> &'static str {
-        match self {
-            Behaviour::Ok => "ok",
-            Behaviour::DenyClose => "deny_close",
-            Behaviour::DenyReset => "deny_reset",
-            Behaviour::Maxstartups => "maxstartups",
-            Behaviour::NotAllowed => "not_allowed",
-            Behaviour::Tarpit => "tarpit",
-            Behaviour::Slow => "slow",
-            Behaviour::NotSsh => "not_ssh",
-            Behaviour::Endless => "endless",
-            Behaviour::Prebanner => "prebanner",
-            Behaviour::Ssh1 => "ssh1",
-        }
+        self.into()
     }
 
     /// What it emulates, for the port map.

@@ -92,8 +92,9 @@ impl fmt::Display for Outcome {
 }
 
 /// A refusal message we recognise, with what it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum KnownRefusal {
     /// `Exceeded MaxStartups`: OpenSSH 8.2–9.7 dropped the connection at its listener under
     /// `MaxStartups` or `PerSourceMaxStartups`.
@@ -124,10 +125,7 @@ impl KnownRefusal {
 
     /// The stable snake_case name.
     pub fn name(self) -> &'static str {
-        match self {
-            KnownRefusal::ExceededMaxStartups => "exceeded_max_startups",
-            KnownRefusal::NotAllowedAtThisTime => "not_allowed_at_this_time",
-        }
+        self.into()
     }
 
     /// What the message means, for people.

@@ -150,7 +150,8 @@ impl Serialize for TcpOption {
 /// An ICMP (RFC 792, RFC 1812 §5.2.7.1) or ICMPv6 (RFC 4443 §3) error that can answer a TCP segment,
 /// by name. Destination-unreachable codes that mean the same to a prober share a name (IPv4's three
 /// "administratively prohibited" codes; port unreachable in both versions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum IcmpKind {
     /// No route to the network (v4 unreachable code 0).
     NetUnreachable,
@@ -185,6 +186,7 @@ pub enum IcmpKind {
     /// Time exceeded in transit (v4 type 11, v6 type 3): a routing loop, or a TTL too small.
     TimeExceeded,
     /// A destination-unreachable code without a name here.
+    #[strum(serialize = "unreachable")]
     OtherUnreachable {
         /// Whether it came as ICMPv6.
         v6: bool,
@@ -235,24 +237,7 @@ impl IcmpKind {
     /// The snake_case name machines read (`port_unreachable`, `admin_prohibited`); codes without a
     /// name are `unreachable`, their code in [`Display`](fmt::Display)'s text.
     pub fn name(self) -> &'static str {
-        match self {
-            IcmpKind::NetUnreachable => "net_unreachable",
-            IcmpKind::HostUnreachable => "host_unreachable",
-            IcmpKind::ProtocolUnreachable => "protocol_unreachable",
-            IcmpKind::PortUnreachable => "port_unreachable",
-            IcmpKind::FragmentationNeeded => "fragmentation_needed",
-            IcmpKind::SourceRouteFailed => "source_route_failed",
-            IcmpKind::DestinationUnknown => "destination_unknown",
-            IcmpKind::AdminProhibited => "admin_prohibited",
-            IcmpKind::TosUnreachable => "tos_unreachable",
-            IcmpKind::NoRoute => "no_route",
-            IcmpKind::BeyondScope => "beyond_scope",
-            IcmpKind::AddressUnreachable => "address_unreachable",
-            IcmpKind::SourcePolicyFailed => "source_policy_failed",
-            IcmpKind::RejectRoute => "reject_route",
-            IcmpKind::TimeExceeded => "time_exceeded",
-            IcmpKind::OtherUnreachable { .. } => "unreachable",
-        }
+        self.into()
     }
 }
 

@@ -510,12 +510,9 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
 async fn resolve(target: &Target) -> Result<SocketAddr, TargetError> {
     match &target.dest {
         Dest::Addr(a) => Ok(*a),
-        Dest::Host { name, port } => {
-            let fail = |reason: String| TargetError::Resolve { target: target.label.clone(), reason };
-            let mut addrs =
-                tokio::net::lookup_host((name.as_str(), *port)).await.map_err(|e| fail(e.to_string()))?;
-            addrs.next().ok_or_else(|| fail("no addresses".into()))
-        }
+        Dest::Host { name, port } => crate::resolve::resolve_one(name, *port, None)
+            .await
+            .map_err(|e| TargetError::Resolve { target: target.label.clone(), reason: e.reason() }),
     }
 }
 

@@ -1,5 +1,5 @@
 //! What real SSH servers do, as rules without I/O: sshd's `MaxStartups` rule and what a server's
-//! identification line tells about the features it has (FACTS §3–§5).
+//! identification line tells about the features it has (docs/facts.md §3–§5).
 
 use crate::ident::IdentLine;
 use crate::outcome::KnownRefusal;
@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-/// sshd's `MaxStartups start:rate:full` (FACTS §4).
+/// sshd's `MaxStartups start:rate:full` (docs/facts.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MaxStartups {
     /// Below this many unauthenticated connections, accept.

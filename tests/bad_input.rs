@@ -1,4 +1,4 @@
-//! Bad input (issue 12): every mistake a user can make on the command line or in a target file is
+//! Bad input: every mistake a user can make on the command line or in a target file is
 //! one clear line on stderr naming it, exit status 2, never a panic, and never a packet or a DNS
 //! query it did not ask for. Loopback only; no root needed.
 

@@ -1,4 +1,4 @@
-//! What a network engineer expects of a command-line tool (issue 12): shell completions and man
+//! What a network engineer expects of a command-line tool: shell completions and man
 //! pages, `--color`, port lists and ranges, exclusion lists applied before any packet, absolute
 //! times in every record, an output file written a whole line at a time. Loopback only.
 

@@ -99,7 +99,7 @@ fn hosts_deny_is_access_denied() {
     let d = diagnose(&sshd.addr.to_string(), &[]);
     assert_eq!(verdict(&d), "access_denied", "{d:#}");
     assert_eq!(d["confidence"], "high");
-    // Debian's libwrap child sleeps 5 s before it closes (FACTS §3).
+    // Debian's libwrap child sleeps 5 s before it closes (docs/facts.md §3).
     let close = evidence(&d, "zero_byte_close").unwrap_or_else(|| panic!("no zero_byte_close: {d:#}"));
     let median = close["median_us"].as_u64().unwrap();
     assert!((4_500_000..=6_500_000).contains(&median), "{d:#}");
@@ -188,7 +188,7 @@ fn openssh10_penalty_after_a_burst_of_banner_grabs() {
     let Some(root) = openssh10_root("openssh10_penalty") else { return };
     let sshd = Sshd::new().root(&root).start();
     let target = sshd.addr.to_string();
-    // FACTS §5: about 15-19 banner grabs from one address, then `Not allowed at this time`.
+    // docs/facts.md §5: about 15-19 banner grabs from one address, then `Not allowed at this time`.
     let (burst, _) = jsonl(&["probe", &target, "--count", "25", "--interval", "10ms", "-o", "jsonl"]);
     assert!(burst[0]["banner"]["software"].as_str().unwrap().starts_with("OpenSSH_10"), "{}", burst[0]);
     assert_eq!(burst.last().unwrap()["message"], "Not allowed at this time", "the burst was not penalised");

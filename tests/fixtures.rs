@@ -144,7 +144,7 @@ fn sshd_children_die_and_are_reaped_with_the_guard() {
     assert_eq!(std::fs::read("/etc/hosts.deny").ok(), system_deny);
     let pid = sshd.pid();
     let _conn = std::net::TcpStream::connect(sshd.addr).expect("connecting to the denying sshd");
-    // The wrappers child: forked per connection, sleeping 5 s before it exits (FACTS §3).
+    // The wrappers child: forked per connection, sleeping 5 s before it exits (docs/facts.md §3).
     let mut forked = Vec::new();
     wait_until("sshd forks a child for the connection", Duration::from_secs(3), || {
         forked = children(pid);

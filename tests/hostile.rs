@@ -1,4 +1,4 @@
-//! Hostile bytes and cut-short work (issue 12): whatever a server sends, every output format keeps it
+//! Hostile bytes and cut-short work: whatever a server sends, every output format keeps it
 //! from driving the user's terminal; a server that stops mid-line, stalls or floods is described as
 //! it is; a run stopped by Ctrl-C or a closed pipe reports what it did. Small servers on loopback send
 //! every byte value, terminal escape sequences, C1 controls and bidi overrides.

@@ -37,7 +37,7 @@ async fn hold(addr: SocketAddr) -> tokio::net::TcpStream {
     s
 }
 
-/// Every behaviour when the client speaks first, as OpenSSH's `ssh` does (FACTS §2): the silent
+/// Every behaviour when the client speaks first, as OpenSSH's `ssh` does (docs/facts.md §2): the silent
 /// refusals turn into resets, everything else reads the same as when waiting.
 #[tokio::test]
 async fn every_lab_behaviour_when_the_client_speaks_first() {

@@ -1,4 +1,4 @@
-//! `limits` as a user meets it (issue 12): levels stream as they are measured, Ctrl-C leaves a
+//! `limits` as a user meets it: levels stream as they are measured, Ctrl-C leaves a
 //! partial summary and closes every held connection, a server that is not SSH is a finding (exit 1)
 //! rather than a usage error, each warning is printed once, rates and times are readable. Against
 //! the embedded lab and a small server that counts its connections; loopback only.

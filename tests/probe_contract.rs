@@ -1,5 +1,5 @@
 //! The JSONL contract, checked field by field on every kind of record a real server produces, and
-//! the real-server facts of FACTS.md that the classifier rests on: Debian's OpenSSH 9.2 and
+//! the real-server facts of docs/facts.md that the classifier rests on: Debian's OpenSSH 9.2 and
 //! OpenSSH 10 (a Debian 13 root), dropbear, nothing listening, dropped SYNs.
 //!
 //! Run with `--nocapture` to see each record: they are the measurements behind the assertions.
@@ -59,7 +59,7 @@ fn nothing_listening_record() {
     assert_eq!((r["outcome"].as_str(), r["order"].as_str()), (Some("refused"), Some("send_first")), "{r}");
 }
 
-/// FACTS §2: Debian's libwrap child sends nothing and exits after 5 s; the probe order decides FIN
+/// docs/facts.md §2: Debian's libwrap child sends nothing and exits after 5 s; the probe order decides FIN
 /// or RST.
 #[test]
 fn openssh9_wrappers_denial_records() {
@@ -86,7 +86,7 @@ fn openssh9_wrappers_denial_records() {
     }
 }
 
-/// FACTS §3: OpenSSH 8.2-9.7 drops at its listener with `Exceeded MaxStartups\r\n` (22 bytes),
+/// docs/facts.md §3: OpenSSH 8.2-9.7 drops at its listener with `Exceeded MaxStartups\r\n` (22 bytes),
 /// in both probe orders (the message arrives before the RST a send-first probe provokes).
 #[test]
 fn openssh9_maxstartups_records() {
@@ -108,12 +108,12 @@ fn openssh9_maxstartups_records() {
             b"Exceeded MaxStartups\r\n"
         );
         assert!(matches!(r["end"].as_str(), Some("fin" | "rst")), "{r}");
-        // A listener drop, not a 5 s wrappers sleep (FACTS §3: well under a millisecond here).
+        // A listener drop, not a 5 s wrappers sleep (docs/facts.md §3: well under a millisecond here).
         assert!(us(&r, "closed") < 2_000_000, "{r}");
     }
 }
 
-/// FACTS §3: PerSourceMaxStartups sends the same bytes as MaxStartups; another source address
+/// docs/facts.md §3: PerSourceMaxStartups sends the same bytes as MaxStartups; another source address
 /// still gets the banner.
 #[test]
 fn openssh9_per_source_maxstartups_spares_other_addresses() {
@@ -149,7 +149,7 @@ fn dropbear_records() {
     assert_eq!(r["outcome"], "banner", "{r}");
     let version = server.version(); // v2022.83
     assert_eq!(r["banner"]["software"], format!("dropbear_{}", version.trim_start_matches('v')), "{r}");
-    // FACTS §3: over MAX_UNAUTH_PER_IP (5) dropbear closes at its listener without a byte.
+    // docs/facts.md §3: over MAX_UNAUTH_PER_IP (5) dropbear closes at its listener without a byte.
     let _held: Vec<_> = (0..5).map(|_| hold(server.addr, None)).collect();
     let r = probe_one(&[&target]);
     assert_eq!(r["outcome"], "closed_before_banner", "{r}");
@@ -160,7 +160,7 @@ fn dropbear_records() {
     assert_eq!(r["outcome"], "banner", "{r}");
 }
 
-/// FACTS §3: a dropped SYN; the kernel retries until the connect timeout.
+/// docs/facts.md §3: a dropped SYN; the kernel retries until the connect timeout.
 #[test]
 fn dropped_syns_record() {
     let test = "dropped_syns_record";
@@ -181,7 +181,7 @@ fn dropped_syns_record() {
     assert_eq!(r["outcome"], "refused", "{r}");
 }
 
-/// OpenSSH 10 (Debian 13): its banner, and FACTS §3's `Not allowed at this time\r\n` (26 bytes) for
+/// OpenSSH 10 (Debian 13): its banner, and docs/facts.md §3's `Not allowed at this time\r\n` (26 bytes) for
 /// a MaxStartups drop.
 #[test]
 fn slow_openssh10_records() {
@@ -200,7 +200,7 @@ fn slow_openssh10_records() {
         b"Not allowed at this time\r\n"
     );
     drop(held);
-    // The slot frees once sshd has seen the close (FACTS §4: about 0.5 s); bounded retries.
+    // The slot frees once sshd has seen the close (docs/facts.md §4: about 0.5 s); bounded retries.
     let mut r = Value::Null;
     for _ in 0..20 {
         std::thread::sleep(std::time::Duration::from_millis(250));
@@ -227,7 +227,7 @@ fn slow_openssh10_wrappers_denial() {
     assert!(us(&r, "closed") - us(&r, "connected") >= 4_000_000, "{r}");
 }
 
-/// FACTS §3: a firewall's `reject with tcp reset` and an ICMP port-unreachable read as `refused` to
+/// docs/facts.md §3: a firewall's `reject with tcp reset` and an ICMP port-unreachable read as `refused` to
 /// a kernel socket, like nothing listening; an ICMP admin-prohibited reads as `unreachable`.
 #[test]
 fn firewall_rejects_records() {

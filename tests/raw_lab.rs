@@ -79,7 +79,7 @@ async fn raw_and_connect_agree_on_every_lab_behaviour() {
     let lab = lab().await;
     let behaviours = [
         (Behaviour::Ok, Outcome::Banner),
-        // FACTS §2: the same silent refusal is a FIN to a probe that waits, an RST to one that spoke.
+        // docs/facts.md §2: the same silent refusal is a FIN to a probe that waits, an RST to one that spoke.
         (Behaviour::DenyClose, Outcome::ClosedBeforeBanner),
         (Behaviour::DenyReset, Outcome::ResetBeforeBanner),
         (Behaviour::Tarpit, Outcome::BannerTimeout),

@@ -109,7 +109,7 @@ async fn wrappers_denial_is_a_fin_or_an_rst_after_five_seconds() {
         return;
     }
     let sshd = Sshd::new().hosts_deny("sshd: ALL\n").start();
-    // A probe that waits sees the server's FIN (FACTS §2)...
+    // A probe that waits sees the server's FIN (docs/facts.md §2)...
     let (r, c) = both(sshd.addr, config(ProbeOrder::WaitForBanner)).await;
     agree(&r, &c, Outcome::ClosedBeforeBanner);
     assert_eq!((r.end, c.end), (Some(End::Fin), Some(End::Fin)));
@@ -198,7 +198,7 @@ async fn icmp_rejects_read_as_the_kernel_reads_them() {
         return;
     }
     // A firewall's reject: the wire shows the ICMP error; both engines say what the kernel makes of
-    // it (FACTS §3): administratively prohibited is unreachable (EHOSTUNREACH), a port unreachable
+    // it (docs/facts.md §3): administratively prohibited is unreachable (EHOSTUNREACH), a port unreachable
     // (nft's plain `reject`) is refused (ECONNREFUSED), like an RST.
     let ns = Netns::new();
     let (prohibited, plain) = (common::free_port(), common::free_port());

@@ -57,7 +57,7 @@ fn scrapes_of_real_servers_say_why() {
     let body = scrape(&exporter, wrapped.addr);
     outcome_is(&body, "closed_before_banner");
     assert_eq!(sample(&body, "probe_success"), Some(0.0));
-    // Debian's libwrap child sleeps 5 s before it closes (FACTS §3): the delay tells wrappers apart.
+    // Debian's libwrap child sleeps 5 s before it closes (docs/facts.md §3): the delay tells wrappers apart.
     let delay = sample(&body, "sshprobe_refusal_delay_seconds").expect("a refusal delay");
     assert!(delay > 4.5, "wrappers close after about 5 s, not {delay}:\n{body}");
 

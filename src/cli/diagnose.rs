@@ -10,6 +10,7 @@ use sshprobe::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
+use sshprobe::resolve::resolve_one;
 use sshprobe::serverlog::LogTail;
 use sshprobe::target::{parse_target, TargetSpec};
 use std::net::{IpAddr, SocketAddr};
@@ -80,11 +81,14 @@ pub struct DiagnoseArgs {
     max_per_address: u32,
 
     /// The server's log, to cite what it says about our probes: sshd's or dropbear's, as `auth.log`
-    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file; `-` for standard input
-    /// (e.g. `ssh host journalctl -fu ssh | sshprobe diagnose host --server-log -`). Only what is
-    /// appended while diagnose runs is read.
+    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file, fail2ban's log or
+    /// sshguard's lines; `-` for standard input (e.g. `ssh host journalctl -fu ssh | sshprobe
+    /// diagnose host --server-log -`). Repeat for several logs (`--server-log /var/log/auth.log
+    /// --server-log /var/log/fail2ban.log`). What is appended while diagnose runs is read, and what
+    /// the files say about the probing addresses in the 15 minutes before (a ban, a penalty, a
+    /// wrappers refusal).
     #[arg(long, value_name = "FILE")]
-    server_log: Option<String>,
+    server_log: Vec<String>,
 
     /// Stop starting probes after this long (waiting for the budget included); a target with no
     /// probe by then is `not_tested`.
@@ -96,11 +100,11 @@ pub struct DiagnoseArgs {
     max_held: u32,
 
     /// Connect timeout per probe.
-    #[arg(long, default_value = "3s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_CONNECT_TIMEOUT), value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Banner deadline per probe (must exceed Debian's 5 s TCP-wrappers delay to see it).
-    #[arg(long, default_value = "8s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_BANNER_TIMEOUT), value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// When the verdict is `penalized`, poll every 2 s until the block lifts, for at most this long.
@@ -132,9 +136,9 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         sources: args.sources,
         penalty_wait: args.wait_penalty,
         // Opened before the first probe: only what the server appends from now on is read.
-        server_log: match &args.server_log {
-            Some(path) => Some(Arc::new(Mutex::new(LogTail::open(path)?))),
-            None => None,
+        server_log: match args.server_log.is_empty() {
+            false => Some(Arc::new(Mutex::new(LogTail::open_all(&args.server_log)?))),
+            true => None,
         },
         ..DiagnoseOptions::default()
     };
@@ -216,11 +220,9 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
 pub async fn resolve(text: &str, port: u16) -> anyhow::Result<SocketAddr> {
     match parse_target(text, port)? {
         TargetSpec::Addr(a) => Ok(a),
-        TargetSpec::Host { name, port } => tokio::net::lookup_host((name.as_str(), port))
+        TargetSpec::Host { name, port } => resolve_one(&name, port, None)
             .await
-            .with_context(|| format!("cannot resolve {text:?}"))?
-            .next()
-            .with_context(|| format!("cannot resolve {text:?}: no addresses")),
+            .map_err(|e| anyhow::anyhow!("cannot resolve {text:?}: {}", e.reason())),
         TargetSpec::Net { .. } => {
             bail!("{text:?} is a network: diagnose takes single hosts (use probe for networks)")
         }

@@ -4,24 +4,14 @@
 //! lock) and guards a command's run with it: on Ctrl-C or SIGTERM the raw engine is shut down (its
 //! flows reset, its nftables rule removed) before the process exits with 130 or 143.
 
-use super::{EXIT_INTERRUPTED, EXIT_TERMINATED};
-use anyhow::Context;
 use clap::Args;
 use sshprobe::engine::any::AnyEngine;
-use sshprobe::engine::connect::ConnectEngine;
-use sshprobe::engine::raw::{RawEngine, RawOptions};
+pub use sshprobe::engine::any::EngineKind;
+use sshprobe::engine::raw::RawOptions;
 use sshprobe::engine::EngineConfig;
+use sshprobe::shutdown::{guarded, Guarded};
 use std::future::Future;
 use std::ops::RangeInclusive;
-
-/// Which engine makes the connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineKind {
-    /// Kernel sockets.
-    Connect,
-    /// Raw sockets and a user-space TCP client.
-    Raw,
-}
 
 /// The engine flags.
 #[derive(Debug, Clone, Args)]
@@ -58,42 +48,39 @@ impl EngineArgs {
         }
     }
 
-    /// Opens the chosen engine (the raw one: its capability check, run lock and firewall rule).
-    /// Install [`ShutdownSignals`] first, so no signal can leave the rule behind.
-    pub fn open(&self, config: EngineConfig) -> anyhow::Result<AnyEngine> {
-        self.warn_unused();
-        Ok(match self.engine {
-            EngineKind::Connect => AnyEngine::Connect(ConnectEngine::new(config)),
-            EngineKind::Raw => AnyEngine::Raw(RawEngine::new(
-                config,
-                RawOptions { firewall: !self.no_firewall, ports: self.source_ports.clone() },
-            )?),
-        })
+    /// The raw engine's options these flags give.
+    fn raw_options(&self) -> RawOptions {
+        RawOptions { firewall: !self.no_firewall, ports: self.source_ports.clone() }
     }
 
-    /// Opens the chosen engine and runs `run` with it. With the raw engine, Ctrl-C and SIGTERM are
-    /// caught from before its firewall rule exists, and end the run with the rule removed.
+    /// Opens the chosen engine through the library's one door ([`AnyEngine::open`]). Install
+    /// [`sshprobe::shutdown::ShutdownSignals`] first, so no signal can leave the raw engine's rule behind.
+    pub fn open(&self, config: EngineConfig) -> anyhow::Result<AnyEngine> {
+        self.warn_unused();
+        Ok(AnyEngine::open(self.engine, config, self.raw_options())?)
+    }
+
+    /// Opens the chosen engine and runs `run` with it, guarded by the library's signal catcher: on
+    /// Ctrl-C or SIGTERM the run is dropped (every connection it holds closed), the raw engine's
+    /// firewall rule removed, and the exit status is 130 or 143.
     pub async fn run<F, Fut>(&self, config: EngineConfig, run: F) -> anyhow::Result<u8>
     where
         F: FnOnce(AnyEngine) -> Fut,
         Fut: Future<Output = anyhow::Result<u8>>,
     {
-        match self.engine {
-            EngineKind::Connect => run(self.open(config)?).await,
-            EngineKind::Raw => {
-                // Caught before the rule exists, so no window leaves it behind.
-                let mut signals = ShutdownSignals::install()?;
-                let engine = self.open(config)?;
-                // The engine's nftables rule must not outlive the run: on Ctrl-C or SIGTERM remove it
-                // before exiting (a normal end removes it when the last engine is dropped).
-                tokio::select! {
-                    code = run(engine.clone()) => code,
-                    (name, code) = signals.recv() => {
-                        engine.shutdown();
-                        eprintln!("sshprobe: {name}: stopped; the raw engine's firewall rule is removed");
-                        Ok(code)
-                    }
+        self.warn_unused();
+        match guarded(self.engine, config, self.raw_options(), run).await? {
+            Guarded::Finished(code) => code,
+            Guarded::Stopped(stop) => {
+                if self.engine == EngineKind::Raw {
+                    eprintln!(
+                        "sshprobe: {}: stopped; the raw engine's firewall rule is removed",
+                        stop.name()
+                    );
+                } else {
+                    eprintln!("sshprobe: {}; every held connection was closed", stop.name());
                 }
+                Ok(stop.exit_code())
             }
         }
     }
@@ -108,31 +95,6 @@ pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(bad());
     }
     Ok(lo..=hi)
-}
-
-/// Ctrl-C and SIGTERM, caught from the moment this exists.
-pub struct ShutdownSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    /// Starts catching both.
-    pub fn install() -> anyhow::Result<ShutdownSignals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(ShutdownSignals {
-            interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
-            terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
-        })
-    }
-
-    /// Waits for either; returns what happened and the conventional exit status.
-    pub async fn recv(&mut self) -> (&'static str, u8) {
-        tokio::select! {
-            _ = self.interrupt.recv() => ("interrupted", EXIT_INTERRUPTED),
-            _ = self.terminate.recv() => ("terminated", EXIT_TERMINATED),
-        }
-    }
 }
 
 #[cfg(test)]

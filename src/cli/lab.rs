@@ -13,6 +13,7 @@ use sshprobe::record::ProbeRecord;
 use sshprobe::report::probe::ProbeReporter;
 use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::scan::ProbeResult;
+use sshprobe::shutdown::ShutdownSignals;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -64,7 +65,8 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
         println!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe());
     }
     eprintln!("lab running; Ctrl-C stops it");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
+    signals.recv().await;
     drop(lab);
     Ok(EXIT_OK)
 }

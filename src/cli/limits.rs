@@ -1,6 +1,6 @@
 //! `sshprobe limits`.
 
-use super::engine::{EngineArgs, ShutdownSignals};
+use super::engine::EngineArgs;
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 use anyhow::Context;
 use clap::Args;
@@ -11,6 +11,7 @@ use sshprobe::experiment::limits::{limits, Level, LimitsError, LimitsOptions, Li
 use sshprobe::experiment::stats::{fit_maxstartups, LevelCount};
 use sshprobe::report::limits::{plot_svg, write_level, write_summary};
 use sshprobe::report::Format;
+use sshprobe::shutdown::ShutdownSignals;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -72,11 +73,11 @@ pub struct LimitsArgs {
     sources: Vec<IpAddr>,
 
     /// Connect timeout per probe.
-    #[arg(long, default_value = "3s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_CONNECT_TIMEOUT), value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Banner deadline per probe.
-    #[arg(long, default_value = "8s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::DEFAULT_BANNER_TIMEOUT), value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// Draw the refused fraction against held connections, with the fitted rule, to FILE.svg.
@@ -146,7 +147,7 @@ impl Progress for Stream {
 pub async fn run(args: LimitsArgs) -> anyhow::Result<u8> {
     // Caught before the raw engine's rule exists, so no window leaves it behind; a signal ends the
     // benchmark with the levels measured so far (the rule goes when the engine is dropped).
-    let mut signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     let engine = args.engine.open(EngineConfig::default())?;
     measure(&engine, args, &mut signals).await
 }
@@ -218,12 +219,13 @@ async fn measure(engine: &AnyEngine, args: LimitsArgs, signals: &mut ShutdownSig
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
         result => result.context("writing the report")?,
     }
-    if let Some((name, code)) = signal {
+    if let Some(signal) = signal {
         eprintln!(
-            "sshprobe: {name}: stopped after {} levels; every held connection was closed",
+            "sshprobe: {}: stopped after {} levels; every held connection was closed",
+            signal.name(),
             report.levels.len()
         );
-        return Ok(code);
+        return Ok(signal.exit_code());
     }
     if let Some(mut plot) = plot {
         let path = plot.path;

@@ -18,10 +18,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status for usage and input errors.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit status after Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// Exit status after SIGTERM (128 + SIGTERM).
-pub const EXIT_TERMINATED: u8 = 143;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,30 +91,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let handles_signals = matches!(cli.command, Command::Probe(_) | Command::Limits(_));
+    // Every command catches Ctrl-C and SIGTERM itself, through the library's one catcher
+    // (`sshprobe::shutdown`): `probe` and `limits` report what was done so far, the others drop
+    // their work (and with it every connection it holds) and shut the engine down.
     let result = runtime.block_on(async {
-        let command = async {
-            match cli.command {
-                Command::Probe(args) => probe::run(args).await,
-                Command::Diagnose(args) => diagnose::run(args).await,
-                Command::Limits(args) => limits::run(args).await,
-                Command::Lab(args) => lab::run_lab(args).await,
-                Command::Demo(args) => lab::run_demo(args).await,
-                Command::Serve(args) => serve::run(args).await,
-                Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
-            }
-        };
-        // `probe` and `limits` handle Ctrl-C themselves: they report what was done so far.
-        if handles_signals {
-            return command.await;
-        }
-        // On Ctrl-C the command's future is dropped, and with it every connection it holds.
-        tokio::select! {
-            result = command => result,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("sshprobe: interrupted; every held connection was closed");
-                Ok(EXIT_INTERRUPTED)
-            }
+        match cli.command {
+            Command::Probe(args) => probe::run(args).await,
+            Command::Diagnose(args) => diagnose::run(args).await,
+            Command::Limits(args) => limits::run(args).await,
+            Command::Lab(args) => lab::run_lab(args).await,
+            Command::Demo(args) => lab::run_demo(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Completions(_) | Command::Man(_) => Ok(EXIT_OK),
         }
     });
     // Leave no task behind (lab connections, held sockets) past this point.

@@ -66,6 +66,12 @@ pub fn threads(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A default duration as its flag's help shows it (`3s`): the defaults are defined once, in the
+/// library, and written here.
+pub fn duration_text(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

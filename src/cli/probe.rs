@@ -1,6 +1,6 @@
 //! `sshprobe probe`.
 
-use super::engine::{EngineArgs, EngineKind, ShutdownSignals};
+use super::engine::{EngineArgs, EngineKind};
 use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -12,6 +12,7 @@ use sshprobe::report::{wants_colour, Format, WholeLines};
 use sshprobe::scan::{
     self, Event, NetOrder, RunOptions, Stop, TargetReaderOptions, TargetSource, TargetStream,
 };
+use sshprobe::shutdown::ShutdownSignals;
 use sshprobe::target::Exclusions;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -48,12 +49,12 @@ pub struct ProbeArgs {
     ports: super::parse::Ports,
 
     /// How long the TCP handshake may take.
-    #[arg(long, default_value = "5s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::SCAN_CONNECT_TIMEOUT), value_parser = super::parse::timeout)]
     connect_timeout: Duration,
 
     /// Deadline for the server's whole ident line, from connect (long enough for a Debian
     /// TCP-wrappers denial, which closes after 5 s).
-    #[arg(long, default_value = "10s", value_parser = super::parse::timeout)]
+    #[arg(long, default_value = super::parse::duration_text(sshprobe::engine::SCAN_BANNER_TIMEOUT), value_parser = super::parse::timeout)]
     banner_timeout: Duration,
 
     /// Targets probed at once.
@@ -275,11 +276,12 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         to_file: args.output_file.is_some(),
     };
     // Caught before the raw engine's rule exists, so no window leaves it behind.
-    let mut signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     let engine = Arc::new(args.engine.open(config)?);
     let (code, signal) =
         drive_until_signal(engine.clone(), targets, options, output, results, &mut signals, &stop).await?;
-    if let Some((name, _)) = signal {
+    if let Some(signal) = signal {
+        let name = signal.name();
         // The raw engine's nftables rule must not outlive the run: removed before exiting (a normal
         // end removes it when the engine is dropped).
         engine.shutdown();
@@ -300,18 +302,18 @@ async fn drive_until_signal<E: Engine>(
     results: Box<dyn std::io::Write>,
     signals: &mut ShutdownSignals,
     stop: &Stop,
-) -> anyhow::Result<(u8, Option<(&'static str, u8)>)> {
+) -> anyhow::Result<(u8, Option<sshprobe::shutdown::Stop>)> {
     let run = drive(engine, targets, options, output, results);
     tokio::pin!(run);
     tokio::select! {
         code = &mut run => Ok((code?, None)),
-        (name, code) = signals.recv() => {
+        signal = signals.recv() => {
             stop.stop();
             tokio::select! {
                 drained = &mut run => { drained?; }
                 _ = signals.recv() => {}
             }
-            Ok((code, Some((name, code))))
+            Ok((signal.exit_code(), Some(signal)))
         }
     }
 }

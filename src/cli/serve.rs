@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use sshprobe::serve::allow::AllowList;
 use sshprobe::serve::config::Modules;
 use sshprobe::serve::{serve, Exporter, Settings, DEFAULT_LISTEN, DEFAULT_MAX_IN_FLIGHT};
+use sshprobe::shutdown::ShutdownSignals;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         );
     }
     // Caught from before the raw engine's rule exists, so no signal leaves it behind.
-    let mut signals = Signals::install()?;
+    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     let settings =
         Settings { allow, modules, min_interval: args.min_interval, max_in_flight: args.max_in_flight };
     let exporter = Arc::new(Exporter::new(settings).context("starting the raw engine a module needs")?);
@@ -88,36 +89,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     println!("sshprobe serve: listening on http://{local}/");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let shutdown = async move {
-        let _ = stop_tx.send(signals.recv().await);
+        let _ = stop_tx.send(signals.recv().await.name());
     };
     serve(listener, exporter.clone(), shutdown).await;
     exporter.shutdown();
     let name = stop_rx.await.unwrap_or("stopped");
     eprintln!("sshprobe serve: {name}: stopped cleanly");
     Ok(EXIT_OK)
-}
-
-/// SIGINT and SIGTERM.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
-            terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "interrupted",
-            _ = self.terminate.recv() => "terminated",
-        }
-    }
 }
 
 #[cfg(test)]

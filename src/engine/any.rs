@@ -2,11 +2,39 @@
 //!
 //! Experiments are generic over [`Engine`]; a command that lets the user choose hands them this, so
 //! one monomorphised copy serves both engines. The dispatch is a `match` per probe, nothing more.
+//!
+//! This is the one door every wing opens an engine through: the CLI's `--engine` and the exporter's
+//! per-module `engine = "raw"` both name an [`EngineKind`] and call [`AnyEngine::open`]. What varies
+//! between probes of one engine (order, ident, timeouts, and the [`EngineConfig`] when a caller
+//! overrides it, as the exporter's modules do) travels with each [`ProbeRequest`].
 
 use super::connect::{ConnectEngine, HeldSocket};
-use super::raw::{HeldFlow, RawEngine};
-use super::{Engine, Held, HoldEnd, ProbeRequest};
+use super::raw::{HeldFlow, RawEngine, RawError, RawOptions};
+use super::{Engine, EngineConfig, Held, HoldEnd, ProbeRequest};
 use crate::evidence::Observation;
+
+/// Which engine makes the connections: `--engine connect|raw`, or `engine = "raw"` in a module of
+/// the exporter.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum EngineKind {
+    /// Kernel sockets: unprivileged, the default.
+    #[default]
+    Connect,
+    /// Raw sockets and a user-space TCP client: a packet trace; needs CAP_NET_RAW and CAP_NET_ADMIN,
+    /// and installs an nftables rule while it runs.
+    Raw,
+}
+
+impl EngineKind {
+    /// The name users write (`connect`, `raw`).
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// The kernel-socket engine or the raw one.
 #[derive(Debug, Clone)]
@@ -18,6 +46,24 @@ pub enum AnyEngine {
 }
 
 impl AnyEngine {
+    /// Opens an engine of this kind: the connect engine at once; the raw one with its capability
+    /// check, run lock and firewall rule (`raw` says which ports and whether to install the rule).
+    /// Catch signals first ([`crate::shutdown::ShutdownSignals`]), so none can leave the rule behind.
+    pub fn open(kind: EngineKind, config: EngineConfig, raw: RawOptions) -> Result<AnyEngine, RawError> {
+        Ok(match kind {
+            EngineKind::Connect => AnyEngine::Connect(ConnectEngine::new(config)),
+            EngineKind::Raw => AnyEngine::Raw(RawEngine::new(config, raw)?),
+        })
+    }
+
+    /// Which kind this is.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            AnyEngine::Connect(_) => EngineKind::Connect,
+            AnyEngine::Raw(_) => EngineKind::Raw,
+        }
+    }
+
     /// Stops the raw engine now (on a signal): every flow in flight is reset and its firewall rule
     /// removed. The connect engine's sockets close when their owners drop them.
     pub fn shutdown(&self) {

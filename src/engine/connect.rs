@@ -3,7 +3,7 @@
 //! One probe is: connect (bounded by the request's connect timeout), then the identification
 //! exchange as [`Exchange`] directs it: our ident when the order says, reads until the machine has
 //! what it needs or the banner deadline passes, close. Reads are drained to the end before an error
-//! is acted on, so a refusal line that arrives just before an RST is kept (FACTS §2): the kernel
+//! is acted on, so a refusal line that arrives just before an RST is kept (docs/facts.md §2): the kernel
 //! hands out queued data before the error.
 
 use super::exchange::{Exchange, Purpose, Step};
@@ -74,18 +74,14 @@ impl ConnectEngine {
         };
         let connected = Instant::now();
         let local = stream.local_addr().ok();
-        if self.config.close == CloseMode::Rst {
+        let config = request.config_on(&self.config);
+        if config.close == CloseMode::Rst {
             // Best effort: without it the close is an ordinary FIN.
             // (tokio deprecates its set_linger because a non-zero linger blocks on drop; zero does not.)
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
-        let mut machine = Exchange::new(
-            order,
-            purpose,
-            self.config.byte_cap,
-            us(),
-            request.banner_timeout.as_micros() as u64,
-        );
+        let mut machine =
+            Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64);
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
         let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
         let held = step == Step::Hold;

@@ -171,7 +171,7 @@ impl Exchange {
     }
 
     /// The server reset the connection at `now_us`. Every byte that arrived before it must have
-    /// been handed over first: a refusal line can precede the reset (FACTS §2).
+    /// been handed over first: a refusal line can precede the reset (docs/facts.md §2).
     pub fn on_reset(&mut self, now_us: u64) -> Step {
         if self.end.is_none() {
             self.end = Some(End::Rst);

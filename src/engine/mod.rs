@@ -27,11 +27,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Our identification line when the user does not choose one. Never starts with `Probe-` and never
-/// mentions `SSH_Version_Mapper`: sshd treats those as scanners and closes silently (FACTS §1).
+/// mentions `SSH_Version_Mapper`: sshd treats those as scanners and closes silently (docs/facts.md §1).
 pub const DEFAULT_IDENT: &str = concat!("SSH-2.0-sshprobe_", env!("CARGO_PKG_VERSION"));
 
 /// The most bytes a probe reads from one connection.
 pub const DEFAULT_BYTE_CAP: usize = 8 * 1024;
+
+/// How long a TCP handshake may take in experiments and the exporter (`diagnose`, `limits`,
+/// `serve`): a dropped SYN is retried at 1 and 2 s, so 3 s sees two retries.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the server's ident may take in experiments and the exporter: longer than Debian's 5-s
+/// TCP-wrappers delay (docs/facts.md §3), so that denial is seen as a close, not a timeout.
+pub const DEFAULT_BANNER_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The same two for `probe` and [`ProbeRequest::new`]: a scan waits longer, since it makes one
+/// probe per target and no second try.
+pub const SCAN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The banner deadline for `probe` and [`ProbeRequest::new`].
+pub const SCAN_BANNER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is the same for every probe of a run: how much is read and how connections end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,20 +96,35 @@ pub struct ProbeRequest {
     /// How long after connecting the server's ident may take to arrive in full: a total deadline,
     /// not a per-read one, so a server dribbling bytes cannot hold a probe forever.
     pub banner_timeout: Duration,
+    /// The byte cap and close mode for this probe, when it differs from the engine's own
+    /// ([`Engine`]s are opened with an [`EngineConfig`]; the exporter's modules each have theirs).
+    pub config: Option<EngineConfig>,
 }
 
 impl ProbeRequest {
     /// A probe of `remote` from the kernel's choice of address, waiting for the banner, with our
-    /// default ident and timeouts (5 s to connect, 10 s for the banner).
+    /// default ident and the scan's timeouts ([`SCAN_CONNECT_TIMEOUT`], [`SCAN_BANNER_TIMEOUT`]).
     pub fn new(remote: SocketAddr) -> ProbeRequest {
         ProbeRequest {
             remote,
             source: None,
             order: ProbeOrder::WaitForBanner,
             ident: ident_line(DEFAULT_IDENT),
-            connect_timeout: Duration::from_secs(5),
-            banner_timeout: Duration::from_secs(10),
+            connect_timeout: SCAN_CONNECT_TIMEOUT,
+            banner_timeout: SCAN_BANNER_TIMEOUT,
+            config: None,
         }
+    }
+
+    /// With this byte cap and close mode instead of the engine's.
+    pub fn config(mut self, config: EngineConfig) -> ProbeRequest {
+        self.config = Some(config);
+        self
+    }
+
+    /// The byte cap and close mode this probe uses on an engine opened with `engine`.
+    pub fn config_on(&self, engine: &EngineConfig) -> EngineConfig {
+        self.config.unwrap_or(*engine)
     }
 
     /// The same probe to `remote` from `source`: what a run changes between its probes.

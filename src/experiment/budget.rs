@@ -3,7 +3,7 @@
 //!
 //! OpenSSH 9.8+ charges every connection that leaves without authenticating (1 s each by default)
 //! to its source address, lets the charge decay in real time, and refuses the address once more than
-//! 15 s are outstanding (FACTS §5). A prober that ignores this measures its own penalty. So every
+//! 15 s are outstanding (docs/facts.md §5). A prober that ignores this measures its own penalty. So every
 //! connection an experiment opens, probe or held, is taken from a per-source budget first, and the
 //! report says what was spent.
 //!

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 /// How long after our held connections close before the server no longer counts them: sshd's
 /// listener learns of a child's end through a pipe, and its MaxStartups count drops about 0.5 s
-/// later (FACTS §3). Experiments wait this long after a release before measuring again.
+/// later (docs/facts.md §3). Experiments wait this long after a release before measuring again.
 pub const SETTLE_AFTER_RELEASE: Duration = Duration::from_millis(1500);
 
 /// Connections held open against one server, through one engine.

@@ -56,8 +56,8 @@ impl Default for LimitsOptions {
             max_held: 200,
             max_duration: Duration::from_secs(120),
             probes_per_level: 20,
-            connect_timeout: Duration::from_secs(3),
-            banner_timeout: Duration::from_secs(8),
+            connect_timeout: crate::engine::DEFAULT_CONNECT_TIMEOUT,
+            banner_timeout: crate::engine::DEFAULT_BANNER_TIMEOUT,
             sources: Vec::new(),
             rate_duration: Duration::from_secs(3),
             grace: None,
@@ -177,7 +177,7 @@ pub enum LimitsError {
 }
 
 /// Whether holding connections until LoginGraceTime expires costs `software` a crash penalty
-/// (OpenSSH 9.8 and 9.9: FACTS §5 and §9).
+/// (OpenSSH 9.8 and 9.9: docs/facts.md §5 and §9).
 pub fn grace_is_charged_as_crash(software: Software) -> bool {
     software.openssh_at_least(9, 8) && !software.openssh_at_least(10, 0)
 }

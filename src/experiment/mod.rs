@@ -9,7 +9,7 @@
 //! Experiments compose an [`crate::engine::Engine`] with [`holder`] (connections held open on
 //! purpose, always released), connect from the local addresses [`sources`] plans, and keep to a
 //! [`budget`] of connections per source address, because OpenSSH 9.8+ penalises every connection
-//! that leaves without authenticating (FACTS §5). Their arithmetic lives in [`stats`], without I/O.
+//! that leaves without authenticating (docs/facts.md §5). Their arithmetic lives in [`stats`], without I/O.
 
 pub mod budget;
 pub mod diagnose;

@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn fit_of_the_facts_table() {
-        // FACTS §4: 9.2p1 with MaxStartups 3:50:10, 40 probes per level.
+        // docs/facts.md §4: 9.2p1 with MaxStartups 3:50:10, 40 probes per level.
         let dropped = [0.0, 0.0, 0.0, 0.53, 0.70, 0.63, 0.63, 0.88, 0.88, 0.98, 1.0, 1.0];
         let levels: Vec<LevelCount> = dropped
             .iter()

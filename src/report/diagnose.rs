@@ -186,18 +186,34 @@ fn delay_class_text(class: DelayClass) -> &'static str {
 }
 
 /// What a cited log event means, for people (after the line).
-fn log_meaning(event: &str) -> &'static str {
+fn log_meaning(event: crate::serverlog::LogEventKind) -> &'static str {
+    use crate::serverlog::LogEventKind as K;
     match event {
-        "drop" => {
+        K::Drop => {
             " (its listener dropped the connection: MaxStartups or PerSourceMaxStartups, logged alike, or a \
                    PerSourcePenalties penalty when the line says `penalty:`)"
         }
-        "throttling_begins" | "drops_not_logged" => " (MaxStartups throttling)",
-        "penalise" => " (PerSourcePenalties)",
-        "wrapper_refused_connect" | "wrapper_refused" => " (TCP wrappers: /etc/hosts.deny matched)",
-        "host_key_unloadable" | "no_host_keys" => " (its session cannot start without a host key: `HostKey`)",
-        "fatal" => " (the process exits)",
-        _ => "",
+        K::ThrottlingBegins | K::DropsNotLogged => " (MaxStartups throttling)",
+        K::Penalise => " (PerSourcePenalties)",
+        K::WrapperRefusedConnect | K::WrapperRefused => " (TCP wrappers: /etc/hosts.deny matched)",
+        K::HostKeyUnloadable | K::NoHostKeys => " (its session cannot start without a host key: `HostKey`)",
+        K::Fatal => " (the process exits)",
+        K::Banned | K::AlreadyBanned => {
+            " (a ban-after-failures daemon, fail2ban or sshguard, blocks this address: its firewall rule \
+             refuses or drops every connection from it until the ban lifts)"
+        }
+        K::Unbanned => " (the ban on this address lifted)",
+        K::FailureCounted => {
+            " (a ban-after-failures daemon counted a failure from this address towards a ban)"
+        }
+        K::ThrottlingEnds
+        | K::ConnectionFrom
+        | K::ConnectionClosed
+        | K::GraceTimeout
+        | K::Listening
+        | K::DropbearConnection
+        | K::DropbearExitBeforeAuth
+        | K::Unrecognised => "",
     }
 }
 
@@ -333,10 +349,14 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             if *total == 1 { "" } else { "s" },
             holders.iter().map(holder_text).collect::<Vec<_>>().join(", ")
         ),
-        Evidence::ServerLogged { line, event, ours } => format!(
+        Evidence::ServerLogged { line, event, ours, before_run } => format!(
             "the server logged{}: {line}{}",
-            if *ours { " for one of our probes" } else { " while we probed" },
-            log_meaning(event)
+            match (*before_run, *ours) {
+                (true, _) => " in the minutes before this run, about a probing address",
+                (false, true) => " for one of our probes",
+                (false, false) => " while we probed",
+            },
+            log_meaning(*event)
         ),
         Evidence::ServerLoggedUnknown { lines, count } => format!(
             "the server logged {count} line{} diagnose does not know while we probed: {}",

@@ -2,7 +2,7 @@
 //! one probe shared by every scrape that arrives while it runs.
 //!
 //! OpenSSH 9.8+ charges every connection that leaves without authenticating to its source address
-//! and refuses the address once about 15 are outstanding (FACTS §5): a monitor scraped by two
+//! and refuses the address once about 15 are outstanding (docs/facts.md §5): a monitor scraped by two
 //! Prometheus servers, or by one with a short interval, would penalise itself and then report the
 //! penalty as the server's fault. So each key has a slot holding its last result behind an async
 //! mutex: the first scrape probes while holding it; scrapes that queue behind it find a result

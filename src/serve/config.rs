@@ -18,7 +18,10 @@
 //! engine = "raw"               # packet-level engine: needs root (CAP_NET_RAW, CAP_NET_ADMIN)
 //! ```
 
-use crate::engine::{ident_line, EngineConfig, ProbeRequest, DEFAULT_BYTE_CAP, DEFAULT_IDENT};
+use crate::engine::{
+    ident_line, EngineConfig, ProbeRequest, DEFAULT_BANNER_TIMEOUT, DEFAULT_BYTE_CAP,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDENT,
+};
 use crate::evidence::{CloseMode, ProbeOrder};
 use crate::ident::MAX_IDENT_LINE;
 use serde::Deserialize;
@@ -29,26 +32,8 @@ use std::time::Duration;
 /// The module a scrape without `module=` uses.
 pub const DEFAULT_MODULE: &str = "default";
 
-/// Which engine a module probes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EngineKind {
-    /// Kernel sockets (unprivileged).
-    #[default]
-    Connect,
-    /// The raw-socket engine (root: CAP_NET_RAW and CAP_NET_ADMIN, an nftables rule while serving).
-    Raw,
-}
-
-impl EngineKind {
-    /// The name used in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Connect => "connect",
-            EngineKind::Raw => "raw",
-        }
-    }
-}
+/// Which engine a module probes with: the library's one [`EngineKind`], spelt `connect` or `raw`.
+pub use crate::engine::any::EngineKind;
 
 /// [`ProbeOrder`] as the config file spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -123,8 +108,8 @@ impl Module {
             order: ProbeOrder::WaitForBanner,
             ident: DEFAULT_IDENT.to_string(),
             source: None,
-            connect_timeout: Duration::from_secs(3),
-            banner_timeout: Duration::from_secs(8),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            banner_timeout: DEFAULT_BANNER_TIMEOUT,
             close: CloseMode::Fin,
         }
     }
@@ -279,7 +264,7 @@ fn module_from_text(name: &str, m: ModuleText) -> Result<Module, ConfigError> {
     })
 }
 
-/// What makes `ident` unusable as our identification line, if anything (RFC 4253 §4.2, FACTS §1).
+/// What makes `ident` unusable as our identification line, if anything (RFC 4253 §4.2, docs/facts.md §1).
 fn ident_problem(ident: &str) -> Option<&'static str> {
     if ident.contains(['\r', '\n', '\0']) {
         Some("must be one line without CR, LF or NUL")

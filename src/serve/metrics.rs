@@ -230,7 +230,8 @@ struct ReasonLabel {
 }
 
 /// Why a scrape was not served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Refusal {
     /// 400: a bad query.
     BadRequest,
@@ -242,11 +243,7 @@ pub enum Refusal {
 
 impl Refusal {
     fn name(self) -> &'static str {
-        match self {
-            Refusal::BadRequest => "bad_request",
-            Refusal::Forbidden => "forbidden",
-            Refusal::Busy => "busy",
-        }
+        self.into()
     }
 }
 

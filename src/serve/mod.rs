@@ -17,7 +17,7 @@
 //!   checking every address a name resolves to before any packet is sent (403 otherwise);
 //! - it makes at most one probe per server and module per minimum interval, and concurrent scrapes
 //!   of one server share one probe ([`cache`]): OpenSSH 9.8+ penalises an address that connects
-//!   without authenticating about once a second (FACTS §5);
+//!   without authenticating about once a second (docs/facts.md §5);
 //! - at most a fixed number of probes run at once; a scrape beyond that gets 503;
 //! - a bad query gets 400 with one line ([`query`]); a slow client cannot hold a connection
 //!   forever (10 s to send its request head), and connections are bounded.
@@ -54,7 +54,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// The default minimum interval between two probes of one server (FACTS §5: OpenSSH's noauth
+/// The default minimum interval between two probes of one server (docs/facts.md §5: OpenSSH's noauth
 /// penalty does not build up below about one connection a second per source).
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// The default bound on probes in flight.
@@ -216,10 +216,7 @@ impl Exporter {
             Host::Addr(a) => vec![a],
             Host::Name(name, port) => {
                 let within = deadline.unwrap_or(RESOLVE_TIMEOUT).min(RESOLVE_TIMEOUT);
-                match tokio::time::timeout(within, tokio::net::lookup_host((name.as_str(), port))).await {
-                    Ok(Ok(found)) => found.collect(),
-                    _ => Vec::new(),
-                }
+                crate::resolve::resolve_all(&name, port, Some(within)).await.unwrap_or_default()
             }
         };
         let dns = started.elapsed();
@@ -320,6 +317,10 @@ impl Exporter {
             Ok(q) => q,
             Err(e) => return self.bad(e),
         };
+        let module_name = q.module.as_deref().unwrap_or(DEFAULT_MODULE);
+        let Some(module) = self.settings.modules.get(module_name) else {
+            return self.bad(QueryError::Module(module_name.chars().take(64).collect()));
+        };
         let host = match parse_host(&q.target) {
             Ok(h) => h,
             Err(e) => return self.bad(e),
@@ -336,7 +337,8 @@ impl Exporter {
             .get(remote, || async {
                 let _permit = self.diagnose_slots.try_acquire().map_err(|_| NotRun::Busy)?;
                 self.metrics.diagnosed();
-                let d = run_diagnose(&q.target, remote).await.ok_or(NotRun::TimedOut)?;
+                let d =
+                    run_diagnose(&self.engines, module, &q.target, remote).await.ok_or(NotRun::TimedOut)?;
                 Ok(diagnosis_json(&d))
             })
             .await;

@@ -2,8 +2,8 @@
 //! [`run_diagnose`]. Everything else in `serve` sees an [`Observation`] or a [`Diagnosis`].
 
 use super::config::{EngineKind, Module, Modules};
-use crate::engine::connect::ConnectEngine;
-use crate::engine::raw::{RawEngine, RawError, RawOptions};
+use crate::engine::any::AnyEngine;
+use crate::engine::raw::{RawError, RawOptions};
 use crate::engine::{Engine, EngineConfig};
 use crate::evidence::{Connect, Observation};
 use crate::experiment::budget::{Budget, DEFAULT_PER_SOURCE};
@@ -11,23 +11,31 @@ use crate::experiment::diagnose::{diagnose, DiagnoseOptions, Diagnosis};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The engines the exporter's modules need, alive as long as it serves. The raw engine's driver
-/// (sockets, thread, nftables rule) is set up once at start, so a missing capability is an error
-/// at start, not a failed scrape, and the rule is not rebuilt for every probe.
+/// The engines the exporter's modules need, opened once through the library's one door
+/// ([`AnyEngine::open`]) and alive as long as it serves: the connect engine always, the raw one when
+/// a module says `engine = "raw"`. The raw engine's driver (sockets, thread, nftables rule) is set
+/// up at start, so a missing capability is an error at start, not a failed scrape. Each module's
+/// close mode travels with its requests, so one engine of each kind serves every module.
 #[derive(Debug)]
 pub struct Engines {
-    raw: Option<RawEngine>,
+    connect: AnyEngine,
+    raw: Option<AnyEngine>,
 }
 
 impl Engines {
-    /// Starts what `modules` need: the raw engine's driver when a module says `engine = "raw"`.
+    /// Opens what `modules` need.
     pub fn start(modules: &Modules) -> Result<Engines, RawError> {
-        let raw = if modules.need_raw() {
-            Some(RawEngine::new(EngineConfig::default(), RawOptions::default())?)
-        } else {
-            None
-        };
-        Ok(Engines { raw })
+        let open = |kind| AnyEngine::open(kind, EngineConfig::default(), RawOptions::default());
+        let raw = if modules.need_raw() { Some(open(EngineKind::Raw)?) } else { None };
+        Ok(Engines { connect: open(EngineKind::Connect)?, raw })
+    }
+
+    /// The engine of `kind`, if it was opened.
+    fn of(&self, kind: EngineKind) -> Option<&AnyEngine> {
+        match kind {
+            EngineKind::Connect => Some(&self.connect),
+            EngineKind::Raw => self.raw.as_ref(),
+        }
     }
 
     /// Stops the raw engine now (on SIGTERM): its firewall rule is removed, probes in flight end.
@@ -45,37 +53,36 @@ pub async fn run_probe(
     remote: SocketAddr,
     deadline: Option<Duration>,
 ) -> Observation {
-    let request = module.request(remote, deadline);
-    let config = module.engine_config();
-    match module.engine {
-        EngineKind::Connect => ConnectEngine::new(config).probe(request).await,
-        EngineKind::Raw => {
-            // Shares the driver `engines` keeps running; only the module's close mode differs.
-            let started = engines.raw.as_ref().map(|_| RawEngine::new(config, RawOptions::default()));
-            match started {
-                Some(Ok(engine)) => engine.probe(request).await,
-                Some(Err(e)) => local_error(module, remote, e.to_string()),
-                None => local_error(module, remote, "the raw engine was not started".into()),
-            }
-        }
+    let request = module.request(remote, deadline).config(module.engine_config());
+    match engines.of(module.engine) {
+        Some(engine) => engine.probe(request).await,
+        None => Observation::failed_connect(
+            remote,
+            None,
+            module.order,
+            Connect::LocalError { detail: format!("the {} engine was not started", module.engine.name()) },
+            0,
+        ),
     }
-}
-
-fn local_error(module: &Module, remote: SocketAddr, detail: String) -> Observation {
-    Observation::failed_connect(remote, None, module.order, Connect::LocalError { detail }, 0)
 }
 
 /// The longest one diagnosis may take before `/diagnose` gives up (504). Its connections are
 /// bounded by the budget; this bounds its time.
 pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Runs `diagnose` on `remote` with its default options and a fresh budget (at most
-/// [`DEFAULT_PER_SOURCE`] connections per source address), within [`DIAGNOSE_TIMEOUT`].
-pub async fn run_diagnose(target: &str, remote: SocketAddr) -> Option<Diagnosis> {
+/// Runs `diagnose` on `remote` through the engine `module` names, with its default options and a
+/// fresh budget (at most [`DEFAULT_PER_SOURCE`] connections per source address), within
+/// [`DIAGNOSE_TIMEOUT`].
+pub async fn run_diagnose(
+    engines: &Engines,
+    module: &Module,
+    target: &str,
+    remote: SocketAddr,
+) -> Option<Diagnosis> {
+    let engine = engines.of(module.engine)?;
     let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE);
     let options = DiagnoseOptions::default();
-    let engine = ConnectEngine::default();
-    tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(&engine, target, remote, &options, &budget)).await.ok()
+    tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(engine, target, remote, &options, &budget)).await.ok()
 }
 
 /// A diagnosis as `/diagnose` answers it: the JSON object `diagnose -o jsonl` prints.

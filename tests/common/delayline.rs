@@ -5,7 +5,7 @@
 //! # Why it is built this way
 //! The usual way to add latency, `tc qdisc add ... netem delay 10ms`, needs a queueing discipline
 //! this machine's kernel does not have ("Specified qdisc kind is unknown"), and there is no
-//! nfqueue to hold packets in user space either (FACTS §10). What does work is TUN: a TUN device
+//! nfqueue to hold packets in user space either (docs/facts.md §10). What does work is TUN: a TUN device
 //! is a network interface whose "wire" is a file descriptor. Every IP packet the kernel routes
 //! into the device can be `read` from the descriptor, and every packet `write`n to it is received
 //! by the kernel as if it had arrived on the interface.

@@ -2,7 +2,7 @@
 //! an nftables rule that keeps the kernel from resetting our connections, and a lock so only one raw
 //! engine per network namespace owns both.
 //!
-//! Why (FACTS §7): the server's SYN-ACK reaches a kernel that owns no socket for the 4-tuple, and the
+//! Why (docs/facts.md §7): the server's SYN-ACK reaches a kernel that owns no socket for the 4-tuple, and the
 //! kernel answers it with an RST that kills the connection we are making in user space. So the
 //! engine takes its source ports from outside `ip_local_port_range` (no kernel socket ever gets one
 //! of those by accident) and, for the run, drops every RST leaving from those ports unless it carries

@@ -35,11 +35,12 @@
 //! The sockets, the thread and the host setup belong to a process-wide [`Driver`] shared by every
 //! `RawEngine` alive, and released with the last one.
 
+// In layer order, lowest first (tests/layers.rs enforces it).
+pub mod wire;
+pub mod tcp;
 pub mod firewall;
 pub mod socket;
-pub mod tcp;
 mod thread;
-pub mod wire;
 
 use self::firewall::{Firewall, RunLock, SetupError};
 use self::socket::RawSockets;
@@ -89,7 +90,7 @@ pub enum RawError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawOptions {
     /// Install the nftables rule that keeps the kernel from resetting our connections. Without it
-    /// the user must drop those RSTs some other way (FACTS §7), or every probe is reset.
+    /// the user must drop those RSTs some other way (docs/facts.md §7), or every probe is reset.
     pub firewall: bool,
     /// Source ports, outside `ip_local_port_range`; `None` for those above it (or below it when
     /// it reaches 65535).
@@ -382,7 +383,8 @@ impl RawEngine {
         };
         let (done, observation) = oneshot::channel();
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
-        let start = Start { id, source, request, engine: self.config, purpose, done, ended };
+        let engine = request.config_on(&self.config);
+        let start = Start { id, source, request, engine, purpose, done, ended };
         if !self.driver.submit(Command::Start(start)) {
             return (local_error("the raw engine has stopped".into()), None);
         }

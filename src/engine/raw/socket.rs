@@ -9,7 +9,7 @@
 //! | IPv6 TCP | our TCP segment; the source address in `IPV6_PKTINFO` | TCP segments, with destination and hop limit as control messages |
 //! | ICMPv6 | — | ICMPv6 errors |
 //!
-//! All carry `SO_MARK` [`MARK`](super::firewall::MARK) so the engine's own RSTs pass its firewall
+//! All carry `SO_MARK` [`MARK`] so the engine's own RSTs pass its firewall
 //! rule, and are non-blocking: the engine thread polls them, with a descriptor that wakes it and a
 //! timeout for its timers.
 

@@ -133,11 +133,14 @@ pub enum Evidence {
     ServerLogged {
         /// The line, as cited (escaped).
         line: String,
-        /// What it is (`drop`, `wrapper_refused_connect`, `host_key_unloadable`...).
-        event: &'static str,
+        /// What it is (`drop`, `wrapper_refused_connect`, `banned`...).
+        event: crate::serverlog::LogEventKind,
         /// Whether it names one of our probes' connections (by source port); `false`: it names no
-        /// port, and was logged while we probed.
+        /// port, and was logged while we probed (or before, see `before_run`).
         ours: bool,
+        /// Logged in the minutes before this run, about one of our addresses (a ban, a penalty).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        before_run: bool,
     },
     /// Lines the server logged while we probed that diagnose does not know: shown, never dropped.
     ServerLoggedUnknown {
@@ -352,7 +355,7 @@ pub enum Evidence {
     },
 }
 
-/// Where in the server a refusal's delay places it (FACTS §3).
+/// Where in the server a refusal's delay places it (docs/facts.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(into = "&'static str")]
 #[strum(serialize_all = "snake_case")]
@@ -369,7 +372,7 @@ pub enum DelayClass {
     Other,
 }
 
-/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (FACTS §3),
+/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (docs/facts.md §3),
 /// a session process takes 7 ms or more.
 pub const LISTENER_MAX_US: u64 = 5_000;
 /// The slowest a session process's close is taken to be, in µs.

@@ -70,8 +70,8 @@ pub struct DiagnoseOptions {
 impl Default for DiagnoseOptions {
     fn default() -> DiagnoseOptions {
         DiagnoseOptions {
-            connect_timeout: Duration::from_secs(3),
-            banner_timeout: Duration::from_secs(8),
+            connect_timeout: crate::engine::DEFAULT_CONNECT_TIMEOUT,
+            banner_timeout: crate::engine::DEFAULT_BANNER_TIMEOUT,
             max_held: CONFIDENT_LOAD,
             sources: Vec::new(),
             spacing: Duration::from_millis(200),
@@ -141,7 +141,7 @@ pub async fn diagnose<E: Engine>(
     // probes. Timeouts and blocked SYNs repeat at seconds each and tell nothing new.
     let answered = baseline.iter().any(|p| p.served() || p.refused());
     // Mixed means different kinds of answer; a reset and a close are the same refusal seen from
-    // the two probe orders (FACTS §2).
+    // the two probe orders (docs/facts.md §2).
     let mixed = baseline.windows(2).any(|w| w[0].kind() != w[1].kind());
     facts.experiments.push(Experiment {
         kind: ExperimentKind::Baseline,
@@ -208,9 +208,10 @@ pub async fn diagnose<E: Engine>(
     if let Some(tail) = &options.server_log {
         // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
         tokio::time::sleep(LOG_SETTLE).await;
-        let appended = tail.lock().unwrap_or_else(|p| p.into_inner()).read_appended();
-        match appended {
-            Ok(text) => facts.server_log = Some(crate::serverlog::parse_log(&text)),
+        // What was appended while we probed, and what the logs held of the recent past.
+        let lines = tail.lock().unwrap_or_else(|p| p.into_inner()).read_lines();
+        match lines {
+            Ok(lines) => facts.server_log = Some(lines),
             Err(e) => tracing::warn!("{e}"),
         }
     }
@@ -236,7 +237,7 @@ pub async fn diagnose<E: Engine>(
 }
 
 /// Polls `source` every 2 s until it gets a banner again, for at most `wait`: how long a penalty
-/// lasted. Refused attempts do not extend a block (FACTS §5), so the budget does not stop them, but
+/// lasted. Refused attempts do not extend a block (docs/facts.md §5), so the budget does not stop them, but
 /// every poll is counted in what was spent.
 async fn wait_for_lift<E: Engine>(
     bench: &Bench<'_, E>,
@@ -338,7 +339,7 @@ async fn load_experiment<E: Engine>(
         return;
     }
     if refused_at.is_some() {
-        // MaxStartups counts clear about 0.5 s after held connections close (FACTS §3); a penalty stays.
+        // MaxStartups counts clear about 0.5 s after held connections close (docs/facts.md §3); a penalty stays.
         tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
         let probes =
             lab.series(ProbeOrder::WaitForBanner, primary, if blocked { 1 } else { 2 }, 0, facts).await;
