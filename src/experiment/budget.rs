@@ -144,6 +144,12 @@ impl Budget {
         self
     }
 
+    /// Connections `source` may still open under the per-address cap; `None`: no cap.
+    pub fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
+        let spent = self.accounts().get(&source).map_or(0, |a| a.spent);
+        self.max_per_address.map(|cap| cap.saturating_sub(spent))
+    }
+
     /// Whether the per-address cap ([`Budget::max_per_address`]) refused a connection.
     pub fn capped(&self) -> bool {
         self.capped.load(Ordering::Relaxed)

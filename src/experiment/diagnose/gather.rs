@@ -182,7 +182,7 @@ pub async fn diagnose<E: Engine>(
         // Served, then blocked, with nothing held: one probe after a wait tells a rate limit from
         // a ban.
         if matches!(super::front::Signals::of(&facts).block, super::front::Block::MidRun { .. }) {
-            recheck(&lab, primary, &mut facts).await;
+            recheck(&lab, primary, others.first().copied(), &mut facts).await;
         }
     } else if all_banner {
         // The second address's probes started beside a slow baseline (a multiplexer's wait): they
@@ -208,7 +208,7 @@ pub async fn diagnose<E: Engine>(
             load_experiment(&lab, primary, &others, options, &mut facts).await;
         }
     }
-    facts.capped = budget.capped();
+    facts.capped |= budget.capped();
 
     if let Some(tail) = &options.server_log {
         // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
@@ -291,6 +291,13 @@ async fn load_experiment<E: Engine>(
     // The probing address's SYNs failed under load: a firewall rule or a ban, not sshd.
     let mut blocked = false;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
+        // Held from the probing address, a step must leave room under the per-address cap for its
+        // probes and the final check.
+        let cost = step.saturating_sub(holder.alive()) + PROBES_PER_STEP + FINAL_CHECK;
+        if from_probing && lab.budget.cap_remaining(primary).is_some_and(|left| left < cost) {
+            facts.capped = true;
+            break;
+        }
         let refused_before = holder.refused();
         let held = holder.fill_to(step, &holder_sources, lab.budget, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
@@ -332,12 +339,31 @@ async fn load_experiment<E: Engine>(
         }
     }
     holder.release().await;
+    if !blocked && refused_at.is_none() {
+        // Served throughout. A ban-after-failures daemon counts identification-only connections as
+        // they close, and the held ones closed just now: one probe after its reaction time says
+        // whether our own probes got this address banned (docs/facts.md §11: 0.1-1.2 s).
+        tokio::time::sleep(BAN_REACTION).await;
+        let probes = lab.series(ProbeOrder::WaitForBanner, primary, FINAL_CHECK, 0, facts).await;
+        let banned = probes.iter().any(|p| p.connect_failed());
+        facts.experiments.push(Experiment {
+            kind: ExperimentKind::Persistence,
+            held: 0,
+            held_from_probing_source: false,
+            probes,
+            hold_refused: 0,
+        });
+        if banned {
+            recheck(lab, primary, others.first().copied(), facts).await;
+        }
+        return;
+    }
     if blocked && (!from_probing || refused_at == Some(0)) {
         // Held from other addresses, so nothing from the probing address is held now: a count rule
         // has nothing left to count. Stop probing from it at once (a ban grows with every failure);
         // one probe after a wait tells a rate limit (lets a new connection through by then) from a
         // ban (does not).
-        recheck(lab, primary, facts).await;
+        recheck(lab, primary, others.first().copied(), facts).await;
         return;
     }
     if refused_at.is_some() {
@@ -354,10 +380,16 @@ async fn load_experiment<E: Engine>(
             hold_refused: 0,
         });
         if blocked && still_blocked {
-            recheck(lab, primary, facts).await;
+            recheck(lab, primary, others.first().copied(), facts).await;
         }
     }
 }
+
+/// Probes kept for the check after the load experiment.
+const FINAL_CHECK: u32 = 1;
+/// How long a ban-after-failures daemon takes to ban after the last failure it counts: fail2ban
+/// 0.1-0.6 s with pyinotify, about 1.2 s polling (docs/facts.md §11).
+const BAN_REACTION: Duration = Duration::from_millis(1500);
 
 /// How long a blocked address waits, with nothing held, before its one recheck: a rate rule of 6
 /// new connections a minute lets one through every 10 s (docs/facts.md §11).
@@ -365,7 +397,24 @@ const RECHECK_WAIT: Duration = Duration::from_secs(10);
 
 /// One probe from the blocked `source` after [`RECHECK_WAIT`]: a rate limit lets it through, a ban
 /// does not.
-async fn recheck<E: Engine>(lab: &Bench<'_, E>, source: Option<IpAddr>, facts: &mut Facts) {
+/// When no other address was asked yet, `other` is asked once too: is the server serving others?
+async fn recheck<E: Engine>(
+    lab: &Bench<'_, E>,
+    source: Option<IpAddr>,
+    other: Option<Option<IpAddr>>,
+    facts: &mut Facts,
+) {
+    let asked_elsewhere = facts.experiments.iter().any(|e| e.kind == ExperimentKind::Source);
+    if let (Some(other), false) = (other, asked_elsewhere) {
+        let probes = lab.series(ProbeOrder::WaitForBanner, other, 1, 0, facts).await;
+        facts.experiments.push(Experiment {
+            kind: ExperimentKind::Source,
+            held: 0,
+            held_from_probing_source: false,
+            probes,
+            hold_refused: 0,
+        });
+    }
     tokio::time::sleep(RECHECK_WAIT).await;
     facts.recheck_wait_ms = RECHECK_WAIT.as_millis() as u64;
     let probes = lab.series(ProbeOrder::WaitForBanner, source, 1, 0, facts).await;
