@@ -65,6 +65,10 @@ pub struct DiagnoseOptions {
     /// The server's log, read from where it ended when opened: what it appends while diagnose
     /// probes is matched to the probes and cited (`--server-log`).
     pub server_log: Option<Arc<Mutex<LogTail>>>,
+    /// What each source address owes the server from earlier runs (OpenSSH 9.8+ penalties outlive
+    /// a run): loaded into the budget before probing and stored back after, so the exporter's
+    /// `/diagnose` and the CLI keep one account. `None`: the caller keeps the ledger itself.
+    pub ledger: Option<Arc<Mutex<crate::experiment::budget::Ledger>>>,
 }
 
 impl Default for DiagnoseOptions {
@@ -79,6 +83,7 @@ impl Default for DiagnoseOptions {
             patience: Duration::from_millis(400),
             max_duration: None,
             server_log: None,
+            ledger: None,
         }
     }
 }
@@ -100,6 +105,9 @@ pub async fn diagnose<E: Engine>(
     budget: &Budget,
 ) -> Diagnosis {
     let started = std::time::Instant::now();
+    if let Some(ledger) = &options.ledger {
+        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
+    }
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
     let until = options.max_duration.map(|d| tokio::time::Instant::now() + d);
@@ -227,6 +235,9 @@ pub async fn diagnose<E: Engine>(
             None if options.penalty_wait.is_zero() => Evidence::PenaltyLiftsLater,
             None => Evidence::PenaltyNotLifted { polled_ms: options.penalty_wait.as_millis() as u64 },
         });
+    }
+    if let Some(ledger) = &options.ledger {
+        budget.store(&mut ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
     }
     let server =
         facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software_version().map(String::from));
