@@ -17,6 +17,7 @@
 use super::decide::{Confidence, Verdict};
 use super::evidence::{Evidence, Note};
 use super::facts::{ExperimentKind, ExperimentProbe, Facts, Tally};
+use crate::outcome::Outcome;
 use std::net::IpAddr;
 
 /// When the probing address's SYNs began to fail.
@@ -112,6 +113,11 @@ impl Signals {
         }
     }
 
+    /// Every blocked SYN was refused (RST or ICMP), none went unanswered.
+    fn refused_not_dropped(&self) -> bool {
+        self.blocked.counts().all(|(o, _)| o != Outcome::ConnectTimeout)
+    }
+
     fn served_elsewhere(&self) -> bool {
         self.elsewhere.as_ref().is_some_and(|&(_, banners, probes)| probes > 0 && banners == probes)
     }
@@ -156,15 +162,17 @@ pub(super) fn rule(s: &Signals) -> Option<FrontFinding> {
             (FromStart, true, false, ..) => (Verdict::SourceBlocked, Confidence::High, vec![], vec![]),
             // Everyone refused from the start, or nobody else asked: not a front-end signature.
             (FromStart, false, ..) => return Option::None,
-            // Blocked while our connections from it were held, served once they were released.
-            (MidRun { .. }, _, true, true, _) => (
+            // Blocked while our connections from it were held, served once they were released, and
+            // refused (count rules reject: connlimit's usual `--reject-with tcp-reset`); dropped SYNs
+            // that pass again a moment later are read as a rate rule's tokens refilling.
+            (MidRun { .. }, _, true, true, _) if s.refused_not_dropped() => (
                 Verdict::FirewallLimit,
                 Confidence::Medium,
                 vec![Evidence::CountLimit { held_here: s.held_here, lifted: true }],
                 vec![],
             ),
             // Blocked after a burst, served again after a wait with nothing held: a rate rule.
-            (MidRun { served }, _, false, true, _) | (MidRun { served }, _, _, _, Some(true)) => (
+            (MidRun { served }, _, _, true, _) | (MidRun { served }, _, _, _, Some(true)) => (
                 Verdict::FirewallLimit,
                 if served_elsewhere || one_address { Confidence::High } else { Confidence::Medium },
                 vec![Evidence::RateLimit { passed: served, waited_ms: s.recheck_wait_ms }],
@@ -216,7 +224,6 @@ mod tests {
     use super::*;
     use crate::experiment::diagnose::facts::fixtures::*;
     use crate::experiment::diagnose::facts::{Experiment, HostHolder};
-    use crate::outcome::Outcome;
 
     fn ok() -> ExperimentProbe {
         banner("OpenSSH_9.2p1")

@@ -380,6 +380,9 @@ async fn load_experiment<E: Engine>(
     if refused_at.is_some() {
         // MaxStartups counts clear about 0.5 s after held connections close (docs/facts.md §3); a penalty stays.
         tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
+        if blocked {
+            facts.recheck_wait_ms = SETTLE_AFTER_RELEASE.as_millis() as u64;
+        }
         let probes =
             lab.series(ProbeOrder::WaitForBanner, primary, if blocked { 1 } else { 2 }, 0, facts).await;
         let still_blocked = probes.iter().any(|p| p.connect_failed());
