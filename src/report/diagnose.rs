@@ -472,8 +472,8 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              released: a per-address connection count rule (iptables connlimit, nft `ct count`)"
         ),
         Evidence::RateLimit { passed, waited_ms } => format!(
-            "{passed} new connection(s) passed, then SYNs were blocked with nothing held; after {:.1} s a new one \
-             was served again: a per-address rate limit on new connections (nft `limit rate`, iptables `recent \
+            "{passed} new connection(s) passed, then SYNs were blocked; after {:.1} s with nothing of ours held, a \
+             new one was served again: a per-address rate limit on new connections (nft `limit rate`, iptables `recent \
              --hitcount` or hashlimit), not a ban",
             *waited_ms as f64 / 1000.0
         ),
