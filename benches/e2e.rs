@@ -385,8 +385,12 @@ fn sshprobe_run(run: &Run, server: &Server) -> Result<RunResult, String> {
     if !extra.iter().any(|a| a == "--banner-timeout") {
         cmd.args(["--banner-timeout", "5s"]);
     }
+    let (engine, threads) = engine_and_threads(engine);
     if engine != "connect" {
         cmd.args(["--engine", engine]);
+    }
+    if let Some(threads) = threads {
+        cmd.args(["--threads", threads]);
     }
     cmd.args(extra);
     let started = Instant::now();
@@ -446,6 +450,7 @@ fn sshprobe_run(run: &Run, server: &Server) -> Result<RunResult, String> {
 
 /// Whether the binary takes `--engine NAME`; `Err` says why not.
 fn engine_available(bin: &str, engine: &str, server: &Server) -> Result<(), String> {
+    let (engine, _) = engine_and_threads(engine);
     if engine == "connect" {
         return Ok(());
     }
@@ -530,7 +535,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>5}  {:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10}",
+        "{:>5}  {:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10} {:>8}",
         "K",
         "client",
         "probes/s",
@@ -540,7 +545,8 @@ fn main() {
         "peak RSS",
         "banners",
         "preempt",
-        "server CPU"
+        "server CPU",
+        "ceiling"
     );
     for &k in concurrencies.iter().filter(|_| section("throughput")) {
         // Interleaved, so that load from elsewhere on the machine hits every client alike; the best
@@ -583,7 +589,9 @@ fn main() {
         "e2e: 'server CPU': the server process's CPU time over the run's wall time (one thread: below \
          100% = it waited for clients, so it was not the bottleneck). 'CPU eff': the baseline's CPU per \
          probe over this client's (the share of the baseline's rate a CPU-bound client reaches, whatever \
-         else runs on the machine). 'preempt': involuntary context switches of the client per probe."
+         else runs on the machine). 'preempt': involuntary context switches of the client per probe. \
+         'ceiling': probes per second of the server's CPU (its rate over its CPU share): what any client \
+         could reach with the server's thread alone on its core."
     );
 
     // --rate: does the pacer hold the asked rate? Against a port with nothing listening, so that each
@@ -795,10 +803,24 @@ fn cpu_per_probe(r: &RunResult) -> f64 {
     r.cpu.as_secs_f64() * 1e6 / r.probes.max(1) as f64
 }
 
+/// An engine as `SSHPROBE_BENCH_ENGINES` names it: `connect`, or `connect@2` for `--threads 2`.
+fn engine_and_threads(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once('@') {
+        Some((engine, threads)) => (engine, Some(threads)),
+        None => (spec, None),
+    }
+}
+
+/// Probes per second of the server's CPU: the rate a client could reach if the one-thread server
+/// had its core to itself and the client cost it nothing more than now. No client can beat it.
+fn ceiling(r: &RunResult) -> f64 {
+    r.probes as f64 / r.server_cpu.as_secs_f64().max(1e-9)
+}
+
 fn print_row(k: usize, name: &str, r: &RunResult, base_rate: f64, base_cpu: f64) {
     let rss = r.max_rss_kib.map_or("-".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
     println!(
-        "{:>5}  {:<18} {:>9.0} {:>7.0}% {:>8.1} {:>7.0}% {:>9} {:>8} {:>8.2} {:>9.0}%",
+        "{:>5}  {:<18} {:>9.0} {:>7.0}% {:>8.1} {:>7.0}% {:>9} {:>8} {:>8.2} {:>9.0}% {:>8.0}",
         k,
         name,
         rate(r),
@@ -808,7 +830,8 @@ fn print_row(k: usize, name: &str, r: &RunResult, base_rate: f64, base_cpu: f64)
         rss,
         r.banners,
         r.preempted as f64 / r.probes.max(1) as f64,
-        100.0 * r.server_cpu.as_secs_f64() / r.wall.as_secs_f64()
+        100.0 * r.server_cpu.as_secs_f64() / r.wall.as_secs_f64(),
+        ceiling(r)
     );
     let _ = std::io::stdout().flush();
 }

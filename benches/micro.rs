@@ -93,6 +93,7 @@ fn observation(connect: Connect, end: Option<End>, received: &[u8]) -> Observati
         received: Bytes::copy_from_slice(received),
         sent_ident: true,
         packets: Vec::new(),
+        kexinit: None,
     }
 }
 

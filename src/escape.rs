@@ -28,6 +28,11 @@ use std::fmt::Write;
 use std::io;
 
 /// Whether `c` must not reach a terminal as it is.
+/// Whether `c` is escaped in everything shown (for hand-written writers that must agree).
+pub(crate) fn is_unsafe_char(c: char) -> bool {
+    is_unsafe(c)
+}
+
 fn is_unsafe(c: char) -> bool {
     matches!(c,
         '\0'..='\x1f' | '\x7f' | '\u{80}'..='\u{9f}'

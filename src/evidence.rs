@@ -237,6 +237,10 @@ pub struct Observation {
     /// The raw engine's packet trace (empty for the connect engine).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packets: Vec<PacketRecord>,
+    /// The server's KEXINIT, or why there is none, when the probe asked for it
+    /// ([`ProbeRequest::kex`](crate::engine::ProbeRequest::kex)) and the server's ident came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kexinit: Option<crate::kexinit::KexRead>,
 }
 
 impl Observation {
@@ -258,6 +262,7 @@ impl Observation {
             received: Bytes::new(),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         }
     }
 }

@@ -70,6 +70,7 @@
 //! |---|---|---|
 //! | [`escape`] | text from the network made safe for terminals and CSV; JSON that keeps it so | none |
 //! | [`ident`] | the identification-string parser | none |
+//! | [`kexinit`] | the server's first binary packet and its KEXINIT (algorithms, strict KEX, post-quantum); what current OpenSSH clients accept | none |
 //! | [`packet`] | what a packet trace records: TCP flags and options, ICMP errors by name | none |
 //! | [`evidence`] | [`evidence::Observation`]: what one probe saw, exactly | none |
 //! | [`outcome`] | [`outcome::classify`]: an observation's [`outcome::Outcome`]; the refusal lines servers send | none |
@@ -94,6 +95,7 @@
 
 pub mod escape;
 pub mod ident;
+pub mod kexinit;
 pub mod packet;
 pub mod evidence;
 pub mod outcome;

@@ -349,6 +349,7 @@ mod tests {
             received: Bytes::from_static(bytes),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         }
     }
 

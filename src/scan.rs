@@ -7,6 +7,8 @@
 //! are paced to `rate` per second across the whole run. Results leave through another channel in the
 //! order they finish.
 
+mod epoll;
+
 use crate::engine::{Engine, ProbeRequest};
 use crate::evidence::{Connect, Observation};
 use crate::record::ProbeRecord;
@@ -127,6 +129,20 @@ impl TargetStream {
         }
     }
 
+    /// The next target if one is waiting, without waiting.
+    fn try_recv(&mut self) -> TryRecv {
+        loop {
+            if let Some(item) = self.batch.next() {
+                return TryRecv::Item(item);
+            }
+            match self.rx.try_recv() {
+                Ok(batch) => self.batch = batch.into_iter(),
+                Err(mpsc::error::TryRecvError::Empty) => return TryRecv::Empty,
+                Err(mpsc::error::TryRecvError::Disconnected) => return TryRecv::Closed,
+            }
+        }
+    }
+
     /// The same, for code outside the runtime.
     pub fn blocking_recv(&mut self) -> Option<TargetItem> {
         loop {
@@ -136,6 +152,13 @@ impl TargetStream {
             self.batch = self.rx.blocking_recv()?.into_iter();
         }
     }
+}
+
+/// What [`TargetStream::try_recv`] found.
+enum TryRecv {
+    Item(TargetItem),
+    Empty,
+    Closed,
 }
 
 /// Collects targets into batches for the channel.
@@ -401,7 +424,42 @@ pub enum Event {
 }
 
 /// Probes every target from `targets` and sends every result to `events`; returns when all are done.
+///
+/// With an engine of kernel sockets ([`Engine::kernel_sockets`]) the probes run in one event loop on
+/// a thread of its own (`scan/epoll.rs`: no task, waker or timer entry per probe), one loop per thread
+/// of the runtime (`probe --threads N`: N loops, targets shared out as each has room); otherwise each
+/// target is a task calling [`Engine::probe`]. `SSHPROBE_SCAN_CORE=tokio` in the environment makes
+/// the kernel-socket engine take the task path too, for comparing the two (docs/performance.md).
 pub async fn run<E: Engine>(
+    engine: Arc<E>,
+    targets: TargetStream,
+    options: RunOptions,
+    events: mpsc::Sender<Event>,
+) {
+    let tasks = std::env::var_os("SSHPROBE_SCAN_CORE").is_some_and(|v| v == "tokio");
+    match engine.kernel_sockets() {
+        Some(config) if !tasks => {
+            // As many loops as the runtime has threads (`probe --threads`): one by default.
+            let loops = tokio::runtime::Handle::current().metrics().num_workers();
+            match epoll::run(config, targets, options, events, loops) {
+                Ok(threads) => {
+                    // Waited for off the runtime's threads, which the output needs.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for thread in threads {
+                            let _ = thread.join();
+                        }
+                    })
+                    .await;
+                }
+                Err(e) => tracing::error!(error = %e, "spawning the probe loops' threads"),
+            }
+        }
+        _ => run_tasks(engine, targets, options, events).await,
+    }
+}
+
+/// [`run`] with a task per target, each probing through [`Engine::probe`].
+async fn run_tasks<E: Engine>(
     engine: Arc<E>,
     mut targets: TargetStream,
     options: RunOptions,

@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
             received: received.clone(),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         };
         let c = classify(&obs);
         let expected = match (&whole, data.is_empty(), end) {

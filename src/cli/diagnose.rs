@@ -48,6 +48,10 @@ Verdicts:
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern
   not_tested        no probe could be made within --max-duration
+  legacy_algorithms the exchange works, but the server's KEXINIT offers nothing a current OpenSSH
+                    client accepts for some kind (kex, host key, cipher, MAC): `Unable to negotiate`;
+                    the evidence names the -o workaround (weakening security), the remedy the server fix
+Beside ok, notes say when the server is exposed to Terrapin or offers no post-quantum key exchange.
 
 The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that does not
 authenticate and blocks it past 15 s owed (PerSourcePenalties). diagnose keeps each source address

@@ -31,6 +31,7 @@ use tokio::sync::mpsc::error::TryRecvError;
   sshprobe probe -i hosts.txt --rate 50          targets from a file, 50 new connections/s
   sshprobe probe host --count 20 --interval 100ms --source 10.0.0.5 --source 10.0.0.6
   sshprobe probe --engine raw --trace 127.0.0.1:2222   every segment each way (root)
+  sshprobe probe --kex -o jsonl host             also the server's algorithms (its KEXINIT)
 
 Exit status: 0 when every probe got a banner, 1 when some did not, 2 for usage or input errors,
 130 after Ctrl-C and 143 after SIGTERM (the probes under way are reported as interrupted).")]
@@ -101,6 +102,18 @@ pub struct ProbeArgs {
 
     #[command(flatten)]
     engine: EngineArgs,
+
+    /// Also read the server's KEXINIT, which it sends unasked after the exchange (we never send
+    /// ours, so no key exchange starts): its algorithms, strict KEX (Terrapin), post-quantum key
+    /// exchange. JSONL gets a `kexinit` object, CSV a `kexinit` column, the table a line per probe.
+    /// Costs a round trip more per probe with OpenSSH, which sends it only after our ident.
+    #[arg(long)]
+    kex: bool,
+
+    /// The most bytes read from one connection (ident and KEXINIT together). A KEXINIT longer than
+    /// what is left after the ident is reported as `exceeds_byte_cap`, not read.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BYTE_CAP, value_parser = super::parse::count::<usize>)]
+    byte_cap: usize,
 
     /// Print each probe's packet trace under its table row (--engine raw; JSONL always carries it
     /// as `packets`).
@@ -204,12 +217,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             bail!("--rate {rate}: must be a positive number of connections per second");
         }
     }
-    let config = EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: args.close };
+    let config = EngineConfig { byte_cap: args.byte_cap, close: args.close };
     let order = if args.send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner };
     let probe = ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0)))
         .order(order)
         .ident(ident_line(&args.ident))
-        .timeouts(args.connect_timeout, args.banner_timeout);
+        .timeouts(args.connect_timeout, args.banner_timeout)
+        .kex(args.kex);
     let open_files = scan::raise_open_files_limit().context("reading the open-files limit")?;
     let needed = args.concurrency as u64 + FD_HEADROOM;
     if open_files.soft < needed {
@@ -272,6 +286,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     let output = Output {
         format: args.format,
         trace: args.trace,
+        kex: args.kex,
         shard: args.shard,
         to_file: args.output_file.is_some(),
     };
@@ -342,6 +357,8 @@ fn load_exclusions(mut nets: Vec<ipnet::IpNet>, files: &[PathBuf]) -> anyhow::Re
 struct Output {
     format: Format,
     trace: bool,
+    /// `--kex`: the KEXINIT's summary in CSV and table.
+    kex: bool,
     /// The shard probed, to say so when it holds no target.
     shard: Option<(u64, u64)>,
     /// Whether results go to `--output-file` rather than stdout.
@@ -366,7 +383,8 @@ async fn drive<E: Engine>(
     let out = WholeLines::new(results, 64 * 1024);
     let on_terminal = !output.to_file && std::io::stdout().is_terminal();
     let mut reporter =
-        ProbeReporter::new(out, output.format, table && wants_colour(on_terminal), output.trace);
+        ProbeReporter::new(out, output.format, table && wants_colour(on_terminal), output.trace)
+            .kex(output.kex);
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     let mut excluded = 0u64;

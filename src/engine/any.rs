@@ -103,6 +103,13 @@ impl Engine for AnyEngine {
             AnyEngine::Raw(e) => e.hold(request).await.map(AnyHeld::Raw),
         }
     }
+
+    fn kernel_sockets(&self) -> Option<super::EngineConfig> {
+        match self {
+            AnyEngine::Connect(e) => e.kernel_sockets(),
+            AnyEngine::Raw(e) => e.kernel_sockets(),
+        }
+    }
 }
 
 impl Held for AnyHeld {

@@ -81,10 +81,12 @@ impl ConnectEngine {
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
         let mut machine =
-            Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64);
+            Exchange::new(order, purpose, config.byte_cap, us(), request.banner_timeout.as_micros() as u64)
+                .with_kexinit(request.kex);
         let deadline = tokio::time::Instant::from_std(connected + request.banner_timeout);
         let step = drive(&mut stream, &mut machine, &request.ident, deadline, us).await;
         let held = step == Step::Hold;
+        let kexinit = machine.kexinit();
         let (end, timings, received, sent_ident) = machine.into_parts();
         let observation = Observation {
             remote,
@@ -97,6 +99,7 @@ impl ConnectEngine {
             received,
             sent_ident,
             packets: Vec::new(),
+            kexinit,
         };
         (observation, held.then_some((stream, connected)))
     }
@@ -114,6 +117,10 @@ impl Engine for ConnectEngine {
             (observation, Some((stream, connected))) => Ok(HeldSocket { observation, stream, connected }),
             (observation, None) => Err(observation),
         }
+    }
+
+    fn kernel_sockets(&self) -> Option<EngineConfig> {
+        Some(self.config)
     }
 }
 
@@ -217,7 +224,7 @@ async fn connect(socket: Socket, remote: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// A non-blocking TCP socket for `remote`, bound to `source` when given.
-fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
+pub(crate) fn new_socket(remote: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
     let domain = if remote.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     if let Some(ip) = source {
@@ -258,7 +265,7 @@ fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
 static PORTS_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// What a failed connect says about the server (or about us).
-fn connect_error(e: &io::Error) -> Connect {
+pub(crate) fn connect_error(e: &io::Error) -> Connect {
     match e.raw_os_error() {
         // From connect() (not bind), EADDRNOTAVAIL means no free local port for this destination:
         // connections closed with FIN wait out TIME_WAIT on our side, 60 s on Linux.

@@ -14,13 +14,20 @@
 //!   byte cap, the server's close or reset, or the banner deadline (a total one, counted from the
 //!   handshake, so a server dribbling bytes cannot hold a probe);
 //! - **how the exchange ended** ([`End`]): a reset found while sending our ident is the end even
-//!   when the read that follows sees only an end of stream (the send took the error).
+//!   when the read that follows sees only an end of stream (the send took the error);
+//! - **whether to read on for the server's KEXINIT** ([`Exchange::with_kexinit`]): once the ident is
+//!   in (and ours sent), until one whole binary packet follows it, or its length shows it never can
+//!   (a length that lies, more than the byte cap), or the server closes, or the same deadline. We
+//!   never send a KEXINIT of ours, so no key exchange starts; dropbear's KEXINIT may come in the
+//!   same read as its ident, and counts (docs/facts.md §1, §12).
 //!
 //! Times are microseconds on the engine's clock (from the start of the connect); the machine reads
 //! no clock itself, so every path is a unit test over byte arrays.
 
 use super::{BannerReader, Progress};
 use crate::evidence::{End, ProbeOrder, Timings};
+use crate::ident::{self, Scan};
+use crate::kexinit::{self, Frame, KexRead};
 use bytes::Bytes;
 
 /// What the engine should do next.
@@ -67,6 +74,10 @@ pub struct Exchange {
     /// Sending our ident found the connection reset (the kernel engine's send took the error).
     reset_on_send: bool,
     holding: bool,
+    /// Read on for the server's KEXINIT after its ident.
+    want_kexinit: bool,
+    /// Where the bytes after the server's ident start, once it is in (reading for the KEXINIT).
+    kexinit_from: Option<usize>,
 }
 
 impl Exchange {
@@ -90,7 +101,16 @@ impl Exchange {
             sent_ident: false,
             reset_on_send: false,
             holding: false,
+            want_kexinit: false,
+            kexinit_from: None,
         }
+    }
+
+    /// The same machine, reading on for the server's KEXINIT after its ident when `yes` (a probe
+    /// only: a hold never reads past the banner).
+    pub fn with_kexinit(mut self, yes: bool) -> Exchange {
+        self.want_kexinit = yes && self.purpose == Purpose::Probe;
+        self
     }
 
     /// The first step, right after the handshake.
@@ -143,7 +163,11 @@ impl Exchange {
             return self.current();
         }
         self.timings.first_byte.get_or_insert(now_us);
+        if let Some(from) = self.kexinit_from {
+            return self.on_kexinit_bytes(now_us, from, false);
+        }
         match progress {
+            Progress::Ident if self.want_kexinit => self.on_ident_then_kexinit(now_us),
             Progress::Ident => {
                 self.timings.ident = Some(now_us);
                 match self.purpose {
@@ -162,6 +186,47 @@ impl Exchange {
             Progress::NeedMore if self.banner.is_full() => self.finish(now_us, End::ByteCap, false),
             Progress::NeedMore => Step::Read,
         }
+    }
+
+    /// The ident is in and the KEXINIT is wanted: send ours if it is still to go out, and read on
+    /// (the packet may already be here, in the ident's read).
+    fn on_ident_then_kexinit(&mut self, now_us: u64) -> Step {
+        self.timings.ident = Some(now_us);
+        let from = match ident::scan(self.banner.bytes()) {
+            Scan::Ident(line) => line.end_offset,
+            // An SSH-1 server has no binary packet for us: done, as without the KEXINIT.
+            _ => return self.finish(now_us, End::WeClosed, false),
+        };
+        self.kexinit_from = Some(from);
+        let send_ident = self.order == ProbeOrder::WaitForBanner && !self.ident_queued;
+        self.ident_queued |= send_ident;
+        match self.on_kexinit_bytes(now_us, from, send_ident) {
+            Step::Read if send_ident => Step::SendIdent,
+            step => step,
+        }
+    }
+
+    /// Bytes after the ident: finish once one whole packet is in or cannot be.
+    fn on_kexinit_bytes(&mut self, now_us: u64, from: usize, send_ident: bool) -> Step {
+        let after = &self.banner.bytes()[from..];
+        match kexinit::frame(after, self.kexinit_room(from)) {
+            Frame::Whole { .. } | Frame::Invalid(_) => self.finish(now_us, End::WeClosed, send_ident),
+            Frame::NeedMore { .. } if self.banner.is_full() => self.finish(now_us, End::ByteCap, send_ident),
+            Frame::NeedMore { .. } => Step::Read,
+        }
+    }
+
+    /// How many bytes after the ident the byte cap leaves.
+    fn kexinit_room(&self, from: usize) -> usize {
+        (self.banner.bytes().len() + self.banner.room()).saturating_sub(from)
+    }
+
+    /// The server's KEXINIT, or why there is none, when it was wanted and the server's ident came
+    /// (`None` otherwise). Judged on the bytes as they are: call once the exchange is over.
+    pub fn kexinit(&self) -> Option<KexRead> {
+        let from = self.kexinit_from?;
+        let after = &self.banner.bytes()[from..];
+        Some(KexRead::from_result(kexinit::parse_after_ident(after, self.kexinit_room(from))))
     }
 
     /// The server closed its side (end of stream) at `now_us`.
@@ -369,6 +434,126 @@ mod tests {
         assert_eq!(x.on_eof(160), Step::Finish { send_ident: false });
         assert!(!x.is_holding());
         assert_eq!(x.end(), Some(End::Fin));
+    }
+
+    const KEXINIT: &[u8] = include_bytes!("../../tests/fixtures/kexinit/openssh10.bin");
+    const DROPBEAR: &[u8] = include_bytes!("../../tests/fixtures/kexinit/dropbear.bin");
+
+    fn kex_probe(order: ProbeOrder, cap: usize) -> Exchange {
+        Exchange::new(order, Purpose::Probe, cap, 100, 5_000).with_kexinit(true)
+    }
+
+    fn split_ident(capture: &[u8]) -> (&[u8], &[u8]) {
+        capture.split_at(capture.iter().position(|&b| b == b'\n').unwrap() + 1)
+    }
+
+    #[test]
+    fn with_kexinit_our_ident_goes_out_then_one_whole_packet_is_read() {
+        let (ident, packet) = split_ident(KEXINIT);
+        let mut x = kex_probe(ProbeOrder::WaitForBanner, 8192);
+        assert_eq!(x.start(), Step::Read);
+        assert_eq!(x.on_bytes(200, ident), Step::SendIdent);
+        x.on_ident_sent();
+        // Split across segments: the length, then the rest in two pieces.
+        assert_eq!(x.on_bytes(300, &packet[..3]), Step::Read);
+        assert_eq!(x.on_bytes(310, &packet[3..500]), Step::Read);
+        assert_eq!(x.on_bytes(320, &packet[500..]), Step::Finish { send_ident: false });
+        let k = x.kexinit().unwrap();
+        assert_eq!(k.kexinit().unwrap().preferred_kex(), Some("mlkem768x25519-sha256"));
+        let (end, t, bytes, sent) = x.into_parts();
+        assert_eq!(
+            (end, t.ident, t.closed, bytes.len(), sent),
+            (End::WeClosed, Some(200), Some(320), KEXINIT.len(), true)
+        );
+    }
+
+    #[test]
+    fn dropbears_kexinit_in_the_idents_read_finishes_at_once() {
+        let mut x = kex_probe(ProbeOrder::WaitForBanner, 8192);
+        x.start();
+        // Our ident still goes out before the close, as without the KEXINIT.
+        assert_eq!(x.on_bytes(200, DROPBEAR), Step::Finish { send_ident: true });
+        assert!(x.kexinit().unwrap().kexinit().unwrap().strict_kex());
+        let mut x = kex_probe(ProbeOrder::SendFirst, 8192);
+        assert_eq!(x.start(), Step::SendIdent);
+        assert_eq!(x.on_bytes(200, DROPBEAR), Step::Finish { send_ident: false });
+    }
+
+    #[test]
+    fn with_kexinit_a_close_a_timeout_or_a_lying_length_end_it_with_a_detail() {
+        let (ident, packet) = split_ident(KEXINIT);
+        let mut x = kex_probe(ProbeOrder::SendFirst, 8192);
+        x.start();
+        assert_eq!(x.on_bytes(200, ident), Step::Read);
+        assert_eq!(x.on_eof(300), Step::Finish { send_ident: false });
+        assert_eq!(x.kexinit(), Some(KexRead::Failed(kexinit::KexError::NoPacket)));
+        assert_eq!(x.end(), Some(End::Fin));
+
+        let mut x = kex_probe(ProbeOrder::SendFirst, 8192);
+        x.start();
+        x.on_bytes(200, ident);
+        x.on_bytes(300, &packet[..40]);
+        assert_eq!(x.on_deadline(5_100), Step::Finish { send_ident: false });
+        assert!(matches!(x.kexinit(), Some(KexRead::Failed(kexinit::KexError::Truncated { have: 40, .. }))));
+
+        // A length that lies ends the read at once.
+        let mut x = kex_probe(ProbeOrder::SendFirst, 8192);
+        x.start();
+        x.on_bytes(200, ident);
+        assert_eq!(x.on_bytes(300, &[0x7f, 0xff, 0xff, 0xf8, 4, 20]), Step::Finish { send_ident: false });
+        assert!(matches!(x.kexinit(), Some(KexRead::Failed(kexinit::KexError::LengthTooLarge { .. }))));
+        assert_eq!(x.end(), Some(End::WeClosed));
+
+        // 35,000 bytes against a cap of 8 KiB: named from the length, nothing more read.
+        let mut x = kex_probe(ProbeOrder::SendFirst, 8192);
+        x.start();
+        x.on_bytes(200, ident);
+        assert_eq!(x.on_bytes(300, &34_996u32.to_be_bytes()), Step::Finish { send_ident: false });
+        let room = 8192 - ident.len();
+        assert_eq!(x.kexinit(), Some(KexRead::Failed(kexinit::KexError::ExceedsCap { bytes: 35_000, room })));
+    }
+
+    #[test]
+    fn without_kexinit_or_for_a_hold_nothing_changes() {
+        let mut x = probe(ProbeOrder::WaitForBanner);
+        x.start();
+        assert_eq!(x.on_bytes(200, &DROPBEAR[..26]), Step::Finish { send_ident: true });
+        assert_eq!(x.kexinit(), None);
+        let mut x =
+            Exchange::new(ProbeOrder::WaitForBanner, Purpose::Hold, 8192, 100, 5_000).with_kexinit(true);
+        x.start();
+        assert_eq!(x.on_bytes(200, DROPBEAR), Step::Hold);
+        assert_eq!(x.kexinit(), None);
+    }
+
+    proptest::proptest! {
+        /// However the server's bytes are cut into segments, the exchange stops at the same byte
+        /// with the same KEXINIT (the engine hands over what arrived, up to the machine's room).
+        #[test]
+        fn any_segmentation_reads_the_same_kexinit(cuts in proptest::collection::vec(1usize..1200, 0..12), send_first: bool) {
+            let order = if send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner };
+            for capture in [KEXINIT, DROPBEAR] {
+                let mut whole = kex_probe(order, 8192);
+                whole.start();
+                whole.on_bytes(200, capture);
+                let mut x = kex_probe(order, 8192);
+                x.start();
+                let mut cuts = cuts.clone();
+                cuts.sort_unstable();
+                let mut at = 0;
+                for cut in cuts.into_iter().chain([capture.len()]) {
+                    let cut = cut.min(capture.len());
+                    if cut > at && !x.is_over() {
+                        let take = (cut - at).min(x.room());
+                        x.on_bytes(300, &capture[at..at + take]);
+                        at += take;
+                    }
+                }
+                proptest::prop_assert!(x.is_over());
+                proptest::prop_assert_eq!(x.kexinit(), whole.kexinit());
+                proptest::prop_assert_eq!(x.received(), capture);
+            }
+        }
     }
 
     #[test]

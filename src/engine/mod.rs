@@ -99,6 +99,9 @@ pub struct ProbeRequest {
     /// The byte cap and close mode for this probe, when it differs from the engine's own
     /// ([`Engine`]s are opened with an [`EngineConfig`]; the exporter's modules each have theirs).
     pub config: Option<EngineConfig>,
+    /// Whether to read on for the server's KEXINIT after the exchange (never sending ours): off by
+    /// default, as it costs a round trip more with OpenSSH, which sends it only after our ident.
+    pub kex: bool,
 }
 
 impl ProbeRequest {
@@ -113,6 +116,7 @@ impl ProbeRequest {
             connect_timeout: SCAN_CONNECT_TIMEOUT,
             banner_timeout: SCAN_BANNER_TIMEOUT,
             config: None,
+            kex: false,
         }
     }
 
@@ -150,6 +154,12 @@ impl ProbeRequest {
         self
     }
 
+    /// Reading the server's KEXINIT after the exchange, or not.
+    pub fn kex(mut self, yes: bool) -> ProbeRequest {
+        self.kex = yes;
+        self
+    }
+
     /// With these connect and banner timeouts.
     pub fn timeouts(mut self, connect: Duration, banner: Duration) -> ProbeRequest {
         self.connect_timeout = connect;
@@ -172,6 +182,13 @@ pub trait Engine: Send + Sync + 'static {
     /// is released (dropped) or the server ends it (LoginGraceTime). The request's order is ignored:
     /// a hold never speaks. When no banner came, the observation says what happened instead.
     fn hold(&self, request: ProbeRequest) -> impl Future<Output = Result<Self::Held, Observation>> + Send;
+
+    /// For an engine of kernel sockets: its configuration, so that a scan can drive its probes in
+    /// one event loop of its own ([`crate::scan`]) rather than through [`probe`](Self::probe) per
+    /// target. `None` (the default): scans go through `probe`.
+    fn kernel_sockets(&self) -> Option<EngineConfig> {
+        None
+    }
 }
 
 /// A connection an [`Engine`] holds open. Dropping it releases the connection at once (closed as the
@@ -256,6 +273,29 @@ impl BannerReader {
         let room = self.room();
         let n = reader.read_buf(&mut (&mut self.received).limit(room)).await?;
         Ok((n, if n == 0 { Progress::NeedMore } else { self.judge(before) }))
+    }
+
+    /// Reads once from the non-blocking descriptor `fd` straight into the kept bytes (at most
+    /// [`room`](Self::room), in steps of at most 512 bytes of spare capacity) and judges the whole:
+    /// `(n, progress, filled)`, `filled` when the read took all it asked for (more may be queued),
+    /// `(0, NeedMore, false)` at end of stream.
+    pub fn read_fd(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<(usize, Progress, bool)> {
+        let before = self.received.len();
+        let room = self.room();
+        if self.received.capacity() == before {
+            self.received.reserve(room.min(512));
+        }
+        let spare = self.received.spare_capacity_mut();
+        let want = spare.len().min(room);
+        // SAFETY: `want` bytes of spare capacity are writable; read(2) initialises the first `n`.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: read(2) initialised these `n` bytes, within the capacity.
+        unsafe { self.received.set_len(before + n) };
+        Ok((n, if n == 0 { Progress::NeedMore } else { self.judge(before) }, n > 0 && n == want))
     }
 
     /// Judges the bytes, scanning only when the ones from `new_from` on can have ended a line.

@@ -235,6 +235,27 @@ fn server_text(software: Option<Software>) -> String {
 /// One piece of evidence, for people.
 pub fn evidence_text(evidence: &Evidence) -> String {
     match evidence {
+        // Names are printable ASCII without commas: the KEXINIT parser checks them.
+        Evidence::KexOffer { kex, host_key, strict_kex, terrapin_exposed, post_quantum } => format!(
+            "the server's KEXINIT prefers key exchange {} and host key {}; strict KEX {}, Terrapin-exposed {}, \
+             post-quantum key exchange {}",
+            kex.as_deref().unwrap_or("(none)"),
+            host_key.as_deref().unwrap_or("(none)"),
+            yes_no(*strict_kex),
+            yes_no(*terrapin_exposed),
+            yes_no(*post_quantum),
+        ),
+        Evidence::ClientsCannotNegotiate { missing: kind, clients, server_offers, workaround } => format!(
+            "OpenSSH {} clients cannot negotiate: {} (the server offers {}); client-side workaround, weakening \
+             security: {workaround}",
+            if clients.len() == crate::kexinit::openssh::CLIENTS.len() {
+                "8.8 and later".to_string()
+            } else {
+                clients.join(", ")
+            },
+            kind.ssh_error(),
+            server_offers.join(","),
+        ),
         Evidence::NoProbes { reason: NotTestedReason::TimeLimit } => {
             "no probe could be made: the time limit ended while waiting for the probe budget (OpenSSH 9.8+ \
              penalises an address that opens connections faster than about one a second)"
@@ -622,12 +643,41 @@ pub fn remedy_text(remedy: &Remedy, port: u16) -> String {
         Remedy::LookPastTheExchange => "the identification exchange works: look past it (host keys and known_hosts, \
              key exchange algorithms, authentication): `ssh -vvv` shows where it stops"
             .into(),
+        Remedy::EnableCurrentAlgorithms => "on the server: upgrade it, or enable current algorithms in its \
+             configuration (KexAlgorithms, HostKeyAlgorithms, Ciphers, MACs in sshd_config; for host keys, an \
+             Ed25519 key: `ssh-keygen -t ed25519 -f /etc/ssh/ssh_host_ed25519_key` and a `HostKey` line). \
+             Meanwhile a client connects with the `-o` options in the evidence, e.g. `ssh -o \
+             HostKeyAlgorithms=+ssh-rsa HOST`: that re-enables weak algorithms for this connection and weakens \
+             its security, so set it for this host only (a `Host` block in ~/.ssh/config), never globally"
+            .into(),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
     }
 }
 
 /// A caveat, for people.
 pub fn note_text(note: &Note) -> String {
     match note {
+        Note::KexinitUnreadable { error } => {
+            format!("the server's KEXINIT could not be read ({error}; `sshprobe probe --kex` shows the detail)")
+        }
+        Note::OlderClientsCannotNegotiate { up_to } => format!(
+            "OpenSSH clients up to {up_to} cannot negotiate with this server by default (current ones can)"
+        ),
+        Note::TerrapinExposed => "the server offers ChaCha20-Poly1305 (or a CBC cipher with an EtM MAC) without \
+             strict key exchange: exposed to the Terrapin prefix-truncation attack (CVE-2023-48795); upgrade to \
+             OpenSSH 9.6+ (or a server with kex-strict-s-v00@openssh.com), or disable those ciphers and MACs"
+            .into(),
+        Note::NoPostQuantumKex => "no post-quantum key exchange offered (mlkem768x25519-sha256, \
+             sntrup761x25519-sha512): recorded traffic could be decrypted by a future quantum computer; OpenSSH \
+             10 warns its users about such servers (OpenSSH 9.0+ servers offer sntrup761, 9.9+ ML-KEM)"
+            .into(),
         Note::BudgetExhausted => "the probe budget per source address ran out: some experiments were cut short \
              (raise it with --budget, at the risk of an OpenSSH 9.8+ penalty)"
             .into(),

@@ -9,6 +9,7 @@
 //! a diagnosis or CSV: no byte from the network drives the user's terminal.
 
 pub mod diagnose;
+pub mod jsonl;
 pub mod limits;
 pub mod probe;
 

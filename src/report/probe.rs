@@ -73,6 +73,11 @@ pub struct JsonRecord<'a> {
     /// The raw engine's packet trace.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub packets: &'a [PacketRecord],
+    /// The server's KEXINIT (`probe --kex`): the ten name-lists by their RFC 4253 names,
+    /// `first_kex_packet_follows`, `strict_kex`, `terrapin_exposed`, `post_quantum`; or
+    /// `{"error", "detail"}` when none could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kexinit: Option<&'a crate::kexinit::KexRead>,
 }
 
 impl<'a> JsonRecord<'a> {
@@ -103,6 +108,7 @@ impl<'a> JsonRecord<'a> {
             order: obs.order,
             sent_ident: obs.sent_ident,
             packets: &obs.packets,
+            kexinit: obs.kexinit.as_ref(),
         }
     }
 }
@@ -128,6 +134,28 @@ fn serialize_addr<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok
             s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
         }
         SocketAddr::V6(_) => s.collect_str(addr),
+    }
+}
+
+/// Appends an address as its `Display` text (as [`serialize_addr`] writes it, without the quotes).
+pub(super) fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut buf = [0u8; 5];
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                let n = decimal(u16::from(octet), &mut buf);
+                out.extend_from_slice(&buf[..n]);
+            }
+            out.push(b':');
+            let n = decimal(a.port(), &mut buf);
+            out.extend_from_slice(&buf[..n]);
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
     }
 }
 
@@ -174,7 +202,7 @@ fn escaped(bytes: &[u8]) -> String {
     s
 }
 
-fn connect_error(obs: &Observation) -> Option<&str> {
+pub(super) fn connect_error(obs: &Observation) -> Option<&str> {
     match &obs.connect {
         Connect::Unreachable { detail } | Connect::LocalError { detail } => Some(detail),
         _ => None,
@@ -187,6 +215,7 @@ pub struct ProbeReporter<W: Write> {
     format: Format,
     palette: Palette,
     trace: bool,
+    kex: bool,
     wrote_header: bool,
     /// One JSON line, serialized here first: serde_json writes many small pieces, which a `Vec`
     /// takes far more cheaply than a `BufWriter` over stdout.
@@ -202,9 +231,17 @@ impl<W: Write> ProbeReporter<W> {
             format,
             palette: Palette::new(colour),
             trace,
+            kex: false,
             wrote_header: false,
             line: Vec::new(),
         }
+    }
+
+    /// With the KEXINIT's summary (`probe --kex`): a `kexinit` column last in CSV, a line under each
+    /// table row. JSONL shows the `kexinit` object whenever a record has one.
+    pub fn kex(mut self, yes: bool) -> ProbeReporter<W> {
+        self.kex = yes;
+        self
     }
 
     /// Writes one result (and the header first, for table and CSV), flushed.
@@ -228,7 +265,10 @@ impl<W: Write> ProbeReporter<W> {
         match self.format {
             Format::Jsonl => {
                 self.line.clear();
-                crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
+                // The hand-written line (the hot path of a scan); serde for what it does not cover.
+                if !super::jsonl::write_line(&mut self.line, r) {
+                    crate::escape::write_json(&mut self.line, &JsonRecord::new(r))?;
+                }
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)?;
             }
@@ -243,7 +283,8 @@ impl<W: Write> ProbeReporter<W> {
             Format::Jsonl => Ok(()),
             Format::Csv => writeln!(
                 self.out,
-                "target,seq,outcome,end,connected_us,first_byte_us,ident_us,closed_us,bytes_len,local,remote,software,message,refusal,time"
+                "target,seq,outcome,end,connected_us,first_byte_us,ident_us,closed_us,bytes_len,local,remote,software,message,refusal,time{}",
+                if self.kex { ",kexinit" } else { "" }
             ),
             Format::Table => writeln!(
                 self.out,
@@ -257,7 +298,7 @@ impl<W: Write> ProbeReporter<W> {
         let obs = &r.record.observation;
         let c = &r.record.classification;
         let t = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        writeln!(
+        write!(
             self.out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.target),
@@ -275,7 +316,16 @@ impl<W: Write> ProbeReporter<W> {
             csv_field(c.message.as_deref().unwrap_or("")),
             c.refusal.map(|k| k.name()).unwrap_or(""),
             humantime::format_rfc3339_micros(r.time),
-        )
+        )?;
+        if self.kex {
+            // Names are printable ASCII without commas (checked by the parser); quoted for the spaces.
+            write!(
+                self.out,
+                ",{}",
+                csv_field(&obs.kexinit.as_ref().map(|k| k.summary()).unwrap_or_default())
+            )?;
+        }
+        writeln!(self.out)
     }
 
     fn table_row(&mut self, r: &ProbeResult) -> io::Result<()> {
@@ -313,6 +363,15 @@ impl<W: Write> ProbeReporter<W> {
             obs.received.len(),
             detail
         )?;
+        if self.kex {
+            if let Some(k) = &obs.kexinit {
+                let line = match k {
+                    crate::kexinit::KexRead::Kexinit(_) => k.summary(),
+                    crate::kexinit::KexRead::Failed(e) => format!("error={} ({e})", e.name()),
+                };
+                writeln!(self.out, "    kexinit: {line}")?;
+            }
+        }
         if self.trace {
             for p in &obs.packets {
                 let arrow = match p.dir {
@@ -413,6 +472,7 @@ mod tests {
                 packet(300, Direction::In, tcp(TcpFlags::FIN | TcpFlags::ACK, vec![])),
                 packet(400, Direction::In, PacketKind::Icmp(IcmpKind::AdminProhibited)),
             ],
+            kexinit: None,
         };
         let result = ProbeResult {
             target: "t".into(),

@@ -16,6 +16,9 @@
 //!
 //! [modules.raw]
 //! engine = "raw"               # packet-level engine: needs root (CAP_NET_RAW, CAP_NET_ADMIN)
+//!
+//! [modules.kex]
+//! kex = true                   # also read the server's KEXINIT: strict KEX, Terrapin, post-quantum
 //! ```
 
 use crate::engine::{
@@ -67,6 +70,8 @@ struct ModuleText {
     banner_timeout: Option<String>,
     #[serde(default)]
     close: CloseName,
+    #[serde(default)]
+    kex: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +100,8 @@ pub struct Module {
     pub banner_timeout: Duration,
     /// How the probe closes.
     pub close: CloseMode,
+    /// Whether the probe also reads the server's KEXINIT (`kex = true`).
+    pub kex: bool,
 }
 
 impl Module {
@@ -111,6 +118,7 @@ impl Module {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             banner_timeout: DEFAULT_BANNER_TIMEOUT,
             close: CloseMode::Fin,
+            kex: false,
         }
     }
 
@@ -138,6 +146,7 @@ impl Module {
             .order(self.order)
             .ident(ident_line(&self.ident))
             .timeouts(connect_timeout, banner_timeout)
+            .kex(self.kex)
     }
 }
 
@@ -261,6 +270,7 @@ fn module_from_text(name: &str, m: ModuleText) -> Result<Module, ConfigError> {
             CloseName::Fin => CloseMode::Fin,
             CloseName::Rst => CloseMode::Rst,
         },
+        kex: m.kex,
     })
 }
 

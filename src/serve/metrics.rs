@@ -13,6 +13,9 @@
 //! | `sshprobe_refusal_info{message,meaning}` | the text a refusing server sent, and what it means |
 //! | `sshprobe_banner_info{proto,software,comments}` | the server's identification line |
 //! | `sshprobe_cached`, `sshprobe_result_age_seconds` | 1 when this scrape reused another scrape's probe, and that probe's age |
+//! | `sshprobe_kex_strict`, `sshprobe_terrapin_exposed`, `sshprobe_post_quantum_kex` | with a module's `kex = true`: 1 or 0, from the server's KEXINIT |
+//! | `sshprobe_kex_info{kex,host_key}` | with `kex = true`: the server's preferred key exchange and host-key algorithm |
+//! | `sshprobe_kexinit_error_info{error}` | with `kex = true`, when no KEXINIT could be read: why (`kexinit::KexError::name`) |
 //!
 //! Every label value from a server passes through [`label_value`]: control characters removed,
 //! at most [`LABEL_CHARS`] characters; the encoder then escapes `\`, `"` and newlines.
@@ -163,6 +166,45 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
                 ("comments", label_value(banner.comments.as_deref().unwrap_or(""))),
             ]),
         );
+    }
+    match &probed.record.observation.kexinit {
+        Some(crate::kexinit::KexRead::Kexinit(k)) => {
+            let flag = |b: bool| f64::from(u8::from(b));
+            gauge(
+                &mut reg,
+                "sshprobe_kex_strict",
+                "Whether the server does strict key exchange (kex-strict-s-v00@openssh.com, the Terrapin fix)",
+                flag(k.strict_kex()),
+            );
+            gauge(
+                &mut reg,
+                "sshprobe_terrapin_exposed",
+                "Whether the server offers ChaCha20-Poly1305 or CBC with EtM without strict key exchange \
+                 (CVE-2023-48795)",
+                flag(k.terrapin_exposed()),
+            );
+            gauge(
+                &mut reg,
+                "sshprobe_post_quantum_kex",
+                "Whether the server offers a post-quantum key exchange (mlkem768x25519-sha256, sntrup761x25519-sha512)",
+                flag(k.post_quantum()),
+            );
+            // Names are printable ASCII (checked by the parser); capped like every server text.
+            reg.register(
+                "sshprobe_kex",
+                "The server's preferred key exchange and host-key algorithm, from its KEXINIT",
+                Info::new(vec![
+                    ("kex", label_value(k.preferred_kex().unwrap_or(""))),
+                    ("host_key", label_value(k.server_host_key_algorithms.first().unwrap_or(""))),
+                ]),
+            );
+        }
+        Some(crate::kexinit::KexRead::Failed(e)) => reg.register(
+            "sshprobe_kexinit_error",
+            "Why the server's KEXINIT could not be read",
+            Info::new(vec![("error", e.name().to_string())]),
+        ),
+        None => {}
     }
     gauge(
         &mut reg,
@@ -352,12 +394,39 @@ mod tests {
             received: Bytes::from_static(bytes),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         };
         Probed { record: ProbeRecord::new(obs), duration: Duration::from_micros(400) }
     }
 
     fn fresh() -> Scrape {
         Scrape { dns: Duration::ZERO, reused: None }
+    }
+
+    #[test]
+    fn a_kexinit_gives_its_flags_and_preferences() {
+        const CAPTURE: &[u8] = include_bytes!("../../tests/fixtures/kexinit/openssh10.bin");
+        let mut p = probed(CAPTURE, End::WeClosed);
+        let after = &CAPTURE[CAPTURE.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        p.record.observation.kexinit =
+            Some(crate::kexinit::KexRead::from_result(crate::kexinit::parse_after_ident(after, 8192)));
+        let text = render_probe(&p, fresh());
+        assert!(text.contains("sshprobe_kex_strict 1.0\n"), "{text}");
+        assert!(text.contains("sshprobe_terrapin_exposed 0.0\n"), "{text}");
+        assert!(text.contains("sshprobe_post_quantum_kex 1.0\n"), "{text}");
+        assert!(
+            text.contains("sshprobe_kex_info{kex=\"mlkem768x25519-sha256\",host_key=\"ssh-ed25519\"} 1\n"),
+            "{text}"
+        );
+        p.record.observation.kexinit =
+            Some(crate::kexinit::KexRead::Failed(crate::kexinit::KexError::LengthTooLarge {
+                length: 1 << 30,
+            }));
+        let text = render_probe(&p, fresh());
+        assert!(text.contains("sshprobe_kexinit_error_info{error=\"length_too_large\"} 1\n"), "{text}");
+        assert!(!text.contains("sshprobe_kex_strict"), "{text}");
+        // Not asked: none of them.
+        assert!(!render_probe(&probed(CAPTURE, End::WeClosed), fresh()).contains("kex"));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum Verdict {
     Intermittent,
     /// No probe could be made (the time limit ended while waiting for the probe budget).
     NotTested,
+    /// The exchange works, but the server's KEXINIT offers nothing a current OpenSSH client accepts
+    /// by default for some kind (key exchange, host key, cipher, MAC): `Unable to negotiate`.
+    LegacyAlgorithms,
 }
 
 impl Verdict {
@@ -627,7 +630,7 @@ mod tests {
             names.join(", "),
             "ok, not_listening, filtered, unreachable, access_denied, server_error, listener_drop, maxstartups, \
              per_source_limit, penalized, source_blocked, firewall_limit, overloaded, not_ssh, intermittent, \
-             not_tested"
+             not_tested, legacy_algorithms"
         );
         for v in Verdict::VARIANTS {
             assert_eq!(serde_json::to_value(v).unwrap(), v.name());

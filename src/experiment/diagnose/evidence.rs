@@ -14,6 +14,30 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
+    /// The server's KEXINIT, read after a working exchange: what it prefers and what it means.
+    KexOffer {
+        /// Its most preferred key exchange (pseudo-algorithms left out).
+        kex: Option<String>,
+        /// Its most preferred host-key algorithm.
+        host_key: Option<String>,
+        /// Whether it does strict key exchange.
+        strict_kex: bool,
+        /// Whether it is exposed to the Terrapin attack.
+        terrapin_exposed: bool,
+        /// Whether it offers a post-quantum key exchange.
+        post_quantum: bool,
+    },
+    /// Some OpenSSH clients share nothing of one kind with the server's offer.
+    ClientsCannotNegotiate {
+        /// Which kind of algorithm.
+        missing: crate::kexinit::openssh::Kind,
+        /// The client versions that fail.
+        clients: Vec<&'static str>,
+        /// What the server offers for it.
+        server_offers: Vec<String>,
+        /// The client-side option that makes it work (weakening security).
+        workaround: String,
+    },
     /// No probe could be made at all.
     NoProbes {
         /// Why.
@@ -423,4 +447,18 @@ pub enum Note {
     CapKeptExperimentFromRunning,
     /// Probing from the blocked address stopped at once, to keep the block from growing.
     StoppedProbingBlockedAddress,
+    /// The server's KEXINIT could not be read (a malformation, or none came).
+    KexinitUnreadable {
+        /// The malformation's name (`kexinit::KexError::name`).
+        error: &'static str,
+    },
+    /// Older OpenSSH clients of the table cannot negotiate, current ones can.
+    OlderClientsCannotNegotiate {
+        /// The newest client versions that cannot (every older one cannot either).
+        up_to: &'static str,
+    },
+    /// The offer is exposed to the Terrapin prefix-truncation attack (CVE-2023-48795).
+    TerrapinExposed,
+    /// No post-quantum key exchange is offered (OpenSSH 10 warns its users about such servers).
+    NoPostQuantumKex,
 }

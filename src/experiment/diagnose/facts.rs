@@ -357,6 +357,7 @@ pub(crate) mod fixtures {
             received: bytes::Bytes::copy_from_slice(received),
             sent_ident: false,
             packets: Vec::new(),
+            kexinit: None,
         };
         ExperimentProbe { record: ProbeRecord::new(observation), source: None, held: 0 }
     }

@@ -125,10 +125,17 @@ pub async fn diagnose<E: Engine>(
     //    `patience` (Debian's wrappers hold a denied connection 5 s) lets the next start beside it,
     //    and the second address's probes start then too: the whole unloaded phase costs one slow
     //    answer, not one per probe.
-    let plan = [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst, ProbeOrder::WaitForBanner]
-        .map(|order| lab.probe(order, primary, 0));
-    let second =
-        others.first().map(|&other| (0..2).map(|_| lab.probe(ProbeOrder::WaitForBanner, other, 0)).collect());
+    // The first also reads the server's KEXINIT (never sending ours): what a working exchange
+    // meets next (super::kex).
+    let plan = [
+        (ProbeOrder::WaitForBanner, true),
+        (ProbeOrder::SendFirst, false),
+        (ProbeOrder::WaitForBanner, false),
+    ]
+    .map(|(order, kex)| lab.probe_kex(order, primary, 0, kex));
+    let second = others
+        .first()
+        .map(|&other| (0..2).map(|_| lab.probe_kex(ProbeOrder::WaitForBanner, other, 0, false)).collect());
     let slow_or_refused =
         |p: &Option<ExperimentProbe>| p.as_ref().is_some_and(|p| p.outcome() != Outcome::Banner);
     let (baseline, second) =
@@ -229,6 +236,7 @@ pub async fn diagnose<E: Engine>(
         }
     }
     let mut finding = decide(&facts);
+    super::kex::amend(&facts, &mut finding);
     if finding.verdict == Verdict::Penalized {
         finding.evidence.push(match wait_for_lift(&lab, primary, options.penalty_wait).await {
             Some(after) => Evidence::PenaltyLifted { after_ms: after.as_millis() as u64 },
@@ -466,10 +474,21 @@ impl<'a, E: Engine> Bench<'a, E> {
 
     /// One probe, when the budget allows it (waiting for it, within the time limit).
     async fn probe(&self, order: ProbeOrder, source: Option<IpAddr>, held: u32) -> Option<ExperimentProbe> {
+        self.probe_kex(order, source, held, false).await
+    }
+
+    /// One probe that also reads the server's KEXINIT when `kex`.
+    async fn probe_kex(
+        &self,
+        order: ProbeOrder,
+        source: Option<IpAddr>,
+        held: u32,
+        kex: bool,
+    ) -> Option<ExperimentProbe> {
         if !self.budget.take(source, self.until).await {
             return None;
         }
-        let observation = self.engine.probe(self.request.clone().source(source).order(order)).await;
+        let observation = self.engine.probe(self.request.clone().source(source).order(order).kex(kex)).await;
         let record = ProbeRecord::new(observation);
         if record.banner().is_some_and(|b| !Software::of(b).has_penalties()) {
             // OpenSSH before 9.8, dropbear: no penalty to pace for.

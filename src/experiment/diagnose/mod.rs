@@ -20,6 +20,7 @@
 //! | [`decide`](mod@decide) | [`decide()`]: the rules, from facts to a [`Finding`] (verdict, confidence, evidence, remedies, notes) | none |
 //! | [`evidence`] | [`Evidence`] and [`Note`]: what a verdict rests on, typed, with its numbers | none |
 //! | [`remedy`] | [`Remedy`]: what to change, chosen by verdict and server family in one table | none |
+//! | [`kex`] | after the rules: what the server's KEXINIT (read by one baseline probe) means for current OpenSSH clients, Terrapin, post-quantum | none |
 //!
 //! English is the report's job: `report::diagnose` writes evidence, remedies and notes for people,
 //! and the JSON with each piece of evidence's kind, numbers and text.
@@ -31,6 +32,7 @@ mod front;
 #[cfg(test)]
 mod consistency;
 pub mod gather;
+pub mod kex;
 mod logged;
 pub mod remedy;
 

@@ -75,6 +75,9 @@ pub enum Remedy {
         /// Our address as the server saw it.
         client: Option<IpAddr>,
     },
+    /// Enable current algorithms on the server (or upgrade it); a client-side `-o ...=+NAME` works
+    /// meanwhile, weakening security.
+    EnableCurrentAlgorithms,
 }
 
 /// The remedies for `verdict` on a server of `software`, refined by what the evidence showed;
@@ -166,6 +169,7 @@ pub fn remedies(
             }
         }
         Verdict::Intermittent => vec![Remedy::CollectMore],
+        Verdict::LegacyAlgorithms => vec![Remedy::EnableCurrentAlgorithms],
     }
 }
 

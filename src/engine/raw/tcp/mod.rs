@@ -449,7 +449,8 @@ impl Flow {
             self.params.engine.byte_cap,
             now,
             self.params.request.banner_timeout.as_micros() as u64,
-        );
+        )
+        .with_kexinit(self.params.request.kex);
         let step = exchange.start();
         self.exchange = Some(exchange);
         self.state = State::Established;

@@ -65,6 +65,7 @@ impl Flow {
     pub fn into_observation(self) -> Observation {
         let connect = self.connect.clone().unwrap_or(Connect::TimedOut);
         let last_packet = self.trace.last().map(|p| p.t_us);
+        let kexinit = self.exchange.as_ref().and_then(|x| x.kexinit());
         let (end, mut timings, received, sent_ident) = match self.exchange {
             Some(x) => {
                 let (end, timings, received, sent_ident) = x.into_parts();
@@ -89,6 +90,7 @@ impl Flow {
             received,
             sent_ident,
             packets: trace,
+            kexinit,
         }
     }
 
@@ -110,6 +112,7 @@ impl Flow {
             received,
             sent_ident,
             packets: trace,
+            kexinit: None,
         }
     }
 
