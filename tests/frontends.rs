@@ -455,6 +455,7 @@ fn haproxy_maxconn_full_with_holders_here_is_overloaded() {
         let case = format!("{test} --engine {}", engine.name());
         expect(&d, "overloaded", &case);
         assert!(said(&d).contains(&holder.to_string()), "{case}: the holders are not named: {d:#}");
+        assert!(has_kind(&d, "host_holds_connections"), "{case}: {d:#}");
     }
 }
 
