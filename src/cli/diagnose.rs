@@ -40,6 +40,10 @@ Verdicts:
                     MAX_UNAUTH_CLIENTS)
   per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's MAX_UNAUTH_PER_IP)
   penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
+  source_blocked    a firewall refuses or drops this address's SYNs while others are served: a
+                    static rule, or a ban (fail2ban, sshguard, `recent`), perhaps tripped by our probes
+  firewall_limit    a firewall blocks an address only while it holds N connections (connlimit,
+                    nft `ct count`) or opens more than R a minute (`limit rate`, `recent`, hashlimit)
   overloaded        accepted but no banner, or banners timing out under load
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern
@@ -69,6 +73,12 @@ pub struct DiagnoseArgs {
     /// Penalty seconds a source address may owe the server (OpenSSH 9.8+ blocks past 15).
     #[arg(long, default_value_t = DEFAULT_PER_SOURCE, value_parser = super::parse::count::<u32>)]
     budget: u32,
+
+    /// At most this many connections from one source address in one run, whatever the pace: a
+    /// ban-safe cap for servers behind fail2ban or sshguard (each identification-only connection can
+    /// count as a failure). The verdict says when the cap kept an experiment from running.
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = super::parse::count::<u32>)]
+    max_per_address: u32,
 
     /// The server's log, to cite what it says about our probes: sshd's or dropbear's, as `auth.log`
     /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file, fail2ban's log or
@@ -161,7 +171,7 @@ async fn diagnose_all(engine: AnyEngine, args: DiagnoseArgs) -> anyhow::Result<u
         let budget = budgets.entry(remote.ip()).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
             let last = Mutex::new(None::<std::time::Instant>);
-            let budget = Budget::penalty_safe(args.budget).on_wait(move |source, wait| {
+            let budget = Budget::penalty_safe(args.budget).max_per_address(args.max_per_address).on_wait(move |source, wait| {
                 let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                 if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
                     return;

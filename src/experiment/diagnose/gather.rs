@@ -134,7 +134,12 @@ pub async fn diagnose<E: Engine>(
         facts.not_tested = Some(NotTestedReason::TimeLimit);
     }
     let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
-    let any_refused = baseline.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
+    // Every probe counts: a connect refused or unanswered is a failure too.
+    let any_refused =
+        baseline.iter().any(|p| p.refused() || p.connect_failed() || p.outcome() == Outcome::BannerTimeout);
+    // More probes at concurrency 1 tell a pattern only among answers: a server that answers some
+    // probes. Timeouts and blocked SYNs repeat at seconds each and tell nothing new.
+    let answered = baseline.iter().any(|p| p.served() || p.refused());
     // Mixed means different kinds of answer; a reset and a close are the same refusal seen from
     // the two probe orders (docs/facts.md §2).
     let mixed = baseline.windows(2).any(|w| w[0].kind() != w[1].kind());
@@ -148,7 +153,7 @@ pub async fn diagnose<E: Engine>(
 
     if any_refused {
         // 2. Determinism, when the baseline did not already show it.
-        if mixed {
+        if mixed && answered {
             let probes = lab.series(ProbeOrder::WaitForBanner, primary, 4, 0, &mut facts).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Determinism,
@@ -175,8 +180,30 @@ pub async fn diagnose<E: Engine>(
             });
         }
     } else if all_banner {
-        load_experiment(&lab, primary, &others, options, &mut facts).await;
+        // The second address's probes started beside a slow baseline (a multiplexer's wait): they
+        // were made and spent, so they are reported.
+        if let Some(probes) = second {
+            let probes: Vec<ExperimentProbe> = probes.into_iter().flatten().collect();
+            if !probes.is_empty() {
+                facts.experiments.push(Experiment {
+                    kind: ExperimentKind::Source,
+                    held: 0,
+                    held_from_probing_source: false,
+                    probes,
+                    hold_refused: 0,
+                });
+            }
+        }
+        let baseline = &facts.experiments[0].probes;
+        if super::decide::multiplexer_in(baseline).is_some() {
+            // A multiplexer holds every connection that waits for its timeout: held connections
+            // would each take that long, and clients that speak first are not affected.
+            tracing::debug!("a protocol multiplexer answers: no load experiment");
+        } else {
+            load_experiment(&lab, primary, &others, options, &mut facts).await;
+        }
     }
+    facts.capped = budget.capped();
 
     if let Some(tail) = &options.server_log {
         // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
@@ -249,17 +276,27 @@ async fn load_experiment<E: Engine>(
 ) {
     // Hold from the other addresses when there are any, so a per-source limit on the probing address
     // cannot be mistaken for a global one, and penalties are spread.
-    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
-        if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
+    // With one other address, it holds: the probing address then spends at most 3 + 6 + 2
+    // connections and the other 8 + 2, both under the ban-safe cap of 12 (held from the probing
+    // address, the load alone would be 8 more, and each closes as a failure to fail2ban).
+    let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) = match others {
+        [] => (vec![primary], true),
+        [only] => (vec![*only], false),
+        [_, rest @ ..] => (rest.to_vec(), false),
+    };
     let mut holder = Holder::new(lab.engine, lab.request.clone());
     let mut refused_at = None;
+    // The probing address's SYNs failed under load: a firewall rule or a ban, not sshd.
+    let mut blocked = false;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
         let refused_before = holder.refused();
         let held = holder.fill_to(step, &holder_sources, lab.budget, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, PROBES_PER_STEP, held, facts).await;
-        let refused = probes.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
+        let refused =
+            probes.iter().any(|p| p.refused() || p.connect_failed() || p.outcome() == Outcome::BannerTimeout);
+        blocked |= probes.iter().any(|p| p.connect_failed());
         let stop = probes.len() < PROBES_PER_STEP as usize || held < step;
         if probes.is_empty() {
             break;
@@ -293,10 +330,20 @@ async fn load_experiment<E: Engine>(
         }
     }
     holder.release().await;
+    if blocked && (!from_probing || refused_at == Some(0)) {
+        // Held from other addresses, so nothing from the probing address is held now: a count rule
+        // has nothing left to count. Stop probing from it at once (a ban grows with every failure);
+        // one probe after a wait tells a rate limit (lets a new connection through by then) from a
+        // ban (does not).
+        recheck(lab, primary, facts).await;
+        return;
+    }
     if refused_at.is_some() {
         // MaxStartups counts clear about 0.5 s after held connections close (docs/facts.md §3); a penalty stays.
         tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
-        let probes = lab.series(ProbeOrder::WaitForBanner, primary, 2, 0, facts).await;
+        let probes =
+            lab.series(ProbeOrder::WaitForBanner, primary, if blocked { 1 } else { 2 }, 0, facts).await;
+        let still_blocked = probes.iter().any(|p| p.connect_failed());
         facts.experiments.push(Experiment {
             kind: ExperimentKind::Persistence,
             held: 0,
@@ -304,7 +351,29 @@ async fn load_experiment<E: Engine>(
             probes,
             hold_refused: 0,
         });
+        if blocked && still_blocked {
+            recheck(lab, primary, facts).await;
+        }
     }
+}
+
+/// How long a blocked address waits, with nothing held, before its one recheck: a rate rule of 6
+/// new connections a minute lets one through every 10 s (docs/facts.md §11).
+const RECHECK_WAIT: Duration = Duration::from_secs(10);
+
+/// One probe from the blocked `source` after [`RECHECK_WAIT`]: a rate limit lets it through, a ban
+/// does not.
+async fn recheck<E: Engine>(lab: &Bench<'_, E>, source: Option<IpAddr>, facts: &mut Facts) {
+    tokio::time::sleep(RECHECK_WAIT).await;
+    facts.recheck_wait_ms = RECHECK_WAIT.as_millis() as u64;
+    let probes = lab.series(ProbeOrder::WaitForBanner, source, 1, 0, facts).await;
+    facts.experiments.push(Experiment {
+        kind: ExperimentKind::Recheck,
+        held: 0,
+        held_from_probing_source: false,
+        probes,
+        hold_refused: 0,
+    });
 }
 
 /// Makes probes for experiments through one engine, within the budget.
@@ -359,6 +428,11 @@ impl<'a, E: Engine> Bench<'a, E> {
                 tokio::time::sleep(self.spacing).await;
             }
             match self.probe(order, source, held).await {
+                // A blocked SYN: more from this address would only extend a ban.
+                Some(p) if p.connect_failed() => {
+                    out.push(p);
+                    break;
+                }
                 Some(p) => out.push(p),
                 None => {
                     facts.budget_exhausted = true;

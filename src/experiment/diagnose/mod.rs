@@ -27,6 +27,7 @@
 pub mod decide;
 pub mod evidence;
 pub mod facts;
+mod front;
 pub mod gather;
 mod logged;
 pub mod remedy;
