@@ -146,6 +146,14 @@ fn check_consistent(d: &Value) {
             let failed: Vec<&&Value> = loaded.iter().filter(|p| p["outcome"] != "banner").collect();
             assert!(failed.is_empty(), "evidence {text:?} but {} loaded probes failed: {d:#}", failed.len());
         }
+        if e["kind"] == "served_elsewhere" {
+            // "served" needs a banner, from that very address, among the probes reported.
+            let source = e["source"].as_str().unwrap_or("?");
+            let banners =
+                probes(d).iter().filter(|p| p["source"] == source && p["outcome"] == "banner").count() as u64;
+            assert!(banners > 0, "evidence {text:?}, but no probe from {source} got a banner: {d:#}");
+            assert_eq!(e["banners"].as_u64(), Some(banners), "evidence {text:?} against the probes: {d:#}");
+        }
         if e["kind"] == "unloaded_banners" {
             if let Some(n) = e["probes"].as_u64() {
                 let baseline_banners = d["experiments"]
