@@ -161,6 +161,22 @@ fn decide_unloaded(
     let n = unloaded.len();
     let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
 
+    // Every address's SYNs unanswered while this host holds connections to the server: a
+    // front-end (or sshd) whose accept queue is full of them, not a firewall.
+    let host_holds = facts.host_connections.iter().any(|h| h.count > 0);
+    let second_unanswered = facts
+        .of(ExperimentKind::Source)
+        .flat_map(|e| &e.probes)
+        .map(|p| p.outcome() == Outcome::ConnectTimeout)
+        .reduce(|a, b| a && b)
+        .unwrap_or(false);
+    if host_holds && second_unanswered && count(Outcome::ConnectTimeout) == n {
+        f.conclude(Verdict::Overloaded, Confidence::Medium);
+        f.evidence.push(Evidence::HungServer { syn_unanswered: n, accepted_silent: 0 });
+        cite_holders(facts, f);
+        return;
+    }
+
     // The connect itself fails.
     for (outcome, verdict) in [
         (Outcome::Refused, Verdict::NotListening),
@@ -1058,6 +1074,87 @@ mod tests {
             ])
         });
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
+    }
+
+    /// Every address's SYNs unanswered while this host holds connections to the server: a full
+    /// accept queue (HAProxy at `maxconn`), with the holders named.
+    #[test]
+    fn syns_unanswered_everywhere_while_this_host_holds_is_overloaded_with_holders() {
+        let holders = vec![HostHolder {
+            pid: Some(9),
+            process: Some("ssh".into()),
+            local: "127.0.0.9".parse().unwrap(),
+            count: 2,
+        }];
+        let f = decide(&Facts {
+            host_connections: holders.clone(),
+            ..facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::ConnectTimeout); 3]),
+                exp(ExperimentKind::Source, 0, vec![rec(Outcome::ConnectTimeout); 2]),
+            ])
+        });
+        assert_eq!(f.verdict, Verdict::Overloaded, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::HostHoldsConnections {
+            holders,
+            total: 2,
+            from_probing_address: 0
+        }));
+        assert_eq!(f.remedy[0], Remedy::ReleaseThisHostsConnections);
+        // Accepted and silent from every address, the same.
+        let f = decide(&Facts {
+            host_connections: vec![HostHolder {
+                pid: None,
+                process: None,
+                local: "127.0.0.9".parse().unwrap(),
+                count: 2,
+            }],
+            ..facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::BannerTimeout); 3])])
+        });
+        assert_eq!(f.verdict, Verdict::Overloaded);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::HostHoldsConnections { total: 2, .. })));
+    }
+
+    /// A reset at the listener for this address only, nothing held from it here: an access rule
+    /// there (a proxy's ACL), not sshd's wrappers and not a per-source limit of ours.
+    #[test]
+    fn a_reset_at_the_listener_for_this_address_only_is_access_denied_there() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::AtTheListener { .. })), "{:?}", f.evidence);
+        assert!(matches!(f.remedy[..], [Remedy::AllowAtTheListener { .. }]), "{:?}", f.remedy);
+    }
+
+    /// Bytes, then a reset: never a zero-byte close.
+    #[test]
+    fn bytes_then_a_reset_is_never_zero_bytes() {
+        let partial = || probe(Connect::Established, b"SSH-2.0-Open", Some(End::Rst), 50_000);
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![partial(); 3])]));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::ZeroByteClose { .. })), "{:?}", f.evidence);
+        assert_ne!(f.verdict, Verdict::ListenerDrop);
+    }
+
+    /// A banner after a fixed wait when we waited, at once when we spoke first: a multiplexer, `ok`.
+    #[test]
+    fn a_multiplexers_wait_is_ok_and_named() {
+        let waited =
+            || probe(Connect::Established, b"SSH-2.0-OpenSSH_9.2p1\r\n", Some(End::WeClosed), 2_004_000);
+        let mut spoke = probe(Connect::Established, b"SSH-2.0-OpenSSH_9.2p1\r\n", Some(End::WeClosed), 6_000);
+        spoke.record.observation.order = ProbeOrder::SendFirst;
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![waited(), spoke, waited()])]));
+        assert_eq!(f.verdict, Verdict::Ok);
+        assert!(
+            f.evidence.contains(&Evidence::Multiplexer { waited_ms: 2004, spoke_first_ms: 6 }),
+            "{:?}",
+            f.evidence
+        );
+        // The same wait in both orders is a slow server, not a multiplexer.
+        let mut slow = waited();
+        slow.record.observation.order = ProbeOrder::SendFirst;
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![waited(), slow, waited()])]));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::Multiplexer { .. })));
     }
 
     /// Some SYNs unanswered and some connections accepted without a banner: a hung server, not a

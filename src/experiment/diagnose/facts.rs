@@ -98,9 +98,12 @@ impl ExperimentProbe {
         self.record.observation.order
     }
 
-    /// How long the server itself took to answer ([`ProbeRecord::server_delay_us`]).
+    /// How long the server itself took to close, less the round trip (the handshake's time, twice):
+    /// the delay to the close, not to a first byte, so a server that sends bytes and then resets
+    /// is placed by its reset.
     pub fn server_delay_us(&self) -> Option<u64> {
-        self.record.server_delay_us()
+        let t = self.record.observation.timings;
+        Some(t.closed?.saturating_sub(2 * t.connected?))
     }
 
     /// The connect round trip, in µs: how long the handshake took.
@@ -422,6 +425,7 @@ mod tests {
             serde_json::json!({
                 "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
                 "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300, "connect_us": 100,
+                "server_delay_us": 100,
                 "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
             })
         );

@@ -164,7 +164,7 @@ pub(super) fn rule(s: &Signals) -> Option<FrontFinding> {
                 vec![],
             ),
             // Blocked after a burst, served again after a wait with nothing held: a rate rule.
-            (MidRun { served }, _, false, true, _) | (MidRun { served }, _, false, _, Some(true)) => (
+            (MidRun { served }, _, false, true, _) | (MidRun { served }, _, _, _, Some(true)) => (
                 Verdict::FirewallLimit,
                 if served_elsewhere || one_address { Confidence::High } else { Confidence::Medium },
                 vec![Evidence::RateLimit { passed: served, waited_ms: s.recheck_wait_ms }],

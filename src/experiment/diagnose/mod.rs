@@ -28,6 +28,8 @@ pub mod decide;
 pub mod evidence;
 pub mod facts;
 mod front;
+#[cfg(test)]
+mod consistency;
 pub mod gather;
 mod logged;
 pub mod remedy;
