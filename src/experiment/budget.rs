@@ -104,7 +104,8 @@ pub struct BudgetUse {
     pub pace: Pace,
     /// Connections opened from each source (`default` for the kernel's choice).
     pub spent: BTreeMap<String, u32>,
-    /// How long probes waited for the budget, in all.
+    /// How long the run waited for the budget: the longest any one address waited (addresses wait
+    /// side by side).
     #[serde(skip_serializing_if = "is_zero")]
     pub waited_ms: u64,
 }
@@ -142,6 +143,12 @@ impl Budget {
     pub fn max_per_address(mut self, cap: u32) -> Budget {
         self.max_per_address = Some(cap);
         self
+    }
+
+    /// Connections `source` may still open under the per-address cap; `None`: no cap.
+    pub fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
+        let spent = self.accounts().get(&source).map_or(0, |a| a.spent);
+        self.max_per_address.map(|cap| cap.saturating_sub(spent))
     }
 
     /// Whether the per-address cap ([`Budget::max_per_address`]) refused a connection.
@@ -263,7 +270,8 @@ impl Budget {
                 .filter(|(_, a)| a.spent > 0)
                 .map(|(k, a)| (k.map_or_else(|| "default".to_string(), |ip| ip.to_string()), a.spent))
                 .collect(),
-            waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).sum(),
+            // Addresses wait side by side: the longest wait, never more than the run lasted.
+            waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).max().unwrap_or(0),
         }
     }
 
