@@ -29,6 +29,7 @@
 //! | [`Netns`] | a second host: namespace + veth pair in 198.18.0.0/15 |
 //! | [`Nft`] | an nftables table of our own, here or in a [`Netns`] |
 //! | [`openssh10_root`] | a cached Debian 13 root with OpenSSH 10 |
+//! | [`frontends`] | fail2ban, nft per-source meters, HAProxy, sslh before a server; [`Sshd::syslog`] |
 //! | [`hold`], [`connect_and_read_line`] | connections that got their banner, kept open |
 //! | [`sshprobe`], [`jsonl`] | the binary, and its JSON Lines parsed |
 //!

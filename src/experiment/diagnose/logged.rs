@@ -40,7 +40,11 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
 
     let mut cited = 0;
     let mut seen = HashSet::new();
-    for line in relevant.iter().filter(|l| l.event.is_evidence()) {
+    // A ban-after-failures daemon logs every failure it counts before the ban: cite what happened
+    // (a ban, a drop) before the failures that led to it, so the cap never leaves the ban out.
+    let mut cited_first: Vec<&&LogLine> = relevant.iter().filter(|l| l.event.is_evidence()).collect();
+    cited_first.sort_by_key(|l| matches!(l.event, LogEvent::FailureCounted { .. }));
+    for line in cited_first {
         let event = line.event.kind();
         if cited < CITED && seen.insert((event, line.message.clone())) {
             f.evidence.push(Evidence::ServerLogged {
@@ -223,5 +227,28 @@ mod tests {
             "{cited:?}"
         );
         assert_ne!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+    }
+
+    #[test]
+    fn a_ban_is_cited_before_the_failures_that_led_to_it() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        // Six distinct failures (distinct lines: the citing dedups equal ones), then the ban.
+        let mut log: String = (0..6)
+            .map(|i| {
+                format!(
+                    "2026-12-03 09:19:0{i},267 fail2ban.filter         [9]: INFO    [sshd] Found 127.0.0.1 - \
+                     2026-12-03 09:19:0{i}\n"
+                )
+            })
+            .collect();
+        log += "2026-12-03 09:19:07,416 fail2ban.actions        [9]: NOTICE  [sshd] Ban 127.0.0.1\n";
+        let f = decide(&with_log(probes, &log));
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::ServerLogged { event: LogEventKind::Banned, .. })),
+            "{:?}",
+            f.evidence
+        );
     }
 }
