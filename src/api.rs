@@ -161,7 +161,8 @@ where
 }
 
 /// Diagnoses `remote` (named `target` in the report): why the exchange fails there and what fixes
-/// it, within a penalty-safe budget of [`DEFAULT_PER_SOURCE`] connections per source address.
+/// it, within a penalty-safe budget and at most [`DEFAULT_PER_SOURCE`] connections per source
+/// address (the ban-safe cap). Pass a ledger in `options` to pace as one client across calls.
 pub async fn diagnose_target(
     target: &str,
     remote: SocketAddr,
@@ -169,6 +170,6 @@ pub async fn diagnose_target(
     options: &DiagnoseOptions,
 ) -> Result<Diagnosis, Error> {
     let engine = AnyEngine::open(engine, EngineConfig::default(), RawOptions::default())?;
-    let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE);
+    let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE).max_per_address(DEFAULT_PER_SOURCE);
     Ok(crate::experiment::diagnose::diagnose(&engine, target, remote, options, &budget).await)
 }

@@ -93,6 +93,8 @@ pub enum LogFormat {
     DropbearStderr,
     /// `msg` alone (`sshd -E` / `-e`).
     Bare,
+    /// fail2ban's own log: `2026-12-03 09:14:16,366 fail2ban.actions [906]: NOTICE  [sshd] Ban A`.
+    Fail2ban,
 }
 
 /// One line of a server's log.
@@ -119,6 +121,10 @@ pub struct LogLine {
     pub message: String,
     /// What it means.
     pub event: LogEvent,
+    /// Logged before diagnose started (read from the recent past by [`LogTail::read_lines`]), not
+    /// while it probed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub before_run: bool,
 }
 
 /// Why sshd dropped a connection at its listener, as its `drop connection` line says.
@@ -137,9 +143,20 @@ pub enum DropReason {
     Other(String),
 }
 
-/// What a log line means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a log line means. Its name ([`LogEvent::name`], the JSON's `event`) comes from strum's and
+/// serde's one `snake_case` rule, never from a table of strings.
+///
+/// Its kind without the details is a [`LogEventKind`] (derived by strum): what evidence keeps and
+/// reports match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumDiscriminants)]
 #[serde(rename_all = "snake_case", tag = "event")]
+#[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(LogEventKind),
+    derive(Serialize, strum::IntoStaticStr, Hash),
+    serde(rename_all = "snake_case"),
+    strum(serialize_all = "snake_case")
+)]
 pub enum LogEvent {
     /// sshd's listener dropped a connection before forking for it:
     /// `drop connection #N from [A]:P on [B]:Q past MaxStartups` (or `Maxstartups`, `penalty: ...`).
@@ -245,6 +262,48 @@ pub enum LogEvent {
         /// Why, e.g. `Exited normally`.
         reason: String,
     },
+    /// A ban-after-failures daemon blocked an address: fail2ban's `[sshd] Ban A` (or `Restore Ban
+    /// A` at its restart), sshguard's `Blocking "A/32" for 120 secs (3 attacks in 1 secs, ...)`.
+    Banned {
+        /// The address (the block's first address for sshguard's `A/NN`).
+        addr: IpAddr,
+        /// The block's prefix length, when the line names a block (sshguard).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prefix: Option<u8>,
+        /// fail2ban's jail (`sshd`), when the line names one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+        /// For how long, when the line says (sshguard: `for N secs`; `None` for `forever` too).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        /// fail2ban re-applying a ban it had before it restarted (`Restore Ban`).
+        restored: bool,
+    },
+    /// fail2ban lifted a ban: `[sshd] Unban A`.
+    Unbanned {
+        /// The address.
+        addr: IpAddr,
+        /// The jail, when named.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+    /// A failure counted towards a ban: fail2ban's `[sshd] Found A - 2026-12-03 09:14:16`,
+    /// sshguard's `Attack from "A" on service 100 with danger 10.`
+    FailureCounted {
+        /// The address.
+        addr: IpAddr,
+        /// The jail, when named.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+    /// fail2ban found a failure from an address it has banned already: `[sshd] A already banned`.
+    AlreadyBanned {
+        /// The address.
+        addr: IpAddr,
+        /// The jail, when named.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
     /// Anything else, kept as it was.
     Unrecognised {
         /// The message.
@@ -253,6 +312,47 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
+    /// The event's name, as JSON and evidence cite it: `drop`, `penalise`, `banned`...
+    pub fn name(&self) -> &'static str {
+        self.into()
+    }
+
+    /// The event's kind, without its details.
+    pub fn kind(&self) -> LogEventKind {
+        self.into()
+    }
+
+    /// The client address the event is about, when it names one: a probe's (by its address and
+    /// port), a banned or penalised address, a wrappers refusal's. How lines of the recent past,
+    /// which no probe's port can match, are matched to the addresses diagnose probes from.
+    pub fn address(&self) -> Option<IpAddr> {
+        match self {
+            LogEvent::Banned { addr, .. }
+            | LogEvent::Unbanned { addr, .. }
+            | LogEvent::FailureCounted { addr, .. }
+            | LogEvent::AlreadyBanned { addr, .. } => Some(*addr),
+            LogEvent::WrapperRefusedConnect { addr, .. } => *addr,
+            LogEvent::GraceTimeout { from } => *from,
+            LogEvent::Penalise { block, .. } => block.split('/').next().and_then(|a| a.parse().ok()),
+            other => other.client().map(|c| c.ip()),
+        }
+    }
+
+    /// Whether the event concerns `ip`: it names `ip`, or a block (`A/NN`) that holds it.
+    pub fn is_about(&self, ip: IpAddr) -> bool {
+        let block = match self {
+            LogEvent::Banned { addr, prefix: Some(p), .. } => Some((*addr, *p)),
+            LogEvent::Penalise { block, .. } => block
+                .split_once('/')
+                .and_then(|(a, p)| Some((a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?))),
+            _ => None,
+        };
+        match block {
+            Some((net, prefix)) => in_block(ip, net, prefix),
+            None => self.address() == Some(ip),
+        }
+    }
+
     /// The client's address and port, when the event names them: how a line is matched to a probe.
     pub fn client(&self) -> Option<SocketAddr> {
         match self {
@@ -300,6 +400,21 @@ impl fmt::Display for LogLine {
     }
 }
 
+/// Whether `ip` lies in `net/prefix`.
+fn in_block(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 /// A log's text is written by others (and quotes what clients sent): escaped for a terminal.
 fn escape(text: &str) -> String {
     text.chars()
@@ -315,6 +430,9 @@ pub fn parse_log(text: &str) -> Vec<LogLine> {
 /// Parses one line, in whichever of the formats it is.
 pub fn parse_line(line: &str) -> LogLine {
     let line = line.trim_end_matches(['\r', '\n']);
+    if let Some(parsed) = fail2ban_line(line) {
+        return parsed;
+    }
     if let Some((time, rest)) = iso_time(line) {
         return with_header(LogFormat::Iso, Some(time), rest, line);
     }
@@ -378,6 +496,7 @@ fn from_message(format: LogFormat, message: &str) -> LogLine {
         level,
         message: text.to_string(),
         event,
+        before_run: false,
     }
 }
 
@@ -460,6 +579,14 @@ fn event(text: &str) -> LogEvent {
             .and_then(word_port)
             .map_or_else(unrecognised, |on| LogEvent::Listening { on });
     }
+    if let Some(rest) = text.strip_prefix("Blocking ") {
+        return sshguard_block(rest).unwrap_or_else(unrecognised);
+    }
+    if let Some(rest) = text.strip_prefix("Attack from ") {
+        // `"A" on service 100 with danger 10.` (older releases: no quotes)
+        let addr = rest.split(' ').next().map(|a| a.trim_matches('"')).and_then(|a| a.parse().ok());
+        return addr.map_or_else(unrecognised, |addr| LogEvent::FailureCounted { addr, jail: None });
+    }
     if let Some(rest) = text.strip_prefix("Child connection from ") {
         return colon_port(rest).map_or_else(unrecognised, |from| LogEvent::DropbearConnection { from });
     }
@@ -471,6 +598,101 @@ fn event(text: &str) -> LogEvent {
         return parsed.unwrap_or_else(unrecognised);
     }
     unrecognised()
+}
+
+/// After sshguard's `Blocking `: `"A/32" for 120 secs (3 attacks in 1 secs, after 1 abuses over 1
+/// secs.)`, `A for 1680 secs (...)` (older releases), `"A/32" forever (...)`.
+fn sshguard_block(rest: &str) -> Option<LogEvent> {
+    let (target, rest) = rest.split_once(' ')?;
+    let target = target.trim_matches('"');
+    let (addr, prefix) = match target.split_once('/') {
+        Some((a, p)) => (a.parse().ok()?, Some(p.parse().ok()?)),
+        None => (target.parse().ok()?, None),
+    };
+    let seconds = rest.strip_prefix("for ").and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok());
+    if seconds.is_none() && !rest.starts_with("forever") {
+        return None;
+    }
+    Some(LogEvent::Banned { addr, prefix, jail: None, seconds, restored: false })
+}
+
+/// fail2ban's own log line: `2026-12-03 09:14:16,366 fail2ban.actions        [906]: NOTICE  [sshd]
+/// Ban 127.0.14.1` (the date in the local time of the host; a comma before the milliseconds).
+fn fail2ban_line(line: &str) -> Option<LogLine> {
+    let b = line.as_bytes();
+    if b.len() < 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[19] != b',' {
+        return None;
+    }
+    let (hour, minute, second) = clock(line.get(11..19)?)?;
+    let time = Timestamp {
+        year: Some(line.get(..4)?.parse().ok()?),
+        month: line.get(5..7)?.parse().ok()?,
+        day: line.get(8..10)?.parse().ok()?,
+        hour,
+        minute,
+        second,
+        micros: line.get(20..23)?.parse::<u32>().ok()? * 1000,
+        utc_offset_s: None,
+    };
+    let rest = line.get(23..)?.trim_start();
+    let (component, rest) = rest.split_once(' ')?;
+    if !component.starts_with("fail2ban") || !valid(&time) {
+        return None;
+    }
+    let (pid, rest) = rest.trim_start().strip_prefix('[')?.split_once("]: ")?;
+    let (level, message) = rest.split_once(' ')?;
+    let message = message.trim_start();
+    let (jail, text) = match message.strip_prefix('[').and_then(|m| m.split_once("] ")) {
+        Some((jail, text)) => (Some(jail.to_string()), text),
+        None => (None, message),
+    };
+    let event = fail2ban_event(jail.clone(), text)
+        .unwrap_or_else(|| LogEvent::Unrecognised { text: message.to_string() });
+    Some(LogLine {
+        format: LogFormat::Fail2ban,
+        time: Some(time),
+        host: None,
+        program: Some(component.to_string()),
+        pid: pid.parse().ok(),
+        level: Some(level.to_string()),
+        message: message.to_string(),
+        event,
+        before_run: false,
+    })
+}
+
+/// What a fail2ban jail's message means: `Ban A`, `Restore Ban A`, `Unban A`, `Found A - DATE`,
+/// `A already banned`.
+fn fail2ban_event(jail: Option<String>, text: &str) -> Option<LogEvent> {
+    let first_addr = |t: &str| t.split(' ').next().and_then(|a| a.parse::<IpAddr>().ok());
+    if let Some(rest) = text.strip_prefix("Ban ") {
+        return Some(LogEvent::Banned {
+            addr: first_addr(rest)?,
+            prefix: None,
+            jail,
+            seconds: None,
+            restored: false,
+        });
+    }
+    if let Some(rest) = text.strip_prefix("Restore Ban ") {
+        return Some(LogEvent::Banned {
+            addr: first_addr(rest)?,
+            prefix: None,
+            jail,
+            seconds: None,
+            restored: true,
+        });
+    }
+    if let Some(rest) = text.strip_prefix("Unban ") {
+        return Some(LogEvent::Unbanned { addr: first_addr(rest)?, jail });
+    }
+    if let Some(rest) = text.strip_prefix("Found ") {
+        return Some(LogEvent::FailureCounted { addr: first_addr(rest)?, jail });
+    }
+    if let Some(addr) = text.strip_suffix(" already banned") {
+        return Some(LogEvent::AlreadyBanned { addr: addr.parse().ok()?, jail });
+    }
+    None
 }
 
 /// After `drop connection #`: `N from [A]:P on [B]:Q REASON`.
@@ -614,22 +836,36 @@ fn dropbear_stderr(line: &str) -> Option<(u32, Timestamp, &str)> {
 /// lines are kept).
 pub const TAIL_CAP: usize = 16 << 20;
 
-/// Reads only what is appended to a log after it was opened: a file from its size at opening
-/// (from its start again if it was truncated or replaced by a shorter one, as at rotation), or
-/// everything that arrives on a stream such as standard input (read by a thread of its own, since
-/// a read from a pipe cannot be interrupted).
+/// How much of a file's recent past [`LogTail::open`] keeps: its last 1 MiB before the run.
+pub const PAST_CAP: u64 = 1 << 20;
+
+/// How far back [`LogTail::read_lines`] looks before the run: a ban, a penalty or a wrappers
+/// refusal logged in these minutes still explains what this run sees.
+pub const RECENT_PAST: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Reads what is appended to one or more logs after they were opened (a file from its size at
+/// opening, from its start again if it was truncated or replaced by a shorter one, as at rotation;
+/// a stream such as standard input by a thread of its own, since a read from a pipe cannot be
+/// interrupted), and what the files held of the recent past when they were opened.
 pub struct LogTail {
-    source: TailSource,
+    sources: Vec<TailSource>,
+    /// The end of each file as it was at opening (at most [`PAST_CAP`]), until read once.
+    past: Option<String>,
+    /// When the logs were opened: the end of the recent past.
+    opened: std::time::SystemTime,
 }
 
 impl fmt::Debug for LogTail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            TailSource::File { path, offset } => {
-                f.debug_struct("LogTail").field("path", path).field("offset", offset).finish()
-            }
-            TailSource::Stream { .. } => f.debug_struct("LogTail").field("path", &"-").finish(),
-        }
+        let paths: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                TailSource::File { path, offset } => format!("{}@{offset}", path.display()),
+                TailSource::Stream { .. } => "-".to_string(),
+            })
+            .collect();
+        f.debug_struct("LogTail").field("sources", &paths).finish()
     }
 }
 
@@ -651,16 +887,137 @@ pub struct LogTailError {
 impl LogTail {
     /// Opens `path` (`-`: standard input) and remembers where it ends now.
     pub fn open(path: &str) -> Result<LogTail, LogTailError> {
-        if path == "-" {
-            return Ok(LogTail::from_stream(std::io::stdin()));
+        LogTail::open_all(&[path])
+    }
+
+    /// Opens every log in `paths` (`-`: standard input, at most once) and remembers where each
+    /// ends now, and what each held last (its recent past).
+    pub fn open_all<S: AsRef<str>>(paths: &[S]) -> Result<LogTail, LogTailError> {
+        let mut sources = Vec::new();
+        let mut past = String::new();
+        let mut stdin_taken = false;
+        for path in paths.iter().map(AsRef::as_ref) {
+            if path == "-" {
+                if !stdin_taken {
+                    sources.push(TailSource::stream(std::io::stdin()));
+                    stdin_taken = true;
+                }
+                continue;
+            }
+            let err = |source| LogTailError { path: path.to_string(), source };
+            let offset = std::fs::metadata(path).map_err(err)?.len();
+            past += &read_range(std::path::Path::new(path), offset.saturating_sub(PAST_CAP), offset)
+                .map_err(err)?;
+            sources.push(TailSource::File { path: PathBuf::from(path), offset });
         }
-        let err = |source| LogTailError { path: path.to_string(), source };
-        let offset = std::fs::metadata(path).map_err(err)?.len();
-        Ok(LogTail { source: TailSource::File { path: PathBuf::from(path), offset } })
+        Ok(LogTail { sources, past: Some(past), opened: std::time::SystemTime::now() })
     }
 
     /// Everything `stream` yields from now on.
-    pub fn from_stream<R: Read + Send + 'static>(mut stream: R) -> LogTail {
+    pub fn from_stream<R: Read + Send + 'static>(stream: R) -> LogTail {
+        LogTail {
+            sources: vec![TailSource::stream(stream)],
+            past: None,
+            opened: std::time::SystemTime::now(),
+        }
+    }
+
+    /// What was appended to every log since the last call (or since opening), as text (invalid
+    /// UTF-8 replaced), one log after the other. A partial last line is left for the next call.
+    pub fn read_appended(&mut self) -> Result<String, LogTailError> {
+        let mut text = String::new();
+        for source in &mut self.sources {
+            text += &source.read_appended()?;
+        }
+        Ok(text)
+    }
+
+    /// [`LogTail::read_appended`], parsed, and on the first call also the lines of the recent past
+    /// (logged within [`RECENT_PAST`] before the logs were opened, by their time stamps; a line
+    /// without one cannot be placed and is left out), marked [`LogLine::before_run`]. Lines of
+    /// the past come first.
+    pub fn read_lines(&mut self) -> Result<Vec<LogLine>, LogTailError> {
+        let mut lines = match self.past.take() {
+            Some(past) => recent(&past, self.opened, RECENT_PAST, local_utc_offset_s()),
+            None => Vec::new(),
+        };
+        lines.extend(parse_log(&self.read_appended()?));
+        Ok(lines)
+    }
+}
+
+/// The lines of `text` logged within `window` before `until` (time stamps without a zone read in
+/// `utc_offset_s`, without a year in `until`'s), marked as logged before the run. Pure: the
+/// recent past's filter, tested without a clock.
+pub fn recent(
+    text: &str,
+    until: std::time::SystemTime,
+    window: std::time::Duration,
+    utc_offset_s: i32,
+) -> Vec<LogLine> {
+    let until_us = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let from_us = until_us.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
+    let year = year_of(until_us, utc_offset_s);
+    parse_log(text)
+        .into_iter()
+        .filter(|l| {
+            l.time.is_some_and(|t| {
+                let at = t.unix_micros(year, utc_offset_s);
+                // A second of slack: syslog stamps are whole seconds.
+                (from_us..=until_us + 1_000_000).contains(&at)
+            })
+        })
+        .map(|mut l| {
+            l.before_run = true;
+            l
+        })
+        .collect()
+}
+
+/// The civil year at `unix_us` in a zone `utc_offset_s` east of UTC.
+fn year_of(unix_us: i64, utc_offset_s: i32) -> i32 {
+    let days = (unix_us / 1_000_000 + i64::from(utc_offset_s)).div_euclid(86_400);
+    // Hinnant's civil_from_days, the year only.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2)) as i32
+}
+
+/// This host's offset from UTC now, in seconds east (syslog and fail2ban stamps are local time).
+fn local_utc_offset_s() -> i32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as libc::time_t);
+    // SAFETY: localtime_r writes only into the `tm` we pass; a zeroed tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&now, &mut tm).is_null() };
+    if ok {
+        tm.tm_gmtoff as i32
+    } else {
+        0
+    }
+}
+
+/// The bytes `from..to` of the file at `path`, as text; a partial first line is dropped.
+fn read_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(to - from).read_to_end(&mut bytes)?;
+    let start =
+        if from == 0 { 0 } else { bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1) };
+    Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+}
+
+impl TailSource {
+    fn stream<R: Read + Send + 'static>(mut stream: R) -> TailSource {
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&received);
         std::thread::spawn(move || {
@@ -677,13 +1034,11 @@ impl LogTail {
                 }
             }
         });
-        LogTail { source: TailSource::Stream { received } }
+        TailSource::Stream { received }
     }
 
-    /// What was appended since the last call (or since opening), as text (invalid UTF-8 replaced).
-    /// A partial last line is left for the next call.
-    pub fn read_appended(&mut self) -> Result<String, LogTailError> {
-        match &mut self.source {
+    fn read_appended(&mut self) -> Result<String, LogTailError> {
+        match self {
             TailSource::Stream { received } => {
                 let mut buffer = received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let complete = buffer.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

@@ -342,3 +342,181 @@ fn a_tail_reads_only_what_is_appended() {
     }
     assert_eq!(got, "one\ntwo\n");
 }
+
+const FAIL2BAN_LOG: &str = include_str!("../tests/fixtures/serverlog/fail2ban-1.0.2.log");
+const FAIL2BAN_AUTH_LOG: &str = include_str!("../tests/fixtures/serverlog/fail2ban-1.0.2.auth.log");
+
+#[test]
+fn fail2ban_s_own_log_gives_its_bans_and_counted_failures() {
+    let lines = parse_log(FAIL2BAN_LOG);
+    assert!(lines.iter().all(|l| l.format == LogFormat::Fail2ban && l.time.is_some()), "{lines:?}");
+    let me: IpAddr = "127.0.14.1".parse().unwrap();
+    let other: IpAddr = "127.0.14.2".parse().unwrap();
+    let sshd = Some("sshd".to_string());
+    let events: Vec<&LogEvent> = lines.iter().map(|l| &l.event).collect();
+    assert!(events.contains(&&LogEvent::Banned {
+        addr: me,
+        prefix: None,
+        jail: sshd.clone(),
+        seconds: None,
+        restored: false
+    }));
+    assert!(events.contains(&&LogEvent::Unbanned { addr: me, jail: sshd.clone() }));
+    assert!(events.contains(&&LogEvent::FailureCounted { addr: other, jail: sshd.clone() }));
+    // The ban comes after two counted failures, the unban after the ban.
+    let at = |want: &dyn Fn(&LogEvent) -> bool| events.iter().position(|e| want(e)).unwrap();
+    let ban = at(&|e| matches!(e, LogEvent::Banned { .. }));
+    let unban = at(&|e| matches!(e, LogEvent::Unbanned { .. }));
+    assert!(ban < unban);
+    assert_eq!(
+        events[..ban]
+            .iter()
+            .filter(|e| matches!(e, LogEvent::FailureCounted { addr, .. } if *addr == me))
+            .count(),
+        2
+    );
+    let banned = &lines[ban];
+    assert_eq!(
+        (banned.level.as_deref(), banned.program.as_deref()),
+        (Some("NOTICE"), Some("fail2ban.actions"))
+    );
+    assert!(banned.event.is_evidence() && banned.event.is_about(me) && !banned.event.is_about(other));
+    assert_eq!(banned.event.name(), "banned");
+    assert_eq!(
+        banned.to_string(),
+        format!("12-03 09:19:07 fail2ban.actions[{}]: NOTICE: [sshd] Ban 127.0.14.1", banned.pid.unwrap())
+    );
+    // Its start-up chatter is kept, unrecognised.
+    assert!(lines.iter().any(|l| matches!(l.event, LogEvent::Unrecognised { .. })));
+}
+
+#[test]
+fn the_auth_log_fail2ban_watched_is_read_as_syslog() {
+    let lines = parse_log(FAIL2BAN_AUTH_LOG);
+    assert!(lines.iter().all(|l| l.format == LogFormat::Syslog), "{lines:?}");
+    assert!(lines.iter().any(
+        |l| matches!(l.event, LogEvent::ConnectionFrom { from, .. } if from.ip().to_string() == "127.0.14.1")
+    ));
+}
+
+#[test]
+fn sshguard_lines_are_bans_and_counted_attacks() {
+    let log = "Apr  1 16:03:39 cloud sshguard[2897]: Attack from \"192.0.2.73\" on service 100 with danger 10.\n\
+               Apr  1 16:03:40 cloud sshguard[2897]: Blocking \"192.0.2.73/32\" for 120 secs (3 attacks in 1 secs, after 1 abuses over 1 secs.)\n\
+               Jan 23 20:45:10 honeypot sshguard[788]: Blocking 198.51.100.130 for 1680 secs (4 attacks in 38 secs, after 2 abuses over 14978 secs)\n\
+               Jan 23 20:45:11 honeypot sshguard[788]: Blocking \"203.0.113.0/24\" forever (3 attacks in 0 secs, after 2 abuses over 0 secs.)\n";
+    let events = events(log);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(events[0], LogEvent::FailureCounted { addr: ip("192.0.2.73"), jail: None });
+    assert_eq!(
+        events[1],
+        LogEvent::Banned {
+            addr: ip("192.0.2.73"),
+            prefix: Some(32),
+            jail: None,
+            seconds: Some(120),
+            restored: false
+        }
+    );
+    assert_eq!(
+        events[2],
+        LogEvent::Banned {
+            addr: ip("198.51.100.130"),
+            prefix: None,
+            jail: None,
+            seconds: Some(1680),
+            restored: false
+        }
+    );
+    assert!(matches!(events[3], LogEvent::Banned { seconds: None, prefix: Some(24), .. }));
+    // A block bans every address in it.
+    assert!(events[3].is_about(ip("203.0.113.77")) && !events[3].is_about(ip("203.0.114.1")));
+    assert!(events.iter().all(LogEvent::is_evidence));
+}
+
+#[test]
+fn fail2ban_restores_and_repeats_are_read() {
+    let log = "2026-12-03 09:19:07,416 fail2ban.actions        [1]: NOTICE  [sshd] Restore Ban 192.0.2.1\n\
+               2026-12-03 09:19:07,500 fail2ban.actions        [1]: NOTICE  [sshd] 192.0.2.1 already banned\n";
+    let events = events(log);
+    assert!(matches!(events[0], LogEvent::Banned { restored: true, .. }));
+    assert_eq!(events[1].name(), "already_banned");
+}
+
+#[test]
+fn the_recent_past_keeps_what_was_logged_in_its_window_and_marks_it() {
+    // 2026-12-03 09:19:10 UTC, the fixture's Unban.
+    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_289_550);
+    let lines = recent(FAIL2BAN_LOG, until, std::time::Duration::from_secs(60), 0);
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.before_run));
+    assert!(lines.iter().any(|l| matches!(l.event, LogEvent::Banned { .. })));
+    // A window that ends before the log began holds nothing; so does one long after.
+    assert!(recent(
+        FAIL2BAN_LOG,
+        until - std::time::Duration::from_secs(600),
+        std::time::Duration::from_secs(60),
+        0
+    )
+    .is_empty());
+    assert!(recent(
+        FAIL2BAN_LOG,
+        until + std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(60),
+        0
+    )
+    .is_empty());
+    // Local time: the same lines an hour east of UTC are an hour earlier.
+    let east = recent(
+        FAIL2BAN_LOG,
+        until - std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(60),
+        3600,
+    );
+    assert_eq!(east.len(), lines.len());
+    // Syslog stamps have no year: the window's own year is taken.
+    assert!(!recent(FAIL2BAN_AUTH_LOG, until, std::time::Duration::from_secs(60), 0).is_empty());
+}
+
+#[test]
+fn several_logs_are_read_as_one_with_their_recent_past_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("auth.log"), dir.path().join("fail2ban.log"));
+    std::fs::write(&a, "").unwrap();
+    // A line of the recent past (now, in local time, as fail2ban writes it) and one far older.
+    let now = std::time::SystemTime::now();
+    let offset = local_utc_offset_s();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + i64::from(offset);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil(days);
+    let stamp = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02},000", rem / 3600, rem / 60 % 60, rem % 60);
+    std::fs::write(
+        &b,
+        format!(
+            "2001-01-01 00:00:00,000 fail2ban.actions        [1]: NOTICE  [sshd] Ban 192.0.2.9\n\
+             {stamp} fail2ban.actions        [1]: NOTICE  [sshd] Ban 192.0.2.1\n"
+        ),
+    )
+    .unwrap();
+    let mut tail = LogTail::open_all(&[a.to_str().unwrap(), b.to_str().unwrap()]).unwrap();
+    std::fs::write(&a, "Dec  3 09:19:07 lab sshd[5]: Connection closed by 192.0.2.1 port 40000 [preauth]\n")
+        .unwrap();
+    let lines = tail.read_lines().unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].before_run && lines[0].event.is_about("192.0.2.1".parse().unwrap()));
+    assert!(!lines[1].before_run && matches!(lines[1].event, LogEvent::ConnectionClosed { .. }));
+    // The past is read once.
+    assert!(tail.read_lines().unwrap().is_empty());
+}
+
+/// Days since 1970-01-01 as a civil date (test helper, Hinnant's civil_from_days).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}

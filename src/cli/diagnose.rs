@@ -52,6 +52,10 @@ Verdicts:
   per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's
                     MAX_UNAUTH_PER_IP)
   penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
+  source_blocked    a firewall refuses or drops this address's SYNs while others are served: a
+                    static rule, or a ban (fail2ban, sshguard, `recent`), perhaps tripped by our probes
+  firewall_limit    a firewall blocks an address only while it holds N connections (connlimit,
+                    nft `ct count`) or opens more than R a minute (`limit rate`, `recent`, hashlimit)
   overloaded        accepted but no banner, or banners timing out under load
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern
@@ -101,12 +105,21 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value_t = DEFAULT_PER_SOURCE, value_parser = super::parse::count::<u32>)]
     budget: u32,
 
+    /// At most this many connections from one source address in one run, whatever the pace: a
+    /// ban-safe cap for servers behind fail2ban or sshguard (each identification-only connection can
+    /// count as a failure). The verdict says when the cap kept an experiment from running.
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = super::parse::count::<u32>)]
+    max_per_address: u32,
+
     /// The server's log, to cite what it says about our probes: sshd's or dropbear's, as `auth.log`
-    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file; `-` for standard input
-    /// (e.g. `ssh host journalctl -fu ssh | sshprobe diagnose host --server-log -`). Only what is
-    /// appended while diagnose runs is read.
+    /// or `secure` lines, `journalctl -u ssh` output or an `sshd -E` file, fail2ban's log or
+    /// sshguard's lines; `-` for standard input (e.g. `ssh host journalctl -fu ssh | sshprobe
+    /// diagnose host --server-log -`). Repeat for several logs (`--server-log /var/log/auth.log
+    /// --server-log /var/log/fail2ban.log`). What is appended while diagnose runs is read, and what
+    /// the files say about the probing addresses in the 15 minutes before (a ban, a penalty, a
+    /// wrappers refusal).
     #[arg(long, value_name = "FILE")]
-    server_log: Option<String>,
+    server_log: Vec<String>,
 
     /// Stop starting probes after this long (waiting for the budget included); a target with no
     /// probe by then is `not_tested`.
@@ -177,7 +190,7 @@ async fn diagnose_all(
     args: DiagnoseArgs,
     signals: &mut ShutdownSignals,
 ) -> anyhow::Result<u8> {
-    if args.server_log.as_deref() == Some("-") && args.inputs.iter().any(|i| i == "-") {
+    if args.server_log.iter().any(|l| l == "-") && args.inputs.iter().any(|i| i == "-") {
         bail!("-i - and --server-log - both want standard input: give one of them a file");
     }
     let texts = target_texts(&args)?;
@@ -188,9 +201,9 @@ async fn diagnose_all(
         sources: args.sources.clone(),
         penalty_wait: args.wait_penalty,
         // Opened before the first probe: only what the server appends from now on is read.
-        server_log: match &args.server_log {
-            Some(path) => Some(Arc::new(Mutex::new(LogTail::open(path)?))),
-            None => None,
+        server_log: match args.server_log.is_empty() {
+            false => Some(Arc::new(Mutex::new(LogTail::open_all(&args.server_log)?))),
+            true => None,
         },
         ..DiagnoseOptions::default()
     };
@@ -246,7 +259,7 @@ async fn diagnose_all(
         let budget = budgets.entry(remote.ip()).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
             let last = Mutex::new(None::<std::time::Instant>);
-            let budget = Budget::penalty_safe(args.budget).on_wait(move |source, wait| {
+            let budget = Budget::penalty_safe(args.budget).max_per_address(args.max_per_address).on_wait(move |source, wait| {
                 let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                 if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
                     return;

@@ -51,6 +51,11 @@ pub struct Budget {
     /// Whether the server may penalise (true until a banner says otherwise).
     penalties: AtomicBool,
     accounts: Mutex<BTreeMap<Option<IpAddr>, Account>>,
+    /// At most this many connections from one address in all, whatever the pace
+    /// ([`Budget::max_per_address`]); `None`: no such cap.
+    max_per_address: Option<u32>,
+    /// Whether the per-address cap refused a connection.
+    capped: AtomicBool,
     /// Told when a probe waits for the budget, and how long: progress for people.
     on_wait: Option<WaitReport>,
 }
@@ -99,7 +104,8 @@ pub struct BudgetUse {
     pub pace: Pace,
     /// Connections opened from each source (`default` for the kernel's choice).
     pub spent: BTreeMap<String, u32>,
-    /// How long probes waited for the budget, in all.
+    /// How long the run waited for the budget: the longest any one address waited (addresses wait
+    /// side by side).
     #[serde(skip_serializing_if = "is_zero")]
     pub waited_ms: u64,
 }
@@ -125,8 +131,29 @@ impl Budget {
             pace,
             penalties: AtomicBool::new(true),
             accounts: Mutex::new(BTreeMap::new()),
+            max_per_address: None,
+            capped: AtomicBool::new(false),
             on_wait: None,
         }
+    }
+
+    /// Caps the connections one source address may open in all, whatever the pace: a ban-safe
+    /// budget for servers behind a ban-after-failures daemon (fail2ban counts every
+    /// identification-only connection as a failure in its aggressive mode).
+    pub fn max_per_address(mut self, cap: u32) -> Budget {
+        self.max_per_address = Some(cap);
+        self
+    }
+
+    /// Connections `source` may still open under the per-address cap; `None`: no cap.
+    pub fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
+        let spent = self.accounts().get(&source).map_or(0, |a| a.spent);
+        self.max_per_address.map(|cap| cap.saturating_sub(spent))
+    }
+
+    /// Whether the per-address cap ([`Budget::max_per_address`]) refused a connection.
+    pub fn capped(&self) -> bool {
+        self.capped.load(Ordering::Relaxed)
     }
 
     /// Calls `report` whenever a probe has to wait for the budget, with the source and the wait.
@@ -185,6 +212,10 @@ impl Budget {
         let paced = self.paced();
         let mut accounts = self.accounts();
         let account = accounts.entry(source).or_insert_with(|| Account::new(0.0));
+        if self.max_per_address.is_some_and(|cap| account.spent >= cap) {
+            self.capped.store(true, Ordering::Relaxed);
+            return Some(Duration::MAX);
+        }
         match self.pace {
             Pace::Cap if account.spent >= self.per_source => return Some(Duration::MAX),
             Pace::PenaltySafe if paced => {
@@ -218,13 +249,14 @@ impl Budget {
     pub fn remaining(&self, source: Option<IpAddr>) -> u32 {
         let accounts = self.accounts();
         let account = accounts.get(&source).copied().unwrap_or_else(|| Account::new(0.0));
-        match self.pace {
+        let paced = match self.pace {
             Pace::Cap => self.per_source.saturating_sub(account.spent),
             Pace::PenaltySafe if self.paced() => {
                 (f64::from(self.per_source) - account.owed_now(Instant::now())).floor().max(0.0) as u32
             }
             Pace::PenaltySafe => u32::MAX,
-        }
+        };
+        self.max_per_address.map_or(paced, |cap| paced.min(cap.saturating_sub(account.spent)))
     }
 
     /// What was spent so far.
@@ -238,7 +270,8 @@ impl Budget {
                 .filter(|(_, a)| a.spent > 0)
                 .map(|(k, a)| (k.map_or_else(|| "default".to_string(), |ip| ip.to_string()), a.spent))
                 .collect(),
-            waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).sum(),
+            // Addresses wait side by side: the longest wait, never more than the run lasted.
+            waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).max().unwrap_or(0),
         }
     }
 

@@ -122,6 +122,9 @@ impl<'e, E: Engine> Holder<'e, E> {
     ) -> u32 {
         let mut attempts = 0;
         let mut spent_sources = 0;
+        // Two failures in a row: a firewall blocking the address (each unanswered SYN costs the
+        // connect timeout) or a table that is full; more attempts would only wait or trip a ban.
+        let mut failures_in_a_row = 0;
         let in_time = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
         while self.alive() < target
             && attempts < max_attempts
@@ -137,9 +140,18 @@ impl<'e, E: Engine> Holder<'e, E> {
                         break;
                     }
                 }
-                Ok(()) | Err(HoldFailure::Refused) => {
+                Ok(()) => {
                     spent_sources = 0;
                     attempts += 1;
+                    failures_in_a_row = 0;
+                }
+                Err(HoldFailure::Refused) => {
+                    spent_sources = 0;
+                    attempts += 1;
+                    failures_in_a_row += 1;
+                    if failures_in_a_row >= 2 {
+                        break;
+                    }
                 }
             }
         }

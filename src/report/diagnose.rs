@@ -38,7 +38,7 @@ pub fn write_diagnosis(
         Format::Csv => {
             let f = &d.finding;
             let evidence: Vec<String> = f.evidence.iter().map(evidence_text).collect();
-            let remedy: Vec<String> = f.remedy.iter().map(remedy_text).collect();
+            let remedy: Vec<String> = f.remedy.iter().map(|r| remedy_text(r, d.remote.port())).collect();
             writeln!(
                 out,
                 "{},{},{},{},{},{time}",
@@ -98,7 +98,7 @@ impl<'a> DiagnosisJson<'a> {
                 .iter()
                 .map(|e| EvidenceJson { evidence: e, text: evidence_text(e) })
                 .collect(),
-            remedy: f.remedy.iter().map(remedy_text).collect(),
+            remedy: f.remedy.iter().map(|r| remedy_text(r, d.remote.port())).collect(),
             notes: f.notes.iter().map(note_text).collect(),
             server: d.server.as_deref(),
             experiments: &d.experiments,
@@ -133,7 +133,7 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     }
     writeln!(out, "  remedy:")?;
     for r in &f.remedy {
-        writeln!(out, "    - {}", escape(&remedy_text(r)))?;
+        writeln!(out, "    - {}", escape(&remedy_text(r, d.remote.port())))?;
     }
     for n in &f.notes {
         writeln!(out, "  note:     {}", escape(&note_text(n)))?;
@@ -186,18 +186,34 @@ fn delay_class_text(class: DelayClass) -> &'static str {
 }
 
 /// What a cited log event means, for people (after the line).
-fn log_meaning(event: &str) -> &'static str {
+fn log_meaning(event: crate::serverlog::LogEventKind) -> &'static str {
+    use crate::serverlog::LogEventKind as K;
     match event {
-        "drop" => {
+        K::Drop => {
             " (its listener dropped the connection: MaxStartups or PerSourceMaxStartups, logged alike, or a \
                    PerSourcePenalties penalty when the line says `penalty:`)"
         }
-        "throttling_begins" | "drops_not_logged" => " (MaxStartups throttling)",
-        "penalise" => " (PerSourcePenalties)",
-        "wrapper_refused_connect" | "wrapper_refused" => " (TCP wrappers: /etc/hosts.deny matched)",
-        "host_key_unloadable" | "no_host_keys" => " (its session cannot start without a host key: `HostKey`)",
-        "fatal" => " (the process exits)",
-        _ => "",
+        K::ThrottlingBegins | K::DropsNotLogged => " (MaxStartups throttling)",
+        K::Penalise => " (PerSourcePenalties)",
+        K::WrapperRefusedConnect | K::WrapperRefused => " (TCP wrappers: /etc/hosts.deny matched)",
+        K::HostKeyUnloadable | K::NoHostKeys => " (its session cannot start without a host key: `HostKey`)",
+        K::Fatal => " (the process exits)",
+        K::Banned | K::AlreadyBanned => {
+            " (a ban-after-failures daemon, fail2ban or sshguard, blocks this address: its firewall rule \
+             refuses or drops every connection from it until the ban lifts)"
+        }
+        K::Unbanned => " (the ban on this address lifted)",
+        K::FailureCounted => {
+            " (a ban-after-failures daemon counted a failure from this address towards a ban)"
+        }
+        K::ThrottlingEnds
+        | K::ConnectionFrom
+        | K::ConnectionClosed
+        | K::GraceTimeout
+        | K::Listening
+        | K::DropbearConnection
+        | K::DropbearExitBeforeAuth
+        | K::Unrecognised => "",
     }
 }
 
@@ -355,10 +371,14 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             if *total == 1 { "" } else { "s" },
             holders.iter().map(holder_text).collect::<Vec<_>>().join(", ")
         ),
-        Evidence::ServerLogged { line, event, ours } => format!(
+        Evidence::ServerLogged { line, event, ours, before_run } => format!(
             "the server logged{}: {line}{}",
-            if *ours { " for one of our probes" } else { " while we probed" },
-            log_meaning(event)
+            match (*before_run, *ours) {
+                (true, _) => " in the minutes before this run, about a probing address",
+                (false, true) => " for one of our probes",
+                (false, false) => " while we probed",
+            },
+            log_meaning(*event)
         ),
         Evidence::ServerLoggedUnknown { lines, count } => format!(
             "the server logged {count} line{} diagnose does not know while we probed: {}",
@@ -437,6 +457,74 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              connections others hold); `sshprobe limits` estimates start:rate:full",
             if *cleared { " and cleared once they were released" } else { "" },
         ),
+        Evidence::SynsBlocked { tally, probes, served_first } => {
+            let blocked = tally.total();
+            let how = tally_text(tally);
+            if *served_first > 0 {
+                format!(
+                    "this address got {served_first} banner(s), then {blocked} of its later connects failed at the \
+                     SYN ({how}): refused (RST or ICMP) or dropped before any connection existed; {probes} probes from it in all"
+                )
+            } else {
+                format!(
+                    "{blocked} of this address's {probes} connects failed at the SYN ({how}): refused (RST or ICMP) or \
+                     dropped before any connection existed"
+                )
+            }
+        }
+        Evidence::ServedElsewhere { source, banners, probes } => {
+            format!("from another address ({source}): {banners} banner(s) of {probes} probes: the server is up and serves others")
+        }
+        Evidence::BanTripped { banners } => format!(
+            "the address was served {banners} time(s) in this run, then blocked: diagnose's own probes (each an \
+             identification-only connection, a failure to a ban-after-failures rule such as fail2ban's aggressive \
+             sshd filter, sshguard, or iptables `recent`) tripped a ban; the user's ssh from this address is blocked \
+             too until it lifts"
+        ),
+        Evidence::BlockOutlivedWait { waited_ms } => format!(
+            "still blocked after waiting {:.1} s with nothing held: not a rate limit (which lets a new connection \
+             through by then) but a ban",
+            *waited_ms as f64 / 1000.0
+        ),
+        Evidence::CountLimit { held_here, lifted: false } => format!(
+            "refused at the SYN while this address holds {held_here} connection(s) to the server, while another address \
+             is served: a per-address connection count rule (iptables connlimit, nft `ct count`)"
+        ),
+        Evidence::CountLimit { held_here, lifted: true } => format!(
+            "refused at the SYN while this address held {held_here} connection(s), served again once they were \
+             released: a per-address connection count rule (iptables connlimit, nft `ct count`)"
+        ),
+        Evidence::RateLimit { passed, waited_ms } => format!(
+            "{passed} new connection(s) passed, then SYNs were blocked; after {:.1} s with nothing of ours held, a \
+             new one was served again: a per-address rate limit on new connections (nft `limit rate`, iptables `recent \
+             --hitcount` or hashlimit), not a ban",
+            *waited_ms as f64 / 1000.0
+        ),
+        Evidence::AtTheListener { server_delay_us } => format!(
+            "closed {} after the handshake, zero bytes, for this address only, with nothing held from it here: at the \
+             listener, before any sshd session (sshd's TCP wrappers close after 5 s): an access rule there (a proxy's \
+             ACL such as HAProxy's `tcp-request connection reject`, an allow list), or, if others share this address \
+             (NAT), a per-address limit they hold full",
+            format_us(*server_delay_us)
+        ),
+        Evidence::Multiplexer { waited_ms, spoke_first_ms } => format!(
+            "the banner came after {:.1} s when we waited, and after {spoke_first_ms} ms when we spoke first: a \
+             protocol multiplexer (sslh and the like) waits for the client's first bytes before it picks a backend; \
+             ssh clients speak first, so they are not delayed",
+            *waited_ms as f64 / 1000.0
+        ),
+        Evidence::PerSourceUntold { refused_pct, banners, chance_pct } => format!(
+            "this address was refused at random ({refused_pct} %), another got {banners} banner(s); a global limit \
+             dropping {refused_pct} % would give that {chance_pct} % of the time, over the {:.0} % error rate a \
+             per-source verdict needs: a global MaxStartups (random drops) or a per-source limit; more probes from \
+             each address at the same load would tell",
+            crate::experiment::diagnose::decide::PER_SOURCE_ERROR_RATE * 100.0
+        ),
+        Evidence::RefusalsBeginAt { held } => format!(
+            "refusals came only while diagnose itself held {held} unauthenticated connections, and cleared once it let \
+             them go: nothing refuses anyone now, but the server starts refusing at about {held} unauthenticated \
+             connections at once (a burst such as Ansible's default 5 forks, or more, from several hosts can reach it)"
+        ),
         Evidence::PenaltyLifted { after_ms } => {
             format!("the block lifted {:.1} s later (polled every 2 s)", *after_ms as f64 / 1000.0)
         }
@@ -450,11 +538,45 @@ pub fn evidence_text(evidence: &Evidence) -> String {
 }
 
 /// A remedy, for people.
-pub fn remedy_text(remedy: &Remedy) -> String {
-    const MAXSTARTUPS: &str = "raise `MaxStartups` in sshd_config (default 10:30:100; e.g. `MaxStartups 50:30:200`), \
-         lower `LoginGraceTime` so stalled connections free their slot sooner, and find who holds unauthenticated \
-         connections (`ss -tn state established '( sport = :22 )'` on the server)";
+/// A remedy, for people; `port` is the server's port, for the commands it names.
+pub fn remedy_text(remedy: &Remedy, port: u16) -> String {
+    let maxstartups = format!(
+        "raise `MaxStartups` in sshd_config (default 10:30:100; e.g. `MaxStartups 50:30:200`), lower \
+         `LoginGraceTime` so stalled connections free their slot sooner, and find who holds unauthenticated \
+         connections (`ss -tn state established '( sport = :{port} )'` on the server)"
+    );
+    let client_text = |client: &Option<std::net::IpAddr>| {
+        client.map_or_else(|| "this client".to_string(), |c| c.to_string())
+    };
     match remedy {
+        Remedy::UnbanOrExempt { client } => {
+            let c = client_text(client);
+            format!(
+                "a ban-after-failures daemon banned {c}: add it to fail2ban's `ignoreip` (jail.local) or sshguard's \
+                 whitelist (`-w`), unban it now (`fail2ban-client set sshd unbanip {c}`), or wait out the ban time \
+                 (fail2ban's `bantime`, 10 min by default); `fail2ban-client status sshd` lists the banned addresses"
+            )
+        }
+        Remedy::AllowSourceInFirewall { client } => format!(
+            "find the firewall rule that refuses or drops {}: `nft list ruleset`, `iptables -S` on the server or on \
+             the path, and allow the address",
+            client_text(client)
+        ),
+        Remedy::RaiseFirewallCountLimit => "raise the firewall's per-address connection count (iptables `-m connlimit \
+             --connlimit-above`, nft `ct count over`), or hold fewer connections at once from this address \
+             (ControlMaster reuses one)"
+            .into(),
+        Remedy::RaiseFirewallRateLimit => "raise the firewall's per-address rate of new connections (nft `limit rate \
+             over`, iptables `-m recent --hitcount` or `-m hashlimit`), or open connections more slowly \
+             (ControlMaster reuses one; fewer Ansible forks)"
+            .into(),
+        Remedy::AllowAtTheListener { client } => format!(
+            "allow {} where the connection is accepted: a proxy's ACL (HAProxy `tcp-request connection reject`, nginx \
+             `stream` allow/deny), the listener's allow list; if many clients share this address (NAT), check also a \
+             per-address limit there, and who holds connections to the port (`ss -tn state established '( sport = \
+             :{port} )'` on the server)",
+            client_text(client)
+        ),
         Remedy::StartServer => "start sshd or fix its `ListenAddress`/`Port` (check with `ss -ltnp` on the server); \
              if sshd runs, look for a firewall rule rejecting with tcp reset"
             .into(),
@@ -474,8 +596,8 @@ pub fn remedy_text(remedy: &Remedy) -> String {
             )
         }
         Remedy::CheckServerLog => "check the server's log for the reason (sshd -d on a spare port shows it)".into(),
-        Remedy::RaiseMaxStartups => MAXSTARTUPS.into(),
-        Remedy::RaiseMaxStartupsIfEveryAddressRefused => format!("if every address is refused: {MAXSTARTUPS}"),
+        Remedy::RaiseMaxStartups => maxstartups,
+        Remedy::RaiseMaxStartupsIfEveryAddressRefused => format!("if every address is refused: {maxstartups}"),
         Remedy::RaisePerSourceMaxStartups => "raise or remove `PerSourceMaxStartups` in sshd_config (OpenSSH 8.5+; \
              `PerSourceNetBlockSize` sets what counts as one source), or close the idle unauthenticated connections \
              this address holds"
@@ -500,12 +622,13 @@ pub fn remedy_text(remedy: &Remedy) -> String {
              /var/log/auth.log: 'Unable to load host key', 'no hostkeys available', 'fatal:'), and reinstall \
              openssh-server if its files are broken"
             .into(),
-        Remedy::TellListenerDropsApart => "tell a full connection table from a forwarder with no backend: the \
+        Remedy::TellListenerDropsApart => format!(
+            "tell a full connection table from a forwarder with no backend: the \
              server's log (sshd logs MaxStartups drops; dropbear logs nothing for its limits), `ss -tn state \
-             established '( sport = :PORT )'` on the server (who holds unauthenticated connections), what listens on \
+             established '( sport = :{port} )'` on the server (who holds unauthenticated connections), what listens on \
              the port (`ss -ltnp`: docker-proxy, haproxy, kubectl), and a retry after LoginGraceTime (120 s): a full \
              table empties as held connections time out, a forwarder with no backend does not"
-            .into(),
+            ),
         Remedy::DropbearMaxUnauthClients => "dropbear allows MAX_UNAUTH_CLIENTS (30) unauthenticated connections in \
              all, a compile-time constant (default_options.h): find who holds them (`ss -tn` on the server) or \
              rebuild dropbear with a higher limit"
@@ -577,6 +700,15 @@ pub fn note_text(note: &Note) -> String {
             "the load experiment reached only {max_held} held connections (budget or --max-held): a MaxStartups \
              `start` above that was not tested"
         ),
+        Note::OneAddressLookAlikes => "with one source address, a block on this address looks like the host going \
+             down, nothing listening any more, or a firewall on the path: a second address (`--source`) would tell"
+            .into(),
+        Note::CapKeptExperimentFromRunning => "the per-address cap (--max-per-address) kept an experiment from \
+             running: the verdict rests on fewer probes"
+            .into(),
+        Note::StoppedProbingBlockedAddress => "probing from the blocked address stopped at once (at most 2 more \
+             SYNs to confirm), so as not to prolong a ban"
+            .into(),
         Note::RefusalsPersisted => {
             "refusals persisted after we released our connections: others' load or a penalty".into()
         }

@@ -6,9 +6,10 @@ use crate::engine::any::AnyEngine;
 use crate::engine::raw::{RawError, RawOptions};
 use crate::engine::{Engine, EngineConfig};
 use crate::evidence::{Connect, Observation};
-use crate::experiment::budget::{Budget, DEFAULT_PER_SOURCE};
+use crate::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use crate::experiment::diagnose::{diagnose, DiagnoseOptions, Diagnosis};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The engines the exporter's modules need, opened once through the library's one door
@@ -20,6 +21,10 @@ use std::time::Duration;
 pub struct Engines {
     connect: AnyEngine,
     raw: Option<AnyEngine>,
+    /// What each source address owes each server in OpenSSH 9.8+ penalties: the CLI's ledger, read
+    /// at start and written after every diagnosis, so `/diagnose` and `sshprobe diagnose` pace as
+    /// one client.
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl Engines {
@@ -27,7 +32,8 @@ impl Engines {
     pub fn start(modules: &Modules) -> Result<Engines, RawError> {
         let open = |kind| AnyEngine::open(kind, EngineConfig::default(), RawOptions::default());
         let raw = if modules.need_raw() { Some(open(EngineKind::Raw)?) } else { None };
-        Ok(Engines { connect: open(EngineKind::Connect)?, raw })
+        let ledger = Ledger::default_path().as_deref().map(Ledger::read).unwrap_or_default();
+        Ok(Engines { connect: open(EngineKind::Connect)?, raw, ledger: Arc::new(Mutex::new(ledger)) })
     }
 
     /// The engine of `kind`, if it was opened.
@@ -70,9 +76,9 @@ pub async fn run_probe(
 /// bounded by the budget; this bounds its time.
 pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Runs `diagnose` on `remote` through the engine `module` names, with its default options and a
-/// fresh budget (at most [`DEFAULT_PER_SOURCE`] connections per source address), within
-/// [`DIAGNOSE_TIMEOUT`].
+/// Runs `diagnose` on `remote` through the engine `module` names, as the CLI does by default: a
+/// penalty-safe budget kept in the shared ledger, at most [`DEFAULT_PER_SOURCE`] connections per
+/// source address (the ban-safe cap), within [`DIAGNOSE_TIMEOUT`].
 pub async fn run_diagnose(
     engines: &Engines,
     module: &Module,
@@ -80,9 +86,18 @@ pub async fn run_diagnose(
     remote: SocketAddr,
 ) -> Option<Diagnosis> {
     let engine = engines.of(module.engine)?;
-    let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE);
-    let options = DiagnoseOptions::default();
-    tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(engine, target, remote, &options, &budget)).await.ok()
+    let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE).max_per_address(DEFAULT_PER_SOURCE);
+    let options = DiagnoseOptions { ledger: Some(engines.ledger.clone()), ..DiagnoseOptions::default() };
+    let d = tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(engine, target, remote, &options, &budget))
+        .await
+        .ok();
+    if let Some(path) = Ledger::default_path() {
+        let ledger = engines.ledger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(e) = ledger.write(&path) {
+            tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());
+        }
+    }
+    d
 }
 
 /// A diagnosis as `/diagnose` answers it: the JSON object `diagnose -o jsonl` prints.

@@ -30,6 +30,7 @@
 //! | [`Netns`] | a second host: namespace + veth pair in 198.18.0.0/15 |
 //! | [`Nft`] | an nftables table of our own, here or in a [`Netns`] |
 //! | [`openssh10_root`] | a cached Debian 13 root with OpenSSH 10 |
+//! | [`frontends`] | fail2ban, nft per-source meters, HAProxy, sslh before a server; [`Sshd::syslog`] |
 //! | [`hold`], [`connect_and_read_line`] | connections that got their banner, kept open |
 //! | [`sshprobe`], [`jsonl`] | the binary, and its JSON Lines parsed |
 //!
@@ -48,6 +49,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 pub mod delayline;
+pub mod frontends;
 
 pub mod prometheus;
 
@@ -665,6 +667,13 @@ fn mounts_then_exec(mounts: &[Mount], argv: &[String]) -> Vec<String> {
                 args.push(dst.display().to_string());
                 script += &format!("mount -t proc proc \"${{{}}}\"\n", args.len());
             }
+            Mount::PrivateDev { log } => {
+                args.push(log.display().to_string());
+                script += "mount -t tmpfs -o mode=755,size=64k sshprobe-dev /dev\n\
+                           mknod -m 666 /dev/null c 1 3\nmknod -m 666 /dev/zero c 1 5\n\
+                           mknod -m 666 /dev/random c 1 8\nmknod -m 666 /dev/urandom c 1 9\n";
+                script += &format!("ln -s \"${{{}}}\" /dev/log\n", args.len());
+            }
         }
     }
     script += &format!("shift {}\nexec \"$@\"\n", args.len());
@@ -675,8 +684,18 @@ fn mounts_then_exec(mounts: &[Mount], argv: &[String]) -> Vec<String> {
 }
 
 enum Mount {
-    Bind { src: PathBuf, dst: PathBuf },
-    Proc { dst: PathBuf },
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    Proc {
+        dst: PathBuf,
+    },
+    /// A tmpfs over `/dev` with the four character devices a daemon needs, and `/dev/log` a
+    /// symlink to `log` (the host has no `/dev/log` to bind over, and none may be created there).
+    PrivateDev {
+        log: PathBuf,
+    },
 }
 
 /// The full command line for a daemon: `[ip netns exec NS] [unshare --mount ... sh -c MOUNTS]
@@ -733,6 +752,7 @@ pub struct Sshd {
     hosts_deny: Option<String>,
     netns: Option<(String, IpAddr)>,
     chroot: Option<PathBuf>,
+    syslog: Option<PathBuf>,
 }
 
 impl Default for Sshd {
@@ -752,7 +772,17 @@ impl Sshd {
             hosts_deny: None,
             netns: None,
             chroot: None,
+            syslog: None,
         }
+    }
+
+    /// Logs to syslog instead of stderr: sshd runs without `-e`, in a private mount namespace whose
+    /// `/dev` is a small tmpfs of its own (null, zero, random, urandom) where `/dev/log` points at
+    /// `socket`, a listener of the test's own ([`frontends::Syslog`]). The lines then carry the
+    /// `sshd[PID]: ` tag that log readers such as fail2ban's filters need (docs/facts.md §11).
+    pub fn syslog(mut self, socket: &Path) -> Sshd {
+        self.syslog = Some(socket.to_path_buf());
+        self
     }
 
     /// Listen on `ip` (default 127.0.0.1, or the namespace's address with [`Sshd::netns`]).
@@ -906,7 +936,13 @@ impl Sshd {
         } else {
             bin("sshd").display().to_string()
         };
-        let argv = vec![sshd_bin.clone(), "-D".into(), "-e".into(), "-f".into(), seen(&config_path)];
+        if let Some(socket) = &self.syslog {
+            mounts.push(Mount::PrivateDev { log: socket.clone() });
+        }
+        let mut argv = vec![sshd_bin.clone(), "-D".into(), "-e".into(), "-f".into(), seen(&config_path)];
+        if self.syslog.is_some() {
+            argv.retain(|a| a != "-e");
+        }
         let cmd = daemon_command(
             self.netns.as_ref().map(|(n, _)| n.as_str()),
             &mounts,

@@ -45,6 +45,12 @@ pub enum Verdict {
     PerSourceLimit,
     /// OpenSSH 9.8+ PerSourcePenalties has blocked this address.
     Penalized,
+    /// A firewall refuses or drops this address's SYNs while another address is served: a static
+    /// rule, or a ban (fail2ban, sshguard, `recent`), perhaps tripped by diagnose's own probes.
+    SourceBlocked,
+    /// A firewall refuses or drops an address's SYNs only while it holds N connections (connlimit,
+    /// nft `ct count`) or opens more than R per interval (`limit rate`, `recent`, hashlimit).
+    FirewallLimit,
     /// Accepted but no banner, or banners slowing and timing out under load.
     Overloaded,
     /// Not an SSH server.
@@ -119,11 +125,18 @@ pub fn decide(facts: &Facts) -> Finding {
     if facts.budget_exhausted {
         f.notes.push(Note::BudgetExhausted);
     }
+    if facts.capped {
+        f.notes.push(Note::CapKeptExperimentFromRunning);
+    }
     let unloaded = facts.unloaded();
     let software = facts.software();
     if unloaded.is_empty() {
         f.conclude(Verdict::NotTested, Confidence::High);
         f.evidence.push(Evidence::NoProbes { reason: facts.not_tested.unwrap_or(NotTestedReason::Budget) });
+    } else if let Some(front) = super::front::rule(&super::front::Signals::of(facts)) {
+        f.conclude(front.verdict, front.confidence);
+        f.evidence.extend(front.evidence);
+        f.notes.extend(front.notes);
     } else if unloaded.iter().all(|p| p.outcome() == Outcome::Banner) {
         decide_loaded(facts, &mut f, software);
     } else {
@@ -131,7 +144,12 @@ pub fn decide(facts: &Facts) -> Finding {
     }
     super::logged::refine(facts, &mut f);
     // Our address as the server saw it, for an access rule to name.
-    let client = unloaded.iter().filter(|p| p.refused()).find_map(|p| p.local()).map(|a| a.ip());
+    let client = unloaded
+        .iter()
+        .filter(|p| p.refused())
+        .find_map(|p| p.local())
+        .map(|a| a.ip())
+        .or_else(|| facts.probing_timeline().iter().find_map(|p| p.source.or(p.local().map(|a| a.ip()))));
     f.remedy = remedies(f.verdict, software, &f.evidence, client);
     f
 }
@@ -145,6 +163,22 @@ fn decide_unloaded(
 ) {
     let n = unloaded.len();
     let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
+
+    // Every address's SYNs unanswered while this host holds connections to the server: a
+    // front-end (or sshd) whose accept queue is full of them, not a firewall.
+    let host_holds = facts.host_connections.iter().any(|h| h.count > 0);
+    let second_unanswered = facts
+        .of(ExperimentKind::Source)
+        .flat_map(|e| &e.probes)
+        .map(|p| p.outcome() == Outcome::ConnectTimeout)
+        .reduce(|a, b| a && b)
+        .unwrap_or(false);
+    if host_holds && second_unanswered && count(Outcome::ConnectTimeout) == n {
+        f.conclude(Verdict::Overloaded, Confidence::Medium);
+        f.evidence.push(Evidence::HungServer { syn_unanswered: n, accepted_silent: 0 });
+        cite_holders(facts, f);
+        return;
+    }
 
     // The connect itself fails.
     for (outcome, verdict) in [
@@ -204,6 +238,7 @@ fn decide_unloaded(
     if count(Outcome::Banner) == 0 && syn_unanswered + accepted_silent == n && syn_unanswered > 0 {
         f.conclude(Verdict::Overloaded, Confidence::Medium);
         f.evidence.push(Evidence::HungServer { syn_unanswered, accepted_silent });
+        cite_holders(facts, f);
         return;
     }
 
@@ -211,6 +246,7 @@ fn decide_unloaded(
         f.conclude(Verdict::Overloaded, Confidence::Medium);
         let partial = unloaded.iter().find_map(|p| p.message()).map(String::from);
         f.evidence.push(Evidence::NoBanner { probes: n, partial });
+        cite_holders(facts, f);
         return;
     }
 
@@ -227,6 +263,26 @@ fn decide_unloaded(
             && unloaded[first_refused..].iter().all(|p| p.refused());
         let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
             || software.is_some_and(Software::has_penalties);
+        // Under a global limit's random drops the other address's banners could be luck: per-source
+        // needs enough of them that the chance falls under the stated error rate.
+        let refused_share = refusals.len() as f64 / n as f64;
+        let chance = (1.0 - refused_share).powi(second.len() as i32);
+        let lucky = chance > PER_SOURCE_ERROR_RATE;
+        if (known.is_some() || fast_zero)
+            && second_all_banner
+            && lucky
+            && !(banners_then_refused && penalties_possible)
+        {
+            f.conclude(Verdict::Maxstartups, Confidence::Medium);
+            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
+            f.evidence.push(Evidence::PerSourceUntold {
+                refused_pct: (refused_share * 100.0).round() as u32,
+                banners: second.len(),
+                chance_pct: (chance * 100.0).round() as u32,
+            });
+            cite_holders(facts, f);
+            return;
+        }
         if (known.is_some() || fast_zero) && second_all_banner {
             if banners_then_refused && penalties_possible {
                 f.conclude(Verdict::Penalized, Confidence::Medium);
@@ -241,10 +297,27 @@ fn decide_unloaded(
         if known.is_some() || fast_zero {
             f.conclude(Verdict::Maxstartups, Confidence::Medium);
             f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
+            cite_holders(facts, f);
             return;
         }
     }
     f.evidence.push(Evidence::NoPattern);
+}
+
+/// The chance of error accepted when another address's banners are read as a per-source limit: the
+/// chance that a global limit dropping at the probing address's rate would have served them all.
+pub const PER_SOURCE_ERROR_RATE: f64 = 0.05;
+
+/// Cites the connections this host holds to the server, when it holds any.
+fn cite_holders(facts: &Facts, f: &mut Finding) {
+    let total: u32 = facts.host_connections.iter().map(|h| h.count).sum();
+    if total > 0 {
+        f.evidence.push(Evidence::HostHoldsConnections {
+            holders: facts.host_connections.clone(),
+            total,
+            from_probing_address: 0,
+        });
+    }
 }
 
 /// What the other addresses got with nothing held, and what this host holds: the context in which
@@ -376,10 +449,14 @@ fn decide_zero_byte(
                 if cx.software == Some(Software::Dropbear) {
                     f.conclude(Verdict::PerSourceLimit, Confidence::High);
                     f.evidence.push(Evidence::DropbearPerSourceClose);
-                } else {
-                    let confidence = if held_here > 0 { Confidence::High } else { Confidence::Medium };
-                    f.conclude(Verdict::PerSourceLimit, confidence);
+                } else if held_here > 0 {
+                    f.conclude(Verdict::PerSourceLimit, Confidence::High);
                     f.evidence.push(Evidence::ListenerDropThisAddress);
+                } else {
+                    // Nothing held from this address here: an access rule at the listener (a proxy's
+                    // ACL), or a per-address limit held full by others behind the same address.
+                    f.conclude(Verdict::AccessDenied, Confidence::Medium);
+                    f.evidence.push(Evidence::AtTheListener { server_delay_us });
                 }
             } else if held > 0 {
                 // A server-wide table (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS) filled, at least in
@@ -411,17 +488,22 @@ fn decide_zero_byte(
     }
 }
 
-/// The verdict when unloaded probes all got banners: what did the load experiment show?
+/// The verdict when unloaded probes all got banners: what did the load experiment show? Every
+/// probe counts: a connect refused or unanswered under load is a failure like a refusal after accept.
 fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
     let loads: Vec<&Experiment> = facts.of(ExperimentKind::Load).collect();
     f.evidence.push(Evidence::UnloadedBanners { probes: facts.unloaded().len(), software });
-    // The first load at which anything was refused: our probes, our attempts to hold more, or the
+    if let Some(mux) = multiplexer(facts) {
+        f.evidence.push(mux);
+    }
+    let failed = |p: &ExperimentProbe| p.refused() || p.connect_failed();
+    // The first load at which anything failed: our probes, our attempts to hold more, or the
     // fresh address probing at the same load (one more sample of the same server count).
     let refused_level = facts
         .experiments
         .iter()
         .filter(|e| e.kind == ExperimentKind::Load || (e.kind == ExperimentKind::Source && e.held > 0))
-        .find(|e| e.hold_refused > 0 || e.probes.iter().any(|p| p.refused()));
+        .find(|e| e.hold_refused > 0 || e.probes.iter().any(failed));
     let timeouts =
         loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome() == Outcome::BannerTimeout).count();
     let max_held = loads.iter().map(|e| e.held).max().unwrap_or(0);
@@ -429,13 +511,15 @@ fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
         if timeouts > 0 {
             f.conclude(Verdict::Overloaded, Confidence::Medium);
             f.evidence.push(Evidence::LoadTimeouts { timeouts });
+            cite_holders(facts, f);
             return;
         }
         f.conclude(
             Verdict::Ok,
             if max_held >= CONFIDENT_LOAD { Confidence::High } else { Confidence::Medium },
         );
-        if max_held > 0 {
+        // Said only when every load probe got a banner: nothing failed and nothing timed out here.
+        if max_held > 0 && loads.iter().flat_map(|e| &e.probes).all(|p| p.served()) {
             f.evidence.push(Evidence::ServedUnderLoad { max_held });
         }
         if max_held < CONFIDENT_LOAD {
@@ -480,12 +564,43 @@ fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
         f.evidence.push(Evidence::PerSourceUnderLoad { held: level.held });
         return;
     }
+    let others_hold = facts.host_connections.iter().any(|h| h.count > 0);
+    if cleared && !others_hold && !level.probes.iter().any(|p| p.connect_failed()) {
+        // Refused only while diagnose itself held connections, served again once it let them go:
+        // nothing refuses anyone now; the limit is where it is.
+        f.conclude(Verdict::Ok, Confidence::High);
+        f.evidence.push(Evidence::RefusalsBeginAt { held: level.held });
+        return;
+    }
     f.conclude(Verdict::Maxstartups, if cleared { Confidence::High } else { Confidence::Medium });
     f.evidence.push(Evidence::MaxStartupsUnderLoad { held: level.held, cleared });
     if !after.is_empty() && !cleared {
         f.notes.push(Note::RefusalsPersisted);
     }
 }
+
+/// A banner that waited far longer when we waited than when we spoke first: a protocol
+/// multiplexer (sslh waits its timeout for the client's first bytes before it picks a backend).
+fn multiplexer(facts: &Facts) -> Option<Evidence> {
+    multiplexer_in(facts.unloaded())
+}
+
+/// [`multiplexer`] over `probes` with nothing held.
+pub(super) fn multiplexer_in<'a>(probes: impl IntoIterator<Item = &'a ExperimentProbe>) -> Option<Evidence> {
+    use crate::evidence::ProbeOrder;
+    let probes: Vec<&ExperimentProbe> = probes.into_iter().collect();
+    let waits = |order: ProbeOrder| {
+        let us: Vec<u64> =
+            probes.iter().filter(|p| p.order() == order).filter_map(|p| p.ident_us()).collect();
+        percentile(&us, 0.5)
+    };
+    let (waited, spoke_first) = (waits(ProbeOrder::WaitForBanner)?, waits(ProbeOrder::SendFirst)?);
+    (waited >= MULTIPLEXER_MIN_WAIT_US && spoke_first.saturating_mul(4) < waited)
+        .then_some(Evidence::Multiplexer { waited_ms: waited / 1000, spoke_first_ms: spoke_first / 1000 })
+}
+
+/// The shortest wait for a banner read as a multiplexer's timeout (sslh's is whole seconds).
+pub(super) const MULTIPLEXER_MIN_WAIT_US: u64 = 900_000;
 
 #[cfg(test)]
 mod tests {
@@ -514,7 +629,8 @@ mod tests {
         assert_eq!(
             names.join(", "),
             "ok, not_listening, filtered, unreachable, access_denied, server_error, listener_drop, maxstartups, \
-             per_source_limit, penalized, overloaded, not_ssh, intermittent, not_tested, legacy_algorithms"
+             per_source_limit, penalized, source_blocked, firewall_limit, overloaded, not_ssh, intermittent, \
+             not_tested, legacy_algorithms"
         );
         for v in Verdict::VARIANTS {
             assert_eq!(serde_json::to_value(v).unwrap(), v.name());
@@ -549,9 +665,20 @@ mod tests {
         assert_eq!((f.verdict, f.confidence), (Verdict::Penalized, Confidence::Medium));
         assert!(f.evidence.contains(&Evidence::PenaltyBegan { banners: 1 }), "{:?}", f.evidence);
         assert_eq!(f.notes, [Note::OwnProbesNearPenaltyThreshold]);
-        // Refusals at random (not banners then refusals) on one address only: a per-source limit.
+        // Refusals at random (not banners then refusals) on one address, 2 banners on another: a
+        // global limit dropping 40 % serves 2 in a row 36 % of the time, so per-source is not shown.
         let mut experiments = random_refusals();
         experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]));
+        let f = decide(&facts(experiments));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::Medium));
+        assert!(
+            f.evidence.contains(&Evidence::PerSourceUntold { refused_pct: 40, banners: 2, chance_pct: 36 }),
+            "{:?}",
+            f.evidence
+        );
+        // With 8 banners on the other address that chance is 1.7 %: a per-source limit.
+        let mut experiments = random_refusals();
+        experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 8]));
         let f = decide(&facts(experiments));
         assert_eq!(f.verdict, Verdict::PerSourceLimit);
         assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 2, probes: 5 }));
@@ -569,18 +696,36 @@ mod tests {
             exp(ExperimentKind::Source, 8, vec![ok(), refusal(EXCEEDED)]),
             exp(ExperimentKind::Persistence, 0, vec![ok(), ok()]),
         ]));
-        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
-        assert!(
-            f.evidence.contains(&Evidence::MaxStartupsUnderLoad { held: 8, cleared: true }),
-            "{:?}",
-            f.evidence
-        );
+        // Only under our load, and cleared: nothing refuses anyone now.
+        assert_eq!(f.verdict, Verdict::Ok, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::RefusalsBeginAt { held: 8 }), "{:?}", f.evidence);
         // Our attempts to hold more were refused on the way to 8.
         let mut load = exp(ExperimentKind::Load, 8, vec![ok(), ok()]);
         load.hold_refused = 3;
         let f = decide(&facts(vec![base(), load, exp(ExperimentKind::Persistence, 0, vec![ok(), ok()])]));
-        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        assert_eq!(f.verdict, Verdict::Ok, "{:?}", f.evidence);
         assert!(f.evidence.contains(&Evidence::HoldRefused { attempts: 3 }), "{:?}", f.evidence);
+        // The same while another process of this host holds connections: they fill the table for
+        // everyone, so the limit is live: maxstartups.
+        let f = decide(&Facts {
+            host_connections: vec![HostHolder {
+                pid: None,
+                process: None,
+                local: "127.0.0.9".parse().unwrap(),
+                count: 5,
+            }],
+            ..facts(vec![
+                base(),
+                exp(ExperimentKind::Load, 3, vec![ok(), refusal(EXCEEDED)]),
+                exp(ExperimentKind::Persistence, 0, vec![ok(), ok()]),
+            ])
+        });
+        assert_eq!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+        assert!(
+            f.evidence.contains(&Evidence::MaxStartupsUnderLoad { held: 3, cleared: true }),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]
@@ -791,17 +936,20 @@ mod tests {
         assert_eq!(f.notes, [Note::LoadNotConfident { max_held: 3 }]);
     }
 
+    /// Refusals only while diagnose itself held connections, gone once released: `ok`, with where the
+    /// refusals begin (a burst of that many unauthenticated connections will meet them).
     #[test]
-    fn a_limit_under_load_that_clears_is_maxstartups() {
+    fn a_limit_met_only_under_our_load_is_ok_with_where_it_begins() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"); 3]),
             exp(ExperimentKind::Load, 4, vec![refusal(EXCEEDED), banner("OpenSSH_9.2p1"), refusal(EXCEEDED)]),
             exp(ExperimentKind::Source, 4, vec![refusal(EXCEEDED); 2]),
             exp(ExperimentKind::Persistence, 0, vec![banner("OpenSSH_9.2p1"); 2]),
         ]));
-        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High));
-        assert!(f.evidence.contains(&Evidence::MaxStartupsUnderLoad { held: 4, cleared: true }));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Ok, Confidence::High));
+        assert!(f.evidence.contains(&Evidence::RefusalsBeginAt { held: 4 }), "{:?}", f.evidence);
         assert!(f.evidence.contains(&Evidence::RefusalsSaid { message: EXCEEDED.into() }));
+        assert_eq!(f.remedy, [Remedy::LookPastTheExchange]);
     }
 
     #[test]
@@ -929,6 +1077,87 @@ mod tests {
             ])
         });
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
+    }
+
+    /// Every address's SYNs unanswered while this host holds connections to the server: a full
+    /// accept queue (HAProxy at `maxconn`), with the holders named.
+    #[test]
+    fn syns_unanswered_everywhere_while_this_host_holds_is_overloaded_with_holders() {
+        let holders = vec![HostHolder {
+            pid: Some(9),
+            process: Some("ssh".into()),
+            local: "127.0.0.9".parse().unwrap(),
+            count: 2,
+        }];
+        let f = decide(&Facts {
+            host_connections: holders.clone(),
+            ..facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::ConnectTimeout); 3]),
+                exp(ExperimentKind::Source, 0, vec![rec(Outcome::ConnectTimeout); 2]),
+            ])
+        });
+        assert_eq!(f.verdict, Verdict::Overloaded, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::HostHoldsConnections {
+            holders,
+            total: 2,
+            from_probing_address: 0
+        }));
+        assert_eq!(f.remedy[0], Remedy::ReleaseThisHostsConnections);
+        // Accepted and silent from every address, the same.
+        let f = decide(&Facts {
+            host_connections: vec![HostHolder {
+                pid: None,
+                process: None,
+                local: "127.0.0.9".parse().unwrap(),
+                count: 2,
+            }],
+            ..facts(vec![exp(ExperimentKind::Baseline, 0, vec![rec(Outcome::BannerTimeout); 3])])
+        });
+        assert_eq!(f.verdict, Verdict::Overloaded);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::HostHoldsConnections { total: 2, .. })));
+    }
+
+    /// A reset at the listener for this address only, nothing held from it here: an access rule
+    /// there (a proxy's ACL), not sshd's wrappers and not a per-source limit of ours.
+    #[test]
+    fn a_reset_at_the_listener_for_this_address_only_is_access_denied_there() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::AtTheListener { .. })), "{:?}", f.evidence);
+        assert!(matches!(f.remedy[..], [Remedy::AllowAtTheListener { .. }]), "{:?}", f.remedy);
+    }
+
+    /// Bytes, then a reset: never a zero-byte close.
+    #[test]
+    fn bytes_then_a_reset_is_never_zero_bytes() {
+        let partial = || probe(Connect::Established, b"SSH-2.0-Open", Some(End::Rst), 50_000);
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![partial(); 3])]));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::ZeroByteClose { .. })), "{:?}", f.evidence);
+        assert_ne!(f.verdict, Verdict::ListenerDrop);
+    }
+
+    /// A banner after a fixed wait when we waited, at once when we spoke first: a multiplexer, `ok`.
+    #[test]
+    fn a_multiplexers_wait_is_ok_and_named() {
+        let waited =
+            || probe(Connect::Established, b"SSH-2.0-OpenSSH_9.2p1\r\n", Some(End::WeClosed), 2_004_000);
+        let mut spoke = probe(Connect::Established, b"SSH-2.0-OpenSSH_9.2p1\r\n", Some(End::WeClosed), 6_000);
+        spoke.record.observation.order = ProbeOrder::SendFirst;
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![waited(), spoke, waited()])]));
+        assert_eq!(f.verdict, Verdict::Ok);
+        assert!(
+            f.evidence.contains(&Evidence::Multiplexer { waited_ms: 2004, spoke_first_ms: 6 }),
+            "{:?}",
+            f.evidence
+        );
+        // The same wait in both orders is a slow server, not a multiplexer.
+        let mut slow = waited();
+        slow.record.observation.order = ProbeOrder::SendFirst;
+        let f = decide(&facts(vec![exp(ExperimentKind::Baseline, 0, vec![waited(), slow, waited()])]));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::Multiplexer { .. })));
     }
 
     /// Some SYNs unanswered and some connections accepted without a banner: a hung server, not a

@@ -157,11 +157,14 @@ pub enum Evidence {
     ServerLogged {
         /// The line, as cited (escaped).
         line: String,
-        /// What it is (`drop`, `wrapper_refused_connect`, `host_key_unloadable`...).
-        event: &'static str,
+        /// What it is (`drop`, `wrapper_refused_connect`, `banned`...).
+        event: crate::serverlog::LogEventKind,
         /// Whether it names one of our probes' connections (by source port); `false`: it names no
-        /// port, and was logged while we probed.
+        /// port, and was logged while we probed (or before, see `before_run`).
         ours: bool,
+        /// Logged in the minutes before this run, about one of our addresses (a ban, a penalty).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        before_run: bool,
     },
     /// Lines the server logged while we probed that diagnose does not know: shown, never dropped.
     ServerLoggedUnknown {
@@ -295,6 +298,85 @@ pub enum Evidence {
         /// How long we polled.
         polled_ms: u64,
     },
+    /// The probing address's SYNs were refused (RST or ICMP) or went unanswered: `blocked` of its
+    /// `probes` probes, after `served_first` banners.
+    SynsBlocked {
+        /// How the connects failed, counted.
+        tally: Tally,
+        /// Probes from the probing address in all.
+        probes: usize,
+        /// Banners it got before the first blocked SYN.
+        served_first: usize,
+    },
+    /// Another address was served while this one was blocked.
+    ServedElsewhere {
+        /// The other address.
+        source: String,
+        /// Its banners.
+        banners: usize,
+        /// Its probes.
+        probes: usize,
+    },
+    /// This address was served earlier in the run, then blocked: diagnose's own probes tripped a
+    /// ban-after-failures rule (fail2ban, sshguard, `recent`); the user's ssh is blocked too.
+    BanTripped {
+        /// Banners before the block.
+        banners: usize,
+    },
+    /// After waiting with nothing held, the address was still blocked: not a rate limit.
+    BlockOutlivedWait {
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// Blocked only while this address held connections to the server: a connection-count rule
+    /// (connlimit, nft `ct count`).
+    CountLimit {
+        /// Connections this address held (this host's and ours) when its SYNs were refused.
+        held_here: u32,
+        /// Whether the block lifted once ours were released.
+        lifted: bool,
+    },
+    /// Blocked after a burst of new connections with nothing held, and served again after a wait: a
+    /// rate limit on new connections (nft `limit rate`, `recent`, hashlimit).
+    RateLimit {
+        /// Banners before the first blocked SYN.
+        passed: usize,
+        /// How long we waited before it let us in again.
+        waited_ms: u64,
+    },
+    /// Zero bytes and a close within a listener's delay, for this address only, with nothing held
+    /// from it here: a rule at the listener (a proxy ACL, an allow list), not sshd's wrappers (which
+    /// close after 5 s); or a per-address limit held full by others behind the same address (NAT).
+    AtTheListener {
+        /// The server's own delay to the close (median).
+        server_delay_us: u64,
+    },
+    /// Banners after a fixed wait when we waited, at once when we spoke first: a protocol
+    /// multiplexer (sslh and the like) waits for the client before it picks a backend.
+    Multiplexer {
+        /// Median wait for the banner when we waited.
+        waited_ms: u64,
+        /// Median wait when we spoke first.
+        spoke_first_ms: u64,
+    },
+    /// This address refused at random beside another address's banners, but so few of those that
+    /// a global limit's random drops would give them this often: per-source cannot be told from
+    /// global at the stated error rate.
+    PerSourceUntold {
+        /// The probing address's share refused, in per cent.
+        refused_pct: u32,
+        /// The other address's banners.
+        banners: usize,
+        /// The chance of those banners under the global reading, in per cent.
+        chance_pct: u32,
+    },
+    /// Refusals came only while diagnose itself held connections, and cleared when it let them go:
+    /// nothing refuses anyone now, but the server starts refusing at about `held` unauthenticated
+    /// connections.
+    RefusalsBeginAt {
+        /// Connections held when refusals began.
+        held: u32,
+    },
 }
 
 /// Where in the server a refusal's delay places it (docs/facts.md §3).
@@ -358,6 +440,13 @@ pub enum Note {
     },
     /// Refusals persisted after we released our connections.
     RefusalsPersisted,
+    /// With one address, a block cannot be told from a host that went down, nothing listening, or a
+    /// path firewall: a second address (`--source`) would tell.
+    OneAddressLookAlikes,
+    /// The per-address cap (`--max-per-address`) kept an experiment from running.
+    CapKeptExperimentFromRunning,
+    /// Probing from the blocked address stopped at once, to keep the block from growing.
+    StoppedProbingBlockedAddress,
     /// The server's KEXINIT could not be read (a malformation, or none came).
     KexinitUnreadable {
         /// The malformation's name (`kexinit::KexError::name`).

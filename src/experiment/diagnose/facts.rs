@@ -71,14 +71,39 @@ impl ExperimentProbe {
         }
     }
 
-    /// A refusal with no byte before the close (FIN or RST).
+    /// A refusal with no byte before the close (FIN or RST): never one that sent bytes, even a
+    /// partial ident.
     pub fn zero_byte_refusal(&self) -> bool {
         matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
+            && self.record.observation.received.is_empty()
     }
 
-    /// How long the server itself took to answer ([`ProbeRecord::server_delay_us`]).
+    /// The connect itself failed: RST or ICMP to the SYN, or no answer to it.
+    pub fn connect_failed(&self) -> bool {
+        matches!(self.outcome(), Outcome::Refused | Outcome::ConnectTimeout | Outcome::Unreachable)
+    }
+
+    /// Whether the probe got a banner.
+    pub fn served(&self) -> bool {
+        self.outcome() == Outcome::Banner
+    }
+
+    /// Microseconds from connect to the server's ident line, when one came.
+    pub fn ident_us(&self) -> Option<u64> {
+        self.served().then_some(self.record.observation.timings.ident).flatten()
+    }
+
+    /// The order the probe used.
+    pub fn order(&self) -> ProbeOrder {
+        self.record.observation.order
+    }
+
+    /// How long the server itself took to close, less the round trip (the handshake's time, twice):
+    /// the delay to the close, not to a first byte, so a server that sends bytes and then resets
+    /// is placed by its reset.
     pub fn server_delay_us(&self) -> Option<u64> {
-        self.record.server_delay_us()
+        let t = self.record.observation.timings;
+        Some(t.closed?.saturating_sub(2 * t.connected?))
     }
 
     /// The connect round trip, in µs: how long the handshake took.
@@ -153,6 +178,9 @@ pub enum ExperimentKind {
     Load,
     /// Probes after releasing held connections.
     Persistence,
+    /// One probe from a blocked address after a wait with nothing held: a rate limit has let a
+    /// new connection through by then, a ban has not.
+    Recheck,
 }
 
 /// One experiment's probes.
@@ -223,6 +251,10 @@ pub struct Facts {
     pub host_connections: Vec<HostHolder>,
     /// Why probing stopped before any probe could be made, when it did.
     pub not_tested: Option<NotTestedReason>,
+    /// The per-address cap (`--max-per-address`) kept an experiment from running.
+    pub capped: bool,
+    /// How long diagnose waited, with nothing held, before the [`ExperimentKind::Recheck`] probe.
+    pub recheck_wait_ms: u64,
     /// What the server logged while diagnose ran (`--server-log`): `None` when no log was given.
     pub server_log: Option<Vec<crate::serverlog::LogLine>>,
 }
@@ -282,6 +314,12 @@ impl Facts {
     /// Probes from the probing address with nothing held: baseline and determinism.
     pub fn unloaded(&self) -> Vec<&ExperimentProbe> {
         self.probes(ExperimentKind::Baseline).chain(self.probes(ExperimentKind::Determinism)).collect()
+    }
+
+    /// Every probe from the probing address, in the order made (baseline, determinism, load,
+    /// persistence, recheck): the address's story through the run.
+    pub fn probing_timeline(&self) -> Vec<&ExperimentProbe> {
+        self.experiments.iter().filter(|e| e.kind != ExperimentKind::Source).flat_map(|e| &e.probes).collect()
     }
 
     /// The server software, from any banner.
@@ -388,6 +426,7 @@ mod tests {
             serde_json::json!({
                 "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
                 "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300, "connect_us": 100,
+                "server_delay_us": 100,
                 "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
             })
         );

@@ -65,6 +65,10 @@ pub struct DiagnoseOptions {
     /// The server's log, read from where it ended when opened: what it appends while diagnose
     /// probes is matched to the probes and cited (`--server-log`).
     pub server_log: Option<Arc<Mutex<LogTail>>>,
+    /// What each source address owes the server from earlier runs (OpenSSH 9.8+ penalties outlive
+    /// a run): loaded into the budget before probing and stored back after, so the exporter's
+    /// `/diagnose` and the CLI keep one account. `None`: the caller keeps the ledger itself.
+    pub ledger: Option<Arc<Mutex<crate::experiment::budget::Ledger>>>,
 }
 
 impl Default for DiagnoseOptions {
@@ -79,6 +83,7 @@ impl Default for DiagnoseOptions {
             patience: Duration::from_millis(400),
             max_duration: None,
             server_log: None,
+            ledger: None,
         }
     }
 }
@@ -100,6 +105,9 @@ pub async fn diagnose<E: Engine>(
     budget: &Budget,
 ) -> Diagnosis {
     let started = std::time::Instant::now();
+    if let Some(ledger) = &options.ledger {
+        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
+    }
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
     let until = options.max_duration.map(|d| tokio::time::Instant::now() + d);
@@ -141,7 +149,12 @@ pub async fn diagnose<E: Engine>(
         facts.not_tested = Some(NotTestedReason::TimeLimit);
     }
     let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
-    let any_refused = baseline.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
+    // Every probe counts: a connect refused or unanswered is a failure too.
+    let any_refused =
+        baseline.iter().any(|p| p.refused() || p.connect_failed() || p.outcome() == Outcome::BannerTimeout);
+    // More probes at concurrency 1 tell a pattern only among answers: a server that answers some
+    // probes. Timeouts and blocked SYNs repeat at seconds each and tell nothing new.
+    let answered = baseline.iter().any(|p| p.served() || p.refused());
     // Mixed means different kinds of answer; a reset and a close are the same refusal seen from
     // the two probe orders (docs/facts.md §2).
     let mixed = baseline.windows(2).any(|w| w[0].kind() != w[1].kind());
@@ -155,7 +168,7 @@ pub async fn diagnose<E: Engine>(
 
     if any_refused {
         // 2. Determinism, when the baseline did not already show it.
-        if mixed {
+        if mixed && answered {
             let probes = lab.series(ProbeOrder::WaitForBanner, primary, 4, 0, &mut facts).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Determinism,
@@ -181,16 +194,44 @@ pub async fn diagnose<E: Engine>(
                 hold_refused: 0,
             });
         }
+        // Served, then blocked, with nothing held: one probe after a wait tells a rate limit from
+        // a ban.
+        if matches!(super::front::Signals::of(&facts).block, super::front::Block::MidRun { .. }) {
+            recheck(&lab, primary, others.first().copied(), &mut facts).await;
+        }
     } else if all_banner {
-        load_experiment(&lab, primary, &others, options, &mut facts).await;
+        // The second address's probes started beside a slow baseline (a multiplexer's wait): they
+        // were made and spent, so they are reported.
+        if let Some(probes) = second {
+            let probes: Vec<ExperimentProbe> = probes.into_iter().flatten().collect();
+            if !probes.is_empty() {
+                facts.experiments.push(Experiment {
+                    kind: ExperimentKind::Source,
+                    held: 0,
+                    held_from_probing_source: false,
+                    probes,
+                    hold_refused: 0,
+                });
+            }
+        }
+        let baseline = &facts.experiments[0].probes;
+        if super::decide::multiplexer_in(baseline).is_some() {
+            // A multiplexer holds every connection that waits for its timeout: held connections
+            // would each take that long, and clients that speak first are not affected.
+            tracing::debug!("a protocol multiplexer answers: no load experiment");
+        } else {
+            load_experiment(&lab, primary, &others, options, &mut facts).await;
+        }
     }
+    facts.capped |= budget.capped();
 
     if let Some(tail) = &options.server_log {
         // sshd writes as it drops; syslog and the journal may take a moment to pass it on.
         tokio::time::sleep(LOG_SETTLE).await;
-        let appended = tail.lock().unwrap_or_else(|p| p.into_inner()).read_appended();
-        match appended {
-            Ok(text) => facts.server_log = Some(crate::serverlog::parse_log(&text)),
+        // What was appended while we probed, and what the logs held of the recent past.
+        let lines = tail.lock().unwrap_or_else(|p| p.into_inner()).read_lines();
+        match lines {
+            Ok(lines) => facts.server_log = Some(lines),
             Err(e) => tracing::warn!("{e}"),
         }
     }
@@ -202,6 +243,9 @@ pub async fn diagnose<E: Engine>(
             None if options.penalty_wait.is_zero() => Evidence::PenaltyLiftsLater,
             None => Evidence::PenaltyNotLifted { polled_ms: options.penalty_wait.as_millis() as u64 },
         });
+    }
+    if let Some(ledger) = &options.ledger {
+        budget.store(&mut ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
     }
     let server =
         facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software_version().map(String::from));
@@ -256,17 +300,31 @@ async fn load_experiment<E: Engine>(
 ) {
     // Hold from the other addresses when there are any, so a per-source limit on the probing address
     // cannot be mistaken for a global one, and penalties are spread.
+    // With one other address, the probing address holds: the other stays clean, to show that the
+    // server serves others (a ban-after-failures daemon counts every held connection as a failure
+    // when it closes, and would ban both). The per-address cap then ends the load early.
     let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
         if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
     let mut holder = Holder::new(lab.engine, lab.request.clone());
     let mut refused_at = None;
+    // The probing address's SYNs failed under load: a firewall rule or a ban, not sshd.
+    let mut blocked = false;
     for &step in LOAD_STEPS.iter().filter(|&&s| s <= options.max_held) {
+        // Held from the probing address, a step must leave room under the per-address cap for its
+        // probes and the final check.
+        let cost = step.saturating_sub(holder.alive()) + PROBES_PER_STEP + FINAL_CHECK;
+        if from_probing && lab.budget.cap_remaining(primary).is_some_and(|left| left < cost) {
+            facts.capped = true;
+            break;
+        }
         let refused_before = holder.refused();
         let held = holder.fill_to(step, &holder_sources, lab.budget, step * 3).await;
         let hold_refused = holder.refused() - refused_before;
         // One probe at a time, so that the server's count is what we hold (plus others' load).
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, PROBES_PER_STEP, held, facts).await;
-        let refused = probes.iter().any(|p| p.refused() || p.outcome() == Outcome::BannerTimeout);
+        let refused =
+            probes.iter().any(|p| p.refused() || p.connect_failed() || p.outcome() == Outcome::BannerTimeout);
+        blocked |= probes.iter().any(|p| p.connect_failed());
         let stop = probes.len() < PROBES_PER_STEP as usize || held < step;
         if probes.is_empty() {
             break;
@@ -300,10 +358,13 @@ async fn load_experiment<E: Engine>(
         }
     }
     holder.release().await;
-    if refused_at.is_some() {
-        // MaxStartups counts clear about 0.5 s after held connections close (docs/facts.md §3); a penalty stays.
-        tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
-        let probes = lab.series(ProbeOrder::WaitForBanner, primary, 2, 0, facts).await;
+    if !blocked && refused_at.is_none() {
+        // Served throughout. A ban-after-failures daemon counts identification-only connections as
+        // they close, and the held ones closed just now: one probe after its reaction time says
+        // whether our own probes got this address banned (docs/facts.md §11: 0.1-1.2 s).
+        tokio::time::sleep(BAN_REACTION).await;
+        let probes = lab.series(ProbeOrder::WaitForBanner, primary, FINAL_CHECK, 0, facts).await;
+        let banned = probes.iter().any(|p| p.connect_failed());
         facts.experiments.push(Experiment {
             kind: ExperimentKind::Persistence,
             held: 0,
@@ -311,7 +372,81 @@ async fn load_experiment<E: Engine>(
             probes,
             hold_refused: 0,
         });
+        if banned {
+            recheck(lab, primary, others.first().copied(), facts).await;
+        }
+        return;
     }
+    if blocked && (!from_probing || refused_at == Some(0)) {
+        // Held from other addresses, so nothing from the probing address is held now: a count rule
+        // has nothing left to count. Stop probing from it at once (a ban grows with every failure);
+        // one probe after a wait tells a rate limit (lets a new connection through by then) from a
+        // ban (does not).
+        recheck(lab, primary, others.first().copied(), facts).await;
+        return;
+    }
+    if refused_at.is_some() {
+        // MaxStartups counts clear about 0.5 s after held connections close (docs/facts.md §3); a penalty stays.
+        tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
+        if blocked {
+            facts.recheck_wait_ms = SETTLE_AFTER_RELEASE.as_millis() as u64;
+        }
+        let probes =
+            lab.series(ProbeOrder::WaitForBanner, primary, if blocked { 1 } else { 2 }, 0, facts).await;
+        let still_blocked = probes.iter().any(|p| p.connect_failed());
+        facts.experiments.push(Experiment {
+            kind: ExperimentKind::Persistence,
+            held: 0,
+            held_from_probing_source: false,
+            probes,
+            hold_refused: 0,
+        });
+        if blocked && still_blocked {
+            recheck(lab, primary, others.first().copied(), facts).await;
+        }
+    }
+}
+
+/// Probes kept for the check after the load experiment.
+const FINAL_CHECK: u32 = 1;
+/// How long a ban-after-failures daemon takes to ban after the last failure it counts: fail2ban
+/// 0.1-0.6 s with pyinotify, about 1.2 s polling (docs/facts.md §11).
+const BAN_REACTION: Duration = Duration::from_millis(1500);
+
+/// How long a blocked address waits, with nothing held, before its one recheck: a rate rule of 6
+/// new connections a minute lets one through every 10 s (docs/facts.md §11).
+const RECHECK_WAIT: Duration = Duration::from_secs(10);
+
+/// One probe from the blocked `source` after [`RECHECK_WAIT`]: a rate limit lets it through, a ban
+/// does not.
+/// When no other address was asked yet, `other` is asked once too: is the server serving others?
+async fn recheck<E: Engine>(
+    lab: &Bench<'_, E>,
+    source: Option<IpAddr>,
+    other: Option<Option<IpAddr>>,
+    facts: &mut Facts,
+) {
+    let asked_elsewhere = facts.experiments.iter().any(|e| e.kind == ExperimentKind::Source);
+    if let (Some(other), false) = (other, asked_elsewhere) {
+        let probes = lab.series(ProbeOrder::WaitForBanner, other, 1, 0, facts).await;
+        facts.experiments.push(Experiment {
+            kind: ExperimentKind::Source,
+            held: 0,
+            held_from_probing_source: false,
+            probes,
+            hold_refused: 0,
+        });
+    }
+    tokio::time::sleep(RECHECK_WAIT).await;
+    facts.recheck_wait_ms = RECHECK_WAIT.as_millis() as u64;
+    let probes = lab.series(ProbeOrder::WaitForBanner, source, 1, 0, facts).await;
+    facts.experiments.push(Experiment {
+        kind: ExperimentKind::Recheck,
+        held: 0,
+        held_from_probing_source: false,
+        probes,
+        hold_refused: 0,
+    });
 }
 
 /// Makes probes for experiments through one engine, within the budget.
@@ -377,6 +512,11 @@ impl<'a, E: Engine> Bench<'a, E> {
                 tokio::time::sleep(self.spacing).await;
             }
             match self.probe(order, source, held).await {
+                // A blocked SYN: more from this address would only extend a ban.
+                Some(p) if p.connect_failed() => {
+                    out.push(p);
+                    break;
+                }
                 Some(p) => out.push(p),
                 None => {
                     facts.budget_exhausted = true;

@@ -11,6 +11,8 @@
 use super::decide::{Confidence, Finding, Verdict};
 use super::evidence::Evidence;
 use super::facts::{ExperimentKind, Facts};
+#[cfg(test)]
+use crate::serverlog::LogEventKind;
 use crate::serverlog::{DropReason, LogEvent, LogFormat, LogLine};
 use std::collections::HashSet;
 
@@ -22,15 +24,35 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
     let Some(lines) = &facts.server_log else { return };
     let ours = facts.our_ports();
     let is_ours = |line: &LogLine| line.event.client().is_some_and(|c| ours.contains(&c.port()));
-    // Lines about other clients' connections are not ours to cite (the log may be busy).
-    let relevant: Vec<&LogLine> = lines.iter().filter(|l| l.event.client().is_none() || is_ours(l)).collect();
+    let addresses = our_addresses(facts);
+    let about_us = |line: &LogLine| addresses.iter().any(|&ip| line.event.is_about(ip));
+    // Lines about other clients' connections are not ours to cite (the log may be busy); of the
+    // recent past, only what names our addresses (a ban, a penalty, a wrappers refusal).
+    let relevant: Vec<&LogLine> = lines
+        .iter()
+        .filter(|l| match (l.before_run, l.event.client(), l.event.address()) {
+            (true, _, _) => about_us(l),
+            (false, Some(_), _) => is_ours(l),
+            (false, None, Some(_)) => about_us(l),
+            (false, None, None) => true,
+        })
+        .collect();
 
     let mut cited = 0;
     let mut seen = HashSet::new();
-    for line in relevant.iter().filter(|l| l.event.is_evidence()) {
-        let event: &'static str = event_name(&line.event);
+    // A ban-after-failures daemon logs every failure it counts before the ban: cite what happened
+    // (a ban, a drop) before the failures that led to it, so the cap never leaves the ban out.
+    let mut cited_first: Vec<&&LogLine> = relevant.iter().filter(|l| l.event.is_evidence()).collect();
+    cited_first.sort_by_key(|l| matches!(l.event, LogEvent::FailureCounted { .. }));
+    for line in cited_first {
+        let event = line.event.kind();
         if cited < CITED && seen.insert((event, line.message.clone())) {
-            f.evidence.push(Evidence::ServerLogged { line: line.to_string(), event, ours: is_ours(line) });
+            f.evidence.push(Evidence::ServerLogged {
+                line: line.to_string(),
+                event,
+                ours: is_ours(line),
+                before_run: line.before_run,
+            });
             cited += 1;
         }
     }
@@ -46,7 +68,8 @@ pub(super) fn refine(facts: &Facts, f: &mut Finding) {
     }
 
     // What the lines prove, strongest first.
-    let has = |wanted: &dyn Fn(&LogEvent) -> bool| relevant.iter().any(|l| wanted(&l.event));
+    // Only what was logged while we probed decides; the recent past is cited, not concluded from.
+    let has = |wanted: &dyn Fn(&LogEvent) -> bool| relevant.iter().any(|l| !l.before_run && wanted(&l.event));
     let second_served = facts
         .of(ExperimentKind::Source)
         .flat_map(|e| &e.probes)
@@ -85,27 +108,13 @@ fn is_dropbear(line: &LogLine) -> bool {
         || matches!(line.event, LogEvent::DropbearConnection { .. } | LogEvent::DropbearExitBeforeAuth { .. })
 }
 
-/// The event's name, as evidence cites it.
-fn event_name(event: &LogEvent) -> &'static str {
-    match event {
-        LogEvent::Drop { .. } => "drop",
-        LogEvent::ThrottlingBegins => "throttling_begins",
-        LogEvent::ThrottlingEnds { .. } => "throttling_ends",
-        LogEvent::DropsNotLogged { .. } => "drops_not_logged",
-        LogEvent::Penalise { .. } => "penalise",
-        LogEvent::WrapperRefusedConnect { .. } => "wrapper_refused_connect",
-        LogEvent::WrapperRefused => "wrapper_refused",
-        LogEvent::HostKeyUnloadable { .. } => "host_key_unloadable",
-        LogEvent::NoHostKeys => "no_host_keys",
-        LogEvent::Fatal { .. } => "fatal",
-        LogEvent::ConnectionFrom { .. } => "connection_from",
-        LogEvent::ConnectionClosed { .. } => "connection_closed",
-        LogEvent::GraceTimeout { .. } => "grace_timeout",
-        LogEvent::Listening { .. } => "listening",
-        LogEvent::DropbearConnection { .. } => "dropbear_connection",
-        LogEvent::DropbearExitBeforeAuth { .. } => "dropbear_exit_before_auth",
-        LogEvent::Unrecognised { .. } => "unrecognised",
-    }
+/// The local addresses our probes came from.
+fn our_addresses(facts: &Facts) -> Vec<std::net::IpAddr> {
+    let mut addresses: Vec<std::net::IpAddr> =
+        facts.experiments.iter().flat_map(|e| &e.probes).filter_map(|p| p.local().map(|l| l.ip())).collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 #[cfg(test)]
@@ -132,7 +141,9 @@ mod tests {
         let f = decide(&with_log(probes.clone(), maxstartups));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High));
         assert!(
-            f.evidence.iter().any(|e| matches!(e, Evidence::ServerLogged { event: "drop", ours: true, .. })),
+            f.evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::ServerLogged { event: LogEventKind::Drop, ours: true, .. })),
             "{:?}",
             f.evidence
         );
@@ -152,7 +163,10 @@ mod tests {
         let f = decide(&with_log(probes, log));
         // The host key, not someone else's MaxStartups drop.
         assert_eq!((f.verdict, f.confidence), (Verdict::ServerError, Confidence::High), "{:?}", f.evidence);
-        assert!(f.evidence.iter().all(|e| !matches!(e, Evidence::ServerLogged { event: "drop", .. })));
+        assert!(f
+            .evidence
+            .iter()
+            .all(|e| !matches!(e, Evidence::ServerLogged { event: LogEventKind::Drop, .. })));
         assert!(
             f.evidence.contains(&Evidence::ServerLoggedUnknown {
                 lines: vec!["something sshd never said before".into()],
@@ -174,5 +188,67 @@ mod tests {
         let f = decide(&with_log(probes, log));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::High), "{:?}", f.evidence);
         assert!(f.evidence.contains(&Evidence::DropbearSilentAboutDrops));
+    }
+
+    #[test]
+    fn a_ban_on_our_address_before_the_run_is_cited_and_one_on_another_is_not() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        let log = "2026-12-03 09:19:07,416 fail2ban.actions        [9]: NOTICE  [sshd] Ban 127.0.0.1\n\
+                   2026-12-03 09:19:07,417 fail2ban.actions        [9]: NOTICE  [sshd] Ban 192.0.2.7\n";
+        let mut lines = parse_log(log);
+        lines.iter_mut().for_each(|l| l.before_run = true);
+        let f = decide(&Facts { server_log: Some(lines), ..facts(probes) });
+        let cited: Vec<&Evidence> =
+            f.evidence.iter().filter(|e| matches!(e, Evidence::ServerLogged { .. })).collect();
+        assert_eq!(cited.len(), 1, "{:?}", f.evidence);
+        assert!(
+            matches!(cited[0], Evidence::ServerLogged { event: LogEventKind::Banned, before_run: true, line, .. }
+                if line.contains("Ban 127.0.0.1")),
+            "{cited:?}"
+        );
+    }
+
+    #[test]
+    fn lines_of_the_past_about_others_or_about_old_connections_are_left_out() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        // An old connection from our address (another port) and a drop for another client.
+        let log = "Dec  3 09:19:07 lab sshd[5]: drop connection #3 from [127.0.0.1]:39999 on [127.0.0.1]:22 past MaxStartups\n\
+                   Dec  3 09:19:07 lab sshd[5]: drop connection #3 from [10.0.0.9]:40000 on [127.0.0.1]:22 past MaxStartups\n";
+        let mut lines = parse_log(log);
+        lines.iter_mut().for_each(|l| l.before_run = true);
+        let f = decide(&Facts { server_log: Some(lines.clone()), ..facts(probes.clone()) });
+        // The first names our address: cited as of the past, but it does not decide this run; the
+        // second is someone else's.
+        let cited: Vec<&Evidence> =
+            f.evidence.iter().filter(|e| matches!(e, Evidence::ServerLogged { .. })).collect();
+        assert_eq!(cited.len(), 1, "{:?}", f.evidence);
+        assert!(
+            matches!(cited[0], Evidence::ServerLogged { before_run: true, ours: false, .. }),
+            "{cited:?}"
+        );
+        assert_ne!(f.verdict, Verdict::Maxstartups, "{:?}", f.evidence);
+    }
+
+    #[test]
+    fn a_ban_is_cited_before_the_failures_that_led_to_it() {
+        let probes = vec![exp(ExperimentKind::Baseline, 0, vec![closed_at(80, 300); 3])];
+        // Six distinct failures (distinct lines: the citing dedups equal ones), then the ban.
+        let mut log: String = (0..6)
+            .map(|i| {
+                format!(
+                    "2026-12-03 09:19:0{i},267 fail2ban.filter         [9]: INFO    [sshd] Found 127.0.0.1 - \
+                     2026-12-03 09:19:0{i}\n"
+                )
+            })
+            .collect();
+        log += "2026-12-03 09:19:07,416 fail2ban.actions        [9]: NOTICE  [sshd] Ban 127.0.0.1\n";
+        let f = decide(&with_log(probes, &log));
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::ServerLogged { event: LogEventKind::Banned, .. })),
+            "{:?}",
+            f.evidence
+        );
     }
 }

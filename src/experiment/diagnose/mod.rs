@@ -28,6 +28,9 @@
 pub mod decide;
 pub mod evidence;
 pub mod facts;
+mod front;
+#[cfg(test)]
+mod consistency;
 pub mod gather;
 pub mod kex;
 mod logged;

@@ -54,6 +54,27 @@ pub enum Remedy {
     AllowMoreTime,
     /// The exchange works: look past it with `ssh -vvv`.
     LookPastTheExchange,
+    /// A ban-after-failures daemon banned the client: its ignore list (fail2ban `ignoreip`, sshguard's
+    /// whitelist), an unban, or waiting out its ban time.
+    UnbanOrExempt {
+        /// Our address as the server saw it.
+        client: Option<IpAddr>,
+    },
+    /// A firewall rule refuses or drops the client: find it and allow the address.
+    AllowSourceInFirewall {
+        /// Our address as the server saw it.
+        client: Option<IpAddr>,
+    },
+    /// Raise the per-address connection count rule (connlimit, nft `ct count`), or hold fewer.
+    RaiseFirewallCountLimit,
+    /// Raise the per-address rate rule (nft `limit rate`, `recent --hitcount`, hashlimit), or open
+    /// connections more slowly (ControlMaster, fewer forks).
+    RaiseFirewallRateLimit,
+    /// An access rule at the listener (a proxy's ACL, an allow list): allow the client there.
+    AllowAtTheListener {
+        /// Our address as the server saw it.
+        client: Option<IpAddr>,
+    },
     /// Enable current algorithms on the server (or upgrade it); a client-side `-o ...=+NAME` works
     /// meanwhile, weakening security.
     EnableCurrentAlgorithms,
@@ -75,6 +96,27 @@ pub fn remedies(
         Verdict::Filtered => vec![Remedy::AllowInFirewall],
         Verdict::Unreachable => vec![Remedy::FixRouting],
         Verdict::NotSsh => vec![Remedy::CheckPort],
+        Verdict::AccessDenied if shows(|e| matches!(e, Evidence::AtTheListener { .. })) => {
+            vec![Remedy::AllowAtTheListener { client }]
+        }
+        Verdict::SourceBlocked => {
+            if shows(|e| matches!(e, Evidence::BanTripped { .. })) {
+                vec![Remedy::UnbanOrExempt { client }]
+            } else {
+                vec![Remedy::AllowSourceInFirewall { client }, Remedy::UnbanOrExempt { client }]
+            }
+        }
+        Verdict::FirewallLimit => {
+            let mut r = if shows(|e| matches!(e, Evidence::RateLimit { .. })) {
+                vec![Remedy::RaiseFirewallRateLimit]
+            } else {
+                vec![Remedy::RaiseFirewallCountLimit]
+            };
+            if host_holds {
+                r.insert(0, Remedy::ReleaseThisHostsConnections);
+            }
+            r
+        }
         Verdict::AccessDenied => {
             let unexplained_close = shows(|e| matches!(e, Evidence::SessionProcessRefusesThisAddress { .. }));
             let mut r = vec![Remedy::AllowInHostsAllow { client }];
@@ -115,6 +157,9 @@ pub fn remedies(
             } else {
                 vec![Remedy::ExemptFromPenalties]
             }
+        }
+        Verdict::Overloaded if host_holds => {
+            vec![Remedy::ReleaseThisHostsConnections, Remedy::RestartHungServer]
         }
         Verdict::Overloaded => {
             if shows(|e| matches!(e, Evidence::LoadTimeouts { .. })) {
