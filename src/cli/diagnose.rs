@@ -52,9 +52,9 @@ Verdicts:
   per_source_limit  a per-address limit (PerSourceMaxStartups, dropbear's
                     MAX_UNAUTH_PER_IP)
   penalized         OpenSSH 9.8+ PerSourcePenalties blocks this address
-  source_blocked    a firewall refuses or drops this address's SYNs while others
-                    are served: a static rule, or a ban (fail2ban, sshguard,
-                    `recent`), perhaps tripped by our probes
+  source_blocked    a firewall refuses or drops this address's SYNs while
+                    others are served: a static rule, or a ban (fail2ban,
+                    sshguard, `recent`), perhaps tripped by our probes
   firewall_limit    a firewall blocks an address only while it holds N
                     connections (connlimit, nft `ct count`) or opens more than R
                     a minute (`limit rate`, `recent`, hashlimit)
