@@ -77,6 +77,16 @@ pub async fn resolve_one(
     resolve_all(name, port, within).await.map(|addrs| addrs[0])
 }
 
+/// [`resolve_one`] for a thread outside the async runtime (the scan core's event loop): the
+/// system's resolver called directly, blocking the calling thread while it answers.
+pub fn resolve_one_blocking(name: &str, port: u16) -> Result<SocketAddr, ResolveError> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = (name, port)
+        .to_socket_addrs()
+        .map_err(|e| ResolveError::Failed { name: name.to_string(), reason: e.to_string() })?;
+    addrs.next().ok_or_else(|| ResolveError::NoAddresses { name: name.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +96,12 @@ mod tests {
         // `localhost` is in /etc/hosts: no DNS query leaves the machine.
         let addrs = resolve_all("localhost", 2222, Some(Duration::from_secs(5))).await.expect("localhost");
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 2222), "{addrs:?}");
+    }
+
+    #[test]
+    fn the_blocking_resolver_agrees() {
+        let addr = resolve_one_blocking("localhost", 22).expect("localhost");
+        assert!(addr.ip().is_loopback() && addr.port() == 22);
     }
 
     #[test]

@@ -56,8 +56,8 @@ Verdicts:
                     others are served: a static rule, or a ban (fail2ban,
                     sshguard, `recent`), perhaps tripped by our probes
   firewall_limit    a firewall blocks an address only while it holds N
-                    connections (connlimit, nft `ct count`) or opens more than R
-                    a minute (`limit rate`, `recent`, hashlimit)
+                    connections (connlimit, nft `ct count`) or opens more than
+                    R a minute (`limit rate`, `recent`, hashlimit)
   overloaded        accepted but no banner, or banners timing out under load
   not_ssh           something other than an SSH-2 server answers
   intermittent      failures without a pattern

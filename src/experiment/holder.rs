@@ -41,6 +41,8 @@ pub struct Holder<'e, E: Engine> {
     turn: usize,
     /// No new attempt starts after this.
     deadline: Option<Instant>,
+    /// Refusals in a row after which `fill_to` gives up (`None`: it goes on to `max_attempts`).
+    give_up_after: Option<u32>,
 }
 
 /// Why one attempt to hold a connection failed.
@@ -65,7 +67,16 @@ impl<'e, E: Engine> Holder<'e, E> {
             refused: 0,
             turn: 0,
             deadline: None,
+            give_up_after: None,
         }
+    }
+
+    /// Makes [`fill_to`](Self::fill_to) give up after this many refusals in a row. diagnose wants
+    /// it (two refusals in a row are a firewall blocking the address or a full table, and more
+    /// attempts would only wait or trip a ban); limits does not (near `full` the server drops most
+    /// of the holder's own attempts, and measuring that is the point).
+    pub fn give_up_after(&mut self, refusals_in_a_row: u32) {
+        self.give_up_after = Some(refusals_in_a_row);
     }
 
     /// Makes [`fill_to`](Self::fill_to) start no attempt after `deadline` (one under way may
@@ -122,8 +133,6 @@ impl<'e, E: Engine> Holder<'e, E> {
     ) -> u32 {
         let mut attempts = 0;
         let mut spent_sources = 0;
-        // Two failures in a row: a firewall blocking the address (each unanswered SYN costs the
-        // connect timeout) or a table that is full; more attempts would only wait or trip a ban.
         let mut failures_in_a_row = 0;
         let in_time = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
         while self.alive() < target
@@ -149,7 +158,7 @@ impl<'e, E: Engine> Holder<'e, E> {
                     spent_sources = 0;
                     attempts += 1;
                     failures_in_a_row += 1;
-                    if failures_in_a_row >= 2 {
+                    if self.give_up_after.is_some_and(|n| failures_in_a_row >= n) {
                         break;
                     }
                 }

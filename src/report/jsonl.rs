@@ -124,6 +124,9 @@ fn ident_line(out: &mut Vec<u8>, line: &IdentLine) {
         }
         out.push(b']');
     }
+    if line.over_rfc_length {
+        out.extend_from_slice(b",\"over_rfc_length\":true");
+    }
     out.push(b'}');
 }
 
@@ -299,6 +302,8 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..80),
                 "[ -~\\t\\r\\n\u{80}-\u{3000}]{0,60}".prop_map(|s| s.into_bytes()),
                 "(SSH-2.0-[!-~]{1,20}( [ -~\u{7f}-\u{2070}]{0,20})?\r\n)".prop_map(|s| s.into_bytes()),
+                // Beyond RFC 4253's 255 bytes: a banner flagged over_rfc_length.
+                "(SSH-2.0-[!-~]{250,400}\r\n)".prop_map(|s| s.into_bytes()),
             ],
             connect in prop_oneof![
                 Just(Connect::Established),
@@ -309,7 +314,8 @@ mod tests {
                 "[ -~]{0,30}".prop_map(|detail| Connect::LocalError { detail }),
             ],
             end in proptest::option::of(prop_oneof![
-                Just(End::Fin), Just(End::Rst), Just(End::Timeout), Just(End::WeClosed), Just(End::ByteCap)
+                Just(End::Fin), Just(End::Rst), Just(End::Timeout), Just(End::WeClosed), Just(End::ByteCap),
+                Just(End::Interrupted)
             ]),
             t in proptest::array::uniform4(proptest::option::of(0u64..u64::MAX)),
             label in "[ -~\u{80}-\u{2070}]{0,30}",

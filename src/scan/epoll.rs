@@ -32,7 +32,7 @@ use crate::target::TargetError;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -591,15 +591,31 @@ impl Core {
         self.free.push(slot);
         // SAFETY: our descriptor, closed once; closing removes it from the epoll set.
         unsafe { libc::close(probe.fd) };
-        let now_us = probe.us(Instant::now());
-        let observation = match (failed, probe.phase) {
-            (Some(obs), _) => obs,
-            (None, Phase::Exchanging(machine)) => {
+        let observation = match failed {
+            Some(obs) => obs,
+            None => {
+                let now_us = probe.us(Instant::now());
+                self.observation(probe.phase, probe.next.remote, probe.local, now_us)
+            }
+        };
+        self.finish(probe.next, probe.time, observation);
+    }
+
+    /// What a probe saw, once its machine has ended (or, still connecting, as interrupted).
+    fn observation(
+        &self,
+        phase: Phase,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        now_us: u64,
+    ) -> Observation {
+        match phase {
+            Phase::Exchanging(machine) => {
                 let kexinit = machine.kexinit();
                 let (end, timings, received, sent_ident) = machine.into_parts();
                 Observation {
-                    remote: probe.next.remote,
-                    local: probe.local,
+                    remote,
+                    local,
                     order: self.options.probe.order,
                     connect: Connect::Established,
                     end: Some(end),
@@ -610,19 +626,20 @@ impl Core {
                     kexinit,
                 }
             }
-            (None, Phase::Connecting) => Observation::failed_connect(
-                probe.next.remote,
-                probe.local,
+            Phase::Connecting => Observation::failed_connect(
+                remote,
+                local,
                 self.options.probe.order,
                 Connect::Interrupted,
                 now_us,
             ),
-        };
-        self.finish(probe.next, probe.time, observation);
+        }
     }
 
     /// Reports a probe's result, and queues the target's next probe or frees its place.
     fn finish(&mut self, next: Next, time: SystemTime, observation: Observation) {
+        // `-vv`: the per-connection trace every engine writes (`engine::trace`).
+        crate::engine::trace::connection("probe", &observation, self.options.probe.ident.len());
         let result = ProbeResult {
             target: next.label.to_string(),
             seq: next.seq,
@@ -665,18 +682,21 @@ impl Core {
     /// The run stopped: every probe under way is reported as interrupted; those not yet started
     /// are not reported.
     fn interrupt_all(&mut self) {
-        let order = self.options.probe.order;
         for slot in 0..self.slab.len() {
             let Some(probe) = self.slab[slot].take() else { continue };
             // SAFETY: our descriptor, closed once.
             unsafe { libc::close(probe.fd) };
-            let obs = Observation::failed_connect(
-                probe.next.remote,
-                None,
-                order,
-                Connect::Interrupted,
-                probe.us(Instant::now()),
-            );
+            // An exchange under way keeps what it saw, ending `interrupted`.
+            let now_us = probe.us(Instant::now());
+            let phase = match probe.phase {
+                Phase::Exchanging(mut machine) => {
+                    machine.on_interrupt(now_us);
+                    Phase::Exchanging(machine)
+                }
+                connecting => connecting,
+            };
+            let obs = self.observation(phase, probe.next.remote, probe.local, now_us);
+            crate::engine::trace::connection("probe", &obs, self.options.probe.ident.len());
             let result = ProbeResult {
                 target: probe.next.label.to_string(),
                 seq: probe.next.seq,
@@ -693,11 +713,8 @@ impl Core {
 fn resolve(target: &Target) -> Result<SocketAddr, TargetError> {
     match &target.dest {
         Dest::Addr(a) => Ok(*a),
-        Dest::Host { name, port } => {
-            let fail = |reason: String| TargetError::Resolve { target: target.label.clone(), reason };
-            let mut addrs = (name.as_str(), *port).to_socket_addrs().map_err(|e| fail(e.to_string()))?;
-            addrs.next().ok_or_else(|| fail("no addresses".into()))
-        }
+        Dest::Host { name, port } => crate::resolve::resolve_one_blocking(name, *port)
+            .map_err(|e| TargetError::Resolve { target: target.label.clone(), reason: e.reason() }),
     }
 }
 

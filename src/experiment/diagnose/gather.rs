@@ -306,6 +306,9 @@ async fn load_experiment<E: Engine>(
     let (holder_sources, from_probing): (Vec<Option<IpAddr>>, bool) =
         if others.len() >= 2 { (others[1..].to_vec(), false) } else { (vec![primary], true) };
     let mut holder = Holder::new(lab.engine, lab.request.clone());
+    // Two refusals in a row: a firewall blocking the address (each unanswered SYN costs the connect
+    // timeout) or a full table; more attempts would only wait or trip a ban.
+    holder.give_up_after(2);
     let mut refused_at = None;
     // The probing address's SYNs failed under load: a firewall rule or a ban, not sshd.
     let mut blocked = false;
