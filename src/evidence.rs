@@ -249,7 +249,7 @@ pub struct Observation {
 
 impl Observation {
     /// An observation of a connect attempt that did not establish a connection.
-    pub fn failed_connect(
+    pub(crate) fn failed_connect(
         remote: SocketAddr,
         local: Option<SocketAddr>,
         order: ProbeOrder,

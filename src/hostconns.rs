@@ -260,7 +260,7 @@ impl HostConnections {
     }
 
     /// [`HostConnections::gather`] with another `/proc`.
-    pub fn gather_from(
+    pub(crate) fn gather_from(
         proc: &Path,
         remote: SocketAddr,
         exclude_local_ports: &HashSet<u16>,

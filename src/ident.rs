@@ -258,7 +258,7 @@ fn lossy(b: &[u8]) -> String {
 
 /// The non-empty text lines at the start of `buf` (at most `max_lines`), line ends removed; a last
 /// line without its line end counts too. For showing what a server said instead of an ident.
-pub fn text_lines(buf: &[u8], max_lines: usize) -> Vec<String> {
+pub(crate) fn text_lines(buf: &[u8], max_lines: usize) -> Vec<String> {
     buf.split_inclusive(|&b| b == b'\n')
         .map(strip_line_end)
         .filter(|l| !l.is_empty())

@@ -35,11 +35,11 @@ use std::fmt;
 pub const SSH_MSG_KEXINIT: u8 = 20;
 /// The longest `packet_length` OpenSSH accepts (`PACKET_MAX_SIZE`, 256 KiB): anything longer is a
 /// length that lies, whatever the byte cap.
-pub const MAX_PACKET_LENGTH: u32 = 256 * 1024;
+pub(crate) const MAX_PACKET_LENGTH: u32 = 256 * 1024;
 /// The least padding RFC 4253 §6 allows.
-pub const MIN_PADDING: u8 = 4;
+pub(crate) const MIN_PADDING: u8 = 4;
 /// The block size before keys: `4 + packet_length` is a multiple of it (OpenSSH checks).
-pub const CLEAR_BLOCK: usize = 8;
+pub(crate) const CLEAR_BLOCK: usize = 8;
 
 /// The pseudo-algorithm a server adds to its key-exchange list when it does strict key exchange
 /// (OpenSSH 9.6+, the Terrapin countermeasure).
@@ -51,7 +51,7 @@ pub const POST_QUANTUM_KEX: [&str; 3] =
     ["mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"];
 
 /// The ten name-lists in the order of RFC 4253 §7.1, by their RFC names.
-pub const FIELD_NAMES: [&str; 10] = [
+pub(crate) const FIELD_NAMES: [&str; 10] = [
     "kex_algorithms",
     "server_host_key_algorithms",
     "encryption_algorithms_client_to_server",

@@ -309,7 +309,7 @@ async fn answer(
 
 /// The banner of the per-address endpoint: an OpenSSH without penalties (before 9.8), so that a
 /// refusal from one address can only be the per-source limit.
-pub const LAB_PER_SOURCE_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 sshprobe-lab\r\n";
+pub(crate) const LAB_PER_SOURCE_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 sshprobe-lab\r\n";
 
 /// Unauthenticated connections open, per client address.
 #[derive(Debug, Default)]

@@ -80,7 +80,7 @@ impl Outcome {
 
     /// Whether the server accepted the TCP connection and then refused, silently or not: the
     /// `ssh_exchange_identification` family.
-    pub fn is_refusal_after_accept(self) -> bool {
+    pub(crate) fn is_refusal_after_accept(self) -> bool {
         matches!(self, Outcome::ResetBeforeBanner | Outcome::ClosedBeforeBanner | Outcome::ServerRefusal)
     }
 }

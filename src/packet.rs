@@ -110,7 +110,7 @@ pub enum TcpOption {
 
 impl TcpOption {
     /// Whether the option is only layout (padding or the end of the list), which traces leave out.
-    pub fn is_padding(&self) -> bool {
+    pub(crate) fn is_padding(&self) -> bool {
         matches!(self, TcpOption::EndOfList | TcpOption::NoOperation)
     }
 }
@@ -218,7 +218,7 @@ impl IcmpKind {
 
     /// The ICMPv6 error of this type and code, if it is one that can answer a TCP segment
     /// (destination unreachable, type 1; time exceeded, type 3).
-    pub fn from_v6(icmp_type: u8, code: u8) -> Option<IcmpKind> {
+    pub(crate) fn from_v6(icmp_type: u8, code: u8) -> Option<IcmpKind> {
         let kind = match (icmp_type, code) {
             (1, 0) => IcmpKind::NoRoute,
             (1, 1) => IcmpKind::AdminProhibited,

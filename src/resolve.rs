@@ -48,7 +48,7 @@ impl ResolveError {
 
 /// Every address `name` resolves to, with `port`, in the resolver's order; within `within` when
 /// given.
-pub async fn resolve_all(
+pub(crate) async fn resolve_all(
     name: &str,
     port: u16,
     within: Option<Duration>,

@@ -391,7 +391,7 @@ impl Stop {
     }
 
     /// Whether [`Stop::stop`] was called.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.0.borrow()
     }
 

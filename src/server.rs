@@ -24,7 +24,7 @@ impl MaxStartups {
 
     /// The drop probability in percent with `open` unauthenticated connections, as sshd computes it
     /// (integer arithmetic).
-    pub fn drop_percent(self, open: u32) -> u32 {
+    pub(crate) fn drop_percent(self, open: u32) -> u32 {
         if open < self.start {
             0
         } else if open >= self.full {
@@ -108,12 +108,12 @@ impl Software {
     }
 
     /// OpenSSH at least `major.minor`.
-    pub fn openssh_at_least(self, major: u32, minor: u32) -> bool {
+    pub(crate) fn openssh_at_least(self, major: u32, minor: u32) -> bool {
         matches!(self, Software::Openssh { major: a, minor: b } if (a, b) >= (major, minor))
     }
 
     /// Whether the server has `PerSourcePenalties` (OpenSSH 9.8+, on by default).
-    pub fn has_penalties(self) -> bool {
+    pub(crate) fn has_penalties(self) -> bool {
         self.openssh_at_least(9, 8)
     }
 

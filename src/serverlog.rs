@@ -56,7 +56,7 @@ pub struct Timestamp {
 impl Timestamp {
     /// Microseconds since the Unix epoch, taking the year and the UTC offset from the line when it
     /// has them, else from `year` and `utc_offset_s` (the reader's guess: this year, local time).
-    pub fn unix_micros(&self, year: i32, utc_offset_s: i32) -> i64 {
+    pub(crate) fn unix_micros(&self, year: i32, utc_offset_s: i32) -> i64 {
         let year = self.year.unwrap_or(year);
         let offset = self.utc_offset_s.unwrap_or(utc_offset_s);
         let days = days_from_civil(year, self.month, self.day);
@@ -339,7 +339,7 @@ impl LogEvent {
     }
 
     /// Whether the event concerns `ip`: it names `ip`, or a block (`A/NN`) that holds it.
-    pub fn is_about(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_about(&self, ip: IpAddr) -> bool {
         let block = match self {
             LogEvent::Banned { addr, prefix: Some(p), .. } => Some((*addr, *p)),
             LogEvent::Penalise { block, .. } => block
@@ -367,7 +367,7 @@ impl LogEvent {
 
     /// Whether `diagnose` cares: the line explains a refusal (a drop, a penalty, a wrappers denial,
     /// a server that cannot start sessions), rather than tracing ordinary connections.
-    pub fn is_evidence(&self) -> bool {
+    pub(crate) fn is_evidence(&self) -> bool {
         !matches!(
             self,
             LogEvent::ConnectionFrom { .. }
@@ -423,12 +423,12 @@ fn escape(text: &str) -> String {
 }
 
 /// Parses every line of `text` (empty lines are skipped).
-pub fn parse_log(text: &str) -> Vec<LogLine> {
+pub(crate) fn parse_log(text: &str) -> Vec<LogLine> {
     text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect()
 }
 
 /// Parses one line, in whichever of the formats it is.
-pub fn parse_line(line: &str) -> LogLine {
+pub(crate) fn parse_line(line: &str) -> LogLine {
     let line = line.trim_end_matches(['\r', '\n']);
     if let Some(parsed) = fail2ban_line(line) {
         return parsed;
@@ -834,7 +834,7 @@ fn dropbear_stderr(line: &str) -> Option<(u32, Timestamp, &str)> {
 
 /// The most a [`LogTail`] keeps between two reads: a log that grows faster is cut (the newest
 /// lines are kept).
-pub const TAIL_CAP: usize = 16 << 20;
+pub(crate) const TAIL_CAP: usize = 16 << 20;
 
 /// How much of a file's recent past [`LogTail::open`] keeps: its last 1 MiB before the run.
 pub const PAST_CAP: u64 = 1 << 20;

@@ -37,9 +37,9 @@ impl Stop {
 }
 
 /// Exit status after Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// Exit status after SIGTERM (128 + SIGTERM).
-pub const EXIT_TERMINATED: u8 = 143;
+pub(crate) const EXIT_TERMINATED: u8 = 143;
 
 /// Ctrl-C and SIGTERM, caught from the moment this exists (the default action, ending the process,
 /// no longer applies).

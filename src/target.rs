@@ -141,7 +141,7 @@ fn exclusion_reason(addr: IpAddr) -> &'static str {
 
 impl TargetError {
     /// This error, as found on `line` of `file`.
-    pub fn at_line(self, file: &str, line: u64) -> TargetError {
+    pub(crate) fn at_line(self, file: &str, line: u64) -> TargetError {
         TargetError::AtLine { file: file.to_string(), line, error: Box::new(self) }
     }
 }
@@ -249,7 +249,7 @@ fn host_or_net(text: &str, host: &str, port: u16) -> Result<TargetSpec, TargetEr
 /// trailing dot allowed; labels of 1 to 63 letters, digits and hyphens, neither first nor last a
 /// hyphen; `_` allowed as DNS service names use it). Only such a name goes to the resolver: `-5`
 /// from a target file would reach getaddrinfo as an option-like word, `a..b` as nonsense.
-pub fn is_host_name(name: &str) -> bool {
+pub(crate) fn is_host_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.len() <= 253
@@ -281,7 +281,7 @@ pub fn ambiguity_warning(text: &str, default_port: u16) -> Option<String> {
 
 /// Whether a target's text shows no port of its own although it could be read as one
 /// ([`ambiguity_warning`]): reports then show it with its port, `[::1:2901]:22`.
-pub fn hides_its_port(text: &str) -> bool {
+pub(crate) fn hides_its_port(text: &str) -> bool {
     ambiguity_warning(text, 22).is_some()
 }
 
@@ -372,7 +372,7 @@ fn in_ranges<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
 
 mod num_like {
     /// The next integer, if any: for merging ranges that touch.
-    pub trait Successor: Sized {
+    pub(crate) trait Successor: Sized {
         fn successor(self) -> Option<Self>;
     }
     impl Successor for u32 {
@@ -396,7 +396,7 @@ pub fn net_addrs(net: IpNet, port: u16) -> impl Iterator<Item = SocketAddr> {
 /// The same addresses as [`net_addrs`], in a pseudo-random order fixed by `seed` (and the network):
 /// the same seed gives the same order on every machine, so shards of one scan agree. Constant
 /// memory, whatever the size of the network (a /8, a /64).
-pub fn net_addrs_shuffled(net: IpNet, port: u16, seed: u64) -> impl Iterator<Item = SocketAddr> {
+pub(crate) fn net_addrs_shuffled(net: IpNet, port: u16, seed: u64) -> impl Iterator<Item = SocketAddr> {
     let (base, bits, v4) = match net {
         IpNet::V4(n) => (u128::from(u32::from(n.network())), 32 - u32::from(n.prefix_len()), true),
         IpNet::V6(n) => (u128::from(n.network()), 128 - u32::from(n.prefix_len()), false),
@@ -426,7 +426,7 @@ pub fn net_addrs_shuffled(net: IpNet, port: u16, seed: u64) -> impl Iterator<Ite
 /// than four rounds of walking on average. Spreads a scan across subnets the way zmap's cyclic group
 /// does; not cryptographic.
 #[derive(Debug, Clone)]
-pub struct Permutation {
+pub(crate) struct Permutation {
     last: u128,
     half_bits: u32,
     keys: [u64; 4],

@@ -32,7 +32,7 @@ use crate::kexinit::{self, Frame, KexRead};
 /// How long after the server's ident its KEXINIT is waited for, at most: OpenSSH sends it within
 /// milliseconds of our ident (4.8 ms for 9.2, 25 ms for 10.0 on loopback: docs/facts.md §12), and
 /// dropbear with its ident, so 2 s leaves room for any round trip.
-pub const KEXINIT_WAIT_US: u64 = 2_000_000;
+pub(crate) const KEXINIT_WAIT_US: u64 = 2_000_000;
 use bytes::Bytes;
 
 /// What the engine should do next.
@@ -150,7 +150,7 @@ impl Exchange {
     }
 
     /// Bytes from the server, in order, at `now_us`.
-    pub fn on_bytes(&mut self, now_us: u64, bytes: &[u8]) -> Step {
+    pub(crate) fn on_bytes(&mut self, now_us: u64, bytes: &[u8]) -> Step {
         if bytes.is_empty() || self.is_over() {
             return self.current();
         }
@@ -255,7 +255,7 @@ impl Exchange {
     }
 
     /// The deadline passed at `now_us` (ignored while holding, or before the deadline).
-    pub fn on_deadline(&mut self, now_us: u64) -> Step {
+    pub(crate) fn on_deadline(&mut self, now_us: u64) -> Step {
         if self.holding || self.is_over() || now_us < self.deadline_us {
             return self.current();
         }
@@ -264,27 +264,27 @@ impl Exchange {
 
     /// The run was stopped at `now_us`: the exchange ends with what came so far (a held
     /// connection too: its holder is going away).
-    pub fn on_interrupt(&mut self, now_us: u64) -> Step {
+    pub(crate) fn on_interrupt(&mut self, now_us: u64) -> Step {
         self.finish(now_us, End::Interrupted, false)
     }
 
     /// Our ident went out in full.
-    pub fn on_ident_sent(&mut self) {
+    pub(crate) fn on_ident_sent(&mut self) {
         self.sent_ident = true;
     }
 
     /// Sending our ident failed; `reset` when the error was the server's reset (ECONNRESET).
-    pub fn on_ident_failed(&mut self, reset: bool) {
+    pub(crate) fn on_ident_failed(&mut self, reset: bool) {
         self.reset_on_send |= reset;
     }
 
     /// Whether the exchange has ended.
-    pub fn is_over(&self) -> bool {
+    pub(crate) fn is_over(&self) -> bool {
         self.end.is_some()
     }
 
     /// Whether the banner is in and the connection is being held.
-    pub fn is_holding(&self) -> bool {
+    pub(crate) fn is_holding(&self) -> bool {
         self.holding && self.end.is_none()
     }
 
@@ -310,7 +310,7 @@ impl Exchange {
 
     /// The facts: how it ended (`Timeout` if it had not: an engine giving up), the milestones and
     /// the bytes kept.
-    pub fn into_parts(self) -> (End, Timings, Bytes, bool) {
+    pub(crate) fn into_parts(self) -> (End, Timings, Bytes, bool) {
         (self.end.unwrap_or(End::Timeout), self.timings, self.banner.into_bytes(), self.sent_ident)
     }
 

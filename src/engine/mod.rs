@@ -162,7 +162,7 @@ impl ProbeRequest {
     }
 
     /// The byte cap and close mode this probe uses on an engine opened with `engine`.
-    pub fn config_on(&self, engine: &EngineConfig) -> EngineConfig {
+    pub(crate) fn config_on(&self, engine: &EngineConfig) -> EngineConfig {
         self.config.unwrap_or(*engine)
     }
 
@@ -304,7 +304,7 @@ impl BannerReader {
     /// Reads once from `reader` straight into the kept bytes (at most [`room`](Self::room)), and
     /// judges the whole: `(0, NeedMore)` at end of stream. No scratch buffer, so none sits in the
     /// state of every probe in flight (docs/performance.md: 4 KiB of a probe's 5 KiB).
-    pub async fn read_from<R: tokio::io::AsyncRead + Unpin>(
+    pub(crate) async fn read_from<R: tokio::io::AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
     ) -> std::io::Result<(usize, Progress)> {
@@ -320,7 +320,7 @@ impl BannerReader {
     /// [`room`](Self::room), in steps of at most 512 bytes of spare capacity) and judges the whole:
     /// `(n, progress, filled)`, `filled` when the read took all it asked for (more may be queued),
     /// `(0, NeedMore, false)` at end of stream.
-    pub fn read_fd(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<(usize, Progress, bool)> {
+    pub(crate) fn read_fd(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<(usize, Progress, bool)> {
         let before = self.received.len();
         let room = self.room();
         if self.received.capacity() == before {

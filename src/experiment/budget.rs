@@ -146,7 +146,7 @@ impl Budget {
     }
 
     /// Connections `source` may still open under the per-address cap; `None`: no cap.
-    pub fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
+    pub(crate) fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
         let spent = self.accounts().get(&source).map_or(0, |a| a.spent);
         self.max_per_address.map(|cap| cap.saturating_sub(spent))
     }
@@ -179,7 +179,7 @@ impl Budget {
 
     /// Takes one connection from `source`'s budget now; false when it is spent (a cap) or would
     /// push the address's estimated penalty over the limit.
-    pub fn try_take(&self, source: Option<IpAddr>) -> bool {
+    pub(crate) fn try_take(&self, source: Option<IpAddr>) -> bool {
         self.wait_for(source, Instant::now()).is_none()
     }
 

@@ -47,7 +47,7 @@ pub struct Holder<'e, E: Engine> {
 
 /// Why one attempt to hold a connection failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HoldFailure {
+pub(crate) enum HoldFailure {
     /// The source's budget is spent.
     Budget,
     /// The server refused or closed it before a banner, or the connect failed.
@@ -81,7 +81,7 @@ impl<'e, E: Engine> Holder<'e, E> {
 
     /// Makes [`fill_to`](Self::fill_to) start no attempt after `deadline` (one under way may
     /// take up to its timeouts).
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 
@@ -96,12 +96,16 @@ impl<'e, E: Engine> Holder<'e, E> {
     }
 
     /// How long each connection the server closed had been open, in closing order.
-    pub fn lifetimes(&self) -> Vec<Duration> {
+    pub(crate) fn lifetimes(&self) -> Vec<Duration> {
         self.lifetimes.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Opens one connection from `source` and holds it once its banner arrived.
-    pub async fn hold_one(&mut self, source: Option<IpAddr>, budget: &Budget) -> Result<(), HoldFailure> {
+    pub(crate) async fn hold_one(
+        &mut self,
+        source: Option<IpAddr>,
+        budget: &Budget,
+    ) -> Result<(), HoldFailure> {
         if !budget.try_take(source) {
             return Err(HoldFailure::Budget);
         }
@@ -174,7 +178,7 @@ impl<'e, E: Engine> Holder<'e, E> {
 
     /// Closes every held connection, then waits until the server no longer counts them
     /// ([`SETTLE_AFTER_RELEASE`]).
-    pub async fn release_and_settle(self) {
+    pub(crate) async fn release_and_settle(self) {
         self.release().await;
         tokio::time::sleep(SETTLE_AFTER_RELEASE).await;
     }

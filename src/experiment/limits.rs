@@ -230,7 +230,7 @@ impl HardLimit {
     }
 
     /// Whether the limit is known to one connection.
-    pub fn is_exact(self) -> bool {
+    pub(crate) fn is_exact(self) -> bool {
         self.refused_at == self.accepted_at + 1
     }
 }
@@ -260,7 +260,7 @@ pub enum LimitsError {
 
 /// Whether holding connections until LoginGraceTime expires costs `software` a crash penalty
 /// (OpenSSH 9.8 and 9.9: docs/facts.md §5 and §9).
-pub fn grace_is_charged_as_crash(software: Software) -> bool {
+pub(crate) fn grace_is_charged_as_crash(software: Software) -> bool {
     software.openssh_at_least(9, 8) && !software.openssh_at_least(10, 0)
 }
 

@@ -20,7 +20,7 @@ use crate::server::MaxStartups;
 use serde::Serialize;
 
 /// A proportion's 95 % Wilson score interval.
-pub fn wilson(successes: u32, trials: u32) -> (f64, f64) {
+pub(crate) fn wilson(successes: u32, trials: u32) -> (f64, f64) {
     if trials == 0 {
         return (0.0, 1.0);
     }

@@ -43,7 +43,7 @@ impl Kind {
     }
 
     /// The `ssh` option that lists this kind.
-    pub fn ssh_option(self) -> &'static str {
+    pub(crate) fn ssh_option(self) -> &'static str {
         match self {
             Kind::Kex => "KexAlgorithms",
             Kind::HostKey => "HostKeyAlgorithms",
@@ -53,7 +53,7 @@ impl Kind {
     }
 
     /// What `ssh` says when this kind has no match.
-    pub fn ssh_error(self) -> &'static str {
+    pub(crate) fn ssh_error(self) -> &'static str {
         match self {
             Kind::Kex => "no matching key exchange method found",
             Kind::HostKey => "no matching host key type found",

@@ -169,7 +169,7 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
 }
 
 /// `3 banner, 2 server_refusal`.
-pub fn tally_text(tally: &Tally) -> String {
+pub(crate) fn tally_text(tally: &Tally) -> String {
     tally.counts().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
 }
 

@@ -14,7 +14,7 @@ use crate::ident::IdentLine;
 use crate::scan::ProbeResult;
 
 /// Appends the JSON object of `r` (no line end) to `out`, exactly as serde writes its
-/// [`JsonRecord`] (through [`crate::escape::write_json`]); false, with nothing written, for a record
+/// [`JsonRecord`](super::probe::JsonRecord) (through [`crate::escape::write_json`]); false, with nothing written, for a record
 /// it does not cover (a packet trace, a KEXINIT: `--trace` and `--kex` runs go through serde). Built from the result itself, so the hex and text of the
 /// bytes go straight into `out` with no string of their own.
 pub fn write_line(out: &mut Vec<u8>, r: &ProbeResult) -> bool {

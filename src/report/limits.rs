@@ -136,7 +136,7 @@ fn ms(us: u64) -> String {
 }
 
 /// A rate with about four significant digits: `17531`, `812.4`, `6.463`, `0.5210` (per second).
-pub fn format_rate(per_s: f64) -> String {
+pub(crate) fn format_rate(per_s: f64) -> String {
     let decimals = match per_s.abs() {
         r if r >= 1000.0 => 0,
         r if r >= 100.0 => 1,

@@ -65,7 +65,7 @@ pub struct ColourEnv {
 
 impl ColourEnv {
     /// The process's environment.
-    pub fn from_process() -> ColourEnv {
+    pub(crate) fn from_process() -> ColourEnv {
         ColourEnv {
             no_color: std::env::var_os("NO_COLOR"),
             clicolor_force: std::env::var_os("CLICOLOR_FORCE"),
@@ -111,7 +111,7 @@ pub fn stderr_wants_colour() -> bool {
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
-pub struct Palette {
+pub(crate) struct Palette {
     on: bool,
 }
 
@@ -122,7 +122,7 @@ impl Palette {
     }
 
     /// `text` in the SGR colour `code` (e.g. `"32"` green), padded to `width` first so columns align.
-    pub fn paint(self, code: &str, text: &str, width: usize) -> String {
+    pub(crate) fn paint(self, code: &str, text: &str, width: usize) -> String {
         if self.on {
             format!("\x1b[{code}m{text:<width$}\x1b[0m")
         } else {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 const TABLE_DETAIL_CHARS: usize = 100;
 
 /// The most received bytes shown in `bytes_hex` / `bytes_text`.
-pub const SHOWN_BYTES: usize = 512;
+pub(crate) const SHOWN_BYTES: usize = 512;
 
 /// One probe as a JSON object: the JSONL contract. Fields are only ever added.
 #[derive(Debug, Serialize)]
@@ -408,7 +408,7 @@ impl<W: Write> ProbeReporter<W> {
 }
 
 /// `1234` µs as `1.234ms`; seconds past 10 s.
-pub fn format_us(us: u64) -> String {
+pub(crate) fn format_us(us: u64) -> String {
     if us >= 10_000_000 {
         format!("{:.2}s", us as f64 / 1e6)
     } else {

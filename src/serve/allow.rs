@@ -37,13 +37,13 @@ impl AllowList {
 
     /// Whether `ip` may be probed. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is judged as
     /// the IPv4 address it reaches.
-    pub fn permits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The first of `addrs` that may not be probed, if any.
-    pub fn first_refused(&self, addrs: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
+    pub(crate) fn first_refused(&self, addrs: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
         addrs.into_iter().find(|&ip| !self.permits(ip))
     }
 }

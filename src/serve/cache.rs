@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 /// Where a scrape's result came from.
 #[derive(Debug)]
-pub enum Fetched<V> {
+pub(crate) enum Fetched<V> {
     /// This scrape's own probe.
     Fresh(Arc<V>),
     /// Another scrape's probe, which started `age` ago: within the minimum interval, or it finished
@@ -65,7 +65,7 @@ const FIRST_SWEEP: usize = 1024;
 
 /// Results by key, each reused for `min_interval` after its probe started.
 #[derive(Debug)]
-pub struct ResultCache<K, V> {
+pub(crate) struct ResultCache<K, V> {
     slots: Mutex<Slots<K, V>>,
     min_interval: Duration,
 }
@@ -77,14 +77,10 @@ impl<K: Hash + Eq + Clone, V> ResultCache<K, V> {
         ResultCache { slots: Mutex::new(Slots { map: HashMap::new(), sweep_at: FIRST_SWEEP }), min_interval }
     }
 
-    /// How many keys have a slot now.
-    pub fn len(&self) -> usize {
+    /// How many keys have a slot now (the tests check that sweeping bounds it).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().map.len()
-    }
-
-    /// Whether no key has a slot.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots<K, V>> {

@@ -33,7 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The module a scrape without `module=` uses.
-pub const DEFAULT_MODULE: &str = "default";
+pub(crate) const DEFAULT_MODULE: &str = "default";
 
 /// Which engine a module probes with: the library's one [`EngineKind`], spelt `connect` or `raw`.
 pub use crate::engine::any::EngineKind;
@@ -108,7 +108,7 @@ impl Module {
     /// The module `default`: kernel sockets, wait for the banner, 3 s to connect, 8 s for the banner
     /// (longer than Debian's 5 s TCP-wrappers delay, so a wrappers denial shows as a close, not a
     /// timeout, when the scrape timeout allows).
-    pub fn default_module() -> Module {
+    pub(crate) fn default_module() -> Module {
         Module {
             name: DEFAULT_MODULE.to_string(),
             engine: EngineKind::Connect,
@@ -123,7 +123,7 @@ impl Module {
     }
 
     /// What the module's engine shares between its probes: the byte cap and how it closes.
-    pub fn engine_config(&self) -> EngineConfig {
+    pub(crate) fn engine_config(&self) -> EngineConfig {
         EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: self.close }
     }
 
@@ -220,7 +220,7 @@ impl Modules {
     }
 
     /// Whether some module uses the raw engine (which then runs for the exporter's lifetime).
-    pub fn need_raw(&self) -> bool {
+    pub(crate) fn need_raw(&self) -> bool {
         self.iter().any(|m| m.engine == EngineKind::Raw)
     }
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// The content type of both answers.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The most characters of a label value taken from a server's bytes.
 pub const LABEL_CHARS: usize = 128;
@@ -55,7 +55,7 @@ pub fn label_value(text: &str) -> String {
 
 /// What one probe found, kept to answer later scrapes within the minimum interval.
 #[derive(Debug, Clone)]
-pub struct Probed {
+pub(crate) struct Probed {
     /// What the probe observed, and what it means.
     pub record: ProbeRecord,
     /// How long the probe took, from the first address lookup to its end.
@@ -91,7 +91,7 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, value: f64) {
 }
 
 /// The `/probe` answer: `probed`'s metrics, as this scrape sees them.
-pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
+pub(crate) fn render_probe(probed: &Probed, scrape: Scrape) -> String {
     let c = &probed.record.classification;
     let timings = &probed.record.observation.timings;
     let mut reg = Registry::default();
@@ -224,10 +224,10 @@ pub fn render_probe(probed: &Probed, scrape: Scrape) -> String {
 /// The outcome of a scrape whose target name did not resolve (no probe made): beside the probe
 /// outcomes in `sshprobe_outcome` and `sshprobe_exporter_probes_total`, so a dashboard sees a
 /// name that stopped resolving as such, not as a missing series.
-pub const RESOLVE_ERROR: &str = "resolve_error";
+pub(crate) const RESOLVE_ERROR: &str = "resolve_error";
 
 /// The `/probe` answer for a target whose name did not resolve: no probe was made.
-pub fn render_unresolved(dns: Duration) -> String {
+pub(crate) fn render_unresolved(dns: Duration) -> String {
     let mut reg = Registry::default();
     gauge(&mut reg, "probe_success", "Whether the server sent an SSH-2 identification line", 0.0);
     gauge(
@@ -297,7 +297,7 @@ impl Refusal {
 
 /// The exporter's own counters, for `/metrics`.
 #[derive(Debug)]
-pub struct ExporterMetrics {
+pub(crate) struct ExporterMetrics {
     registry: Registry,
     probes: Family<OutcomeLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
@@ -343,7 +343,7 @@ impl ExporterMetrics {
     }
 
     /// Counts a scrape whose target name did not resolve: no probe was made.
-    pub fn unresolved(&self) {
+    pub(crate) fn unresolved(&self) {
         self.probes.get_or_create(&OutcomeLabel { outcome: RESOLVE_ERROR }).inc();
     }
 

@@ -55,22 +55,22 @@ use tokio::sync::Semaphore;
 
 /// The default minimum interval between two probes of one server (docs/facts.md §5: OpenSSH's noauth
 /// penalty does not build up below about one connection a second per source).
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// The default bound on probes in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// The default listen address: loopback, and the port after blackbox_exporter's 9115 that no
 /// exporter in Prometheus' list of default ports claims.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9722";
 /// How long a diagnosis is reused for: each costs up to a dozen connections per source address.
-pub const DIAGNOSE_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DIAGNOSE_INTERVAL: Duration = Duration::from_secs(60);
 /// Diagnoses at once, over all servers (one at a time per server in any case).
-pub const MAX_DIAGNOSES: usize = 2;
+pub(crate) const MAX_DIAGNOSES: usize = 2;
 /// HTTP connections at once; beyond, new connections wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
 /// How long a client may take to send its request head.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a name lookup may take, when the scrape gives no shorter deadline.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SIGTERM waits for scrapes in progress before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Probes listed on `/`.

@@ -101,7 +101,7 @@ pub async fn run_diagnose(
 }
 
 /// A diagnosis as `/diagnose` answers it: the JSON object `diagnose -o jsonl` prints.
-pub fn diagnosis_json(d: &Diagnosis) -> Vec<u8> {
+pub(crate) fn diagnosis_json(d: &Diagnosis) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     // It ended just now, after `duration_ms`.
     let started = std::time::SystemTime::now() - Duration::from_millis(d.duration_ms);

@@ -13,11 +13,11 @@ use std::time::Duration;
 pub const MAX_QUERY: usize = 1024;
 
 /// The port of a target that names none.
-pub const DEFAULT_PORT: u16 = 22;
+pub(crate) const DEFAULT_PORT: u16 = 22;
 
 /// What `/probe?...` or `/diagnose?...` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
+pub(crate) struct Query {
     /// The target as written (`host`, `host:port`, `[v6]:port`).
     pub target: String,
     /// The module, when `module=` is given.
@@ -55,7 +55,7 @@ pub enum QueryError {
 
 /// Parses a query string (without the `?`). Unknown parameters are ignored, as blackbox_exporter
 /// ignores them; `target` and `module` may appear once each.
-pub fn parse_query(query: Option<&str>) -> Result<Query, QueryError> {
+pub(crate) fn parse_query(query: Option<&str>) -> Result<Query, QueryError> {
     let query = query.unwrap_or("");
     if query.len() > MAX_QUERY {
         return Err(QueryError::TooLong(query.len()));
@@ -98,7 +98,7 @@ pub enum Host {
 }
 
 /// Parses a scrape's target: one host, port 22 unless it names one.
-pub fn parse_host(target: &str) -> Result<Host, QueryError> {
+pub(crate) fn parse_host(target: &str) -> Result<Host, QueryError> {
     match parse_target(target, DEFAULT_PORT)? {
         TargetSpec::Addr(a) => Ok(Host::Addr(a)),
         TargetSpec::Host { name, port } => Ok(Host::Name(name, port)),

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The nftables table the engine owns (family `inet`: IPv4 and IPv6).
-pub const TABLE: &str = "sshprobe_raw";
+pub(crate) const TABLE: &str = "sshprobe_raw";
 
 /// The packet mark (SO_MARK) on the engine's socket: its own RSTs pass the rule.
 pub const MARK: u32 = 0x5350_5257;
@@ -110,17 +110,17 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SetupError {
 }
 
 /// The fewest source ports the engine works with.
-pub const MIN_PORTS: u16 = 256;
+pub(crate) const MIN_PORTS: u16 = 256;
 
 /// The source ports for the raw engine: those above the kernel's ephemeral range (or, when that
 /// reaches 65535, below it, above 1024).
-pub fn port_range() -> Result<RangeInclusive<u16>, SetupError> {
+pub(crate) fn port_range() -> Result<RangeInclusive<u16>, SetupError> {
     let (lo, hi) = local_port_range()?;
     ports_outside(lo, hi)
 }
 
 /// Checks source ports the user chose: they must lie outside the kernel's ephemeral range.
-pub fn check_ports(ports: &RangeInclusive<u16>) -> Result<(), SetupError> {
+pub(crate) fn check_ports(ports: &RangeInclusive<u16>) -> Result<(), SetupError> {
     let (lo, hi) = local_port_range()?;
     if *ports.end() < lo || *ports.start() > hi {
         Ok(())
@@ -157,7 +157,7 @@ fn ports_outside(lo: u16, hi: u16) -> Result<RangeInclusive<u16>, SetupError> {
 }
 
 /// The nftables script that (re)creates the table for `ports`.
-pub fn rule_script(ports: &RangeInclusive<u16>) -> String {
+pub(crate) fn rule_script(ports: &RangeInclusive<u16>) -> String {
     format!(
         "table inet {TABLE}\n\
          delete table inet {TABLE}\n\
@@ -220,7 +220,7 @@ impl Firewall {
     }
 
     /// Deletes a table a previous run left, if any (for runs without the rule).
-    pub fn remove_leftover(ports: &RangeInclusive<u16>) -> Result<(), SetupError> {
+    pub(crate) fn remove_leftover(ports: &RangeInclusive<u16>) -> Result<(), SetupError> {
         nft(&delete_script(), ports)
     }
 
@@ -257,7 +257,7 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock for the current network namespace, or says who holds it. When the holder is
     /// this very process (an engine of ours still shutting down), waits for it a little.
-    pub fn acquire() -> Result<RunLock, SetupError> {
+    pub(crate) fn acquire() -> Result<RunLock, SetupError> {
         let mut tries = 0;
         loop {
             match Self::acquire_once() {

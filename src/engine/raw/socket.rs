@@ -161,7 +161,7 @@ impl RawSockets {
     }
 
     /// Whether IPv6 targets can be probed.
-    pub fn has_ipv6(&self) -> bool {
+    pub(crate) fn has_ipv6(&self) -> bool {
         self.tcp6.is_some()
     }
 
@@ -319,7 +319,7 @@ fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
 
 /// The source address the kernel would pick for `remote` (a connected UDP socket's local address;
 /// no packet is sent).
-pub fn route_source(remote: IpAddr) -> io::Result<IpAddr> {
+pub(crate) fn route_source(remote: IpAddr) -> io::Result<IpAddr> {
     let domain = if remote.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, None)?;
     socket.connect(&SockAddr::from(SocketAddr::new(remote, 9)))?;

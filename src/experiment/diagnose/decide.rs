@@ -306,7 +306,7 @@ fn decide_unloaded(
 
 /// The chance of error accepted when another address's banners are read as a per-source limit: the
 /// chance that a global limit dropping at the probing address's rate would have served them all.
-pub const PER_SOURCE_ERROR_RATE: f64 = 0.05;
+pub(crate) const PER_SOURCE_ERROR_RATE: f64 = 0.05;
 
 /// Cites the connections this host holds to the server, when it holds any.
 fn cite_holders(facts: &Facts, f: &mut Finding) {

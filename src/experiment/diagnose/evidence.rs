@@ -400,9 +400,9 @@ pub enum DelayClass {
 /// a session process takes 7 ms or more.
 pub const LISTENER_MAX_US: u64 = 5_000;
 /// The slowest a session process's close is taken to be, in µs.
-pub const SESSION_MAX_US: u64 = 2_000_000;
+pub(crate) const SESSION_MAX_US: u64 = 2_000_000;
 /// Debian's wrappers delay, in µs.
-pub const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
+pub(crate) const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
 
 impl DelayClass {
     /// The class of a server-side delay of `us` microseconds.

@@ -28,7 +28,7 @@ impl ExperimentProbe {
     }
 
     /// The source address asked for, as reports write it (`default`: the kernel's choice).
-    pub fn source_label(&self) -> String {
+    pub(crate) fn source_label(&self) -> String {
         self.source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
     }
 
@@ -53,7 +53,7 @@ impl ExperimentProbe {
     }
 
     /// The server's `softwareversion`, from its ident line.
-    pub fn software_version(&self) -> Option<&str> {
+    pub(crate) fn software_version(&self) -> Option<&str> {
         self.record.banner().map(|b| b.software.as_str())
     }
 
@@ -73,7 +73,7 @@ impl ExperimentProbe {
 
     /// A refusal with no byte before the close (FIN or RST): never one that sent bytes, even a
     /// partial ident.
-    pub fn zero_byte_refusal(&self) -> bool {
+    pub(crate) fn zero_byte_refusal(&self) -> bool {
         matches!(self.outcome(), Outcome::ClosedBeforeBanner | Outcome::ResetBeforeBanner)
             && self.record.observation.received.is_empty()
     }
@@ -318,7 +318,7 @@ impl Facts {
 
     /// Every probe from the probing address, in the order made (baseline, determinism, load,
     /// persistence, recheck): the address's story through the run.
-    pub fn probing_timeline(&self) -> Vec<&ExperimentProbe> {
+    pub(crate) fn probing_timeline(&self) -> Vec<&ExperimentProbe> {
         self.experiments.iter().filter(|e| e.kind != ExperimentKind::Source).flat_map(|e| &e.probes).collect()
     }
 

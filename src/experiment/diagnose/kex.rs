@@ -18,7 +18,7 @@ use super::remedy::Remedy;
 use crate::kexinit::{openssh, KexRead};
 
 /// The KEXINIT read by one of the probes with nothing held, if any asked for it.
-pub fn kexinit_read(facts: &Facts) -> Option<&KexRead> {
+pub(crate) fn kexinit_read(facts: &Facts) -> Option<&KexRead> {
     facts.unloaded().into_iter().find_map(|p| p.record.observation.kexinit.as_ref())
 }
 

@@ -33,17 +33,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// The first SYN retransmission, as Linux's `TCP_TIMEOUT_INIT`; later ones double.
-pub const SYN_RTO_US: u64 = 1_000_000;
+pub(crate) const SYN_RTO_US: u64 = 1_000_000;
 /// The floor of the retransmission timeout for our ident and FIN (Linux's `TCP_RTO_MIN`).
-pub const RTO_MIN_US: u64 = 200_000;
+pub(crate) const RTO_MIN_US: u64 = 200_000;
 /// The ceiling of that timeout.
-pub const RTO_MAX_US: u64 = 3_000_000;
+pub(crate) const RTO_MAX_US: u64 = 3_000_000;
 /// Retransmissions of our ident or FIN before giving up on them.
-pub const MAX_RETRANSMITS: u32 = 3;
+pub(crate) const MAX_RETRANSMITS: u32 = 3;
 /// How long a closed flow waits for the server to complete the close before it is forgotten.
-pub const CLOSE_LINGER_US: u64 = 1_000_000;
+pub(crate) const CLOSE_LINGER_US: u64 = 1_000_000;
 /// The MSS assumed when the server announces none (RFC 9293).
-pub const DEFAULT_PEER_MSS: u16 = 536;
+pub(crate) const DEFAULT_PEER_MSS: u16 = 536;
 
 /// What a flow needs to know about itself.
 #[derive(Debug, Clone)]
@@ -162,13 +162,13 @@ impl Flow {
     }
 
     /// Whether the banner is in and the connection is being held open.
-    pub fn is_holding(&self) -> bool {
+    pub(crate) fn is_holding(&self) -> bool {
         self.state == State::Established && self.exchange.as_ref().is_some_and(Exchange::is_holding)
     }
 
     /// The highest acknowledgement number a segment answering a flow that sends `ident` can carry:
     /// our SYN, our ident and our FIN. For stateless validation of replies.
-    pub fn max_ack_offset(ident: &[u8]) -> u32 {
+    pub(crate) fn max_ack_offset(ident: &[u8]) -> u32 {
         1 + ident.len() as u32 + 1
     }
 
@@ -216,7 +216,7 @@ impl Flow {
     }
 
     /// When [`on_timer`](Self::on_timer) next has something to do.
-    pub fn poll_at(&self) -> Option<u64> {
+    pub(crate) fn poll_at(&self) -> Option<u64> {
         match self.state {
             State::SynSent => Some(self.next_syn.min(self.connect_deadline)),
             State::Established => {
@@ -260,7 +260,7 @@ impl Flow {
 
     /// The connect attempt failed before establishment: an answer to the SYN, silence, or a local
     /// error sending it.
-    pub fn fail_connect(&mut self, now: u64, connect: Connect) {
+    pub(crate) fn fail_connect(&mut self, now: u64, connect: Connect) {
         if self.state == State::SynSent {
             self.connect = Some(connect);
             self.failed_at = Some(now);
@@ -270,7 +270,7 @@ impl Flow {
 
     /// An ICMP error quoting one of our segments. Before establishment it ends the connect, as it
     /// does for a kernel socket; afterwards it is only traced (a soft error).
-    pub fn on_icmp(&mut self, now: u64, kind: IcmpKind, seq: SeqNumber) {
+    pub(crate) fn on_icmp(&mut self, now: u64, kind: IcmpKind, seq: SeqNumber) {
         self.trace.push(PacketRecord {
             t_us: now,
             dir: Direction::In,
@@ -305,7 +305,7 @@ impl Flow {
     }
 
     /// A segment for this flow arrived.
-    pub fn on_segment(&mut self, seg: &Inbound) -> Vec<Outbound> {
+    pub(crate) fn on_segment(&mut self, seg: &Inbound) -> Vec<Outbound> {
         if self.state == State::Done {
             return Vec::new();
         }

@@ -95,7 +95,7 @@ impl Flow {
     }
 
     /// What a held flow saw up to its banner (the flow goes on): no end yet.
-    pub fn held_observation(&self) -> Observation {
+    pub(crate) fn held_observation(&self) -> Observation {
         let (timings, received, sent_ident) = match &self.exchange {
             Some(x) => (x.timings(), Bytes::copy_from_slice(x.received()), x.sent_ident()),
             None => (Timings::default(), Bytes::new(), false),
@@ -117,7 +117,7 @@ impl Flow {
     }
 
     /// How and when (µs after the handshake) a held connection ended, once the flow is done.
-    pub fn hold_end(&self) -> (End, u64) {
+    pub(crate) fn hold_end(&self) -> (End, u64) {
         match &self.exchange {
             Some(x) => {
                 let t = x.timings();

@@ -59,7 +59,7 @@ impl IcmpErrorRepr {
 
     /// Parses an ICMPv6 message. `Unsupported` for anything but an unreachable or time-exceeded
     /// error quoting a TCP segment right after the IPv6 header.
-    pub fn parse_v6(icmp: &[u8]) -> Result<IcmpErrorRepr, WireError> {
+    pub(crate) fn parse_v6(icmp: &[u8]) -> Result<IcmpErrorRepr, WireError> {
         if icmp.len() < 8 {
             return Err(WireError::Truncated);
         }

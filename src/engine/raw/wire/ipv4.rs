@@ -6,16 +6,16 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 pub(super) mod field {
-    pub const VER_IHL: usize = 0;
-    pub const LENGTH: usize = 2;
-    pub const IDENT: usize = 4;
-    pub const FLG_OFF: usize = 6;
+    pub(crate) const VER_IHL: usize = 0;
+    pub(crate) const LENGTH: usize = 2;
+    pub(crate) const IDENT: usize = 4;
+    pub(crate) const FLG_OFF: usize = 6;
     pub const TTL: usize = 8;
-    pub const PROTOCOL: usize = 9;
-    pub const CHECKSUM: usize = 10;
-    pub const SRC: usize = 12;
-    pub const DST: usize = 16;
-    pub const HEADER: usize = 20;
+    pub(crate) const PROTOCOL: usize = 9;
+    pub(crate) const CHECKSUM: usize = 10;
+    pub(crate) const SRC: usize = 12;
+    pub(crate) const DST: usize = 16;
+    pub(crate) const HEADER: usize = 20;
 }
 
 /// A view of an IPv4 packet.

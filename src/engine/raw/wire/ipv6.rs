@@ -7,12 +7,12 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 mod field {
-    pub const PAYLOAD_LEN: usize = 4;
-    pub const NEXT_HEADER: usize = 6;
-    pub const HOP_LIMIT: usize = 7;
-    pub const SRC: usize = 8;
-    pub const DST: usize = 24;
-    pub const HEADER: usize = 40;
+    pub(crate) const PAYLOAD_LEN: usize = 4;
+    pub(crate) const NEXT_HEADER: usize = 6;
+    pub(crate) const HOP_LIMIT: usize = 7;
+    pub(crate) const SRC: usize = 8;
+    pub(crate) const DST: usize = 24;
+    pub(crate) const HEADER: usize = 40;
 }
 
 /// A view of an IPv6 packet (seen only inside ICMPv6 errors: raw IPv6 sockets deliver payloads).

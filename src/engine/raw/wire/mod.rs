@@ -69,12 +69,12 @@ impl std::ops::Add<usize> for SeqNumber {
 
 impl SeqNumber {
     /// How far `self` is after `earlier` (negative when before), as a wrapping difference.
-    pub fn diff(self, earlier: SeqNumber) -> i32 {
+    pub(crate) fn diff(self, earlier: SeqNumber) -> i32 {
         self.0.wrapping_sub(earlier.0) as i32
     }
 
     /// Whether `self` lies in `[start, end)`, wrapping.
-    pub fn in_range(self, start: SeqNumber, end: SeqNumber) -> bool {
+    pub(crate) fn in_range(self, start: SeqNumber, end: SeqNumber) -> bool {
         self.0.wrapping_sub(start.0) < end.0.wrapping_sub(start.0)
     }
 }
@@ -118,7 +118,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// The checksum of a transport segment with its IPv4 or IPv6 pseudo-header (RFC 793, RFC 8200 §8.1).
 /// The segment's own checksum field must be zero, or the result is zero when it is correct.
-pub fn transport_checksum(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> u16 {
+pub(crate) fn transport_checksum(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> u16 {
     let sum = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let len = segment.len() as u16;

@@ -7,16 +7,16 @@ use std::net::IpAddr;
 
 mod field {
     use std::ops::Range;
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
+    pub(crate) const SRC_PORT: usize = 0;
+    pub(crate) const DST_PORT: usize = 2;
     pub const SEQ: usize = 4;
     pub const ACK: usize = 8;
-    pub const OFFSET: usize = 12;
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: usize = 14;
-    pub const CHECKSUM: Range<usize> = 16..18;
-    pub const URGENT: usize = 18;
-    pub const HEADER: usize = 20;
+    pub(crate) const OFFSET: usize = 12;
+    pub(crate) const FLAGS: usize = 13;
+    pub(crate) const WINDOW: usize = 14;
+    pub(crate) const CHECKSUM: Range<usize> = 16..18;
+    pub(crate) const URGENT: usize = 18;
+    pub(crate) const HEADER: usize = 20;
 }
 
 /// A read (or, over `&mut [u8]`, write) view of a TCP segment: header, options, payload.
@@ -142,7 +142,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// Sets the control bits.
-    pub fn set_flags(&mut self, flags: TcpFlags) {
+    pub(crate) fn set_flags(&mut self, flags: TcpFlags) {
         self.bytes_mut()[field::FLAGS] = flags.0;
     }
 
@@ -152,7 +152,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// Sets the urgent pointer.
-    pub fn set_urgent(&mut self, urgent: u16) {
+    pub(crate) fn set_urgent(&mut self, urgent: u16) {
         self.bytes_mut()[field::URGENT..][..2].copy_from_slice(&urgent.to_be_bytes());
     }
 
