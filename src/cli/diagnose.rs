@@ -218,9 +218,10 @@ async fn diagnose_all(
     }
     let mut all_ok = true;
     let mut bad_input = false;
-    // One budget per server host: two targets naming one server (a name and its address, two ports
-    // of one sshd) share its source addresses' penalty count; the ledger carries it between runs.
-    let mut budgets: std::collections::HashMap<IpAddr, Budget> = std::collections::HashMap::new();
+    // One budget per server, address and port: two targets naming one server (a name and its
+    // address) share its source addresses' penalty count; another port of the host (dropbear beside
+    // sshd) keeps its own; the ledger carries both between runs, with the software seen there.
+    let mut budgets: std::collections::HashMap<SocketAddr, Budget> = std::collections::HashMap::new();
     let ledger_path = Ledger::default_path();
     let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
     let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
@@ -258,7 +259,7 @@ async fn diagnose_all(
         if args.format == Format::Table {
             say!("diagnosing {text} ({remote})...");
         }
-        let budget = budgets.entry(remote.ip()).or_insert_with(|| {
+        let budget = budgets.entry(remote).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
             let last = Mutex::new(None::<std::time::Instant>);
             let budget = Budget::penalty_safe(args.budget).max_per_address(args.max_per_address).on_wait(move |source, wait| {
@@ -274,11 +275,11 @@ async fn diagnose_all(
                     wait.as_secs_f64()
                 );
             });
-            budget.load(&ledger, remote.ip());
+            budget.load(&ledger, remote);
             budget
         });
         if budget.usage().spent.values().any(|&n| n > 0) {
-            say!("sshprobe: {text}: same host as an earlier target: its probes share that target's budget");
+            say!("sshprobe: {text}: same server as an earlier target: its probes share that target's budget");
         }
         let options = DiagnoseOptions {
             max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
@@ -290,7 +291,7 @@ async fn diagnose_all(
             d = diagnose(&engine, text, remote, &options, budget) => Ok(d),
             signal = signals.recv() => Err(signal),
         };
-        budget.store(&mut ledger, remote.ip());
+        budget.store(&mut ledger, remote);
         let d = match outcome {
             Ok(d) => d,
             Err(stop) => {
@@ -310,6 +311,9 @@ async fn diagnose_all(
                 return Ok(code);
             }
         };
+        if let Some(sw) = &d.server {
+            ledger.saw(remote, sw);
+        }
         if let Some(path) = &ledger_path {
             if let Err(e) = ledger.write(path) {
                 tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());

@@ -95,8 +95,7 @@ const LOG_SETTLE: Duration = Duration::from_millis(500);
 const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
 
 /// Runs the experiments against `remote` through `engine` and decides, taking connections from
-/// `budget`: one budget per server host, shared by every target naming it (a penalty counts per
-/// server and source address, whatever the port or name).
+/// `budget`: one budget per server (address and port), shared by every target naming it.
 pub async fn diagnose<E: Engine>(
     engine: &E,
     target: &str,
@@ -106,7 +105,7 @@ pub async fn diagnose<E: Engine>(
 ) -> Diagnosis {
     let started = std::time::Instant::now();
     if let Some(ledger) = &options.ledger {
-        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
+        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote);
     }
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
@@ -244,11 +243,15 @@ pub async fn diagnose<E: Engine>(
             None => Evidence::PenaltyNotLifted { polled_ms: options.penalty_wait.as_millis() as u64 },
         });
     }
-    if let Some(ledger) = &options.ledger {
-        budget.store(&mut ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
-    }
     let server =
         facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software_version().map(String::from));
+    if let Some(ledger) = &options.ledger {
+        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        budget.store(&mut ledger, remote);
+        if let Some(sw) = &server {
+            ledger.saw(remote, sw);
+        }
+    }
     Diagnosis {
         target: target.to_string(),
         remote,
@@ -490,9 +493,12 @@ impl<'a, E: Engine> Bench<'a, E> {
         }
         let observation = self.engine.probe(self.request.clone().source(source).order(order).kex(kex)).await;
         let record = ProbeRecord::new(observation);
-        if record.banner().is_some_and(|b| !Software::of(b).has_penalties()) {
+        match record.banner().map(|b| Software::of(b).has_penalties()) {
             // OpenSSH before 9.8, dropbear: no penalty to pace for.
-            self.budget.server_has_no_penalties();
+            Some(false) => self.budget.server_has_no_penalties(),
+            // OpenSSH 9.8+, whatever an earlier run remembered of this server.
+            Some(true) => self.budget.server_has_penalties(),
+            None => {}
         }
         Some(ExperimentProbe { record, source, held })
     }
