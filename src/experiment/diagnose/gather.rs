@@ -5,7 +5,7 @@ use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
 use super::Finding;
-use crate::engine::{Engine, ProbeRequest};
+use crate::engine::{Engine, Interrupt, ProbeRequest};
 use crate::evidence::ProbeOrder;
 use crate::experiment::budget::{Budget, BudgetUse};
 use crate::experiment::holder::{Holder, SETTLE_AFTER_RELEASE};
@@ -110,7 +110,13 @@ pub async fn diagnose<E: Engine>(
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
     let until = options.max_duration.map(|d| tokio::time::Instant::now() + d);
-    let lab = Bench::new(engine, remote, options, budget, until);
+    // The time limit is a hard cap: probes and held connections in flight at `until` end there,
+    // keeping what they saw, and the diagnosis goes on with what finished.
+    let deadline = until.map(Deadline::start);
+    let mut lab = Bench::new(engine, remote, options, budget, until);
+    if let Some(d) = &deadline {
+        lab.request = lab.request.interrupt(d.interrupt());
+    }
     let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
     let primary = sources.probing();
     // What this host already holds to the server, before we open anything: unauthenticated
@@ -141,11 +147,12 @@ pub async fn diagnose<E: Engine>(
         staggered(Vec::from(plan), second, options.spacing, options.patience, slow_or_refused).await;
     let attempted = baseline.len();
     let baseline: Vec<ExperimentProbe> = baseline.into_iter().flatten().collect();
-    if baseline.len() < attempted {
+    if baseline.len() < attempted && !lab.cut() {
         facts.budget_exhausted = true;
     }
     if baseline.is_empty() && until.is_some_and(|u| tokio::time::Instant::now() >= u) {
-        facts.not_tested = Some(NotTestedReason::TimeLimit);
+        facts.not_tested =
+            Some(if lab.cut() { NotTestedReason::TimeLimitCut } else { NotTestedReason::TimeLimit });
     }
     let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
     // Every probe counts: a connect refused or unanswered is a failure too.
@@ -452,6 +459,35 @@ async fn recheck<E: Engine>(
     });
 }
 
+/// Fires an [`Interrupt`] at a run's time limit; the timer stops when this is dropped.
+struct Deadline {
+    rx: tokio::sync::watch::Receiver<bool>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl Deadline {
+    fn start(at: tokio::time::Instant) -> Deadline {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _ = tx.send(true);
+            // Keep the sender, so the switch stays fired for probes that start later.
+            std::future::pending::<()>().await;
+        });
+        Deadline { rx, timer }
+    }
+
+    fn interrupt(&self) -> Interrupt {
+        Interrupt::new(self.rx.clone())
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
 /// Makes probes for experiments through one engine, within the budget.
 struct Bench<'a, E: Engine> {
     engine: &'a E,
@@ -461,6 +497,8 @@ struct Bench<'a, E: Engine> {
     spacing: Duration,
     /// No probe starts after this.
     until: Option<tokio::time::Instant>,
+    /// Whether the time limit cut a probe in flight.
+    cut: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, E: Engine> Bench<'a, E> {
@@ -472,7 +510,12 @@ impl<'a, E: Engine> Bench<'a, E> {
         until: Option<tokio::time::Instant>,
     ) -> Bench<'a, E> {
         let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
-        Bench { engine, request, budget, spacing: options.spacing, until }
+        Bench { engine, request, budget, spacing: options.spacing, until, cut: Default::default() }
+    }
+
+    /// Whether the time limit cut a probe in flight.
+    fn cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One probe, when the budget allows it (waiting for it, within the time limit).
@@ -493,6 +536,13 @@ impl<'a, E: Engine> Bench<'a, E> {
         }
         let observation = self.engine.probe(self.request.clone().source(source).order(order).kex(kex)).await;
         let record = ProbeRecord::new(observation);
+        if record.outcome() == Outcome::Interrupted {
+            // Cut at the time limit: not a finished probe, so no evidence (as a probe the budget
+            // did not allow in time).
+            tracing::debug!("a probe cut at the time limit: {record:?}");
+            self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
         match record.banner().map(|b| Software::of(b).has_penalties()) {
             // OpenSSH before 9.8, dropbear: no penalty to pace for.
             Some(false) => self.budget.server_has_no_penalties(),
@@ -525,7 +575,7 @@ impl<'a, E: Engine> Bench<'a, E> {
                 }
                 Some(p) => out.push(p),
                 None => {
-                    facts.budget_exhausted = true;
+                    facts.budget_exhausted |= !self.cut();
                     break;
                 }
             }
