@@ -74,10 +74,11 @@ The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that
 does not authenticate and blocks it past 15 s owed (PerSourcePenalties).
 diagnose keeps each source address under --budget seconds owed (10): a burst of
 about ten connections, then about one a second, waiting rather than giving up.
-What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
-~/.local/state/sshprobe), and a banner from a server without penalties lifts
-the pacing. On IPv4 loopback it adds second addresses from 127.77.0.0/24 by
-itself.
+What an address owes each server (address and port) is kept between runs (in
+$SSHPROBE_STATE_DIR, else ~/.local/state/sshprobe), with the software its
+banner named: a server without penalties (OpenSSH before 9.8, dropbear) is not
+paced, in this run or the next. On IPv4 loopback it adds second addresses from
+127.77.0.0/24 by itself.
 
 Ctrl-C (or SIGTERM) stops at once: the diagnoses finished are written, the one
 under way is reported as interrupted with the connections it made, and the
@@ -123,8 +124,8 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "FILE")]
     server_log: Vec<String>,
 
-    /// Stop starting probes after this long (waiting for the budget included); a target with no
-    /// probe by then is `not_tested`.
+    /// Stop after this long, waiting for the budget included: probes still in flight are cut
+    /// there, and the verdict rests on those that finished; a target with none is `not_tested`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
 

@@ -60,7 +60,8 @@ pub struct DiagnoseOptions {
     /// fast answers come one at a time, answers that take seconds (Debian's 5-s wrappers close)
     /// overlap, so the whole baseline costs one such wait.
     pub patience: Duration,
-    /// No probe starts after this long (waiting for the probe budget included); `None`: no limit.
+    /// No probe starts after this long (waiting for the probe budget included), and probes in
+    /// flight then are cut there; `None`: no limit.
     pub max_duration: Option<Duration>,
     /// The server's log, read from where it ended when opened: what it appends while diagnose
     /// probes is matched to the probes and cited (`--server-log`).
