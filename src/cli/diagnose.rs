@@ -74,10 +74,11 @@ The budget: OpenSSH 9.8+ charges 1 s to an address for every connection that
 does not authenticate and blocks it past 15 s owed (PerSourcePenalties).
 diagnose keeps each source address under --budget seconds owed (10): a burst of
 about ten connections, then about one a second, waiting rather than giving up.
-What an address owes is kept between runs (in $SSHPROBE_STATE_DIR, else
-~/.local/state/sshprobe), and a banner from a server without penalties lifts
-the pacing. On IPv4 loopback it adds second addresses from 127.77.0.0/24 by
-itself.
+What an address owes each server (address and port) is kept between runs (in
+$SSHPROBE_STATE_DIR, else ~/.local/state/sshprobe), with the software its
+banner named: a server without penalties (OpenSSH before 9.8, dropbear) is not
+paced, in this run or the next. On IPv4 loopback it adds second addresses from
+127.77.0.0/24 by itself.
 
 Ctrl-C (or SIGTERM) stops at once: the diagnoses finished are written, the one
 under way is reported as interrupted with the connections it made, and the
@@ -123,8 +124,8 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "FILE")]
     server_log: Vec<String>,
 
-    /// Stop starting probes after this long (waiting for the budget included); a target with no
-    /// probe by then is `not_tested`.
+    /// Stop after this long, waiting for the budget included: probes still in flight are cut
+    /// there, and the verdict rests on those that finished; a target with none is `not_tested`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
 
@@ -218,9 +219,10 @@ async fn diagnose_all(
     }
     let mut all_ok = true;
     let mut bad_input = false;
-    // One budget per server host: two targets naming one server (a name and its address, two ports
-    // of one sshd) share its source addresses' penalty count; the ledger carries it between runs.
-    let mut budgets: std::collections::HashMap<IpAddr, Budget> = std::collections::HashMap::new();
+    // One budget per server, address and port: two targets naming one server (a name and its
+    // address) share its source addresses' penalty count; another port of the host (dropbear beside
+    // sshd) keeps its own; the ledger carries both between runs, with the software seen there.
+    let mut budgets: std::collections::HashMap<SocketAddr, Budget> = std::collections::HashMap::new();
     let ledger_path = Ledger::default_path();
     let mut ledger = ledger_path.as_deref().map(Ledger::read).unwrap_or_default();
     let deadline = args.max_duration.map(|d| std::time::Instant::now() + d);
@@ -258,7 +260,7 @@ async fn diagnose_all(
         if args.format == Format::Table {
             say!("diagnosing {text} ({remote})...");
         }
-        let budget = budgets.entry(remote.ip()).or_insert_with(|| {
+        let budget = budgets.entry(remote).or_insert_with(|| {
             // One line when the waiting starts, then at most one every 10 s: progress, not a flood.
             let last = Mutex::new(None::<std::time::Instant>);
             let budget = Budget::penalty_safe(args.budget).max_per_address(args.max_per_address).on_wait(move |source, wait| {
@@ -274,11 +276,11 @@ async fn diagnose_all(
                     wait.as_secs_f64()
                 );
             });
-            budget.load(&ledger, remote.ip());
+            budget.load(&ledger, remote);
             budget
         });
         if budget.usage().spent.values().any(|&n| n > 0) {
-            say!("sshprobe: {text}: same host as an earlier target: its probes share that target's budget");
+            say!("sshprobe: {text}: same server as an earlier target: its probes share that target's budget");
         }
         let options = DiagnoseOptions {
             max_duration: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
@@ -290,7 +292,7 @@ async fn diagnose_all(
             d = diagnose(&engine, text, remote, &options, budget) => Ok(d),
             signal = signals.recv() => Err(signal),
         };
-        budget.store(&mut ledger, remote.ip());
+        budget.store(&mut ledger, remote);
         let d = match outcome {
             Ok(d) => d,
             Err(stop) => {
@@ -310,6 +312,9 @@ async fn diagnose_all(
                 return Ok(code);
             }
         };
+        if let Some(sw) = &d.server {
+            ledger.saw(remote, sw);
+        }
         if let Some(path) = &ledger_path {
             if let Err(e) = ledger.write(path) {
                 tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());

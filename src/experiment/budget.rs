@@ -18,11 +18,14 @@
 //!   [`Budget::server_has_no_penalties`] lifts the pacing.
 //!
 //! A penalty outlives the process, so the estimates can be kept in a [`Ledger`] file between runs:
-//! two diagnoses back to back then share one account per server and source address.
+//! two diagnoses back to back then share one account per server (address and port) and source
+//! address. The ledger also remembers the software each server's banner named, so a server known to
+//! have no penalties (OpenSSH before 9.8, dropbear: docs/facts.md §5) is not paced from the first
+//! connection of the next run, and another server on the same host keeps its own account.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -172,6 +175,12 @@ impl Budget {
         self.penalties.store(false, Ordering::Relaxed);
     }
 
+    /// A banner showed a server that penalises (OpenSSH 9.8+): pacing resumes, whatever an earlier
+    /// run remembered of the software there (it may have been upgraded since).
+    pub fn server_has_penalties(&self) {
+        self.penalties.store(true, Ordering::Relaxed);
+    }
+
     /// Whether connections are paced by the penalty arithmetic now.
     fn paced(&self) -> bool {
         self.pace == Pace::PenaltySafe && self.penalties.load(Ordering::Relaxed)
@@ -275,12 +284,17 @@ impl Budget {
         }
     }
 
-    /// Starts the accounts of `server` from what `ledger` says they owe now.
-    pub fn load(&self, ledger: &Ledger, server: IpAddr) {
+    /// Starts the accounts of `server` from what `ledger` says they owe now, and lifts the pacing
+    /// when the ledger remembers a banner there from a server without penalties. What an older
+    /// ledger kept per address only (no port) counts against every port of that address.
+    pub fn load(&self, ledger: &Ledger, server: SocketAddr) {
+        if ledger.software(server).is_some_and(|sw| !crate::server::Software::parse(sw).has_penalties()) {
+            self.server_has_no_penalties();
+        }
         let now_unix = unix_ms();
         let now = Instant::now();
         let mut accounts = self.accounts();
-        for (source, entry) in ledger.entries.iter().filter(|(k, _)| k.server == server) {
+        for (source, entry) in ledger.entries.iter().filter(|(k, _)| k.is_of(server)) {
             let age = now_unix.saturating_sub(entry.at_unix_ms) as f64 / 1000.0;
             let owed = (entry.owed - age).max(0.0);
             if owed > 0.0 {
@@ -291,13 +305,15 @@ impl Budget {
         }
     }
 
-    /// Writes what `server`'s accounts owe now into `ledger`.
-    pub fn store(&self, ledger: &mut Ledger, server: IpAddr) {
+    /// Writes what `server`'s accounts owe now into `ledger`. Entries an older ledger kept for the
+    /// address alone were loaded into these accounts, so they are replaced (migrated) here.
+    pub fn store(&self, ledger: &mut Ledger, server: SocketAddr) {
         let now = Instant::now();
         let at_unix_ms = unix_ms();
+        ledger.entries.retain(|k, _| !(k.server == server.ip() && k.port.is_none()));
         for (source, account) in self.accounts().iter() {
             let owed = account.owed_now(now);
-            let key = LedgerKey { server, source: *source };
+            let key = LedgerKey { server: server.ip(), port: Some(server.port()), source: *source };
             if owed > 0.0 {
                 ledger.entries.insert(key, LedgerEntry { owed, at_unix_ms });
             } else {
@@ -311,17 +327,34 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Penalty estimates kept between runs: per server and source address, what is owed and when that
-/// was written. A file in the state directory ([`Ledger::default_path`]).
+/// Penalty estimates kept between runs: per server (address and port) and source address, what is
+/// owed and when that was written; and per server, the software its banner named. A file in the
+/// state directory ([`Ledger::default_path`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
     entries: BTreeMap<LedgerKey, LedgerEntry>,
+    /// The software each server's banner named (`OpenSSH_9.2p1`), and when it was seen.
+    software: BTreeMap<SocketAddr, (String, u64)>,
 }
+
+/// How long a banner's software is remembered: long enough for a day's repeated diagnoses, short
+/// enough that an upgrade to a penalising sshd is not assumed away for long (a banner that shows
+/// penalties resumes the pacing at once anyway).
+const SOFTWARE_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct LedgerKey {
     server: IpAddr,
+    /// `None`: written by an older sshprobe that kept the address only.
+    port: Option<u16>,
     source: Option<IpAddr>,
+}
+
+impl LedgerKey {
+    /// Whether this entry counts against `server`.
+    fn is_of(&self, server: SocketAddr) -> bool {
+        self.server == server.ip() && self.port.is_none_or(|p| p == server.port())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -330,17 +363,37 @@ struct LedgerEntry {
     at_unix_ms: u64,
 }
 
-/// A ledger entry as the file holds it.
+/// A ledger entry as the file holds it: a penalty owed (`software` absent), or the software a
+/// server's banner named (`software` present, nothing owed).
 #[derive(Serialize, Deserialize)]
 struct LedgerLine {
     server: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Absent in files from before the ledger kept ports: the address's every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<IpAddr>,
+    #[serde(default)]
     owed: f64,
     at_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    software: Option<String>,
 }
 
 impl Ledger {
+    /// Remembers the software `server`'s banner named (an ident's `softwareversion`).
+    pub fn saw(&mut self, server: SocketAddr, software: &str) {
+        self.software.insert(server, (software.to_string(), unix_ms()));
+    }
+
+    /// The software a banner from `server` named in this run or an earlier one, if remembered.
+    pub fn software(&self, server: SocketAddr) -> Option<&str> {
+        self.software
+            .get(&server)
+            .filter(|(_, at)| unix_ms().saturating_sub(*at) < SOFTWARE_KEPT_MS)
+            .map(|(sw, _)| sw.as_str())
+    }
+
     /// Where the ledger lives: `$SSHPROBE_STATE_DIR` (empty: nowhere, no ledger), else
     /// `$XDG_STATE_HOME/sshprobe`, else `~/.local/state/sshprobe`.
     pub fn default_path() -> Option<PathBuf> {
@@ -370,32 +423,52 @@ impl Ledger {
             tracing::warn!("the penalty ledger {} is not valid ({e}): starting afresh", path.display());
             Vec::new()
         });
-        let entries = lines
-            .into_iter()
-            .map(|l| {
-                (
-                    LedgerKey { server: l.server, source: l.source },
-                    LedgerEntry { owed: l.owed, at_unix_ms: l.at_unix_ms },
-                )
-            })
-            .collect();
-        Ledger { entries }
+        let mut ledger = Ledger::default();
+        for l in lines {
+            match (l.software, l.port) {
+                (Some(sw), Some(port)) => {
+                    ledger.software.insert(SocketAddr::new(l.server, port), (sw, l.at_unix_ms));
+                }
+                (Some(_), None) => {}
+                (None, port) => {
+                    ledger.entries.insert(
+                        LedgerKey { server: l.server, port, source: l.source },
+                        LedgerEntry { owed: l.owed, at_unix_ms: l.at_unix_ms },
+                    );
+                }
+            }
+        }
+        ledger
     }
 
     /// Writes the ledger to `path` (whole, through a temporary file), dropping what is paid off.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let now = unix_ms();
-        let lines: Vec<LedgerLine> = self
+        let mut lines: Vec<LedgerLine> = self
             .entries
             .iter()
             .filter(|(_, e)| e.owed - now.saturating_sub(e.at_unix_ms) as f64 / 1000.0 > 0.0)
             .map(|(k, e)| LedgerLine {
                 server: k.server,
+                port: k.port,
                 source: k.source,
                 owed: e.owed,
                 at_unix_ms: e.at_unix_ms,
+                software: None,
             })
             .collect();
+        lines.extend(
+            self.software.iter().filter(|(_, (_, at))| now.saturating_sub(*at) < SOFTWARE_KEPT_MS).map(
+                |(server, (sw, at))| LedgerLine {
+                    server: server.ip(),
+                    port: Some(server.port()),
+                    source: None,
+                    owed: 0.0,
+                    at_unix_ms: *at,
+                    software: Some(sw.clone()),
+                },
+            ),
+        );
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -458,7 +531,7 @@ mod tests {
     fn a_ledger_carries_what_is_owed_to_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/penalty-ledger.json");
-        let server: IpAddr = "127.0.0.1".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:22".parse().unwrap();
         let first = Budget::penalty_safe(10);
         for _ in 0..8 {
             assert!(first.try_take(None));
@@ -473,10 +546,75 @@ mod tests {
         assert!(!second.try_take(None), "the ledger's 8 s were forgotten");
         // Another server's accounts are untouched.
         let other = Budget::penalty_safe(10);
-        other.load(&Ledger::read(&path), "127.0.0.2".parse().unwrap());
+        other.load(&Ledger::read(&path), "127.0.0.2:22".parse().unwrap());
         assert_eq!(other.remaining(None), 10);
+        // So are another port's on the same host (dropbear beside sshd).
+        let port = Budget::penalty_safe(10);
+        port.load(&Ledger::read(&path), "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(port.remaining(None), 10);
         // A broken file is an empty ledger.
         std::fs::write(&path, b"not json").unwrap();
         assert_eq!(Ledger::read(&path), Ledger::default());
+    }
+
+    /// A banner remembered from a server without penalties lifts the pacing from the first
+    /// connection of the next run; OpenSSH 9.8+ remembered keeps it.
+    #[test]
+    fn a_ledger_remembers_the_software_per_address_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("penalty-ledger.json");
+        let old: SocketAddr = "127.0.0.1:22".parse().unwrap();
+        let new: SocketAddr = "127.0.0.1:2200".parse().unwrap();
+        let bear: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+        let mut ledger = Ledger::default();
+        for (server, sw) in [(old, "OpenSSH_9.2p1"), (new, "OpenSSH_9.9"), (bear, "dropbear_2022.83")] {
+            let b = Budget::penalty_safe(10);
+            for _ in 0..10 {
+                assert!(b.try_take(None));
+            }
+            b.store(&mut ledger, server);
+            ledger.saw(server, sw);
+        }
+        ledger.write(&path).unwrap();
+        let ledger = Ledger::read(&path);
+        assert_eq!(ledger.software(old), Some("OpenSSH_9.2p1"));
+        assert_eq!(ledger.software("127.0.0.1:2".parse().unwrap()), None);
+        for (server, paced) in [(old, false), (new, true), (bear, false)] {
+            let b = Budget::penalty_safe(10);
+            b.load(&ledger, server);
+            assert_eq!(!b.try_take(None), paced, "{server}: 10 s owed, paced {paced}");
+        }
+        // A banner that shows penalties resumes the pacing (the server was upgraded).
+        let b = Budget::penalty_safe(10);
+        b.load(&ledger, old);
+        b.server_has_penalties();
+        assert!(!b.try_take(None));
+    }
+
+    /// A ledger written before it kept ports (address only) still reads: its debt counts against
+    /// every port of the address, software unknown, and is migrated to the port on store.
+    #[test]
+    fn an_address_only_ledger_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("penalty-ledger.json");
+        let at = unix_ms();
+        std::fs::write(
+            &path,
+            format!(r#"[{{"server":"127.0.0.1","owed":8.0,"at_unix_ms":{at}}},{{"server":"127.0.0.1","source":"127.77.0.1","owed":3.0,"at_unix_ms":{at}}}]"#),
+        )
+        .unwrap();
+        let mut ledger = Ledger::read(&path);
+        let server: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+        assert_eq!(ledger.software(server), None);
+        let b = Budget::penalty_safe(10);
+        b.load(&ledger, server);
+        assert!(b.try_take(None) && b.try_take(None) && !b.try_take(None), "the old 8 s were forgotten");
+        assert_eq!(b.remaining(Some("127.77.0.1".parse().unwrap())), 7);
+        b.store(&mut ledger, server);
+        assert!(ledger.entries.keys().all(|k| k.port == Some(2222)), "{:?}", ledger.entries);
+        ledger.write(&path).unwrap();
+        let again = Budget::penalty_safe(10);
+        again.load(&Ledger::read(&path), server);
+        assert!(!again.try_take(None), "the migrated debt was lost");
     }
 }

@@ -261,6 +261,9 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              penalises an address that opens connections faster than about one a second)"
                 .into()
         }
+        Evidence::NoProbes { reason: NotTestedReason::TimeLimitCut } => {
+            "no probe finished: the time limit cut every probe still waiting for the server".into()
+        }
         Evidence::NoProbes { reason: NotTestedReason::Budget } => "no probe could be made within the budget".into(),
         Evidence::ConnectFailed { outcome, probes } => {
             let why = match outcome {

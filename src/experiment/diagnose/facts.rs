@@ -291,6 +291,9 @@ impl From<&crate::hostconns::Owner> for HostHolder {
 pub enum NotTestedReason {
     /// The time limit (`--max-duration`) ended while waiting for the probe budget.
     TimeLimit,
+    /// The time limit (`--max-duration`) cut the probes in flight before any finished (a server that
+    /// holds connections without a word).
+    TimeLimitCut,
     /// The per-source budget allowed no probe.
     Budget,
 }

@@ -5,7 +5,7 @@ use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
 use super::Finding;
-use crate::engine::{Engine, ProbeRequest};
+use crate::engine::{Engine, Interrupt, ProbeRequest};
 use crate::evidence::ProbeOrder;
 use crate::experiment::budget::{Budget, BudgetUse};
 use crate::experiment::holder::{Holder, SETTLE_AFTER_RELEASE};
@@ -60,7 +60,8 @@ pub struct DiagnoseOptions {
     /// fast answers come one at a time, answers that take seconds (Debian's 5-s wrappers close)
     /// overlap, so the whole baseline costs one such wait.
     pub patience: Duration,
-    /// No probe starts after this long (waiting for the probe budget included); `None`: no limit.
+    /// No probe starts after this long (waiting for the probe budget included), and probes in
+    /// flight then are cut there; `None`: no limit.
     pub max_duration: Option<Duration>,
     /// The server's log, read from where it ended when opened: what it appends while diagnose
     /// probes is matched to the probes and cited (`--server-log`).
@@ -95,8 +96,7 @@ const LOG_SETTLE: Duration = Duration::from_millis(500);
 const LOOPBACK_SOURCES: LoopbackAliases = LoopbackAliases { first_subnet: 0, count: 40 };
 
 /// Runs the experiments against `remote` through `engine` and decides, taking connections from
-/// `budget`: one budget per server host, shared by every target naming it (a penalty counts per
-/// server and source address, whatever the port or name).
+/// `budget`: one budget per server (address and port), shared by every target naming it.
 pub async fn diagnose<E: Engine>(
     engine: &E,
     target: &str,
@@ -106,12 +106,18 @@ pub async fn diagnose<E: Engine>(
 ) -> Diagnosis {
     let started = std::time::Instant::now();
     if let Some(ledger) = &options.ledger {
-        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
+        budget.load(&ledger.lock().unwrap_or_else(|p| p.into_inner()), remote);
     }
     let sources = Sources::plan(remote, &options.sources, LOOPBACK_SOURCES);
     let others = sources.others();
     let until = options.max_duration.map(|d| tokio::time::Instant::now() + d);
-    let lab = Bench::new(engine, remote, options, budget, until);
+    // The time limit is a hard cap: probes and held connections in flight at `until` end there,
+    // keeping what they saw, and the diagnosis goes on with what finished.
+    let deadline = until.map(Deadline::start);
+    let mut lab = Bench::new(engine, remote, options, budget, until);
+    if let Some(d) = &deadline {
+        lab.request = lab.request.interrupt(d.interrupt());
+    }
     let mut facts = Facts { second_source: !others.is_empty(), ..Facts::default() };
     let primary = sources.probing();
     // What this host already holds to the server, before we open anything: unauthenticated
@@ -142,11 +148,12 @@ pub async fn diagnose<E: Engine>(
         staggered(Vec::from(plan), second, options.spacing, options.patience, slow_or_refused).await;
     let attempted = baseline.len();
     let baseline: Vec<ExperimentProbe> = baseline.into_iter().flatten().collect();
-    if baseline.len() < attempted {
+    if baseline.len() < attempted && !lab.cut() {
         facts.budget_exhausted = true;
     }
     if baseline.is_empty() && until.is_some_and(|u| tokio::time::Instant::now() >= u) {
-        facts.not_tested = Some(NotTestedReason::TimeLimit);
+        facts.not_tested =
+            Some(if lab.cut() { NotTestedReason::TimeLimitCut } else { NotTestedReason::TimeLimit });
     }
     let all_banner = !baseline.is_empty() && baseline.iter().all(|p| p.outcome() == Outcome::Banner);
     // Every probe counts: a connect refused or unanswered is a failure too.
@@ -244,11 +251,15 @@ pub async fn diagnose<E: Engine>(
             None => Evidence::PenaltyNotLifted { polled_ms: options.penalty_wait.as_millis() as u64 },
         });
     }
-    if let Some(ledger) = &options.ledger {
-        budget.store(&mut ledger.lock().unwrap_or_else(|p| p.into_inner()), remote.ip());
-    }
     let server =
         facts.experiments.iter().flat_map(|e| &e.probes).find_map(|p| p.software_version().map(String::from));
+    if let Some(ledger) = &options.ledger {
+        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        budget.store(&mut ledger, remote);
+        if let Some(sw) = &server {
+            ledger.saw(remote, sw);
+        }
+    }
     Diagnosis {
         target: target.to_string(),
         remote,
@@ -452,6 +463,35 @@ async fn recheck<E: Engine>(
     });
 }
 
+/// Fires an [`Interrupt`] at a run's time limit; the timer stops when this is dropped.
+struct Deadline {
+    rx: tokio::sync::watch::Receiver<bool>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl Deadline {
+    fn start(at: tokio::time::Instant) -> Deadline {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _ = tx.send(true);
+            // Keep the sender, so the switch stays fired for probes that start later.
+            std::future::pending::<()>().await;
+        });
+        Deadline { rx, timer }
+    }
+
+    fn interrupt(&self) -> Interrupt {
+        Interrupt::new(self.rx.clone())
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
 /// Makes probes for experiments through one engine, within the budget.
 struct Bench<'a, E: Engine> {
     engine: &'a E,
@@ -461,6 +501,8 @@ struct Bench<'a, E: Engine> {
     spacing: Duration,
     /// No probe starts after this.
     until: Option<tokio::time::Instant>,
+    /// Whether the time limit cut a probe in flight.
+    cut: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, E: Engine> Bench<'a, E> {
@@ -472,7 +514,12 @@ impl<'a, E: Engine> Bench<'a, E> {
         until: Option<tokio::time::Instant>,
     ) -> Bench<'a, E> {
         let request = ProbeRequest::new(remote).timeouts(options.connect_timeout, options.banner_timeout);
-        Bench { engine, request, budget, spacing: options.spacing, until }
+        Bench { engine, request, budget, spacing: options.spacing, until, cut: Default::default() }
+    }
+
+    /// Whether the time limit cut a probe in flight.
+    fn cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One probe, when the budget allows it (waiting for it, within the time limit).
@@ -493,9 +540,19 @@ impl<'a, E: Engine> Bench<'a, E> {
         }
         let observation = self.engine.probe(self.request.clone().source(source).order(order).kex(kex)).await;
         let record = ProbeRecord::new(observation);
-        if record.banner().is_some_and(|b| !Software::of(b).has_penalties()) {
+        if record.outcome() == Outcome::Interrupted {
+            // Cut at the time limit: not a finished probe, so no evidence (as a probe the budget
+            // did not allow in time).
+            tracing::debug!("a probe cut at the time limit: {record:?}");
+            self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        match record.banner().map(|b| Software::of(b).has_penalties()) {
             // OpenSSH before 9.8, dropbear: no penalty to pace for.
-            self.budget.server_has_no_penalties();
+            Some(false) => self.budget.server_has_no_penalties(),
+            // OpenSSH 9.8+, whatever an earlier run remembered of this server.
+            Some(true) => self.budget.server_has_penalties(),
+            None => {}
         }
         Some(ExperimentProbe { record, source, held })
     }
@@ -522,7 +579,7 @@ impl<'a, E: Engine> Bench<'a, E> {
                 }
                 Some(p) => out.push(p),
                 None => {
-                    facts.budget_exhausted = true;
+                    facts.budget_exhausted |= !self.cut();
                     break;
                 }
             }
