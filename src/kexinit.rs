@@ -341,6 +341,23 @@ impl<'a> Payload<'a> {
 }
 
 impl KexInit {
+    /// An offer of these key exchange, host key, cipher and MAC names (the same both ways), no
+    /// compression: what tests and callers build to ask what a client would make of a server.
+    pub fn offering(kex: &[&str], host_keys: &[&str], ciphers: &[&str], macs: &[&str]) -> KexInit {
+        let names = |list: &[&str]| NameList(list.iter().map(|s| s.to_string()).collect());
+        KexInit {
+            kex_algorithms: names(kex),
+            server_host_key_algorithms: names(host_keys),
+            encryption_algorithms_client_to_server: names(ciphers),
+            encryption_algorithms_server_to_client: names(ciphers),
+            mac_algorithms_client_to_server: names(macs),
+            mac_algorithms_server_to_client: names(macs),
+            compression_algorithms_client_to_server: names(&["none"]),
+            compression_algorithms_server_to_client: names(&["none"]),
+            ..KexInit::default()
+        }
+    }
+
     /// Parses a KEXINIT payload (message number first).
     pub fn parse_payload(payload: &[u8]) -> Result<KexInit, KexError> {
         let mut p = Payload(payload);

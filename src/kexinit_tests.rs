@@ -15,23 +15,8 @@ fn after_ident(capture: &[u8]) -> &[u8] {
 fn parsed(capture: &[u8]) -> KexInit {
     parse_after_ident(after_ident(capture), 8192).expect("a KEXINIT")
 }
-
-fn names(list: &[&str]) -> NameList {
-    NameList(list.iter().map(|s| s.to_string()).collect())
-}
-
 fn offer(kex: &[&str], hostkey: &[&str], ciphers: &[&str], macs: &[&str]) -> KexInit {
-    KexInit {
-        kex_algorithms: names(kex),
-        server_host_key_algorithms: names(hostkey),
-        encryption_algorithms_client_to_server: names(ciphers),
-        encryption_algorithms_server_to_client: names(ciphers),
-        mac_algorithms_client_to_server: names(macs),
-        mac_algorithms_server_to_client: names(macs),
-        compression_algorithms_client_to_server: names(&["none"]),
-        compression_algorithms_server_to_client: names(&["none"]),
-        ..KexInit::default()
-    }
+    KexInit::offering(kex, hostkey, ciphers, macs)
 }
 
 /// The `sshd -T` line of a captured server's configuration, as a list.

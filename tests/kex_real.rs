@@ -16,7 +16,7 @@ use sshprobe::engine::raw::{RawEngine, RawOptions};
 use sshprobe::engine::{Engine, EngineConfig, ProbeRequest};
 use sshprobe::evidence::{End, Observation, ProbeOrder};
 use sshprobe::kexinit::openssh::{self, Kind};
-use sshprobe::kexinit::{wrap_payload, KexError, KexInit, KexRead, NameList, STRICT_KEX_SERVER};
+use sshprobe::kexinit::{wrap_payload, KexError, KexInit, KexRead, STRICT_KEX_SERVER};
 use sshprobe::outcome::{classify, Outcome};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -253,23 +253,8 @@ impl Drop for Tiny {
         }
     }
 }
-
-fn names(list: &[&str]) -> NameList {
-    NameList(list.iter().map(|s| s.to_string()).collect())
-}
-
 fn offer(kex: &[&str], hostkey: &[&str], ciphers: &[&str], macs: &[&str]) -> KexInit {
-    KexInit {
-        kex_algorithms: names(kex),
-        server_host_key_algorithms: names(hostkey),
-        encryption_algorithms_client_to_server: names(ciphers),
-        encryption_algorithms_server_to_client: names(ciphers),
-        mac_algorithms_client_to_server: names(macs),
-        mac_algorithms_server_to_client: names(macs),
-        compression_algorithms_client_to_server: names(&["none"]),
-        compression_algorithms_server_to_client: names(&["none"]),
-        ..KexInit::default()
-    }
+    KexInit::offering(kex, hostkey, ciphers, macs)
 }
 
 /// How many connections one probe_all takes.

@@ -79,12 +79,8 @@ mod tests {
     use super::*;
     use crate::experiment::diagnose::facts::fixtures::*;
     use crate::experiment::diagnose::facts::{Experiment, ExperimentKind, ExperimentProbe};
-    use crate::kexinit::{KexInit, NameList};
+    use crate::kexinit::KexInit;
     use crate::record::ProbeRecord;
-
-    fn names(list: &[&str]) -> NameList {
-        NameList(list.iter().map(|s| s.to_string()).collect())
-    }
 
     fn facts_with(offer: KexInit) -> Facts {
         let mut obs = Observation::failed_connect(
@@ -109,17 +105,8 @@ mod tests {
             ..Facts::default()
         }
     }
-
     fn offer(kex: &[&str], hostkey: &[&str], ciphers: &[&str], macs: &[&str]) -> KexInit {
-        KexInit {
-            kex_algorithms: names(kex),
-            server_host_key_algorithms: names(hostkey),
-            encryption_algorithms_client_to_server: names(ciphers),
-            encryption_algorithms_server_to_client: names(ciphers),
-            mac_algorithms_client_to_server: names(macs),
-            mac_algorithms_server_to_client: names(macs),
-            ..KexInit::default()
-        }
+        KexInit::offering(kex, hostkey, ciphers, macs)
     }
 
     fn ok() -> Finding {
