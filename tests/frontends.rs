@@ -524,18 +524,26 @@ fn random_drops_give_the_same_verdict_ten_times() {
     if !need(test, &["sshd"]) {
         return;
     }
-    let sshd = Sshd::new().option("MaxStartups 10:30:60").start();
+    // LoginGraceTime 0: the held connections must outlive all ten runs (the default 120 s can end
+    // them halfway through a slow CI run, and the server is then rightly `ok`).
+    let sshd = Sshd::new().option("MaxStartups 10:30:60").option("LoginGraceTime 0").start();
     let holder: IpAddr = "127.0.71.9".parse().unwrap();
     let _held: Vec<_> = (0..10).map(|_| hold(sshd.addr, Some(holder))).collect();
     let mut verdicts = Vec::new();
+    let mut runs = Vec::new();
     for run in 0..10u8 {
         // Fresh addresses each run: no run inherits another's per-address state.
         let a = IpAddr::V4(Ipv4Addr::new(127, 0, 72, 2 * run + 1));
         let b = IpAddr::V4(Ipv4Addr::new(127, 0, 72, 2 * run + 2));
         let d = diagnose(Engine::Connect, sshd.addr, &[a, b], &[]);
         verdicts.push(verdict(&d).to_string());
+        runs.push(d);
     }
-    assert!(verdicts.iter().all(|v| v == &verdicts[0]), "verdicts differ between runs: {verdicts:?}");
+    assert!(
+        verdicts.iter().all(|v| v == &verdicts[0]),
+        "verdicts differ between runs: {verdicts:?}\n{}",
+        runs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(verdicts[0], "maxstartups", "{verdicts:?}");
 }
 
