@@ -205,6 +205,12 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Experiment {
+    /// An experiment of `kind` at `held` connections, none of them from the probing address, none of
+    /// our hold attempts refused.
+    pub fn new(kind: ExperimentKind, held: u32, probes: Vec<ExperimentProbe>) -> Experiment {
+        Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
+    }
+
     /// Its probes' outcomes, counted.
     pub fn tally(&self) -> Tally {
         Tally::of(&self.probes)
@@ -398,7 +404,7 @@ pub(crate) mod fixtures {
     }
 
     pub(crate) fn exp(kind: ExperimentKind, held: u32, probes: Vec<ExperimentProbe>) -> Experiment {
-        Experiment { kind, held, held_from_probing_source: false, probes, hold_refused: 0 }
+        Experiment::new(kind, held, probes)
     }
 
     /// Facts with a second source address available.

@@ -165,25 +165,13 @@ pub async fn diagnose<E: Engine>(
     // Mixed means different kinds of answer; a reset and a close are the same refusal seen from
     // the two probe orders (docs/facts.md §2).
     let mixed = baseline.windows(2).any(|w| w[0].kind() != w[1].kind());
-    facts.experiments.push(Experiment {
-        kind: ExperimentKind::Baseline,
-        held: 0,
-        held_from_probing_source: false,
-        probes: baseline,
-        hold_refused: 0,
-    });
+    facts.experiments.push(Experiment::new(ExperimentKind::Baseline, 0, baseline));
 
     if any_refused {
         // 2. Determinism, when the baseline did not already show it.
         if mixed && answered {
             let probes = lab.series(ProbeOrder::WaitForBanner, primary, 4, 0, &mut facts).await;
-            facts.experiments.push(Experiment {
-                kind: ExperimentKind::Determinism,
-                held: 0,
-                held_from_probing_source: false,
-                probes,
-                hold_refused: 0,
-            });
+            facts.experiments.push(Experiment::new(ExperimentKind::Determinism, 0, probes));
         }
         // 3. Source: does another address fare better? (Two at once: a different address, and
         // nothing of ours is held.) Already made beside a slow baseline.
@@ -193,13 +181,7 @@ pub async fn diagnose<E: Engine>(
             (None, None) => None,
         };
         if let Some(probes) = second {
-            facts.experiments.push(Experiment {
-                kind: ExperimentKind::Source,
-                held: 0,
-                held_from_probing_source: false,
-                probes,
-                hold_refused: 0,
-            });
+            facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, probes));
         }
         // Served, then blocked, with nothing held: one probe after a wait tells a rate limit from
         // a ban.
@@ -212,13 +194,7 @@ pub async fn diagnose<E: Engine>(
         if let Some(probes) = second {
             let probes: Vec<ExperimentProbe> = probes.into_iter().flatten().collect();
             if !probes.is_empty() {
-                facts.experiments.push(Experiment {
-                    kind: ExperimentKind::Source,
-                    held: 0,
-                    held_from_probing_source: false,
-                    probes,
-                    hold_refused: 0,
-                });
+                facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, probes));
             }
         }
         let baseline = &facts.experiments[0].probes;
@@ -379,13 +355,7 @@ async fn load_experiment<E: Engine>(
         tokio::time::sleep(BAN_REACTION).await;
         let probes = lab.series(ProbeOrder::WaitForBanner, primary, FINAL_CHECK, 0, facts).await;
         let banned = probes.iter().any(|p| p.connect_failed());
-        facts.experiments.push(Experiment {
-            kind: ExperimentKind::Persistence,
-            held: 0,
-            held_from_probing_source: false,
-            probes,
-            hold_refused: 0,
-        });
+        facts.experiments.push(Experiment::new(ExperimentKind::Persistence, 0, probes));
         if banned {
             recheck(lab, primary, others.first().copied(), facts).await;
         }
@@ -408,13 +378,7 @@ async fn load_experiment<E: Engine>(
         let probes =
             lab.series(ProbeOrder::WaitForBanner, primary, if blocked { 1 } else { 2 }, 0, facts).await;
         let still_blocked = probes.iter().any(|p| p.connect_failed());
-        facts.experiments.push(Experiment {
-            kind: ExperimentKind::Persistence,
-            held: 0,
-            held_from_probing_source: false,
-            probes,
-            hold_refused: 0,
-        });
+        facts.experiments.push(Experiment::new(ExperimentKind::Persistence, 0, probes));
         if blocked && still_blocked {
             recheck(lab, primary, others.first().copied(), facts).await;
         }
@@ -443,24 +407,12 @@ async fn recheck<E: Engine>(
     let asked_elsewhere = facts.experiments.iter().any(|e| e.kind == ExperimentKind::Source);
     if let (Some(other), false) = (other, asked_elsewhere) {
         let probes = lab.series(ProbeOrder::WaitForBanner, other, 1, 0, facts).await;
-        facts.experiments.push(Experiment {
-            kind: ExperimentKind::Source,
-            held: 0,
-            held_from_probing_source: false,
-            probes,
-            hold_refused: 0,
-        });
+        facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, probes));
     }
     tokio::time::sleep(RECHECK_WAIT).await;
     facts.recheck_wait_ms = RECHECK_WAIT.as_millis() as u64;
     let probes = lab.series(ProbeOrder::WaitForBanner, source, 1, 0, facts).await;
-    facts.experiments.push(Experiment {
-        kind: ExperimentKind::Recheck,
-        held: 0,
-        held_from_probing_source: false,
-        probes,
-        hold_refused: 0,
-    });
+    facts.experiments.push(Experiment::new(ExperimentKind::Recheck, 0, probes));
 }
 
 /// Fires an [`Interrupt`] at a run's time limit; the timer stops when this is dropped.
