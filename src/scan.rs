@@ -557,14 +557,18 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         let started = Instant::now();
         let time = SystemTime::now();
         // A probe under way when the run stops is reported as interrupted, not dropped: an engine
-        // that honours the interrupt ends it with what it saw (polled first, so it gets to); the
-        // other branch covers one that does not.
+        // that honours the interrupt ends it with what it saw (polled first, so it gets to; the raw
+        // engine's answer comes from its own thread, within the grace); the other branch covers
+        // one that does not.
         let request = shared.options.probe.to(remote, source).interrupt(stop.interrupt());
         let in_flight = InFlight::count(&shared.options.in_flight);
         let observation = tokio::select! {
             biased;
             observation = engine.probe(request) => observation,
-            () = stop.stopped() => Observation::failed_connect(
+            () = async {
+                stop.stopped().await;
+                tokio::time::sleep(INTERRUPT_GRACE).await;
+            } => Observation::failed_connect(
                 remote,
                 None,
                 shared.options.probe.order,
@@ -580,6 +584,10 @@ async fn probe_target<E: Engine>(engine: &E, shared: &Shared, target: Target, ev
         }
     }
 }
+
+/// How long an engine may take to hand over an interrupted probe's observation before the run
+/// reports the probe as interrupted without it.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// One probe counted in [`RunOptions::in_flight`] while it lives.
 struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);

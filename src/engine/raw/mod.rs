@@ -162,6 +162,9 @@ enum Command {
     Start(Box<Start>),
     /// The probe with this id was cancelled (its future dropped): reset and forget its flow.
     Cancel(u64),
+    /// The probe with this id was interrupted (its request's [`Interrupt`](super::Interrupt)
+    /// fired): it ends now with what it saw, and its observation goes as usual.
+    Interrupt(u64),
 }
 
 /// A probe handed to the engine thread.
@@ -382,6 +385,7 @@ impl RawEngine {
             },
         };
         let (done, observation) = oneshot::channel();
+        let request_interrupt = request.interrupt.clone();
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
         let engine = request.config_on(&self.config);
         let start = Start { id, source, request, engine, purpose, done, ended };
@@ -390,7 +394,23 @@ impl RawEngine {
         }
         // Dropping this future (a cancelled probe) cancels the flow: a held connection is released.
         let mut cancel = CancelOnDrop { driver: &self.driver, id: Some(id) };
-        let result = observation.await;
+        tokio::pin!(observation);
+        let interrupted = async {
+            match &request_interrupt {
+                Some(i) => i.fired().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            result = &mut observation => result,
+            () = interrupted => {
+                // The flow ends on the engine thread with what it saw; its observation follows
+                // (or came already, if the flow ended meanwhile).
+                self.driver.submit(Command::Interrupt(id));
+                observation.await
+            }
+        };
         cancel.id = None;
         match result {
             Ok(observation) => (observation, Some(id)),

@@ -193,6 +193,15 @@ impl EngineThread {
                     }
                     self.settle(key);
                 }
+                Command::Interrupt(id) => {
+                    let Some(key) = self.ids.get(&id).copied() else { continue };
+                    if let Some(probe) = self.probes.get_mut(&key) {
+                        let now_us = probe.now_us(Instant::now());
+                        let out = probe.flow.interrupt(now_us);
+                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
+                    }
+                    self.settle(key);
+                }
             }
         }
     }

@@ -304,6 +304,28 @@ impl Flow {
         out
     }
 
+    /// The run stopped (Ctrl-C, a time limit): the flow ends now with what it saw, as the connect
+    /// engine's probes do. Still connecting, its connect reads `interrupted`; established, the
+    /// exchange ends `interrupted` keeping its bytes and times. A connection the server accepted is
+    /// reset rather than closed with a FIN, so the observation need not wait for the close and the
+    /// server's slot is freed at once; a flow already closing keeps the end its exchange had.
+    pub(crate) fn interrupt(&mut self, now: u64) -> Vec<Outbound> {
+        match self.state {
+            State::SynSent => {
+                self.fail_connect(now, Connect::Interrupted);
+                Vec::new()
+            }
+            State::Established => {
+                if let Some(x) = self.exchange.as_mut() {
+                    x.on_interrupt(now);
+                }
+                self.abort()
+            }
+            State::Closing => self.abort(),
+            State::Done => Vec::new(),
+        }
+    }
+
     /// A segment for this flow arrived.
     pub(crate) fn on_segment(&mut self, seg: &Inbound) -> Vec<Outbound> {
         if self.state == State::Done {
@@ -1071,5 +1093,52 @@ mod tests {
         assert_eq!(run.trace().last().unwrap(), ">PA 1 1 11");
         run.recv(at + 10, A, IRS + 1, b"");
         assert_eq!(run.flow.poll_at(), Some(100 + 10_000_000));
+    }
+
+    #[test]
+    fn an_interrupt_mid_banner_keeps_the_bytes_and_resets_the_connection() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-Open");
+        run.now = 900;
+        let out = run.flow.interrupt(900);
+        run.emit(out);
+        assert!(run.flow.is_done());
+        // The server's slot is freed at once: a reset, not a FIN whose close we would wait for.
+        assert_eq!(run.trace().last().unwrap(), ">RA 1 13 0");
+        let obs = run.flow.into_observation();
+        assert_eq!(
+            (obs.connect, obs.end, obs.sent_ident),
+            (Connect::Established, Some(End::Interrupted), false)
+        );
+        assert_eq!(&obs.received[..], b"SSH-2.0-Open");
+        assert_eq!(
+            (obs.timings.connected, obs.timings.first_byte, obs.timings.closed),
+            (Some(100), Some(200), Some(900))
+        );
+        assert_eq!(obs.local, Some("127.0.0.1:61000".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_interrupt_while_connecting_is_an_interrupted_connect_and_sends_nothing() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        assert!(run.flow.interrupt(700).is_empty());
+        assert!(run.flow.is_done());
+        assert_eq!(run.trace(), [">S 0 0 0"], "only the SYN");
+        let obs = run.flow.into_observation();
+        assert_eq!((obs.connect, obs.end, obs.timings.closed), (Connect::Interrupted, None, Some(700)));
+        assert_eq!(obs.local, Some("127.0.0.1:61000".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_interrupt_after_the_exchange_ended_keeps_its_end() {
+        let mut run = Run::new(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        assert_eq!(run.flow.state(), State::Closing);
+        let out = run.flow.interrupt(300);
+        assert_eq!(out.len(), 1, "a reset in place of the rest of the close");
+        assert!(run.flow.is_done());
+        assert_eq!(run.flow.into_observation().end, Some(End::WeClosed));
     }
 }
