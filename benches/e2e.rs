@@ -15,7 +15,8 @@
 //!
 //! Settings (environment): `SSHPROBE_BENCH_PROBES` probes per run (default 40000),
 //! `SSHPROBE_BENCH_CONCURRENCY` (default `64,256,1024`), `SSHPROBE_BENCH_ENGINES` (default
-//! `connect,raw`; an engine the binary does not accept is skipped), `SSHPROBE_BENCH_CLOSE` (`fin` or
+//! `connect,raw`; `connect@2` adds `--threads 2`; `raw=PATH` runs the binary at PATH, e.g. a build
+//! from before a change; an engine the binary does not accept is skipped), `SSHPROBE_BENCH_CLOSE` (`fin` or
 //! `rst`, default `fin`), `SSHPROBE_BENCH_DESTS` destination addresses (default 8).
 
 use std::io::{BufRead, BufReader, Write};
@@ -517,11 +518,13 @@ fn main() {
     let out = dir.path().join("out.jsonl");
     let available: Vec<String> = engines
         .iter()
-        .filter(|e| match engine_available(bin, e, &server) {
-            Ok(()) => true,
-            Err(why) => {
-                println!("e2e: engine {e} skipped: {why}");
-                false
+        .filter(|e| {
+            match engine_available(engine_and_binary(e, bin).1, engine_and_binary(e, bin).0, &server) {
+                Ok(()) => true,
+                Err(why) => {
+                    println!("e2e: engine {e} skipped: {why}");
+                    false
+                }
             }
         })
         .cloned()
@@ -558,6 +561,7 @@ fn main() {
             keep_best(&mut best[0], baseline(&server, k, probes, close == "rst"));
             for (i, engine) in available.iter().enumerate() {
                 settle();
+                let (engine, bin) = engine_and_binary(engine, bin);
                 let run = Run {
                     bin,
                     engine,
@@ -801,6 +805,12 @@ fn rate(r: &RunResult) -> f64 {
 
 fn cpu_per_probe(r: &RunResult) -> f64 {
     r.cpu.as_secs_f64() * 1e6 / r.probes.max(1) as f64
+}
+
+/// An engine as `SSHPROBE_BENCH_ENGINES` names it, and the binary that runs it: `raw=PATH` runs
+/// another build of sshprobe (the one before a change, say), in the same interleaved run.
+fn engine_and_binary<'a>(spec: &'a str, bin: &'a str) -> (&'a str, &'a str) {
+    spec.split_once('=').unwrap_or((spec, bin))
 }
 
 /// An engine as `SSHPROBE_BENCH_ENGINES` names it: `connect`, or `connect@2` for `--threads 2`.

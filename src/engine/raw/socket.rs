@@ -1,5 +1,6 @@
-//! The raw sockets: opening them with the options the engine needs, sending one segment, receiving
-//! one packet. The only I/O of the raw engine, and the only `unsafe` (control messages for IPv6,
+//! The raw sockets: opening them with the options the engine needs, sending segments and receiving
+//! packets in batches (`sendmmsg`, `recvmmsg`: a system call per batch, not per packet). The only
+//! I/O of the raw engine, and the only `unsafe` (control messages for IPv6,
 //! which socket2 does not build or parse).
 //!
 //! | socket | sends | receives |
@@ -17,7 +18,7 @@ use super::firewall::MARK;
 use super::wire::{Ipv4Repr, TcpRepr, PROTO_TCP};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
-use std::mem::{size_of, zeroed, MaybeUninit};
+use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, RawFd};
@@ -28,6 +29,13 @@ pub const TTL: u8 = 64;
 
 /// How much the kernel may queue for each receiving socket.
 const RECV_BUFFER: usize = 8 << 20;
+
+/// The most packets one `recvmmsg` (or `sendmmsg`) moves.
+pub const BATCH: usize = 64;
+
+/// Room for one received packet: loopback's MTU, and a segment the kernel kept whole (GSO) on it,
+/// reach 64 KiB. The pages of a slot are touched only as far as packets fill them.
+const SLOT: usize = 65536;
 
 /// The engine's sockets. IPv6 ones are absent when the host has no IPv6.
 #[derive(Debug)]
@@ -76,6 +84,31 @@ pub enum Received {
         /// Its length in the buffer.
         len: usize,
     },
+}
+
+/// Buffers for one batch of received packets, reused from batch to batch: [`BATCH`] slots and
+/// what [`RawSockets::recv_batch`] found in them.
+pub struct RecvBatch {
+    slots: Vec<u8>,
+    received: Vec<Received>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        // Zeroed memory the allocator maps lazily: only the pages packets reach cost memory.
+        RecvBatch { slots: vec![0u8; BATCH * SLOT], received: Vec::with_capacity(BATCH) }
+    }
+}
+
+impl RecvBatch {
+    /// The packets of the last batch, each with its bytes.
+    pub fn packets(&self) -> impl Iterator<Item = (&[u8], Received)> + '_ {
+        self.received.iter().enumerate().map(|(i, &r)| (&self.slots[i * SLOT..(i + 1) * SLOT], r))
+    }
+
+    fn slot(&mut self, i: usize) -> &mut [u8] {
+        &mut self.slots[i * SLOT..(i + 1) * SLOT]
+    }
 }
 
 fn raw_socket(domain: Domain, protocol: i32) -> io::Result<Socket> {
@@ -175,12 +208,76 @@ impl RawSockets {
     }
 
     fn send4(&self, src: Ipv4Addr, dst: Ipv4Addr, segment: &TcpRepr<'_>) -> io::Result<()> {
-        let ip = Ipv4Repr { src, dst, protocol: PROTO_TCP, payload_len: segment.buffer_len(), ttl: TTL };
-        let mut buf = vec![0u8; Ipv4Repr::HEADER_LEN + segment.buffer_len()];
-        ip.emit(&mut buf);
-        segment.emit(&mut buf[Ipv4Repr::HEADER_LEN..], IpAddr::V4(src), IpAddr::V4(dst));
+        let mut buf = Vec::new();
+        emit4(&mut buf, src, dst, segment);
         let to = SockAddr::from(SocketAddr::new(IpAddr::V4(dst), 0));
         self.tcp4.send_to(&buf, &to).map(drop)
+    }
+
+    /// Sends segments, each `(source, destination, segment)`, and says how each went, in order:
+    /// the IPv4 ones with one `sendmmsg` per [`BATCH`], the others one by one. A message the
+    /// kernel refuses ends a `sendmmsg` early with its error; the rest go in the next call.
+    pub fn send_batch(&self, segments: &[(IpAddr, IpAddr, TcpRepr<'_>)]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = Vec::with_capacity(segments.len());
+        let mut v4 = Vec::new();
+        for (i, (src, dst, segment)) in segments.iter().enumerate() {
+            match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    v4.push((i, *s, *d));
+                    results.push(Ok(()));
+                }
+                _ => results.push(self.send(*src, *dst, segment)),
+            }
+        }
+        for chunk in v4.chunks(BATCH) {
+            // Every packet of the chunk in one buffer, then a message over each.
+            let mut arena = Vec::new();
+            let mut spans = Vec::with_capacity(chunk.len());
+            for &(i, src, dst) in chunk {
+                let start = arena.len();
+                emit4(&mut arena, src, dst, &segments[i].2);
+                spans.push((start, arena.len() - start));
+            }
+            let mut to: Vec<libc::sockaddr_in> = chunk
+                .iter()
+                .map(|&(_, _, dst)| libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
+                    sin_zero: [0; 8],
+                })
+                .collect();
+            let mut iov: Vec<libc::iovec> = spans
+                .iter()
+                .map(|&(start, len)| libc::iovec {
+                    iov_base: arena[start..].as_mut_ptr().cast(),
+                    iov_len: len,
+                })
+                .collect();
+            // SAFETY: mmsghdr is plain data; zero is a valid (empty) value for every field.
+            let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { zeroed() }).collect();
+            for (k, m) in msgs.iter_mut().enumerate() {
+                m.msg_hdr.msg_name = (&mut to[k] as *mut libc::sockaddr_in).cast();
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                m.msg_hdr.msg_iov = &mut iov[k];
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            let mut k = 0;
+            while k < msgs.len() {
+                // SAFETY: `msgs[k..]` are valid headers whose pointers (addresses, iovecs, the
+                // arena) outlive the call; the kernel only reads them and writes `msg_len`.
+                let rc = unsafe {
+                    libc::sendmmsg(self.tcp4.as_raw_fd(), msgs[k..].as_mut_ptr(), (msgs.len() - k) as u32, 0)
+                };
+                if rc > 0 {
+                    k += rc as usize;
+                } else {
+                    results[chunk[k].0] = Err(io::Error::last_os_error());
+                    k += 1;
+                }
+            }
+        }
+        results
     }
 
     fn send6(&self, src: Ipv6Addr, dst: Ipv6Addr, segment: &TcpRepr<'_>) -> io::Result<()> {
@@ -247,34 +344,75 @@ impl RawSockets {
             wake: readable(&fds[4]),
         })
     }
+}
 
-    /// Receives one packet from socket `which` (as [`wait`](Self::wait) numbers them) into `buf`;
-    /// `None` when it has nothing queued.
-    pub fn recv(&self, which: usize, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let result = match which {
-            0 => recv_plain(&self.tcp4, buf).map(|len| Received::Tcp4 { len }),
-            1 => recv_plain(&self.icmp4, buf).map(|len| Received::Icmp4 { len }),
-            2 => match &self.tcp6 {
-                Some(s) => recv_v6(s, buf),
-                None => return Ok(None),
-            },
-            _ => match &self.icmp6 {
-                Some(s) => recv_plain(s, buf).map(|len| Received::Icmp6 { len }),
-                None => return Ok(None),
-            },
+impl RawSockets {
+    /// Receives what socket `which` (as [`wait`](Self::wait) numbers them) has queued, up to
+    /// [`BATCH`] packets, into `batch`; returns how many came (zero when nothing was queued). The
+    /// IPv4 and ICMP sockets take one `recvmmsg`; IPv6 TCP (its addresses come as control messages)
+    /// one `recvmsg` a packet. A packet cut short by its slot is dropped, as a loss.
+    pub fn recv_batch(&self, which: usize, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.received.clear();
+        let plain = match which {
+            0 => Some(&self.tcp4),
+            1 => Some(&self.icmp4),
+            3 => self.icmp6.as_ref(),
+            _ => None,
         };
-        match result {
-            Ok(r) => Ok(Some(r)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+        let Some(socket) = plain else {
+            let Some(tcp6) = &self.tcp6 else { return Ok(0) };
+            for i in 0..BATCH {
+                match recv_v6(tcp6, batch.slot(i)) {
+                    Ok(r) => batch.received.push(r),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if batch.received.is_empty() => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            return Ok(batch.received.len());
+        };
+        let base = batch.slots.as_mut_ptr();
+        let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+            // SAFETY: slot i lies within `slots` (BATCH slots of SLOT bytes).
+            iov_base: unsafe { base.add(i * SLOT) }.cast(),
+            iov_len: SLOT,
+        });
+        // SAFETY: mmsghdr is plain data; zero is a valid (empty) value for every field.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
         }
+        // SAFETY: BATCH valid headers, each over its own slot of the batch's buffer, which outlives
+        // the call; no timeout (the socket is non-blocking).
+        let rc = unsafe {
+            libc::recvmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+        }
+        for m in &msgs[..rc as usize] {
+            let len = m.msg_len as usize;
+            // A cut packet keeps its place (slot i is packet i) but reads as empty: parsing drops it.
+            let len = if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 { 0 } else { len };
+            batch.received.push(match which {
+                0 => Received::Tcp4 { len },
+                1 => Received::Icmp4 { len },
+                _ => Received::Icmp6 { len },
+            });
+        }
+        Ok(batch.received.len())
     }
 }
 
-fn recv_plain(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised bytes.
-    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-    socket.recv(uninit)
+/// Appends an IPv4 packet carrying `segment` to `buf`.
+fn emit4(buf: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, segment: &TcpRepr<'_>) {
+    let ip = Ipv4Repr { src, dst, protocol: PROTO_TCP, payload_len: segment.buffer_len(), ttl: TTL };
+    let start = buf.len();
+    buf.resize(start + Ipv4Repr::HEADER_LEN + segment.buffer_len(), 0);
+    ip.emit(&mut buf[start..]);
+    segment.emit(&mut buf[start + Ipv4Repr::HEADER_LEN..], IpAddr::V4(src), IpAddr::V4(dst));
 }
 
 fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {

@@ -1,7 +1,7 @@
 //! The engine thread: every flow's state, timers and packets, on one thread, with no lock and no
 //! hand-off per packet (see the parent module's documentation for why).
 
-use super::socket::{RawSockets, Received};
+use super::socket::{RawSockets, Received, RecvBatch, BATCH};
 use super::tcp::{Flow, FlowParams, Inbound, Outbound};
 use super::wire::{self, IcmpErrorRepr, Ipv4Packet, SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 use super::{socket, Command, FlowKey, Start};
@@ -24,14 +24,13 @@ use tokio::sync::oneshot;
 
 /// The longest the engine thread sleeps before checking whether it should stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// A bound on the packets read from one socket per wake-up, so none starves the others or the timers.
-const RECV_BATCH: usize = 256;
+/// A bound on the batches read from one socket per wake-up, so none starves the others or the timers.
+const RECV_ROUNDS: usize = 4;
 
 /// One probe in flight, as the engine thread keeps it.
 struct Probe {
     id: u64,
     flow: Flow,
-    local: SocketAddr,
     remote: SocketAddr,
     /// When its first SYN went out: the flow's clock starts there.
     start: Instant,
@@ -81,11 +80,13 @@ impl Probe {
         at.saturating_duration_since(self.start).as_micros() as u64
     }
 
-    /// Gives up on the flow now, resetting a connection the server accepted (see [`Flow::abort`]).
-    fn abort(&mut self, sockets: &RawSockets) {
-        if !self.flow.is_done() {
-            let out = self.flow.abort();
-            send_all(sockets, &mut self.flow, self.local, self.remote, out, self.start);
+    /// Gives up on the flow now: the reset for a connection the server accepted (see
+    /// [`Flow::abort`]), to be sent.
+    fn abort(&mut self) -> Vec<Outbound> {
+        if self.flow.is_done() {
+            Vec::new()
+        } else {
+            self.flow.abort()
         }
     }
 }
@@ -107,6 +108,10 @@ pub(super) struct EngineThread {
     ports: RangeInclusive<u16>,
     cursor: u32,
     secret: RandomState,
+    /// Segments to send at the next [`flush`](Self::flush), each with its flow.
+    outbox: Vec<(FlowKey, Outbound)>,
+    /// Flows something happened to since the last flush: settled once their segments are out.
+    touched: Vec<FlowKey>,
 }
 
 impl EngineThread {
@@ -131,15 +136,18 @@ impl EngineThread {
             ports,
             cursor: rand::random::<u32>(),
             secret: RandomState::new(),
+            outbox: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
     /// Runs until the driver says stop; every flow still in flight then ends with what it saw.
     pub(super) fn run(&mut self) {
-        let mut buf = vec![0u8; 65536];
+        let mut batch = RecvBatch::default();
         while !self.stop.load(Ordering::SeqCst) {
             self.take_commands();
             self.fire_timers(Instant::now());
+            self.flush();
             let timeout = self.timers.peek().map_or(POLL_INTERVAL, |Reverse((at, _))| {
                 // Rounded up to the next millisecond (poll's unit), so a deadline is never early.
                 let left = at.saturating_duration_since(Instant::now());
@@ -158,25 +166,95 @@ impl EngineThread {
                 while self.woken.recv(&mut drain).is_ok() {}
             }
             for (which, _) in ready.sockets.iter().enumerate().filter(|(_, r)| **r) {
-                for _ in 0..RECV_BATCH {
-                    match self.sockets.recv(which, &mut buf) {
-                        Ok(Some(received)) => self.dispatch(&buf, received, Instant::now()),
-                        Ok(None) => break,
+                for _ in 0..RECV_ROUNDS {
+                    let n = match self.sockets.recv_batch(which, &mut batch) {
+                        Ok(n) => n,
                         Err(e) => {
                             tracing::debug!("raw engine: receive failed: {e}");
                             break;
                         }
+                    };
+                    // The batch was queued by the time it was read: one clock reading for all.
+                    let at = Instant::now();
+                    for (buf, received) in batch.packets() {
+                        self.dispatch(buf, received, at);
+                    }
+                    // The answers to the whole batch go out together.
+                    self.flush();
+                    if n < BATCH {
+                        break;
                     }
                 }
             }
         }
         // Stopping: every probe still in flight ends now with what it saw; connections the
         // servers accepted are reset so they do not hold a slot.
+        let keys: Vec<FlowKey> = self.probes.keys().copied().collect();
+        for key in keys {
+            if let Some(probe) = self.probes.get_mut(&key) {
+                let out = probe.abort();
+                self.outbox.extend(out.into_iter().map(|seg| (key, seg)));
+            }
+        }
+        self.touched.clear();
+        self.flush();
         self.ids.clear();
-        for (_, mut probe) in self.probes.drain() {
-            probe.abort(&self.sockets);
+        for (_, probe) in self.probes.drain() {
             probe.finish();
         }
+    }
+
+    /// Sends every queued segment (IPv4 ones a batch to a system call) and records each in its
+    /// flow's trace as it went out, then settles the flows something happened to. Settling may
+    /// queue more (the reset of an abandoned flow): those go out in the next round.
+    fn flush(&mut self) {
+        loop {
+            if !self.outbox.is_empty() {
+                let outbox = std::mem::take(&mut self.outbox);
+                let segments: Vec<_> = outbox
+                    .iter()
+                    .map(|(key, seg)| {
+                        let repr = TcpRepr {
+                            src_port: key.1,
+                            dst_port: key.3,
+                            flags: seg.flags,
+                            seq: seg.seq,
+                            ack: seg.ack,
+                            window: seg.window,
+                            options: seg.options.clone(),
+                            payload: &seg.payload,
+                        };
+                        (key.0, key.2, repr)
+                    })
+                    .collect();
+                let results = self.sockets.send_batch(&segments);
+                drop(segments);
+                for ((key, seg), result) in outbox.iter().zip(results) {
+                    let Some(probe) = self.probes.get_mut(key) else { continue };
+                    let now = probe.start.elapsed().as_micros() as u64;
+                    match result {
+                        Ok(()) => probe.flow.sent(now, seg),
+                        Err(e) => {
+                            if send_failed(&mut probe.flow, probe.remote, now, seg, &e) {
+                                self.touched.push(*key);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            for key in std::mem::take(&mut self.touched) {
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Queues a flow's segments for the next flush, and marks it to be settled then.
+    fn queue(&mut self, key: FlowKey, out: Vec<Outbound>) {
+        self.outbox.extend(out.into_iter().map(|seg| (key, seg)));
+        self.touched.push(key);
     }
 
     /// Starts and cancels the probes handed over since the last look.
@@ -188,19 +266,16 @@ impl EngineThread {
                 Command::Start(start) => self.begin(*start),
                 Command::Cancel(id) => {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
-                    if let Some(probe) = self.probes.get_mut(&key) {
-                        probe.abort(&self.sockets);
-                    }
-                    self.settle(key);
+                    let out = self.probes.get_mut(&key).map(Probe::abort).unwrap_or_default();
+                    self.queue(key, out);
                 }
                 Command::Interrupt(id) => {
                     let Some(key) = self.ids.get(&id).copied() else { continue };
-                    if let Some(probe) = self.probes.get_mut(&key) {
-                        let now_us = probe.now_us(Instant::now());
-                        let out = probe.flow.interrupt(now_us);
-                        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
-                    }
-                    self.settle(key);
+                    let out = match self.probes.get_mut(&key) {
+                        Some(probe) => probe.flow.interrupt(probe.now_us(Instant::now())),
+                        None => Vec::new(),
+                    };
+                    self.queue(key, out);
                 }
             }
         }
@@ -244,12 +319,10 @@ impl EngineThread {
         let mut flow = Flow::new(params);
         let first = flow.start();
         let start = Instant::now();
-        send_all(&self.sockets, &mut flow, local, remote, first, start);
-        let probe =
-            Probe { id, flow, local, remote, start, iss, max_ack, queued: None, done: Some(done), ended };
+        let probe = Probe { id, flow, remote, start, iss, max_ack, queued: None, done: Some(done), ended };
         self.probes.insert(key, probe);
         self.ids.insert(id, key);
-        self.settle(key);
+        self.queue(key, first);
     }
 
     /// RFC 6528's initial sequence number: a 4 µs clock plus a keyed hash of the 4-tuple, so a
@@ -262,12 +335,15 @@ impl EngineThread {
         SeqNumber(clock.wrapping_add(self.secret.hash_one(key) as u32))
     }
 
-    /// After something happened to a flow: hands over its observation when it is done (or when
-    /// nobody waits for it any more: cancelled, reset), else queues its next deadline.
+    /// After something happened to a flow, its segments sent: hands over its observation when it
+    /// is done, else queues its next deadline. One nobody waits for any more (cancelled, dropped)
+    /// is aborted, and settled again once its reset is out.
     fn settle(&mut self, key: FlowKey) {
         let Some(probe) = self.probes.get_mut(&key) else { return };
-        if probe.abandoned() {
-            probe.abort(&self.sockets);
+        if probe.abandoned() && !probe.flow.is_done() {
+            let out = probe.abort();
+            self.queue(key, out);
+            return;
         }
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
@@ -302,12 +378,14 @@ impl EngineThread {
                 probe.queued = None;
             }
             let now_us = probe.now_us(now);
-            if probe.flow.poll_at().is_some_and(|due| due <= now_us) {
-                let out = probe.flow.on_timer(now_us);
-                send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
-            }
-            if probe.queued.is_none() || probe.abandoned() {
-                self.settle(key);
+            let out = match probe.flow.poll_at() {
+                Some(due) if due <= now_us => probe.flow.on_timer(now_us),
+                _ => Vec::new(),
+            };
+            let settle = probe.queued.is_none() || probe.abandoned();
+            self.outbox.extend(out.into_iter().map(|seg| (key, seg)));
+            if settle {
+                self.touched.push(key);
             }
         }
     }
@@ -377,8 +455,7 @@ impl EngineThread {
             payload: Bytes::copy_from_slice(tcp.payload()),
         };
         let out = probe.flow.on_segment(&segment);
-        send_all(&self.sockets, &mut probe.flow, probe.local, probe.remote, out, probe.start);
-        self.settle(key);
+        self.queue(key, out);
     }
 
     fn deliver_icmp(&mut self, icmp: &IcmpErrorRepr, at: Instant) {
@@ -390,50 +467,26 @@ impl EngineThread {
         }
         let t_us = probe.now_us(at);
         probe.flow.on_icmp(t_us, icmp.kind, icmp.seq);
-        self.settle(key);
+        self.touched.push(key);
     }
 }
 
-/// Sends a flow's segments, recording each that went out at the time it did (µs since `start`,
-/// the flow's clock). A failure to send the SYN that the kernel explains (a local firewall's reject,
-/// no route) ends the connect as the connect engine would report it; others are losses, left to
-/// retransmission.
-fn send_all(
-    sockets: &RawSockets,
-    flow: &mut Flow,
-    local: SocketAddr,
-    remote: SocketAddr,
-    out: Vec<Outbound>,
-    start: Instant,
-) {
-    for seg in out {
-        let repr = TcpRepr {
-            src_port: local.port(),
-            dst_port: remote.port(),
-            flags: seg.flags,
-            seq: seg.seq,
-            ack: seg.ack,
-            window: seg.window,
-            options: seg.options.clone(),
-            payload: &seg.payload,
-        };
-        let now = start.elapsed().as_micros() as u64;
-        match sockets.send(local.ip(), remote.ip(), &repr) {
-            Ok(()) => flow.sent(now, &seg),
-            Err(e) => {
-                tracing::debug!(%remote, error = %e, flags = %seg.flags, "raw send failed");
-                if seg.flags.has(TcpFlags::SYN) {
-                    match e.raw_os_error() {
-                        Some(libc::EPERM | libc::EACCES | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
-                            flow.fail_connect(now, Connect::Unreachable { detail: e.to_string() })
-                        }
-                        Some(libc::ENOBUFS | libc::EAGAIN) => {}
-                        _ => flow.fail_connect(now, Connect::LocalError { detail: e.to_string() }),
-                    }
-                }
-            }
-        }
+/// A segment the kernel would not send. A failure to send the SYN that the kernel explains (a local
+/// firewall's reject, no route) ends the connect as the connect engine would report it; others are
+/// losses, left to retransmission. Returns whether the flow changed.
+fn send_failed(flow: &mut Flow, remote: SocketAddr, now: u64, seg: &Outbound, e: &std::io::Error) -> bool {
+    tracing::debug!(%remote, error = %e, flags = %seg.flags, "raw send failed");
+    if !seg.flags.has(TcpFlags::SYN) {
+        return false;
     }
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
+            flow.fail_connect(now, Connect::Unreachable { detail: e.to_string() })
+        }
+        Some(libc::ENOBUFS | libc::EAGAIN) => return false,
+        _ => flow.fail_connect(now, Connect::LocalError { detail: e.to_string() }),
+    }
+    true
 }
 
 #[cfg(test)]
