@@ -14,8 +14,18 @@
 //!         type filter hook output priority 0; policy accept;
 //!         tcp sport 61000-65535 tcp flags & rst == rst meta mark != 0x53505257 drop
 //!     }
+//!     chain prerouting {
+//!         type filter hook prerouting priority raw; policy accept;
+//!         meta nfproto ipv4 tcp dport 61000-65535 fib daddr type local drop
+//!     }
 //! }
 //! ```
+//!
+//! The prerouting chain is there when the engine reads IPv4 through a packet socket (which sees
+//! each packet before the IP layer): our flows' inbound segments are then dropped before the
+//! kernel's TCP looks for a socket, finds none and builds the reset the output rule would drop, as
+//! masscan and zmap keep the kernel out of their flows. While the engine runs, its port range is
+//! its own: nothing else on the host can be reached at those ports over IPv4.
 //!
 //! The table is created as "create it, delete it, create it" in one `nft -f` transaction, which
 //! also replaces a table a killed run left behind; the [`Firewall`] guard deletes it on drop, and the
@@ -156,19 +166,32 @@ fn ports_outside(lo: u16, hi: u16) -> Result<RangeInclusive<u16>, SetupError> {
     }
 }
 
-/// The nftables script that (re)creates the table for `ports`.
-pub(crate) fn rule_script(ports: &RangeInclusive<u16>) -> String {
+/// The nftables script that (re)creates the table for `ports`. With `prerouting` (the engine reads
+/// IPv4 through a packet socket, which sees packets before IP does) it also drops, before
+/// connection tracking, the IPv4 TCP segments addressed to this host at those ports, so the kernel's
+/// TCP never runs for them: no lookup, no reset built and then dropped on its way out.
+pub(crate) fn rule_script(ports: &RangeInclusive<u16>, prerouting: bool) -> String {
+    let (lo, hi) = (ports.start(), ports.end());
+    let inbound = if prerouting {
+        format!(
+            "\tchain prerouting {{\n\
+             \t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tmeta nfproto ipv4 tcp dport {lo}-{hi} fib daddr type local drop\n\
+             \t}}\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "table inet {TABLE}\n\
          delete table inet {TABLE}\n\
          table inet {TABLE} {{\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority 0; policy accept;\n\
-         \t\ttcp sport {}-{} tcp flags & rst == rst meta mark != {MARK:#x} drop\n\
+         \t\ttcp sport {lo}-{hi} tcp flags & rst == rst meta mark != {MARK:#x} drop\n\
          \t}}\n\
-         }}\n",
-        ports.start(),
-        ports.end()
+         {inbound}\
+         }}\n"
     )
 }
 
@@ -212,9 +235,10 @@ pub struct Firewall {
 }
 
 impl Firewall {
-    /// Installs the rule for `ports`, replacing any table a previous run left.
-    pub fn install(ports: RangeInclusive<u16>) -> Result<Firewall, SetupError> {
-        nft(&rule_script(&ports), &ports)?;
+    /// Installs the rule for `ports` (and, with `prerouting`, the drop of their inbound IPv4
+    /// segments: see [`rule_script`]), replacing any table a previous run left.
+    pub fn install(ports: RangeInclusive<u16>, prerouting: bool) -> Result<Firewall, SetupError> {
+        nft(&rule_script(&ports, prerouting), &ports)?;
         tracing::debug!(table = TABLE, ?ports, "nftables rule installed");
         Ok(Firewall { ports, installed: true.into() })
     }
@@ -326,9 +350,16 @@ mod tests {
 
     #[test]
     fn the_rule_is_narrow() {
-        let script = rule_script(&(61000..=65535));
+        let script = rule_script(&(61000..=65535), false);
         assert!(script.starts_with("table inet sshprobe_raw\ndelete table inet sshprobe_raw\n"));
         assert!(script.contains("tcp sport 61000-65535 tcp flags & rst == rst meta mark != 0x53505257 drop"));
+        assert!(!script.contains("prerouting"));
+        // The inbound drop: IPv4 only (IPv6 still comes through the kernel), to this host only (not
+        // what it forwards), the engine's ports only.
+        let script = rule_script(&(61000..=65535), true);
+        assert!(script.contains("tcp sport 61000-65535 tcp flags & rst == rst meta mark != 0x53505257 drop"));
+        assert!(script.contains("hook prerouting priority raw;"));
+        assert!(script.contains("meta nfproto ipv4 tcp dport 61000-65535 fib daddr type local drop"));
     }
 
     #[test]

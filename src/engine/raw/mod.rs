@@ -237,14 +237,19 @@ impl Driver {
             None => firewall::port_range()?,
         };
         let lock = RunLock::acquire()?;
-        let sockets = Arc::new(RawSockets::open(ports.clone()).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => {
-                RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
-            }
-            _ => RawError::Socket(e),
-        })?);
+        // IPv4 is read before the IP layer, and kept from the kernel's TCP, when the firewall is
+        // ours to set (`SSHPROBE_RAW_RECEIVE=socket` keeps the raw socket, for comparison).
+        let packet =
+            options.firewall && std::env::var("SSHPROBE_RAW_RECEIVE").map_or(true, |v| v != "socket");
+        let sockets =
+            Arc::new(RawSockets::open(ports.clone(), packet).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => {
+                    RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
+                }
+                _ => RawError::Socket(e),
+            })?);
         let firewall = if options.firewall {
-            Some(Firewall::install(ports.clone())?)
+            Some(Firewall::install(ports.clone(), sockets.has_packet())?)
         } else {
             // A table a killed run left would be harmless but confusing; ours is stale (we hold
             // the lock), so remove it when we can.

@@ -5,7 +5,8 @@
 //!
 //! | socket | sends | receives |
 //! |---|---|---|
-//! | IPv4 TCP (`IP_HDRINCL`) | our IPv4 header + TCP segment | every inbound TCP packet, IPv4 header included |
+//! | IPv4 TCP (`IP_HDRINCL`) | our IPv4 header + TCP segment | every inbound TCP packet, IPv4 header included (nothing when the packet socket is open) |
+//! | `AF_PACKET` IPv4 (`SOCK_DGRAM`), when it opens | — | inbound IPv4 TCP to our ports, IPv4 header included, before the IP layer |
 //! | IPv4 ICMP | — | ICMP errors quoting our segments |
 //! | IPv6 TCP | our TCP segment; the source address in `IPV6_PKTINFO` | TCP segments, with destination and hop limit as control messages |
 //! | ICMPv6 | — | ICMPv6 errors |
@@ -37,10 +38,18 @@ pub const BATCH: usize = 64;
 /// reach 64 KiB. The pages of a slot are touched only as far as packets fill them.
 const SLOT: usize = 65536;
 
+/// `PACKET_IGNORE_OUTGOING` (Linux 4.20): a packet socket does not see what this host sends.
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+/// Where a classic BPF program reads the packet's type (`SKF_AD_OFF + SKF_AD_PKTTYPE`).
+const BPF_PKTTYPE: u32 = (-0x1000i32 + 4) as u32;
+
 /// The engine's sockets. IPv6 ones are absent when the host has no IPv6.
 #[derive(Debug)]
 pub struct RawSockets {
     tcp4: Socket,
+    /// When open: where inbound IPv4 TCP is read instead of `tcp4` (an `AF_PACKET` socket, which
+    /// sees packets before IP does, so the firewall can keep the kernel's TCP out of our flows).
+    packet4: Option<Socket>,
     icmp4: Socket,
     tcp6: Option<Socket>,
     icmp6: Option<Socket>,
@@ -147,6 +156,43 @@ pub fn port_filter(ipv4: bool, ports: &RangeInclusive<u16>) -> Vec<libc::sock_fi
     prog
 }
 
+/// The packet socket's program: [`port_filter`] over IPv4, for packets addressed to this host (not
+/// those a promiscuous interface or a broadcast brings) that carry TCP.
+pub fn packet_filter(ports: &RangeInclusive<u16>) -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let tail = port_filter(true, ports);
+    // The jumps below skip to the last instruction, the tail's "drop".
+    let to_drop = |at: usize| (4 + tail.len() - 1 - at - 1) as u8;
+    let mut prog = vec![
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, BPF_PKTTYPE),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, to_drop(1), libc::PACKET_HOST as u32),
+        // The IPv4 header's protocol byte.
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 9),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, to_drop(3), libc::IPPROTO_TCP as u32),
+    ];
+    prog.extend(tail);
+    prog
+}
+
+/// A program that keeps nothing.
+fn drop_all() -> Vec<libc::sock_filter> {
+    vec![libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }]
+}
+
+/// An `AF_PACKET` socket that reads IPv4 packets from the network header on (`SOCK_DGRAM`), of
+/// every interface, but only those this host receives, and only TCP to `ports`.
+fn packet_socket(ports: &RangeInclusive<u16>) -> io::Result<Socket> {
+    let protocol = i32::from((libc::ETH_P_IP as u16).to_be());
+    let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(protocol)))?;
+    socket.set_nonblocking(true)?;
+    setsockopt_int(&socket, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+    socket.attach_filter(&packet_filter(ports))?;
+    if setsockopt_int(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECV_BUFFER as i32).is_err() {
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    }
+    Ok(socket)
+}
+
 fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: a valid descriptor and a pointer to an int of the size given.
     let rc = unsafe {
@@ -167,11 +213,29 @@ fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Res
 
 impl RawSockets {
     /// Opens the sockets. Fails (EPERM) without CAP_NET_RAW; IPv6 is optional. The TCP sockets
-    /// keep only segments to a port in `ports` (see [`port_filter`]).
-    pub fn open(ports: RangeInclusive<u16>) -> io::Result<RawSockets> {
+    /// keep only segments to a port in `ports` (see [`port_filter`]). With `packet`, inbound IPv4
+    /// TCP is read from a packet socket when one opens ([`has_packet`](Self::has_packet)), and the
+    /// raw IPv4 socket only sends.
+    pub fn open(ports: RangeInclusive<u16>, packet: bool) -> io::Result<RawSockets> {
         let tcp4 = raw_socket(Domain::IPV4, libc::IPPROTO_TCP)?;
         tcp4.set_header_included_v4(true)?;
-        tcp4.attach_filter(&port_filter(true, &ports))?;
+        let packet4 = if packet {
+            match packet_socket(&ports) {
+                Ok(s) => Some(s),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no packet socket: reading IPv4 through the raw socket");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if packet4.is_some() {
+            tcp4.attach_filter(&drop_all())?;
+        } else {
+            tcp4.attach_filter(&port_filter(true, &ports))?;
+        }
         let icmp4 = raw_socket(Domain::IPV4, libc::IPPROTO_ICMP)?;
         let v6 = || -> io::Result<(Socket, Socket)> {
             let tcp6 = raw_socket(Domain::IPV6, libc::IPPROTO_TCP)?;
@@ -190,7 +254,13 @@ impl RawSockets {
                 (None, None)
             }
         };
-        Ok(RawSockets { tcp4, icmp4, tcp6, icmp6 })
+        Ok(RawSockets { tcp4, packet4, icmp4, tcp6, icmp6 })
+    }
+
+    /// Whether inbound IPv4 TCP comes through a packet socket: the firewall must then keep it from
+    /// the kernel's TCP (see `firewall::rule_script`), and the raw IPv4 socket receives nothing.
+    pub(crate) fn has_packet(&self) -> bool {
+        self.packet4.is_some()
     }
 
     /// Whether IPv6 targets can be probed.
@@ -324,7 +394,7 @@ impl RawSockets {
     pub fn wait(&self, wake: RawFd, timeout: Duration) -> io::Result<Readiness> {
         let fd = |s: Option<&Socket>| s.map_or(-1, AsRawFd::as_raw_fd);
         let mut fds = [
-            fd(Some(&self.tcp4)),
+            fd(Some(self.packet4.as_ref().unwrap_or(&self.tcp4))),
             fd(Some(&self.icmp4)),
             fd(self.tcp6.as_ref()),
             fd(self.icmp6.as_ref()),
@@ -354,7 +424,7 @@ impl RawSockets {
     pub fn recv_batch(&self, which: usize, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.received.clear();
         let plain = match which {
-            0 => Some(&self.tcp4),
+            0 => Some(self.packet4.as_ref().unwrap_or(&self.tcp4)),
             1 => Some(&self.icmp4),
             3 => self.icmp6.as_ref(),
             _ => None,
@@ -466,4 +536,79 @@ pub(crate) fn route_source(remote: IpAddr) -> io::Result<IpAddr> {
         .as_socket()
         .map(|a| a.ip())
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a classic BPF program as the kernel would, over the instructions the engine's filters
+    /// use: the return value (0 drops the packet).
+    fn run(prog: &[libc::sock_filter], packet: &[u8], pkttype: u32) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let byte = |at: usize| packet.get(at).map(|&b| u32::from(b));
+        let half = |at: usize| Some((byte(at)? << 8) | byte(at + 1)?);
+        loop {
+            let i = prog[pc];
+            let code = u32::from(i.code);
+            pc += 1;
+            let loaded = match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS && i.k == BPF_PKTTYPE => Some(pkttype),
+                c if c == libc::BPF_LD | libc::BPF_B | libc::BPF_ABS => byte(i.k as usize),
+                c if c == libc::BPF_LD | libc::BPF_H | libc::BPF_ABS => half(i.k as usize),
+                c if c == libc::BPF_LD | libc::BPF_H | libc::BPF_IND => half((x + i.k) as usize),
+                c if c == libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH => {
+                    x = 4 * (byte(i.k as usize).unwrap_or(0) & 0xf);
+                    continue;
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                c if c & 0x07 == libc::BPF_JMP => {
+                    let taken = match code & 0xf0 {
+                        op if op == libc::BPF_JEQ => a == i.k,
+                        op if op == libc::BPF_JGE => a >= i.k,
+                        op if op == libc::BPF_JGT => a > i.k,
+                        op => panic!("jump {op:#x} not modelled"),
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                    continue;
+                }
+                c => panic!("instruction {c:#x} not modelled"),
+            };
+            // A load past the packet's end drops it.
+            match loaded {
+                Some(v) => a = v,
+                None => return 0,
+            }
+        }
+    }
+
+    /// An IPv4 packet (20-byte header) of `protocol` whose transport header has destination port
+    /// `port`.
+    fn ipv4(protocol: u8, port: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = protocol;
+        p[22..24].copy_from_slice(&port.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn the_packet_filter_keeps_tcp_to_our_ports_addressed_to_us_only() {
+        let ports = 61000..=65535;
+        let prog = packet_filter(&ports);
+        let host = libc::PACKET_HOST as u32;
+        assert_ne!(run(&prog, &ipv4(6, 61000), host), 0);
+        assert_ne!(run(&prog, &ipv4(6, 65535), host), 0);
+        assert_eq!(run(&prog, &ipv4(6, 60999), host), 0, "below the range");
+        assert_eq!(run(&prog, &ipv4(6, 22), host), 0);
+        assert_eq!(run(&prog, &ipv4(17, 61000), host), 0, "UDP to one of our ports");
+        assert_eq!(run(&prog, &ipv4(6, 61000), libc::PACKET_OTHERHOST as u32), 0, "not for this host");
+        assert_eq!(run(&prog, &ipv4(6, 61000), libc::PACKET_BROADCAST as u32), 0);
+        assert_eq!(run(&prog, &ipv4(6, 61000)[..21], host), 0, "too short for the port");
+        // The raw socket's filter is the same test without the first two.
+        let raw = port_filter(true, &ports);
+        assert_ne!(run(&raw, &ipv4(6, 62000), host), 0);
+        assert_eq!(run(&raw, &ipv4(6, 80), host), 0);
+        assert_eq!(run(&drop_all(), &ipv4(6, 62000), host), 0);
+    }
 }
