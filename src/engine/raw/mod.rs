@@ -241,15 +241,24 @@ impl Driver {
         // ours to set (`SSHPROBE_RAW_RECEIVE=socket` keeps the raw socket, for comparison).
         let packet =
             options.firewall && std::env::var("SSHPROBE_RAW_RECEIVE").map_or(true, |v| v != "socket");
-        let sockets =
-            Arc::new(RawSockets::open(ports.clone(), packet).map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM | libc::EACCES) => {
-                    RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
-                }
-                _ => RawError::Socket(e),
-            })?);
+        let mut sockets = RawSockets::open(ports.clone(), packet).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => {
+                RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
+            }
+            _ => RawError::Socket(e),
+        })?;
         let firewall = if options.firewall {
-            Some(Firewall::install(ports.clone(), sockets.has_packet())?)
+            let installed = match Firewall::install(ports.clone(), sockets.has_packet()) {
+                // An nft without the prerouting drop's parts (the fib expression): read through
+                // the raw socket, which needs only the output rule.
+                Err(e) if sockets.has_packet() => {
+                    tracing::debug!("no prerouting drop ({e}): reading IPv4 through the raw socket");
+                    sockets.close_packet(&ports).map_err(RawError::Socket)?;
+                    Firewall::install(ports.clone(), false)
+                }
+                result => result,
+            };
+            Some(installed?)
         } else {
             // A table a killed run left would be harmless but confusing; ours is stale (we hold
             // the lock), so remove it when we can.
@@ -258,6 +267,7 @@ impl Driver {
             }
             None
         };
+        let sockets = Arc::new(sockets);
         let (wake, woken) = UnixDatagram::pair().map_err(RawError::Thread)?;
         wake.set_nonblocking(true).map_err(RawError::Thread)?;
         woken.set_nonblocking(true).map_err(RawError::Thread)?;

@@ -257,6 +257,15 @@ impl RawSockets {
         Ok(RawSockets { tcp4, packet4, icmp4, tcp6, icmp6 })
     }
 
+    /// Closes the packet socket: inbound IPv4 TCP is read from the raw socket again, filtered to
+    /// `ports`.
+    pub(crate) fn close_packet(&mut self, ports: &RangeInclusive<u16>) -> io::Result<()> {
+        if self.packet4.take().is_some() {
+            self.tcp4.attach_filter(&port_filter(true, ports))?;
+        }
+        Ok(())
+    }
+
     /// Whether inbound IPv4 TCP comes through a packet socket: the firewall must then keep it from
     /// the kernel's TCP (see `firewall::rule_script`), and the raw IPv4 socket receives nothing.
     pub(crate) fn has_packet(&self) -> bool {

@@ -1,0 +1,63 @@
+//! The raw engine keeps the kernel's TCP out of its IPv4 flows: it reads them through a packet
+//! socket, before the IP layer, and drops them at prerouting, so the kernel never looks for a
+//! socket, finds none and builds a reset (which the engine's output rule would then drop). The
+//! kernel counts every reset its TCP builds (`Tcp: OutRsts` in /proc/net/snmp, per network
+//! namespace, counted before any firewall sees the reset), so the count tells.
+//!
+//! Needs root (raw sockets and an nftables rule): skipped, loudly, otherwise. Meant to run in a
+//! private network namespace, as the raw tests are: other traffic of the namespace would count.
+
+mod common;
+
+use sshprobe::lab::{Behaviour, Lab, LabConfig};
+use std::io::Write;
+use std::time::Duration;
+
+/// The kernel TCP's resets sent so far in this network namespace.
+fn out_rsts() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("reading /proc/net/snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("Tcp names"), tcp.next().expect("Tcp values"));
+    let at = names.split_whitespace().position(|n| n == "OutRsts").expect("an OutRsts column");
+    values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("an OutRsts value")
+}
+
+/// Runs `probes` raw probes of `target` with `env` set, and returns how many resets the kernel's
+/// TCP built meanwhile.
+fn kernel_resets_during(target: std::net::SocketAddr, probes: usize, env: Option<(&str, &str)>) -> u64 {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let list = dir.path().join("targets");
+    let mut file = std::fs::File::create(&list).expect("the target file");
+    for _ in 0..probes {
+        writeln!(file, "{target}").expect("writing targets");
+    }
+    drop(file);
+    let mut cmd = common::sshprobe();
+    cmd.args(["probe", "--engine", "raw", "-c", "8", "-o", "jsonl", "-i"]).arg(&list);
+    if let Some((name, value)) = env {
+        cmd.env(name, value);
+    }
+    let before = out_rsts();
+    let out = cmd.timeout(Duration::from_secs(60)).output().expect("sshprobe");
+    let after = out_rsts();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let banners = stdout.lines().filter(|l| l.contains("\"outcome\":\"banner\"")).count();
+    assert_eq!(banners, probes, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    after - before
+}
+
+#[test]
+fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
+    if !common::need_root(test_name!()) {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
+    let target = lab.addr(Behaviour::Ok);
+    // Through the packet socket (the default): no reset.
+    assert_eq!(kernel_resets_during(target, 40, None), 0);
+    // Through the raw socket, the server's segments also reach the kernel's TCP, which answers each
+    // with a reset (dropped on its way out by the engine's rule): the count sees them.
+    let through_ip = kernel_resets_during(target, 40, Some(("SSHPROBE_RAW_RECEIVE", "socket")));
+    assert!(through_ip >= 40, "{through_ip} kernel resets for 40 probes read through the raw socket");
+}
