@@ -23,8 +23,9 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value_t = EngineKind::Connect)]
     pub engine: EngineKind,
 
-    /// With --engine raw: do not install the nftables rule that drops the kernel's RSTs from the
-    /// engine's source ports (ports above ip_local_port_range); you arrange that yourself.
+    /// With --engine raw: do not install the nftables table that drops the kernel's RSTs from the
+    /// engine's source ports (ports above ip_local_port_range) and, before the kernel's TCP, the
+    /// IPv4 segments to them; you arrange the first yourself (IPv4 is then read at the IP layer).
     #[arg(long)]
     pub no_firewall: bool,
 
