@@ -11,7 +11,11 @@ mod common;
 
 use sshprobe::lab::{Behaviour, Lab, LabConfig};
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// One raw run at a time: runs share the per-namespace lock, and the reset count is the namespace's.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The kernel TCP's resets sent so far in this network namespace.
 fn out_rsts() -> u64 {
@@ -51,6 +55,7 @@ fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
     if !common::need_root(test_name!()) {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
     let target = lab.addr(Behaviour::Ok);
@@ -60,4 +65,35 @@ fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
     // with a reset (dropped on its way out by the engine's rule): the count sees them.
     let through_ip = kernel_resets_during(target, 40, Some(("SSHPROBE_RAW_RECEIVE", "socket")));
     assert!(through_ip >= 40, "{through_ip} kernel resets for 40 probes read through the raw socket");
+}
+
+/// A SYN this host's own firewall drops on its way out: `sendmmsg` refuses that message (EPERM) and
+/// the probe ends `unreachable` at once, saying why, while the probes beside it in the same batch go
+/// out and get their banners. (The connect engine's kernel socket retransmits into the same drop
+/// and ends `connect_timeout`: the engines disagree here, as they did before batching.)
+#[test]
+fn a_syn_the_hosts_firewall_drops_is_unreachable_and_its_batch_goes_on() {
+    if !common::need_root(test_name!()) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
+    let ok = lab.addr(Behaviour::Ok);
+    let blocked = common::closed_port();
+    let _drop = common::Nft::new(None, "output", &[&format!("tcp dport {} drop", blocked.port())]);
+    let mut targets = vec![blocked.addr().to_string()];
+    targets.extend((0..20).map(|_| ok.to_string()));
+    let mut args = vec!["probe", "--engine", "raw", "-o", "jsonl", "--connect-timeout", "3s"];
+    args.extend(targets.iter().map(String::as_str));
+    let (records, out) = common::jsonl(&args);
+    assert_eq!(records.len(), 21, "{}", String::from_utf8_lossy(&out.stderr));
+    let blocked_label = blocked.addr().to_string();
+    for r in &records {
+        common::check_record(r);
+        let want = if r["target"] == blocked_label.as_str() { "unreachable" } else { "banner" };
+        assert_eq!(r["outcome"], want, "{r}");
+    }
+    let blocked = records.iter().find(|r| r["target"] == blocked_label.as_str()).expect("its record");
+    assert!(blocked.to_string().contains("Operation not permitted"), "{blocked}");
 }
