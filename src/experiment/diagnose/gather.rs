@@ -506,7 +506,7 @@ impl<'a, E: Engine> Bench<'a, E> {
             Some(true) => self.budget.server_has_penalties(),
             None => {}
         }
-        Some(ExperimentProbe { record, source, held })
+        Some(ExperimentProbe { record, source: source.into(), held })
     }
 
     /// `n` probes one after another, `spacing` apart, with `held` connections held.
