@@ -141,8 +141,15 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
         let kind: &str = e.kind.into();
-        let source = e.probes.first().map_or_else(|| "-".to_string(), |p| p.source.to_string());
-        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, tally_text(&e.tally()))?;
+        let sources: std::collections::BTreeSet<_> = e.probes.iter().map(|p| p.source).collect();
+        let source = if sources.is_empty() {
+            "-".to_string()
+        } else {
+            sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        };
+        let tally =
+            if e.probes.is_empty() { "no probe finished".to_string() } else { tally_text(&e.tally()) };
+        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {tally}", e.held)?;
     }
     // `Source`'s order: addresses in numeric order (127.77.0.10 after 127.77.0.2), then the
     // kernel's choice.
@@ -637,6 +644,10 @@ pub fn remedy_text(remedy: &Remedy, port: u16) -> String {
             .into(),
         Remedy::AllowMoreTime => "run again with a longer --max-duration: the probe budget refills at about one \
              connection a second per source address, which keeps OpenSSH 9.8+ from penalising it"
+            .into(),
+        Remedy::AllowTheServerMoreTime => "run again with a --max-duration longer than --banner-timeout (8 s by \
+             default): the server held every probe without a word until the time limit cut it; `sshprobe probe \
+             TARGET` shows how long it takes to answer, if it does"
             .into(),
         Remedy::CollectMore => "collect more: `sshprobe probe TARGET --count 50 --interval 200ms -o jsonl`, and check \
              the path (packet loss, middleboxes)"

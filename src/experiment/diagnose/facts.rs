@@ -174,6 +174,9 @@ pub enum ExperimentKind {
     /// One probe from a blocked address after a wait with nothing held: a rate limit has let a
     /// new connection through by then, a ban has not.
     Recheck,
+    /// Probes the time limit (`--max-duration`) cut in flight, with what each saw until then. Listed
+    /// after the decision, which never reads them: an unfinished probe is no evidence.
+    Cut,
 }
 
 /// One experiment's probes.
