@@ -10,6 +10,7 @@
 use super::evidence::{DelayClass, Evidence, Note};
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason, Tally};
 use super::remedy::{remedies, Remedy};
+use crate::experiment::sources::Source;
 use crate::experiment::stats::percentile;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
@@ -144,12 +145,10 @@ pub fn decide(facts: &Facts) -> Finding {
     }
     super::logged::refine(facts, &mut f);
     // Our address as the server saw it, for an access rule to name.
-    let client = unloaded
-        .iter()
-        .filter(|p| p.refused())
-        .find_map(|p| p.local())
-        .map(|a| a.ip())
-        .or_else(|| facts.probing_timeline().iter().find_map(|p| p.source.or(p.local().map(|a| a.ip()))));
+    let client =
+        unloaded.iter().filter(|p| p.refused()).find_map(|p| p.local()).map(|a| a.ip()).or_else(|| {
+            facts.probing_timeline().iter().find_map(|p| p.source.ip().or(p.local().map(|a| a.ip())))
+        });
     f.remedy = remedies(f.verdict, software, &f.evidence, client);
     f
 }
@@ -210,10 +209,8 @@ fn decide_unloaded(
     let second_all_refused = !second.is_empty() && second.iter().all(|p| p.refused());
     f.evidence.push(Evidence::Unloaded { tally: Tally::of(unloaded.iter().copied()) });
     if let Some(first) = second.first() {
-        f.evidence.push(Evidence::SecondSource {
-            source: first.source_label(),
-            tally: Tally::of(second.iter().copied()),
-        });
+        f.evidence
+            .push(Evidence::SecondSource { source: first.source, tally: Tally::of(second.iter().copied()) });
     } else if !facts.second_source {
         f.notes.push(Note::NoSecondSource);
     }
@@ -426,7 +423,7 @@ fn decide_zero_byte(
     let server_delay_us = percentile(&delays, 0.5).unwrap_or(median_us);
     let range = (delays.first().copied().unwrap_or(0), delays.last().copied().unwrap_or(0));
     let class = DelayClass::of(server_delay_us);
-    let source = refusals.first().map(|p| p.source_label()).unwrap_or_default();
+    let source = refusals.first().map_or(Source::KernelChoice, |p| p.source);
     f.evidence.push(Evidence::ZeroByteClose {
         median_us,
         probes,
@@ -764,7 +761,7 @@ mod tests {
             f.evidence.contains(&Evidence::ZeroByteClose {
                 median_us: 5_012_000,
                 probes: 3,
-                source: "default".into(),
+                source: Source::KernelChoice,
                 server_delay_us: 5_011_800,
                 server_delay_range_us: (5_009_800, 5_019_800),
                 class: DelayClass::WrappersDelay,

@@ -5,6 +5,7 @@
 //! test or a script matches on the kind and reads the numbers instead of parsing a sentence.
 
 use super::facts::{HostHolder, NotTestedReason, Tally};
+use crate::experiment::sources::Source;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
@@ -66,7 +67,7 @@ pub enum Evidence {
     /// What a second source address got with nothing held.
     SecondSource {
         /// The address.
-        source: String,
+        source: Source,
         /// Its probes' outcomes.
         tally: Tally,
     },
@@ -103,7 +104,7 @@ pub enum Evidence {
         /// How many refusals had a close time.
         probes: usize,
         /// The source address they came from.
-        source: String,
+        source: Source,
         /// How long the server itself took (the close less the connect round trip), median.
         server_delay_us: u64,
         /// The fastest and slowest of those.
@@ -311,7 +312,7 @@ pub enum Evidence {
     /// Another address was served while this one was blocked.
     ServedElsewhere {
         /// The other address.
-        source: String,
+        source: Source,
         /// Its banners.
         banners: usize,
         /// Its probes.
