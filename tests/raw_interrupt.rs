@@ -121,4 +121,17 @@ fn raw_diagnose_max_duration_cuts_probes_at_a_tarpit() {
     let d: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON diagnosis");
     assert_eq!(d["verdict"], "not_tested", "{d}");
     assert_eq!(d["evidence"][0]["reason"], "time_limit_cut", "{d}");
+    // The cut probes keep what each saw, as the connect engine's do.
+    let cut: Vec<&serde_json::Value> = d["experiments"]
+        .as_array()
+        .expect("experiments")
+        .iter()
+        .filter(|e| e["kind"] == "cut")
+        .flat_map(|e| e["probes"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!cut.is_empty(), "{d}");
+    for p in &cut {
+        assert_eq!((&p["outcome"], &p["end"]), (&"interrupted".into(), &"interrupted".into()), "{p}");
+        assert!(p["timings_us"]["connected"].is_u64() && p["local"].is_string(), "what it saw is kept: {p}");
+    }
 }
