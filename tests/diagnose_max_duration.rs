@@ -9,19 +9,34 @@ use std::time::Duration;
 
 #[test]
 fn max_duration_cuts_probes_at_a_tarpit() {
+    cut_at_a_tarpit("connect");
+}
+
+/// The raw engine honours the same cut: its probes end `interrupted` at the limit, keeping what each
+/// saw (a probe that ignored the interrupt would wait out the banner timeout and give the tarpit a
+/// verdict of its own).
+#[test]
+fn max_duration_cuts_raw_probes_at_a_tarpit() {
+    if !common::need_root("max_duration_cuts_raw_probes_at_a_tarpit") {
+        return;
+    }
+    cut_at_a_tarpit("raw");
+}
+
+fn cut_at_a_tarpit(engine: &str) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
     let tarpit = lab.addr(Behaviour::Tarpit);
     // A generous bound for the child (the banner wait alone is longer than the limit); it is killed
     // past it, which the exit status below would show.
     let out = sshprobe()
-        .args(["diagnose", &tarpit.to_string(), "--max-duration", "2s", "-o", "jsonl"])
+        .args(["diagnose", "--engine", engine, &tarpit.to_string(), "--max-duration", "2s", "-o", "jsonl"])
         .timeout(Duration::from_secs(20))
         .output()
         .expect("sshprobe");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "not ended by itself:\n{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{engine}: not ended by itself:\n{stdout}\n{stderr}");
     let d: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON diagnosis");
     assert_eq!(d["verdict"], "not_tested", "{d}");
     assert_eq!(d["evidence"][0]["reason"], "time_limit_cut", "{d}");

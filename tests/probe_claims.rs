@@ -166,6 +166,17 @@ fn double_v_traces_each_connection_and_single_v_does_not() {
     drop(server);
 }
 
+/// What `sshprobe ARGS` draws on a terminal (`script` gives it one), stdout and stderr together.
+fn on_a_terminal(args: &str) -> String {
+    let command = format!("{} {args}", assert_cmd::cargo::cargo_bin("sshprobe").display());
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SSHPROBE_STATE_DIR", "")
+        .output()
+        .expect("script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// On a terminal, probe draws a progress line (total, percent, in flight, ETA) on stderr and leaves
 /// a summary line that survives it, whatever the results' format. `script` gives it a terminal.
 #[test]
@@ -177,16 +188,9 @@ fn a_progress_line_on_a_terminal_then_a_summary_that_stays() {
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("address").port();
     let closed = common::free_port();
-    let command = format!(
-        "{} probe 127.0.0.1:{port} 127.0.0.1:{closed} --banner-timeout 1s -o jsonl --output-file /dev/null",
-        assert_cmd::cargo::cargo_bin("sshprobe").display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .env("SSHPROBE_STATE_DIR", "")
-        .output()
-        .expect("script");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    let screen = on_a_terminal(&format!(
+        "probe 127.0.0.1:{port} 127.0.0.1:{closed} --banner-timeout 1s -o jsonl --output-file /dev/null"
+    ));
     assert!(
         screen.contains("/2 probes (") && screen.contains("in flight,") && screen.contains("ETA"),
         "{screen:?}"
@@ -202,17 +206,10 @@ fn a_progress_line_on_a_terminal_then_a_summary_that_stays() {
         format!("# silent first\n127.0.0.1:{port}\n\n-5\n127.0.0.1:{closed}\n127.0.1.0/30:{closed}\n"),
     )
     .expect("the target file");
-    let command = format!(
-        "{} probe -i {} --banner-timeout 1s -o jsonl --output-file /dev/null",
-        assert_cmd::cargo::cargo_bin("sshprobe").display(),
+    let screen = on_a_terminal(&format!(
+        "probe -i {} --banner-timeout 1s -o jsonl --output-file /dev/null",
         list.display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .env("SSHPROBE_STATE_DIR", "")
-        .output()
-        .expect("script");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    ));
     assert!(screen.contains("/4 probes (") && screen.contains("ETA"), "{screen:?}");
     drop(silent);
 }
