@@ -9,6 +9,7 @@
 
 use super::evidence::{DelayClass, Evidence, Note};
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason, Tally};
+use super::persource::{self, Count, Split};
 use super::remedy::{remedies, Remedy};
 use crate::experiment::stats::percentile;
 use crate::outcome::{KnownRefusal, Outcome};
@@ -219,9 +220,16 @@ fn decide_unloaded(
     }
 
     if refusals.len() == n {
+        let (here, elsewhere) = unloaded_counts(facts);
+        let per_source = match persource::split(here, elsewhere) {
+            Split::PerSource { p } if second_all_banner => PerSource::Shown(shown(here, elsewhere, p)),
+            Split::Untold { p } if second_all_banner => PerSource::Untold(untold(here, elsewhere, p)),
+            _ => PerSource::NotServedElsewhere,
+        };
         let cx = Context {
             software,
             second_all_banner,
+            per_source,
             second_all_refused,
             no_second: second.is_empty(),
             host: &facts.host_connections,
@@ -264,34 +272,28 @@ fn decide_unloaded(
         let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
             || software.is_some_and(Software::has_penalties);
         // Under a global limit's random drops the other address's banners could be luck: per-source
-        // needs enough of them that the chance falls under the stated error rate.
-        let refused_share = refusals.len() as f64 / n as f64;
-        let chance = (1.0 - refused_share).powi(second.len() as i32);
-        let lucky = chance > PER_SOURCE_ERROR_RATE;
-        if (known.is_some() || fast_zero)
-            && second_all_banner
-            && lucky
-            && !(banners_then_refused && penalties_possible)
-        {
-            f.conclude(Verdict::Maxstartups, Confidence::Medium);
-            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
-            f.evidence.push(Evidence::PerSourceUntold {
-                refused_pct: (refused_share * 100.0).round() as u32,
-                banners: second.len(),
-                chance_pct: (chance * 100.0).round() as u32,
-            });
-            cite_holders(facts, f);
-            return;
-        }
+        // needs Fisher's exact test on both addresses' counts to decide at the stated error rate.
+        let (here, elsewhere) = unloaded_counts(facts);
+        let split = persource::split(here, elsewhere);
         if (known.is_some() || fast_zero) && second_all_banner {
             if banners_then_refused && penalties_possible {
                 f.conclude(Verdict::Penalized, Confidence::Medium);
                 f.evidence.push(Evidence::PenaltyBegan { banners: first_refused });
                 f.notes.push(Note::OwnProbesNearPenaltyThreshold);
-            } else {
+                return;
+            }
+            if let Split::PerSource { p } = split {
                 f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
                 f.evidence.push(Evidence::RefusedHereServedElsewhere { refused: refusals.len(), probes: n });
+                f.evidence.push(shown(here, elsewhere, p));
+                return;
             }
+            f.conclude(Verdict::Maxstartups, Confidence::Medium);
+            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
+            if let Split::Untold { p } = split {
+                f.evidence.push(untold(here, elsewhere, p));
+            }
+            cite_holders(facts, f);
             return;
         }
         if known.is_some() || fast_zero {
@@ -304,9 +306,66 @@ fn decide_unloaded(
     f.evidence.push(Evidence::NoPattern);
 }
 
-/// The chance of error accepted when another address's banners are read as a per-source limit: the
-/// chance that a global limit dropping at the probing address's rate would have served them all.
-pub(crate) const PER_SOURCE_ERROR_RATE: f64 = 0.05;
+/// The probing address's probes with nothing held against another address's: how many of each did
+/// not get a banner. Every per-source rule with nothing held is tested on these counts.
+pub(super) fn unloaded_counts(facts: &Facts) -> (Count, Count) {
+    let here = facts.unloaded();
+    let elsewhere: Vec<&ExperimentProbe> =
+        facts.of(ExperimentKind::Source).filter(|e| e.held == 0).flat_map(|e| &e.probes).collect();
+    (count_failed(&here), count_failed(&elsewhere))
+}
+
+/// The counts an unloaded per-source rule would be tested on, when more probes could change the
+/// verdict: the probing address refused after accept and quickly (a limit's refusal, not a 5-s
+/// wrappers close: those are certain, and each costs 5 s), and another address served every time.
+pub(super) fn unloaded_counts_to_test(facts: &Facts) -> Option<(Count, Count)> {
+    let unloaded = facts.unloaded();
+    let quick_refusal = |p: &&ExperimentProbe| {
+        p.refused()
+            && (p.refusal().is_some()
+                || p.server_delay_us().is_some_and(|d| {
+                    matches!(DelayClass::of(d), DelayClass::Listener | DelayClass::SessionProcess)
+                }))
+    };
+    let only_banners_and_quick_refusals = unloaded.iter().all(|p| p.served() || quick_refusal(p));
+    let (here, elsewhere) = unloaded_counts(facts);
+    (only_banners_and_quick_refusals && here.refused > 0 && elsewhere.probes > 0 && elsewhere.refused == 0)
+        .then_some((here, elsewhere))
+}
+
+/// The probing address's probes at `held` connections held from it, against a fresh address's at
+/// the same load: how many of each did not get a banner.
+pub(super) fn loaded_counts(facts: &Facts, held: u32) -> (Count, Count) {
+    let at = |kind: ExperimentKind| -> Vec<&ExperimentProbe> {
+        facts.of(kind).filter(|e| e.held == held).flat_map(|e| &e.probes).collect()
+    };
+    (count_failed(&at(ExperimentKind::Load)), count_failed(&at(ExperimentKind::Source)))
+}
+
+/// How many of `probes` did not get a banner.
+fn count_failed(probes: &[&ExperimentProbe]) -> Count {
+    Count::new(probes.iter().filter(|p| !p.served()).count() as u32, probes.len() as u32)
+}
+
+/// Evidence that the test read per-source.
+fn shown(here: Count, elsewhere: Count, p: f64) -> Evidence {
+    Evidence::PerSourceShown {
+        here,
+        elsewhere,
+        p_per_mille: persource::per_mille(p),
+        error_rate_pct: persource::error_rate_pct(),
+    }
+}
+
+/// Evidence that the test could not tell per-source from global.
+fn untold(here: Count, elsewhere: Count, p: f64) -> Evidence {
+    Evidence::PerSourceUntold {
+        here,
+        elsewhere,
+        p_per_mille: persource::per_mille(p),
+        error_rate_pct: persource::error_rate_pct(),
+    }
+}
 
 /// Cites the connections this host holds to the server, when it holds any.
 fn cite_holders(facts: &Facts, f: &mut Finding) {
@@ -324,7 +383,10 @@ fn cite_holders(facts: &Facts, f: &mut Finding) {
 /// every probe was refused.
 struct Context<'a> {
     software: Option<Software>,
+    /// Another address got a banner every time.
     second_all_banner: bool,
+    /// What the per-source test made of that.
+    per_source: PerSource,
     second_all_refused: bool,
     no_second: bool,
     /// This host's other connections to the server.
@@ -333,7 +395,42 @@ struct Context<'a> {
     probing: Option<IpAddr>,
 }
 
+/// What Fisher's exact test made of this address refused every time while another was served.
+enum PerSource {
+    /// Per-source, at the stated error rate: the evidence says so.
+    Shown(Evidence),
+    /// Untold: the global reading is the verdict, at low confidence, and the evidence names both.
+    Untold(Evidence),
+    /// The other address was not served every time (or not asked).
+    NotServedElsewhere,
+}
+
 impl Context<'_> {
+    /// Applies the per-source test to a per-source rule: `true` when the rule may conclude (the
+    /// evidence of the test is added); `false` when the global reading must (the evidence naming
+    /// both is added, and the verdict the caller then concludes is lowered to low confidence by
+    /// [`Context::settle`]).
+    fn per_source_shown(&self, f: &mut Finding) -> bool {
+        match &self.per_source {
+            PerSource::Shown(e) => {
+                f.evidence.push(e.clone());
+                true
+            }
+            PerSource::Untold(e) => {
+                f.evidence.push(e.clone());
+                false
+            }
+            PerSource::NotServedElsewhere => false,
+        }
+    }
+
+    /// After a global reading was concluded in place of an untold per-source one: low confidence.
+    fn settle(&self, f: &mut Finding) {
+        if matches!(self.per_source, PerSource::Untold(_)) {
+            f.confidence = Confidence::Low;
+        }
+    }
+
     /// Connections this host holds to the server, in all and from the probing address.
     fn host_held(&self) -> (u32, u32) {
         let total = self.host.iter().map(|h| h.count).sum();
@@ -366,7 +463,7 @@ fn decide_all_refused(refusals: &[&ExperimentProbe], f: &mut Finding, cx: &Conte
             let (total, here) = cx.cite_host(f);
             (here > 0, total > 0)
         };
-        if cx.second_all_banner {
+        if cx.per_source_shown(f) {
             if held_here {
                 // This host fills the probing address's share: a per-source limit, whatever the line.
                 f.conclude(Verdict::PerSourceLimit, Confidence::High);
@@ -400,6 +497,7 @@ fn decide_all_refused(refusals: &[&ExperimentProbe], f: &mut Finding, cx: &Conte
                 f.evidence.push(Evidence::RefusedEverywhere);
             }
         }
+        cx.settle(f);
         return;
     }
     if refusals.iter().all(|p| p.zero_byte_refusal()) {
@@ -445,7 +543,7 @@ fn decide_zero_byte(
         }
         DelayClass::Listener => {
             let (held, held_here) = cx.cite_host(f);
-            if cx.second_all_banner {
+            if cx.per_source_shown(f) {
                 if cx.software == Some(Software::Dropbear) {
                     f.conclude(Verdict::PerSourceLimit, Confidence::High);
                     f.evidence.push(Evidence::DropbearPerSourceClose);
@@ -472,7 +570,7 @@ fn decide_zero_byte(
             }
         }
         DelayClass::SessionProcess => {
-            if cx.second_all_banner {
+            if cx.per_source_shown(f) {
                 f.conclude(Verdict::AccessDenied, Confidence::Medium);
                 f.evidence.push(Evidence::SessionProcessRefusesThisAddress { server_delay_us });
             } else {
@@ -485,6 +583,9 @@ fn decide_zero_byte(
             f.conclude(Verdict::Intermittent, Confidence::Low);
             f.evidence.push(Evidence::UnusualZeroByteClose { median_us });
         }
+    }
+    if class != DelayClass::WrappersDelay {
+        cx.settle(f);
     }
 }
 
@@ -521,6 +622,16 @@ fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
         // Said only when every load probe got a banner: nothing failed and nothing timed out here.
         if max_held > 0 && loads.iter().flat_map(|e| &e.probes).all(|p| p.served()) {
             f.evidence.push(Evidence::ServedUnderLoad { max_held });
+        }
+        // What so many banners rule out: random drops at some rate or more, not any drop at all.
+        let all: Vec<&ExperimentProbe> = facts.experiments.iter().flat_map(|e| &e.probes).collect();
+        if all.iter().all(|p| p.served()) {
+            let banners = all.len() as u32;
+            f.evidence.push(Evidence::NoDropsSeen {
+                banners,
+                ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
+                error_rate_pct: persource::error_rate_pct(),
+            });
         }
         if max_held < CONFIDENT_LOAD {
             f.notes.push(Note::LoadNotConfident { max_held });
@@ -560,9 +671,19 @@ fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
         return;
     }
     if level.held_from_probing_source && fresh_banner && cleared {
-        f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
-        f.evidence.push(Evidence::PerSourceUnderLoad { held: level.held });
-        return;
+        // A per-source limit refuses every probe from the address that holds; a global one drops at
+        // random from both: the test decides, or both are named.
+        let (here, elsewhere) = loaded_counts(facts, level.held);
+        match persource::split(here, elsewhere) {
+            Split::PerSource { p } => {
+                f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
+                f.evidence.push(Evidence::PerSourceUnderLoad { held: level.held });
+                f.evidence.push(shown(here, elsewhere, p));
+                return;
+            }
+            Split::Untold { p } => f.evidence.push(untold(here, elsewhere, p)),
+            Split::Global | Split::NoRefusals => {}
+        }
     }
     let others_hold = facts.host_connections.iter().any(|h| h.count > 0);
     if cleared && !others_hold && !level.probes.iter().any(|p| p.connect_failed()) {
@@ -671,17 +792,35 @@ mod tests {
         experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]));
         let f = decide(&facts(experiments));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::Medium));
-        assert!(
-            f.evidence.contains(&Evidence::PerSourceUntold { refused_pct: 40, banners: 2, chance_pct: 36 }),
-            "{:?}",
-            f.evidence
-        );
-        // With 8 banners on the other address that chance is 1.7 %: a per-source limit.
+        // Fisher's exact test: 2 of 5 refused here, 0 of 2 there: p = C(5,2)/C(7,2) = 0.476.
+        let untold = |here, elsewhere, p_per_mille| Evidence::PerSourceUntold {
+            here,
+            elsewhere,
+            p_per_mille,
+            error_rate_pct: 1,
+        };
+        assert!(f.evidence.contains(&untold(Count::new(2, 5), Count::new(0, 2), 476)), "{:?}", f.evidence);
+        // 8 banners on the other address are still too few against random refusals here (p =
+        // C(5,2)/C(13,2) = 0.128): a global limit's drops give that one time in eight.
         let mut experiments = random_refusals();
         experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 8]));
         let f = decide(&facts(experiments));
-        assert_eq!(f.verdict, Verdict::PerSourceLimit);
-        assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 2, probes: 5 }));
+        assert_eq!(f.verdict, Verdict::Maxstartups);
+        assert!(f.evidence.contains(&untold(Count::new(2, 5), Count::new(0, 8), 128)), "{:?}", f.evidence);
+        // A limit on this address refuses it every time: 7 of 7 here, 0 of 8 there: p = 1/C(15,7).
+        let refused = || refusal(EXCEEDED);
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"), refused(), refused()]),
+            exp(ExperimentKind::Determinism, 0, vec![refused(); 6]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 8]),
+        ]));
+        assert_eq!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 8, probes: 9 }));
+        assert!(
+            f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceShown { p_per_mille: 0, .. })),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]
@@ -799,7 +938,7 @@ mod tests {
         // The same close for this address only: an access rule without Debian's delay.
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![broken(); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
@@ -876,16 +1015,36 @@ mod tests {
     fn per_source_limits_spare_other_addresses() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::PerSourceLimit, Confidence::High));
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithoutPenalties { software: OPENSSH_9_2 }));
+        // 3 of 3 refused here, 7 of 7 served there: p = 1/C(10,3), under the 1 % error rate.
+        assert!(f.evidence.contains(&Evidence::PerSourceShown {
+            here: Count::new(3, 3),
+            elsewhere: Count::new(0, 7),
+            p_per_mille: 8,
+            error_rate_pct: 1
+        }));
         assert_eq!(f.remedy, [Remedy::RaisePerSourceMaxStartups]);
+        // With 2 banners there, a global limit dropping at random gives that with p = 0.1: both causes
+        // are named, the global one the verdict at low confidence.
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::Low));
+        assert!(f.evidence.contains(&Evidence::PerSourceUntold {
+            here: Count::new(3, 3),
+            elsewhere: Count::new(0, 2),
+            p_per_mille: 100,
+            error_rate_pct: 1
+        }));
 
         let quick = vec![closed_after(300), reset_after(300), closed_after(300)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, quick),
-            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 7]),
         ]));
         assert_eq!(f.verdict, Verdict::PerSourceLimit);
         assert!(f.evidence.contains(&Evidence::DropbearPerSourceClose), "{:?}", f.evidence);
@@ -896,7 +1055,7 @@ mod tests {
     fn penalties_on_9_8_plus() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 7]),
         ]));
         assert_eq!(f.verdict, Verdict::Penalized);
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithPenalties { software: OPENSSH_10_0 }));
@@ -922,7 +1081,9 @@ mod tests {
             f.evidence,
             [
                 Evidence::UnloadedBanners { probes: 3, software: OPENSSH_9_2 },
-                Evidence::ServedUnderLoad { max_held: 8 }
+                Evidence::ServedUnderLoad { max_held: 8 },
+                // 9 banners rule out drops of 41 % or more (0.59^9 < 1 %), not MaxStartups' 30 %.
+                Evidence::NoDropsSeen { banners: 9, ruled_out_pct: 41, error_rate_pct: 1 }
             ]
         );
         assert_eq!(f.remedy, [Remedy::LookPastTheExchange]);
@@ -1058,7 +1219,7 @@ mod tests {
             host_connections: holders("127.0.0.1", 3),
             ..facts(vec![
                 exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 7]),
             ])
         });
         assert_eq!(
@@ -1123,7 +1284,7 @@ mod tests {
     fn a_reset_at_the_listener_for_this_address_only_is_access_denied_there() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert!(f.evidence.iter().any(|e| matches!(e, Evidence::AtTheListener { .. })), "{:?}", f.evidence);

@@ -4,6 +4,7 @@
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
+use super::persource::{split, Count, Split, BANNERS_FOR_OK, MAX_EXTRA_PAIRS};
 use super::Finding;
 use crate::engine::{Engine, Interrupt, ProbeRequest};
 use crate::evidence::ProbeOrder;
@@ -183,6 +184,19 @@ pub async fn diagnose<E: Engine>(
         if let Some(probes) = second {
             facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, probes));
         }
+        // Refused here, served there: a few banners are likely under a global limit's random drops
+        // too, so more pairs until the per-source test decides.
+        if let (Some(&other), Some((here, elsewhere))) =
+            (others.first(), super::decide::unloaded_counts_to_test(&facts))
+        {
+            let (mine, theirs) = pairs(&lab, (primary, here), (other, elsewhere), 0, 0, &mut facts).await;
+            if !mine.is_empty() {
+                facts.experiments.push(Experiment::new(ExperimentKind::Determinism, 0, mine));
+            }
+            if !theirs.is_empty() {
+                facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, theirs));
+            }
+        }
         // Served, then blocked, with nothing held: one probe after a wait tells a rate limit from
         // a ban.
         if matches!(super::front::Signals::of(&facts).block, super::front::Block::MidRun { .. }) {
@@ -334,9 +348,40 @@ async fn load_experiment<E: Engine>(
             break;
         }
     }
+    // Served throughout: so few banners do not rule out random drops. Another address tops them up
+    // at the highest load, before it is released, to the number that rules out MaxStartups' default
+    // drop rate at the stated error rate.
+    let top = facts.of(ExperimentKind::Load).last().map(|e| e.held);
+    if let (false, None, Some(&fresh), Some(top)) = (blocked, refused_at, others.first(), top) {
+        let made: u32 = facts.experiments.iter().map(|e| e.probes.len() as u32).sum();
+        let want = BANNERS_FOR_OK.saturating_sub(made + FINAL_CHECK);
+        let mut probes = Vec::new();
+        for i in 0..want {
+            if i > 0 {
+                tokio::time::sleep(lab.spacing).await;
+            }
+            let Some(p) = lab.probe(ProbeOrder::WaitForBanner, fresh, top).await else { break };
+            let served = p.served();
+            probes.push(p);
+            if !served {
+                refused_at = Some(top);
+                break;
+            }
+        }
+        if !probes.is_empty() {
+            facts.experiments.push(Experiment {
+                kind: ExperimentKind::Source,
+                held: top,
+                held_from_probing_source: from_probing,
+                probes,
+                hold_refused: 0,
+            });
+        }
+    }
     if let Some(held) = refused_at {
         // Another address at the same load: global or per-source?
-        if let Some(&fresh) = others.first() {
+        let asked = facts.of(ExperimentKind::Source).any(|e| e.held == held);
+        if let (Some(&fresh), false) = (others.first(), asked) {
             let probes = lab.series(ProbeOrder::WaitForBanner, fresh, PROBES_PER_STEP, held, facts).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Source,
@@ -345,6 +390,25 @@ async fn load_experiment<E: Engine>(
                 probes,
                 hold_refused: 0,
             });
+        }
+        // Held from the probing address, refused there and served there: a per-source limit
+        // refuses every probe from the holder, a global one drops at random from both. More pairs
+        // at the same load, the probing address keeping one connection for the check after release.
+        let (here, elsewhere) = super::decide::loaded_counts(facts, held);
+        if let (Some(&fresh), true, false, 0) = (others.first(), from_probing, blocked, elsewhere.refused) {
+            let (mine, theirs) =
+                pairs(lab, (primary, here), (fresh, elsewhere), held, FINAL_CHECK, facts).await;
+            for (kind, probes) in [(ExperimentKind::Load, mine), (ExperimentKind::Source, theirs)] {
+                if !probes.is_empty() {
+                    facts.experiments.push(Experiment {
+                        kind,
+                        held,
+                        held_from_probing_source: from_probing,
+                        probes,
+                        hold_refused: 0,
+                    });
+                }
+            }
         }
     }
     holder.release().await;
@@ -383,6 +447,49 @@ async fn load_experiment<E: Engine>(
             recheck(lab, primary, others.first().copied(), facts).await;
         }
     }
+}
+
+/// Pairs of probes at `held` connections held, the other address's first, then the probing one's,
+/// one at a time (so both meet the same server), while the per-source test is untold: at most
+/// [`MAX_EXTRA_PAIRS`], the probing address keeping `reserve` connections of its cap. When it has
+/// none left to give, the other address goes on alone. Returns the probing address's probes and
+/// the other's.
+async fn pairs<E: Engine>(
+    lab: &Bench<'_, E>,
+    (primary, mut here): (Option<IpAddr>, Count),
+    (other, mut elsewhere): (Option<IpAddr>, Count),
+    held: u32,
+    reserve: u32,
+    facts: &mut Facts,
+) -> (Vec<ExperimentProbe>, Vec<ExperimentProbe>) {
+    let untold = |here, elsewhere| matches!(split(here, elsewhere), Split::Untold { .. });
+    let room =
+        |source: Option<IpAddr>, keep: u32| lab.budget.cap_remaining(source).is_none_or(|left| left > keep);
+    let add = |c: Count, p: &ExperimentProbe| Count::new(c.refused + u32::from(!p.served()), c.probes + 1);
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..MAX_EXTRA_PAIRS * 2 {
+        if !untold(here, elsewhere) || !room(other, 0) {
+            break;
+        }
+        tokio::time::sleep(lab.spacing).await;
+        let Some(p) = lab.probe(ProbeOrder::WaitForBanner, other, held).await else {
+            facts.budget_exhausted |= !lab.cut();
+            break;
+        };
+        elsewhere = add(elsewhere, &p);
+        theirs.push(p);
+        if !untold(here, elsewhere) || !room(primary, reserve) || mine.len() as u32 >= MAX_EXTRA_PAIRS {
+            continue;
+        }
+        tokio::time::sleep(lab.spacing).await;
+        let Some(p) = lab.probe(ProbeOrder::WaitForBanner, primary, held).await else {
+            facts.budget_exhausted |= !lab.cut();
+            break;
+        };
+        here = add(here, &p);
+        mine.push(p);
+    }
+    (mine, theirs)
 }
 
 /// Probes kept for the check after the load experiment.

@@ -34,6 +34,7 @@ mod consistency;
 pub mod gather;
 pub mod kex;
 mod logged;
+pub mod persource;
 pub mod remedy;
 
 pub use decide::{decide, Confidence, Finding, Verdict};
