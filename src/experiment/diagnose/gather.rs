@@ -348,11 +348,17 @@ async fn load_experiment<E: Engine>(
             break;
         }
     }
-    // Served throughout: so few banners do not rule out random drops. Another address tops them up
-    // at the highest load, before it is released, to the number that rules out MaxStartups' default
-    // drop rate at the stated error rate.
+    // Served throughout, while this host's connections and ours reach sshd's default MaxStartups
+    // `start`, where it drops at random: so few banners do not rule drops out. Another address tops
+    // them up at the highest load, before it is released, to the number that rules out MaxStartups'
+    // default drop rate at the stated error rate. (Not otherwise: each of its probes counts towards
+    // a ban-after-failures daemon's threshold, and it must stay clean to show others are served.)
     let top = facts.of(ExperimentKind::Load).last().map(|e| e.held);
-    if let (false, None, Some(&fresh), Some(top)) = (blocked, refused_at, others.first(), top) {
+    let host_held: u32 = facts.host_connections.iter().map(|h| h.count).sum();
+    let drops_plausible = top.is_some_and(|top| host_held + top >= DEFAULT_MAXSTARTUPS_START);
+    if let (false, None, Some(&fresh), Some(top), true) =
+        (blocked, refused_at, others.first(), top, drops_plausible)
+    {
         let made: u32 = facts.experiments.iter().map(|e| e.probes.len() as u32).sum();
         let want = BANNERS_FOR_OK.saturating_sub(made + FINAL_CHECK);
         let mut probes = Vec::new();
@@ -491,6 +497,10 @@ async fn pairs<E: Engine>(
     }
     (mine, theirs)
 }
+
+/// sshd's default MaxStartups `start` (10:30:100): unauthenticated connections past which it drops
+/// new ones at random.
+const DEFAULT_MAXSTARTUPS_START: u32 = 10;
 
 /// Probes kept for the check after the load experiment.
 const FINAL_CHECK: u32 = 1;
