@@ -546,6 +546,10 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             elsewhere.probes,
             per_mille_text(*p_per_mille)
         ),
+        Evidence::ServedAfterRelease { banners, ruled_out_pct, error_rate_pct } => format!(
+            "after the release, {banners} probe(s) in a row got banners: that rules out random drops of \
+             {ruled_out_pct} % or more now (at a {error_rate_pct} % error rate), not lower rates"
+        ),
         Evidence::NoDropsSeen { banners, ruled_out_pct, error_rate_pct } => format!(
             "{banners} probes in a row got banners: random drops of {ruled_out_pct} % or more would have refused \
              one of them (at a {error_rate_pct} % error rate); lower drop rates are not ruled out"

@@ -172,6 +172,10 @@ fn contradiction(facts: &Facts, e: &Evidence) -> Option<String> {
             let p = super::persource::per_mille(super::persource::fisher_greater(*here, *elsewhere));
             bad(matches && p == *p_per_mille && elsewhere.refused == 0 && here.refused > 0, "per-source test")
         }
+        Evidence::ServedAfterRelease { banners, .. } => {
+            let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
+            bad(*banners as usize == after.len() && after.iter().all(|p| p.served()), "served after release")
+        }
         Evidence::NoDropsSeen { banners, .. } => {
             let all: Vec<&ExperimentProbe> = facts.experiments.iter().flat_map(|x| &x.probes).collect();
             bad(*banners as usize == all.len() && all.iter().all(|p| p.served()), "no drops seen")

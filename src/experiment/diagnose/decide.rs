@@ -1,11 +1,14 @@
 //! The verdict: [`decide`] reads the gathered [`Facts`] and writes a [`Finding`]. Pure, so every rule
 //! is unit-tested on synthetic facts; no English (the report writes [`Evidence`] for people).
 //!
-//! The rules, in order: the connect fails (`not_listening`, `filtered`, `unreachable`); something
-//! else answers (`not_ssh`); the exchange works with nothing held, so the load experiment decides
-//! (`ok`, `maxstartups`, `per_source_limit`, `penalized`, `overloaded`); every probe is refused (by a
-//! line that names a limit, a zero-byte close whose delay tells the cause, or another message); no
-//! banner ever; some banners, some refusals; else `intermittent`.
+//! First what stands in front of sshd (`super::front`: signals and one `match`), then sshd's own
+//! rules, in the same shape: `Signals::of` computes each signal once (what the probes with nothing
+//! held got, taken together; what another address got and what the per-source test of
+//! `super::persource` read of the two; what this host holds; what the load experiment showed), then
+//! one exhaustive `match` over them gives the verdict, one commented arm per rule, so a new verdict
+//! is a new arm. Every rule that reads a per-source limit (or a penalty, or an access rule for this
+//! address) against a global one reads it by that test at its stated error rate; when the test is
+//! untold, the evidence names both causes and the confidence is low.
 
 use super::evidence::{DelayClass, Evidence, Note};
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, NotTestedReason, Tally};
@@ -755,10 +758,23 @@ fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
         }
         // Refused only while diagnose itself held connections, served again once it let them go:
         // nothing refuses anyone now; the limit is where it is.
+        // How few banners after the release say so is stated: they rule out only high drop rates.
         (U::Served, _, Some(Load::Refused { cleared: true, connect_failed: false, .. }))
             if !held_anywhere =>
         {
-            conclude(Verdict::Ok, Confidence::High, vec![Evidence::RefusalsBeginAt { held: held_level }])
+            let banners = facts.probes(ExperimentKind::Persistence).count() as u32;
+            conclude(
+                Verdict::Ok,
+                Confidence::High,
+                vec![
+                    Evidence::RefusalsBeginAt { held: held_level },
+                    Evidence::ServedAfterRelease {
+                        banners,
+                        ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
+                        error_rate_pct: persource::error_rate_pct(),
+                    },
+                ],
+            )
         }
         (U::Served, _, Some(Load::Refused { cleared, .. })) => {
             let after_release = facts.probes(ExperimentKind::Persistence).next().is_some();
@@ -870,8 +886,8 @@ pub(super) const MULTIPLEXER_MIN_WAIT_US: u64 = 900_000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::diagnose::facts::HostHolder;
     use crate::experiment::diagnose::facts::fixtures::*;
+    use crate::experiment::diagnose::facts::HostHolder;
 
     const EXCEEDED: &str = "Exceeded MaxStartups";
     const NOT_ALLOWED: &str = "Not allowed at this time";
@@ -1482,5 +1498,71 @@ mod tests {
             f.evidence
         );
         assert_eq!(f.remedy, [Remedy::RestartHungServer]);
+    }
+
+    /// Every rule that reads per-source reads it by the test: a reset at the listener for this
+    /// address beside 2 banners elsewhere (p = 0.1) keeps its per-address reading at low
+    /// confidence, naming both; it never says every address is closed.
+    #[test]
+    fn an_untold_zero_byte_close_names_both_and_never_every_address() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Low), "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceUntold { p_per_mille: 100, .. })));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::ListenerDropEverywhere { .. })));
+    }
+
+    /// Held from the probing address, refused there and served elsewhere at the same load: a
+    /// per-source limit only when the test says so; random drops on both otherwise.
+    #[test]
+    fn per_source_under_load_is_read_by_the_test() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let run = |mine: Vec<ExperimentProbe>, theirs: Vec<ExperimentProbe>| {
+            let mut load = exp(ExperimentKind::Load, 3, mine);
+            load.held_from_probing_source = true;
+            decide(&facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![ok(); 3]),
+                load,
+                exp(ExperimentKind::Source, 3, theirs),
+                exp(ExperimentKind::Persistence, 0, vec![ok()]),
+            ]))
+        };
+        // 1 refusal in 2 beside 2 banners: untold, not a per-source limit.
+        let f = run(vec![refusal(EXCEEDED), ok()], vec![ok(); 2]);
+        assert_eq!(f.verdict, Verdict::Ok, "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceUntold { .. })), "{:?}", f.evidence);
+        // 5 of 5 refused beside 5 banners: p = 1/252, per-source.
+        let f = run(vec![refusal(EXCEEDED); 5], vec![ok(); 5]);
+        assert_eq!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::PerSourceShown {
+            here: Count::new(5, 5),
+            elsewhere: Count::new(0, 5),
+            p_per_mille: 4,
+            error_rate_pct: 1
+        }));
+        // A refusal elsewhere at the same load: a limit for everyone.
+        let f = run(vec![refusal(EXCEEDED); 2], vec![ok(), refusal(EXCEEDED)]);
+        assert_ne!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+    }
+
+    /// An ok says what its banners rule out: 13 in a row rule out drops of 30 % (MaxStartups'
+    /// default rate) at the 1 % error rate.
+    #[test]
+    fn an_ok_says_what_its_banners_rule_out() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![ok(); 3]),
+            exp(ExperimentKind::Load, 3, vec![ok(); 2]),
+            exp(ExperimentKind::Source, 3, vec![ok(); 7]),
+            exp(ExperimentKind::Persistence, 0, vec![ok()]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Ok);
+        assert!(
+            f.evidence.contains(&Evidence::NoDropsSeen { banners: 13, ruled_out_pct: 30, error_rate_pct: 1 }),
+            "{:?}",
+            f.evidence
+        );
     }
 }

@@ -386,6 +386,16 @@ pub enum Evidence {
         /// The error rate a per-source verdict needs, in per cent.
         error_rate_pct: u32,
     },
+    /// Every probe after the release got a banner: random drops of `ruled_out_pct` or more now would
+    /// have refused one of them but for the stated error rate (lower rates are not ruled out).
+    ServedAfterRelease {
+        /// Banners after the release.
+        banners: u32,
+        /// The least drop rate they rule out, in per cent (rounded up).
+        ruled_out_pct: u32,
+        /// The error rate, in per cent.
+        error_rate_pct: u32,
+    },
     /// Every probe of the run got a banner: random drops of `ruled_out_pct` or more would have
     /// refused one of them but for the stated error rate.
     NoDropsSeen {
