@@ -198,15 +198,18 @@ mod tests {
         }
         let mut elsewhere: Vec<bool> = (0..2).map(|_| probe()).collect();
         let count = |v: &[bool]| Count::new(v.iter().filter(|&&r| r).count() as u32, v.len() as u32);
-        for pair in 0..=MAX_EXTRA_PAIRS {
-            let s = split(count(&here), count(&elsewhere));
-            if !matches!(s, Split::Untold { .. }) || pair == MAX_EXTRA_PAIRS {
-                return Some(s);
-            }
+        let untold = |h: &[bool], e: &[bool]| matches!(split(count(h), count(e)), Split::Untold { .. });
+        // As gather's `pairs`: the other address's probe, then (while untold) the probing one's, at
+        // most MAX_EXTRA_PAIRS of those; the other goes on alone up to its cap of 12.
+        let mut extra_here = 0;
+        while untold(&here, &elsewhere) && elsewhere.len() < 12 {
             elsewhere.push(probe());
-            here.push(probe());
+            if untold(&here, &elsewhere) && extra_here < MAX_EXTRA_PAIRS && here.len() < 12 {
+                here.push(probe());
+                extra_here += 1;
+            }
         }
-        unreachable!()
+        Some(split(count(&here), count(&elsewhere)))
     }
 
     /// Under a global limit of any drop rate, the whole sequential procedure reads per-source less
@@ -220,6 +223,42 @@ mod tests {
                 .filter(|_| matches!(procedure(drop, &mut rng), Some(Split::PerSource { .. })))
                 .count();
             let rate = per_source as f64 / runs as f64;
+            assert!(rate < PER_SOURCE_ERROR_RATE, "drop {drop}: per-source in {rate} of runs");
+        }
+    }
+
+    /// The same under load, held from the probing address: its 2 probes at the first load that
+    /// refused anything (so at least one refused), 2 from the other address, then pairs while
+    /// untold, the probing address with room for 3 more under its cap and the other going on alone
+    /// up to its own (10 more).
+    fn loaded_procedure(drop: f64, rng: &mut impl Rng) -> Option<Split> {
+        let mut probe = || rng.gen_bool(drop);
+        let mut here = vec![probe(), probe()];
+        if !here.iter().any(|&r| r) {
+            return None;
+        }
+        let mut elsewhere = vec![probe(), probe()];
+        let count = |v: &[bool]| Count::new(v.iter().filter(|&&r| r).count() as u32, v.len() as u32);
+        let untold = |h: &[bool], e: &[bool]| matches!(split(count(h), count(e)), Split::Untold { .. });
+        for _ in 0..10 {
+            if !untold(&here, &elsewhere) {
+                break;
+            }
+            elsewhere.push(probe());
+            if untold(&here, &elsewhere) && here.len() < 5 {
+                here.push(probe());
+            }
+        }
+        Some(split(count(&here), count(&elsewhere)))
+    }
+
+    #[test]
+    fn under_load_the_procedure_keeps_its_error_rate_too() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        for drop in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95] {
+            let runs: Vec<Split> = (0..20_000).filter_map(|_| loaded_procedure(drop, &mut rng)).collect();
+            let per_source = runs.iter().filter(|s| matches!(s, Split::PerSource { .. })).count();
+            let rate = per_source as f64 / runs.len() as f64;
             assert!(rate < PER_SOURCE_ERROR_RATE, "drop {drop}: per-source in {rate} of runs");
         }
     }
