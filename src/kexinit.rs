@@ -65,7 +65,8 @@ pub(crate) const FIELD_NAMES: [&str; 10] = [
 ];
 
 /// Why the bytes after the ident are not a KEXINIT.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum KexError {
     /// Nothing arrived after the ident line.
     #[error("no packet after the identification line")]
@@ -92,6 +93,7 @@ pub enum KexError {
     },
     /// A plausible packet, longer than this probe reads (raise the byte cap to read it).
     #[error("a packet of {bytes} bytes does not fit in the {room} bytes left of the byte cap")]
+    #[strum(serialize = "exceeds_byte_cap")]
     ExceedsCap {
         /// The packet's size, length field included.
         bytes: usize,
@@ -163,21 +165,7 @@ pub enum KexError {
 impl KexError {
     /// A snake_case name for machine outputs.
     pub fn name(&self) -> &'static str {
-        match self {
-            KexError::NoPacket => "no_packet",
-            KexError::Truncated { .. } => "truncated",
-            KexError::LengthTooSmall { .. } => "length_too_small",
-            KexError::LengthTooLarge { .. } => "length_too_large",
-            KexError::ExceedsCap { .. } => "exceeds_byte_cap",
-            KexError::Misaligned { .. } => "misaligned",
-            KexError::PaddingTooShort { .. } => "padding_too_short",
-            KexError::PaddingTooLong { .. } => "padding_too_long",
-            KexError::NotKexinit { .. } => "not_kexinit",
-            KexError::ShortPayload { .. } => "short_payload",
-            KexError::NameListOverrun { .. } => "name_list_overrun",
-            KexError::EmptyName { .. } => "empty_name",
-            KexError::BadNameByte { .. } => "bad_name_byte",
-        }
+        self.into()
     }
 }
 

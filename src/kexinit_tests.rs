@@ -287,3 +287,23 @@ proptest! {
         }
     }
 }
+/// when each was written by hand.
+#[test]
+fn malformations_keep_their_published_names() {
+    let names: Vec<&str> = [
+        KexError::NoPacket,
+        KexError::ExceedsCap { bytes: 9000, room: 10 },
+        KexError::PaddingTooShort { padding: 1 },
+        KexError::NameListOverrun { field: "kex_algorithms", length: 9, left: 1 },
+        KexError::BadNameByte { field: "kex_algorithms", index: 0, byte: 0 },
+    ]
+    .iter()
+    .map(KexError::name)
+    .collect();
+    assert_eq!(
+        names,
+        ["no_packet", "exceeds_byte_cap", "padding_too_short", "name_list_overrun", "bad_name_byte"]
+    );
+    assert_eq!(openssh::Kind::HostKey.name(), "host_key");
+    assert_eq!(serde_json::to_string(&openssh::Kind::HostKey).unwrap(), "\"host_key\"");
+}

@@ -254,7 +254,7 @@ async fn answer(
     open: &AtomicUsize,
 ) -> std::io::Result<()> {
     match behaviour {
-        Behaviour::Ok => banner_then_hold(stream, LAB_BANNER).await,
+        Behaviour::Ok => banner_then_kexinit(stream, LAB_BANNER).await,
         Behaviour::DenyClose => {
             tokio::time::sleep(config.deny_delay).await;
             Ok(())
@@ -274,7 +274,7 @@ async fn answer(
                 drop(slot);
                 return stream.write_all(message.as_bytes()).await;
             }
-            let result = banner_then_hold(stream, LAB_BANNER).await;
+            let result = banner_then_kexinit(stream, LAB_BANNER).await;
             drop(slot);
             result
         }
@@ -284,7 +284,7 @@ async fn answer(
                 stream.write_all(&[b]).await?;
                 tokio::time::sleep(config.slow_interval).await;
             }
-            hold(stream).await
+            kexinit_after_ident(stream).await
         }
         Behaviour::NotSsh => {
             stream
@@ -300,7 +300,7 @@ async fn answer(
         Behaviour::Prebanner => {
             let text = b"Authorized use only. Activity is monitored.\r\nContact ops@example.invalid\r\n";
             stream.write_all(text).await?;
-            banner_then_hold(stream, LAB_BANNER).await
+            banner_then_kexinit(stream, LAB_BANNER).await
         }
         Behaviour::Ssh1 => banner_then_hold(stream, b"SSH-1.5-Cisco-1.25\r\n").await,
         Behaviour::PerSource => answer_per_source(stream, config, &PerAddress::default()).await,
@@ -354,7 +354,7 @@ async fn answer_per_source(
         }
     }
     let _slot = Slot(open, ip);
-    banner_then_hold(stream, LAB_PER_SOURCE_BANNER).await
+    banner_then_kexinit(stream, LAB_PER_SOURCE_BANNER).await
 }
 
 /// One unauthenticated connection counted by a MaxStartups endpoint, released when dropped.
@@ -374,6 +374,48 @@ impl Drop for UnauthSlot<'_> {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Sends `banner`, then goes on as OpenSSH's sshd does after it: [`kexinit_after_ident`].
+async fn banner_then_kexinit(mut stream: TcpStream, banner: &[u8]) -> std::io::Result<()> {
+    stream.write_all(banner).await?;
+    kexinit_after_ident(stream).await
+}
+
+/// Reads the client's identification line and answers with the lab's KEXINIT
+/// ([`lab_kexinit_packet`]), as sshd does once both idents are exchanged (docs/facts.md §12), then
+/// holds the connection. A client that sends no line end within 8 KiB is only held.
+async fn kexinit_after_ident(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    let mut read = 0;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf[..n].contains(&b'\n') {
+            break;
+        }
+        read += n;
+        if read > 8192 {
+            return hold(stream).await;
+        }
+    }
+    stream.write_all(lab_kexinit_packet()).await?;
+    hold(stream).await
+}
+
+/// The KEXINIT packet the lab's OpenSSH-like endpoints send: an OpenSSH 9.9 server's default
+/// proposal (its `myproposal.h` lists, `ext-info-s` and strict key exchange) with one ed25519 host
+/// key, and a zero cookie.
+pub fn lab_kexinit_packet() -> &'static [u8] {
+    static PACKET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PACKET.get_or_init(|| {
+        let defaults = crate::kexinit::openssh::CLIENTS[2];
+        let mut kex = defaults.kex.to_vec();
+        kex.extend(["ext-info-s", crate::kexinit::STRICT_KEX_SERVER]);
+        crate::kexinit::KexInit::offering(&kex, &["ssh-ed25519"], defaults.cipher, defaults.mac).emit_packet()
+    })
 }
 
 async fn banner_then_hold(mut stream: TcpStream, banner: &[u8]) -> std::io::Result<()> {

@@ -325,11 +325,52 @@ fn read_file(
                 continue;
             }
         };
-        let text = text.split('#').next().unwrap_or("").trim();
+        let text = target_text(text);
         if !text.is_empty() && !emit_spec(text, options, &mut emit_here) {
             return false;
         }
     }
+}
+
+/// A target file line's target: the text before any `#` comment, trimmed.
+fn target_text(line: &str) -> &str {
+    line.split('#').next().unwrap_or("").trim()
+}
+
+/// How many addresses `sources` name, as the target reader will send them (networks by their
+/// member count, each with its ports), reading target files to the end; `None` when one is
+/// standard input, which can be read only once. Lines that do not parse (and files that cannot be
+/// read) count nothing, as they probe nothing; exclusions are not subtracted. For a progress line's
+/// total: a large file is read twice, on a thread of its own, while the run starts.
+pub fn count_addresses(sources: &[TargetSource], default_ports: &[u16]) -> Option<u128> {
+    let of_text = |text: &str| -> u128 {
+        crate::target::parse_target_ports(text, default_ports)
+            .map_or(0, |specs| specs.iter().map(TargetSpec::address_count).fold(0u128, u128::saturating_add))
+    };
+    let mut total = 0u128;
+    for source in sources {
+        let n = match source {
+            TargetSource::Arg(text) => of_text(text),
+            TargetSource::File(path) if path.as_os_str() == "-" => return None,
+            TargetSource::File(path) => {
+                let Ok(file) = std::fs::File::open(path) else { continue };
+                let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+                let (mut line, mut n) = (Vec::new(), 0u128);
+                while matches!(reader.read_until(b'\n', &mut line), Ok(1..)) {
+                    if let Ok(text) = std::str::from_utf8(&line) {
+                        let text = target_text(text);
+                        if !text.is_empty() {
+                            n = n.saturating_add(of_text(text));
+                        }
+                    }
+                    line.clear();
+                }
+                n
+            }
+        };
+        total = total.saturating_add(n);
+    }
+    Some(total)
 }
 
 /// How a run paces its probes.

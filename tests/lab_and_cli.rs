@@ -31,6 +31,33 @@ async fn probe(addr: SocketAddr, order: ProbeOrder) -> (Classification, sshprobe
     (classify(&obs), obs)
 }
 
+/// The OpenSSH-like endpoints answer the client's ident with a KEXINIT, as sshd does, so `--kex`
+/// and diagnose read one from the lab; it comes only after our ident (a probe that does not ask
+/// for it reads the banner alone).
+#[tokio::test]
+async fn the_lab_sends_its_kexinit_after_our_ident() {
+    use sshprobe::kexinit::KexRead;
+    let lab = Lab::start(lab_config()).await.expect("the lab");
+    for behaviour in [Behaviour::Ok, Behaviour::Slow, Behaviour::Prebanner, Behaviour::PerSource] {
+        let request =
+            ProbeRequest::new(lab.addr(behaviour)).timeouts(Duration::from_secs(5), Duration::from_secs(5));
+        let obs = ConnectEngine::default().probe(request.clone().kex(true)).await;
+        let Some(KexRead::Kexinit(k)) = &obs.kexinit else { panic!("{behaviour}: no KEXINIT: {obs:?}") };
+        assert!(k.strict_kex() && k.post_quantum() && !k.terrapin_exposed(), "{behaviour}: {k:?}");
+        assert_eq!(k.server_host_key_algorithms.names().collect::<Vec<_>>(), ["ssh-ed25519"]);
+        let plain = ConnectEngine::default().probe(request).await;
+        let c = classify(&plain);
+        assert_eq!(c.outcome, Outcome::Banner, "{behaviour}: {plain:?}");
+        let ident_end = plain.received.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        assert_eq!(
+            ident_end,
+            plain.received.len(),
+            "{behaviour}: nothing after the ident unasked: {plain:?}"
+        );
+    }
+    assert_eq!(sshprobe::kexinit::openssh::CLIENTS[2].versions, "9.9", "the lab offers OpenSSH 9.9's lists");
+}
+
 #[tokio::test]
 async fn every_lab_behaviour_gives_its_outcome() {
     let lab = Lab::start(lab_config()).await.expect("the lab");

@@ -192,5 +192,27 @@ fn a_progress_line_on_a_terminal_then_a_summary_that_stays() {
         "{screen:?}"
     );
     assert!(screen.contains("2 probes in ") && screen.contains("1 refused, 1 banner_timeout"), "{screen:?}");
+
+    // Targets from a file: the total comes once the file is counted (a comment, a blank line and
+    // a line that does not parse count nothing; a /30 counts its 2 hosts).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let list = dir.path().join("targets");
+    std::fs::write(
+        &list,
+        format!("# silent first\n127.0.0.1:{port}\n\n-5\n127.0.0.1:{closed}\n127.0.1.0/30:{closed}\n"),
+    )
+    .expect("the target file");
+    let command = format!(
+        "{} probe -i {} --banner-timeout 1s -o jsonl --output-file /dev/null",
+        assert_cmd::cargo::cargo_bin("sshprobe").display(),
+        list.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SSHPROBE_STATE_DIR", "")
+        .output()
+        .expect("script");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("/4 probes (") && screen.contains("ETA"), "{screen:?}");
     drop(silent);
 }

@@ -9,6 +9,7 @@ use sshprobe::engine::any::AnyEngine;
 use sshprobe::engine::EngineConfig;
 use sshprobe::experiment::budget::{Budget, Ledger, DEFAULT_PER_SOURCE};
 use sshprobe::experiment::diagnose::{diagnose, DiagnoseOptions, Verdict};
+use sshprobe::experiment::sources::Source;
 use sshprobe::report::diagnose::{write_diagnosis, CSV_HEADER};
 use sshprobe::report::{stdout_wants_colour, Format};
 use sshprobe::resolve::resolve_one;
@@ -269,7 +270,10 @@ async fn diagnose_all(
                     return;
                 }
                 *last = Some(std::time::Instant::now());
-                let source = source.map_or_else(|| "the default address".to_string(), |s| s.to_string());
+                let source = match source {
+                    Source::Address(ip) => ip.to_string(),
+                    Source::KernelChoice => "the default address".to_string(),
+                };
                 say!(
                     "sshprobe: pacing {source} at about one connection a second ({:.1} s to wait now): OpenSSH 9.8+ \
                      penalises faster probing",

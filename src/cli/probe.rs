@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -276,13 +276,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
         state_special_exclusions(&args.targets, first_port);
         excludes.extend(sshprobe::target::never_unicast());
     }
-    let total = planned_total(&args.targets, args.inputs.is_empty(), &args.ports.0, args.count, args.shard);
     let sources: Vec<TargetSource> = args
         .targets
         .into_iter()
         .map(TargetSource::Arg)
         .chain(args.inputs.into_iter().map(TargetSource::File))
         .collect();
+    let total = PlannedTotal::count(&sources, &args.ports.0, args.count, args.shard);
     let exclusions = Arc::new(load_exclusions(excludes, &args.exclude_files)?);
     let targets = scan::spawn_target_reader(
         sources,
@@ -343,31 +343,66 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// How many probes targets given on the command line make (`None` with `-i` files, whose size is
-/// unknown until read, or a target that does not parse): addresses × ports × `--count`, the share
-/// of one shard. Excluded addresses are not subtracted, so the run may make fewer.
-fn planned_total(
-    targets: &[String],
-    no_files: bool,
-    ports: &[u16],
-    count: u32,
-    shard: Option<(u64, u64)>,
-) -> Option<u64> {
-    if !no_files {
-        return None;
+/// How many probes the run will make: addresses × ports × `--count`, the share of one shard, known
+/// at once for targets on the command line and once a thread has read the `-i` files (never for
+/// standard input, which can be read only once). Excluded addresses are not subtracted, so the run
+/// may make fewer. The progress line gets the total whenever it comes.
+#[derive(Debug, Default)]
+struct PlannedTotal {
+    /// The total once known, and the progress line to give it to once there is one.
+    state: Mutex<(Option<u64>, Option<indicatif::ProgressBar>)>,
+}
+
+impl PlannedTotal {
+    /// Counts the probes of `sources`: at once for command-line targets, else on a thread.
+    fn count(
+        sources: &[TargetSource],
+        ports: &[u16],
+        count: u32,
+        shard: Option<(u64, u64)>,
+    ) -> Arc<PlannedTotal> {
+        let planned = Arc::new(PlannedTotal::default());
+        let all_args = sources.iter().all(|s| matches!(s, TargetSource::Arg(_)));
+        let (sources, ports, fill) = (sources.to_vec(), ports.to_vec(), planned.clone());
+        let count_them = move || {
+            let Some(addresses) = scan::count_addresses(&sources, &ports) else { return };
+            let mut probes = addresses.saturating_mul(u128::from(count));
+            if let Some((i, n)) = shard {
+                let (i, n) = (u128::from(i), u128::from(n));
+                probes = probes / n + u128::from(i < probes % n);
+            }
+            if let Ok(probes) = u64::try_from(probes) {
+                fill.set(probes);
+            }
+        };
+        if all_args {
+            count_them();
+        } else if let Err(e) = std::thread::Builder::new().name("count".into()).spawn(count_them) {
+            tracing::debug!("no thread to count the targets ({e}): the progress line shows no total");
+        }
+        planned
     }
-    let mut total: u128 = 0;
-    for t in targets {
-        for spec in sshprobe::target::parse_target_ports(t, ports).ok()? {
-            total = total.saturating_add(spec.address_count());
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<u64>, Option<indicatif::ProgressBar>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, total: u64) {
+        let mut state = self.lock();
+        state.0 = Some(total);
+        if let Some(bar) = &state.1 {
+            show_total(bar, total);
         }
     }
-    total = total.saturating_mul(u128::from(count));
-    if let Some((i, n)) = shard {
-        let (i, n) = (u128::from(i), u128::from(n));
-        total = total / n + u128::from(i < total % n);
+
+    /// Gives `bar` the total now if it is known, else when it is.
+    fn show_on(&self, bar: &indicatif::ProgressBar) {
+        let mut state = self.lock();
+        if let Some(total) = state.0 {
+            show_total(bar, total);
+        }
+        state.1 = Some(bar.clone());
     }
-    u64::try_from(total).ok()
 }
 
 /// `--dry-run`: writes every target the run would probe, in its order, and sends nothing. A table
@@ -508,7 +543,7 @@ fn load_exclusions(mut nets: Vec<ipnet::IpNet>, files: &[PathBuf]) -> anyhow::Re
 }
 
 /// How results are shown.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Output {
     format: Format,
     trace: bool,
@@ -518,9 +553,8 @@ struct Output {
     shard: Option<(u64, u64)>,
     /// Whether results go to `--output-file` rather than stdout.
     to_file: bool,
-    /// How many probes the run will make, when known before it starts (targets on the command
-    /// line only; exclusions may make it fewer).
-    total: Option<u64>,
+    /// How many probes the run will make, once known (exclusions may make it fewer).
+    total: Arc<PlannedTotal>,
 }
 
 /// Runs the probes with `engine`, reports each result, and returns the exit status.
@@ -547,7 +581,8 @@ async fn drive<E: Engine>(
     let mut tally: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut bad_targets = 0u64;
     let mut excluded = 0u64;
-    let progress = progress_line(on_terminal, output.total);
+    let progress = progress_line(on_terminal);
+    output.total.show_on(&progress);
     let mut open = true;
     while open {
         let event = match rx.try_recv() {
@@ -628,27 +663,30 @@ fn output_open(result: std::io::Result<()>) -> anyhow::Result<bool> {
 
 /// A progress line on stderr for runs whose results go to a file or a pipe: probes done, rate,
 /// elapsed. Hidden when stderr is not a terminal, and when results go to the terminal themselves.
-fn progress_line(results_on_terminal: bool, total: Option<u64>) -> indicatif::ProgressBar {
+fn progress_line(results_on_terminal: bool) -> indicatif::ProgressBar {
     if results_on_terminal {
         return indicatif::ProgressBar::hidden();
     }
     // indicatif draws on stderr only when it is a terminal.
-    let (bar, template) = match total {
-        Some(n) => (
-            indicatif::ProgressBar::new(n),
-            "{spinner} {pos}/{len} probes ({percent}%), {msg} in flight, {per_sec}, ETA {eta}",
-        ),
-        None => (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {pos} probes, {msg} in flight, {per_sec}, {elapsed}",
-        ),
-    };
+    let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message("0");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos} probes, {msg} in flight, {per_sec}, {elapsed}",
+    ) {
         bar.set_style(style);
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
+}
+
+/// Gives the progress line its total, percent and ETA (once the `-i` files are counted).
+fn show_total(bar: &indicatif::ProgressBar, total: u64) {
+    bar.set_length(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos}/{len} probes ({percent}%), {msg} in flight, {per_sec}, ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! have no penalties (OpenSSH before 9.8, dropbear: docs/facts.md §5) is not paced from the first
 //! connection of the next run, and another server on the same host keeps its own account.
 
+use super::sources::Source;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -53,7 +54,7 @@ pub struct Budget {
     pace: Pace,
     /// Whether the server may penalise (true until a banner says otherwise).
     penalties: AtomicBool,
-    accounts: Mutex<BTreeMap<Option<IpAddr>, Account>>,
+    accounts: Mutex<BTreeMap<Source, Account>>,
     /// At most this many connections from one address in all, whatever the pace
     /// ([`Budget::max_per_address`]); `None`: no such cap.
     max_per_address: Option<u32>,
@@ -64,7 +65,7 @@ pub struct Budget {
 }
 
 /// What [`Budget::on_wait`] calls: the source that waits, and for how long.
-type WaitReport = Box<dyn Fn(Option<IpAddr>, Duration) + Send + Sync>;
+type WaitReport = Box<dyn Fn(Source, Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,8 +106,8 @@ pub struct BudgetUse {
     pub per_source: u32,
     /// How the budget metered.
     pub pace: Pace,
-    /// Connections opened from each source (`default` for the kernel's choice).
-    pub spent: BTreeMap<String, u32>,
+    /// Connections opened from each source.
+    pub spent: BTreeMap<Source, u32>,
     /// How long the run waited for the budget: the longest any one address waited (addresses wait
     /// side by side).
     #[serde(skip_serializing_if = "is_zero")]
@@ -149,7 +150,8 @@ impl Budget {
     }
 
     /// Connections `source` may still open under the per-address cap; `None`: no cap.
-    pub(crate) fn cap_remaining(&self, source: Option<IpAddr>) -> Option<u32> {
+    pub(crate) fn cap_remaining(&self, source: impl Into<Source>) -> Option<u32> {
+        let source = source.into();
         let spent = self.accounts().get(&source).map_or(0, |a| a.spent);
         self.max_per_address.map(|cap| cap.saturating_sub(spent))
     }
@@ -160,12 +162,12 @@ impl Budget {
     }
 
     /// Calls `report` whenever a probe has to wait for the budget, with the source and the wait.
-    pub fn on_wait(mut self, report: impl Fn(Option<IpAddr>, Duration) + Send + Sync + 'static) -> Budget {
+    pub fn on_wait(mut self, report: impl Fn(Source, Duration) + Send + Sync + 'static) -> Budget {
         self.on_wait = Some(Box::new(report));
         self
     }
 
-    fn accounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<Option<IpAddr>, Account>> {
+    fn accounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<Source, Account>> {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -188,13 +190,14 @@ impl Budget {
 
     /// Takes one connection from `source`'s budget now; false when it is spent (a cap) or would
     /// push the address's estimated penalty over the limit.
-    pub(crate) fn try_take(&self, source: Option<IpAddr>) -> bool {
-        self.wait_for(source, Instant::now()).is_none()
+    pub(crate) fn try_take(&self, source: impl Into<Source>) -> bool {
+        self.wait_for(source.into(), Instant::now()).is_none()
     }
 
     /// Takes one connection from `source`'s budget, waiting for it until `until` (forever without
     /// one); false when the budget will never allow it (a spent cap) or `until` comes first.
-    pub async fn take(&self, source: Option<IpAddr>, until: Option<Instant>) -> bool {
+    pub async fn take(&self, source: impl Into<Source>, until: Option<Instant>) -> bool {
+        let source = source.into();
         let started = Instant::now();
         loop {
             let now = Instant::now();
@@ -217,7 +220,7 @@ impl Budget {
 
     /// Takes a connection from `source` if the budget allows it at `now` (`None`), or says how long
     /// until it will (`Duration::MAX`: never).
-    fn wait_for(&self, source: Option<IpAddr>, now: Instant) -> Option<Duration> {
+    fn wait_for(&self, source: Source, now: Instant) -> Option<Duration> {
         let paced = self.paced();
         let mut accounts = self.accounts();
         let account = accounts.entry(source).or_insert_with(|| Account::new(0.0));
@@ -245,7 +248,8 @@ impl Budget {
 
     /// Counts a connection from `source` that was made whatever the budget said (polling for a
     /// penalty to lift): what was spent stays honest.
-    pub fn charge(&self, source: Option<IpAddr>) {
+    pub fn charge(&self, source: impl Into<Source>) {
+        let source = source.into();
         let now = Instant::now();
         let mut accounts = self.accounts();
         let account = accounts.entry(source).or_insert_with(|| Account::new(0.0));
@@ -255,7 +259,8 @@ impl Budget {
     }
 
     /// Connections `source` may still open now.
-    pub fn remaining(&self, source: Option<IpAddr>) -> u32 {
+    pub fn remaining(&self, source: impl Into<Source>) -> u32 {
+        let source = source.into();
         let accounts = self.accounts();
         let account = accounts.get(&source).copied().unwrap_or_else(|| Account::new(0.0));
         let paced = match self.pace {
@@ -277,7 +282,7 @@ impl Budget {
             spent: accounts
                 .iter()
                 .filter(|(_, a)| a.spent > 0)
-                .map(|(k, a)| (k.map_or_else(|| "default".to_string(), |ip| ip.to_string()), a.spent))
+                .map(|(source, a)| (*source, a.spent))
                 .collect(),
             // Addresses wait side by side: the longest wait, never more than the run lasted.
             waited_ms: accounts.values().map(|a| a.waited.as_millis() as u64).max().unwrap_or(0),
@@ -298,7 +303,7 @@ impl Budget {
             let age = now_unix.saturating_sub(entry.at_unix_ms) as f64 / 1000.0;
             let owed = (entry.owed - age).max(0.0);
             if owed > 0.0 {
-                let account = accounts.entry(source.source).or_insert_with(|| Account::new(0.0));
+                let account = accounts.entry(source.source.into()).or_insert_with(|| Account::new(0.0));
                 account.owed = account.owed_now(now) + owed;
                 account.at = now;
             }
@@ -313,7 +318,7 @@ impl Budget {
         ledger.entries.retain(|k, _| !(k.server == server.ip() && k.port.is_none()));
         for (source, account) in self.accounts().iter() {
             let owed = account.owed_now(now);
-            let key = LedgerKey { server: server.ip(), port: Some(server.port()), source: *source };
+            let key = LedgerKey { server: server.ip(), port: Some(server.port()), source: source.ip() };
             if owed > 0.0 {
                 ledger.entries.insert(key, LedgerEntry { owed, at_unix_ms });
             } else {
@@ -491,10 +496,10 @@ mod tests {
         assert_eq!(b.remaining(a), 1);
         assert_eq!(b.remaining(None), 0);
         let u = b.usage();
-        assert_eq!(u.spent["default"], 2);
-        assert_eq!(u.spent["127.0.0.2"], 1);
+        assert_eq!(u.spent[&Source::KernelChoice], 2);
+        assert_eq!(u.spent[&Source::Address("127.0.0.2".parse().unwrap())], 1);
         b.charge(None);
-        assert_eq!(b.usage().spent["default"], 3);
+        assert_eq!(b.usage().spent[&Source::KernelChoice], 3);
         assert_eq!(b.remaining(None), 0);
     }
 
@@ -524,7 +529,7 @@ mod tests {
         for _ in 0..20 {
             assert!(b.try_take(None));
         }
-        assert_eq!(b.usage().spent["default"], 32);
+        assert_eq!(b.usage().spent[&Source::KernelChoice], 32);
     }
 
     #[test]

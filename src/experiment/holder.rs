@@ -216,7 +216,8 @@ mod tests {
             assert_eq!(holder.fill_to(target, &sources, &budget, 10).await, target);
         }
         let spent = budget.usage().spent;
-        assert_eq!((spent["127.0.0.1"], spent["127.0.0.2"]), (2, 2), "{spent:?}");
+        let at = |ip: &str| spent[&crate::experiment::sources::Source::Address(ip.parse().unwrap())];
+        assert_eq!((at("127.0.0.1"), at("127.0.0.2")), (2, 2), "{spent:?}");
         // Past the deadline no attempt starts.
         holder.set_deadline(Some(Instant::now()));
         assert_eq!(holder.fill_to(8, &sources, &budget, 10).await, 4);
@@ -256,6 +257,6 @@ mod tests {
         let lifetimes = holder.lifetimes();
         assert_eq!(lifetimes.len(), 1);
         assert!(lifetimes[0] >= Duration::from_millis(150), "{lifetimes:?}");
-        assert_eq!(budget.usage().spent["default"], 2);
+        assert_eq!(budget.usage().spent[&crate::experiment::sources::Source::KernelChoice], 2);
     }
 }

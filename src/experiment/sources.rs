@@ -8,6 +8,54 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+/// Where one connection comes from: an address asked for, or the kernel's choice (what a user's
+/// `ssh` gets). Reports write the kernel's choice as `default`; addresses sort before it, in numeric
+/// order (`127.77.0.2` before `127.77.0.10`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// An address asked for: `--source`, or an automatic loopback alias.
+    Address(IpAddr),
+    /// No address asked for: the kernel chooses, from the route to the server.
+    KernelChoice,
+}
+
+impl Source {
+    /// The address to bind, if one was asked for.
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Source::Address(ip) => Some(ip),
+            Source::KernelChoice => None,
+        }
+    }
+}
+
+impl From<Option<IpAddr>> for Source {
+    fn from(ip: Option<IpAddr>) -> Source {
+        ip.map_or(Source::KernelChoice, Source::Address)
+    }
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Source {
+        Source::Address(ip)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Address(ip) => ip.fmt(f),
+            Source::KernelChoice => f.write_str("default"),
+        }
+    }
+}
+
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A block of automatic loopback addresses: `count` of them from `127.77.first_subnet.1`, 250 per
 /// /24 (`.1` to `.250`), so that each command keeps to its own subnets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +142,18 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn sources_print_as_reports_write_them_and_sort_addresses_first() {
+        let mut all: Vec<Source> =
+            vec![Source::KernelChoice, ip("127.77.0.10").into(), ip("127.77.0.2").into(), ip("::1").into()];
+        all.sort();
+        let text: Vec<String> = all.iter().map(Source::to_string).collect();
+        assert_eq!(text, ["127.77.0.2", "127.77.0.10", "::1", "default"]);
+        assert_eq!(serde_json::to_string(&Source::KernelChoice).unwrap(), "\"default\"");
+        assert_eq!(Source::from(None), Source::KernelChoice);
+        assert_eq!(Source::from(Some(ip("127.0.0.2"))).ip(), Some(ip("127.0.0.2")));
     }
 
     #[test]

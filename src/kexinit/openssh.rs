@@ -18,8 +18,9 @@ use serde::Serialize;
 use std::fmt;
 
 /// The kinds of algorithm a client and server must agree on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     /// Key exchange (`no matching key exchange method found`).
     Kex,
@@ -34,12 +35,7 @@ pub enum Kind {
 impl Kind {
     /// The snake_case name.
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Kex => "kex",
-            Kind::HostKey => "host_key",
-            Kind::Cipher => "cipher",
-            Kind::Mac => "mac",
-        }
+        self.into()
     }
 
     /// The `ssh` option that lists this kind.

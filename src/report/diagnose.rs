@@ -141,16 +141,19 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(out, "  experiments:")?;
     for e in &d.experiments {
         let kind: &str = e.kind.into();
-        let source = e.probes.first().map_or_else(|| "-".to_string(), |p| p.source_label());
-        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {}", e.held, tally_text(&e.tally()))?;
+        let sources: std::collections::BTreeSet<_> = e.probes.iter().map(|p| p.source).collect();
+        let source = if sources.is_empty() {
+            "-".to_string()
+        } else {
+            sources.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        };
+        let tally =
+            if e.probes.is_empty() { "no probe finished".to_string() } else { tally_text(&e.tally()) };
+        writeln!(out, "    {kind:<12} held {:>3}  from {source:<12} {tally}", e.held)?;
     }
-    // Addresses in numeric order (127.77.0.10 after 127.77.0.2), then the kernel's choice.
-    let mut spent: Vec<(&String, &u32)> = d.budget.spent.iter().collect();
-    spent.sort_by_key(|(source, _)| match source.parse::<std::net::IpAddr>() {
-        Ok(ip) => (0, Some(ip)),
-        Err(_) => (1, None),
-    });
-    let spent: Vec<String> = spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
+    // `Source`'s order: addresses in numeric order (127.77.0.10 after 127.77.0.2), then the
+    // kernel's choice.
+    let spent: Vec<String> = d.budget.spent.iter().map(|(s, n)| format!("{n} from {s}")).collect();
     let budget = &d.budget;
     let rule = match budget.pace {
         Pace::Cap => format!("at most {} per source address", budget.per_source),
@@ -673,6 +676,10 @@ pub fn remedy_text(remedy: &Remedy, port: u16) -> String {
         Remedy::AllowMoreTime => "run again with a longer --max-duration: the probe budget refills at about one \
              connection a second per source address, which keeps OpenSSH 9.8+ from penalising it"
             .into(),
+        Remedy::AllowTheServerMoreTime => "run again with a --max-duration longer than --banner-timeout (8 s by \
+             default): the server held every probe without a word until the time limit cut it; `sshprobe probe \
+             TARGET` shows how long it takes to answer, if it does"
+            .into(),
         Remedy::CollectMore => "collect more: `sshprobe probe TARGET --count 50 --interval 200ms -o jsonl`, and check \
              the path (packet loss, middleboxes)"
             .into(),
@@ -754,6 +761,7 @@ mod tests {
     use super::*;
     use crate::experiment::diagnose::facts::fixtures::*;
     use crate::experiment::diagnose::{decide, ExperimentKind, ExperimentProbe};
+    use crate::experiment::sources::Source;
 
     /// The README's case: Debian sshd with `sshd: ALL` in hosts.deny.
     fn hosts_deny() -> Diagnosis {
@@ -768,7 +776,7 @@ mod tests {
                 0,
                 vec![
                     ExperimentProbe {
-                        source: Some("127.77.0.1".parse().unwrap()),
+                        source: Source::Address("127.77.0.1".parse().unwrap()),
                         ..closed_after(5_000_000)
                     };
                     2
@@ -784,10 +792,36 @@ mod tests {
             budget: BudgetUse {
                 per_source: 10,
                 pace: Pace::PenaltySafe,
-                spent: [("default".to_string(), 3), ("127.77.0.1".to_string(), 2)].into(),
+                spent: [(Source::KernelChoice, 3), (Source::Address("127.77.0.1".parse().unwrap()), 2)]
+                    .into(),
                 waited_ms: 0,
             },
             duration_ms: 6_100,
+        }
+    }
+
+    /// Diagnose prints a probe with the probe JSONL's names: every field they share has the same
+    /// name and the same value, and the rest is the experiment's own context.
+    #[test]
+    fn a_diagnose_probe_speaks_the_probe_jsonl_vocabulary() {
+        use crate::experiment::diagnose::facts::fixtures::{banner, closed_at, refusal, reset_after};
+        let context = ["source", "held", "server_delay_us"];
+        for probe in
+            [banner("OpenSSH_9.2p1"), refusal("Exceeded MaxStartups"), reset_after(5_000), closed_at(90, 400)]
+        {
+            let ours = serde_json::to_value(&probe).unwrap();
+            let result = crate::scan::ProbeResult {
+                target: "t".into(),
+                seq: 0,
+                time: SystemTime::UNIX_EPOCH,
+                record: probe.record.clone(),
+            };
+            let jsonl = serde_json::to_value(crate::report::probe::JsonRecord::new(&result)).unwrap();
+            for (key, value) in ours.as_object().unwrap() {
+                if !context.contains(&key.as_str()) {
+                    assert_eq!(Some(value), jsonl.get(key), "{key}: {ours} against {jsonl}");
+                }
+            }
         }
     }
 

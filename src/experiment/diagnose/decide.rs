@@ -14,6 +14,7 @@ use super::evidence::{DelayClass, Evidence, Note};
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, NotTestedReason, Tally};
 use super::persource::{self, Count, Split};
 use super::remedy::{remedies, Remedy};
+use crate::experiment::sources::Source;
 use crate::experiment::stats::percentile;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
@@ -145,12 +146,10 @@ pub fn decide(facts: &Facts) -> Finding {
     }
     super::logged::refine(facts, &mut f);
     // Our address as the server saw it, for an access rule to name.
-    let client = unloaded
-        .iter()
-        .filter(|p| p.refused())
-        .find_map(|p| p.local())
-        .map(|a| a.ip())
-        .or_else(|| facts.probing_timeline().iter().find_map(|p| p.source.or(p.local().map(|a| a.ip()))));
+    let client =
+        unloaded.iter().filter(|p| p.refused()).find_map(|p| p.local()).map(|a| a.ip()).or_else(|| {
+            facts.probing_timeline().iter().find_map(|p| p.source.ip().or(p.local().map(|a| a.ip())))
+        });
     f.remedy = remedies(f.verdict, software, &f.evidence, client);
     f
 }
@@ -512,7 +511,7 @@ fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
             f.evidence.push(Evidence::Unloaded { tally: Tally::of(s.unloaded.iter().copied()) });
             if let Some(first) = s.second.first() {
                 f.evidence.push(Evidence::SecondSource {
-                    source: first.source_label(),
+                    source: first.source,
                     tally: Tally::of(s.second.iter().copied()),
                 });
             } else if !facts.second_source {
@@ -542,7 +541,7 @@ fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
             f.evidence.push(Evidence::ZeroByteClose {
                 median_us,
                 probes: closes.len(),
-                source: refusals.first().map(|p| p.source_label()).unwrap_or_default(),
+                source: refusals.first().map_or(Source::KernelChoice, |p| p.source),
                 server_delay_us,
                 server_delay_range_us,
                 class,
@@ -1064,7 +1063,7 @@ mod tests {
             f.evidence.contains(&Evidence::ZeroByteClose {
                 median_us: 5_012_000,
                 probes: 3,
-                source: "default".into(),
+                source: Source::KernelChoice,
                 server_delay_us: 5_011_800,
                 server_delay_range_us: (5_009_800, 5_019_800),
                 class: DelayClass::WrappersDelay,

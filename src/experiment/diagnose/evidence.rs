@@ -6,6 +6,7 @@
 
 use super::facts::{HostHolder, NotTestedReason, Tally};
 use super::persource::Count;
+use crate::experiment::sources::Source;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
@@ -67,7 +68,7 @@ pub enum Evidence {
     /// What a second source address got with nothing held.
     SecondSource {
         /// The address.
-        source: String,
+        source: Source,
         /// Its probes' outcomes.
         tally: Tally,
     },
@@ -104,7 +105,7 @@ pub enum Evidence {
         /// How many refusals had a close time.
         probes: usize,
         /// The source address they came from.
-        source: String,
+        source: Source,
         /// How long the server itself took (the close less the connect round trip), median.
         server_delay_us: u64,
         /// The fastest and slowest of those.
@@ -312,7 +313,7 @@ pub enum Evidence {
     /// Another address was served while this one was blocked.
     ServedElsewhere {
         /// The other address.
-        source: String,
+        source: Source,
         /// Its banners.
         banners: usize,
         /// Its probes.

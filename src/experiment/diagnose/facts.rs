@@ -1,7 +1,9 @@
 //! The facts diagnose gathers: experiments of probes, each probe one [`ProbeRecord`] with the
 //! experiment's context. Data only; [`super::decide()`] reads them, the report writes them.
 
-use crate::evidence::{End, ProbeOrder};
+use crate::evidence::{End, ProbeOrder, Timings};
+use crate::experiment::sources::Source;
+use crate::ident::IdentLine;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::record::ProbeRecord;
 use crate::server::Software;
@@ -15,8 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 pub struct ExperimentProbe {
     /// What the probe observed and what it means.
     pub record: ProbeRecord,
-    /// The source address asked for (`None`: the kernel's choice).
-    pub source: Option<IpAddr>,
+    /// Where it came from: an address asked for, or the kernel's choice.
+    pub source: Source,
     /// Our held connections open when it connected.
     pub held: u32,
 }
@@ -25,11 +27,6 @@ impl ExperimentProbe {
     /// The outcome.
     pub fn outcome(&self) -> Outcome {
         self.record.outcome()
-    }
-
-    /// The source address asked for, as reports write it (`default`: the kernel's choice).
-    pub(crate) fn source_label(&self) -> String {
-        self.source.map_or_else(|| "default".to_string(), |ip| ip.to_string())
     }
 
     /// Microseconds from connect to the end.
@@ -112,28 +109,26 @@ impl ExperimentProbe {
     }
 }
 
-/// The JSON of one [`ExperimentProbe`]: the fields reports have always had, read from the record.
+/// The JSON of one [`ExperimentProbe`]: the probe JSONL's fields, by the same names and with the
+/// same meaning (`outcome`, `order`, `local`, `end`, `timings_us`, `bytes_len`, `banner`, `message`,
+/// `refusal`: see `report::probe::JsonRecord`), and the experiment's own: `source`, `held` and,
+/// for a refusal after accept, `server_delay_us`.
 #[derive(Serialize)]
 struct ExperimentProbeJson<'a> {
     outcome: Outcome,
     order: ProbeOrder,
-    source: String,
+    source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     local: Option<SocketAddr>,
     held: u32,
-    bytes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     end: Option<End>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    closed_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ident_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    connect_us: Option<u64>,
+    timings_us: Timings,
+    bytes_len: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_delay_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    software: Option<&'a str>,
+    banner: Option<&'a IdentLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,16 +141,14 @@ impl Serialize for ExperimentProbe {
         ExperimentProbeJson {
             outcome: self.outcome(),
             order: obs.order,
-            source: self.source_label(),
+            source: self.source,
             local: obs.local,
             held: self.held,
-            bytes: obs.received.len(),
             end: obs.end,
-            closed_us: obs.timings.closed,
-            ident_us: obs.timings.ident,
-            connect_us: self.connect_us(),
+            timings_us: obs.timings,
+            bytes_len: obs.received.len(),
             server_delay_us: self.refused().then(|| self.server_delay_us()).flatten(),
-            software: self.software_version(),
+            banner: self.record.classification.banner.as_ref(),
             message: self.message(),
             refusal: self.refusal(),
         }
@@ -181,6 +174,9 @@ pub enum ExperimentKind {
     /// One probe from a blocked address after a wait with nothing held: a rate limit has let a
     /// new connection through by then, a ban has not.
     Recheck,
+    /// Probes the time limit (`--max-duration`) cut in flight, with what each saw until then. Listed
+    /// after the decision, which never reads them: an unfinished probe is no evidence.
+    Cut,
 }
 
 /// One experiment's probes.
@@ -368,7 +364,7 @@ pub(crate) mod fixtures {
             packets: Vec::new(),
             kexinit: None,
         };
-        ExperimentProbe { record: ProbeRecord::new(observation), source: None, held: 0 }
+        ExperimentProbe { record: ProbeRecord::new(observation), source: Source::KernelChoice, held: 0 }
     }
 
     /// A probe whose observation classifies as `outcome`, with nothing received.
@@ -426,7 +422,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_probe_serializes_with_the_fields_reports_have_always_had() {
+    fn a_probe_serializes_with_the_probe_jsonl_names_and_its_experiment_context() {
         let mut p = refusal("Exceeded MaxStartups");
         p.held = 3;
         let json = serde_json::to_value(&p).unwrap();
@@ -434,15 +430,18 @@ mod tests {
             json,
             serde_json::json!({
                 "outcome": "server_refusal", "order": "wait_for_banner", "source": "default",
-                "local": "127.0.0.1:40000", "held": 3, "bytes": 22, "end": "fin", "closed_us": 300, "connect_us": 100,
-                "server_delay_us": 100,
-                "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
+                "local": "127.0.0.1:40000", "held": 3, "end": "fin",
+                "timings_us": {"connected": 100, "closed": 300}, "bytes_len": 22,
+                "server_delay_us": 100, "message": "Exceeded MaxStartups", "refusal": "exceeded_max_startups"
             })
         );
-        let p = ExperimentProbe { source: Some("127.77.0.1".parse().unwrap()), ..banner("OpenSSH_9.2p1") };
+        let p = ExperimentProbe {
+            source: Source::Address("127.77.0.1".parse().unwrap()),
+            ..banner("OpenSSH_9.2p1")
+        };
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(
-            (&json["source"], &json["software"], &json["ident_us"]),
+            (&json["source"], &json["banner"]["software"], &json["timings_us"]["ident"]),
             (&"127.77.0.1".into(), &"OpenSSH_9.2p1".into(), &300.into())
         );
     }

@@ -17,6 +17,7 @@
 use super::decide::{Confidence, Verdict};
 use super::evidence::{Evidence, Note};
 use super::facts::{ExperimentKind, ExperimentProbe, Facts, Tally};
+use crate::experiment::sources::Source;
 use crate::outcome::Outcome;
 use std::net::IpAddr;
 
@@ -46,7 +47,7 @@ pub(super) struct Signals {
     /// Probes from the probing address in all.
     pub probes: usize,
     /// Another address's probes: (address, banners, probes); `None` when none was tried.
-    pub elsewhere: Option<(String, usize, usize)>,
+    pub elsewhere: Option<(Source, usize, usize)>,
     /// Connections the probing address held when its SYNs failed: this host's (other processes)
     /// and ours (the load experiment's, when held from it).
     pub held_here: u32,
@@ -84,10 +85,11 @@ impl Signals {
         };
         let blocked = Tally::of(timeline.iter().copied().filter(|p| p.connect_failed()));
         let elsewhere: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Source).collect();
-        let elsewhere = elsewhere.first().map(|first| {
-            (first.source_label(), elsewhere.iter().filter(|p| p.served()).count(), elsewhere.len())
-        });
-        let probing: Option<IpAddr> = timeline.iter().find_map(|p| p.source.or(p.local().map(|a| a.ip())));
+        let elsewhere = elsewhere
+            .first()
+            .map(|first| (first.source, elsewhere.iter().filter(|p| p.served()).count(), elsewhere.len()));
+        let probing: Option<IpAddr> =
+            timeline.iter().find_map(|p| p.source.ip().or(p.local().map(|a| a.ip())));
         let host_here: u32 =
             facts.host_connections.iter().filter(|h| Some(h.local) == probing).map(|h| h.count).sum();
         let ours_here = facts
@@ -209,11 +211,7 @@ pub(super) fn rule(s: &Signals) -> Option<FrontFinding> {
     let mut evidence =
         vec![Evidence::SynsBlocked { tally: s.blocked.clone(), probes: s.probes, served_first }];
     if let Some((source, banners, probes)) = &s.elsewhere {
-        evidence.push(Evidence::ServedElsewhere {
-            source: source.clone(),
-            banners: *banners,
-            probes: *probes,
-        });
+        evidence.push(Evidence::ServedElsewhere { source: *source, banners: *banners, probes: *probes });
     }
     evidence.extend(specific);
     Some(FrontFinding { verdict, confidence, evidence, notes })
@@ -244,7 +242,7 @@ mod tests {
             let f = rule(&s).unwrap();
             assert_eq!((f.verdict, f.confidence), (Verdict::SourceBlocked, Confidence::High));
             assert!(f.evidence.contains(&Evidence::ServedElsewhere {
-                source: "default".into(),
+                source: Source::KernelChoice,
                 banners: 2,
                 probes: 2
             }));

@@ -250,12 +250,17 @@ pub async fn diagnose<E: Engine>(
             ledger.saw(remote, sw);
         }
     }
+    let mut experiments = facts.experiments;
+    let cut = std::mem::take(&mut *lab.cut_probes());
+    if !cut.is_empty() {
+        experiments.push(Experiment::new(ExperimentKind::Cut, 0, cut));
+    }
     Diagnosis {
         target: target.to_string(),
         remote,
         finding,
         server,
-        experiments: facts.experiments,
+        experiments,
         budget: budget.usage(),
         duration_ms: started.elapsed().as_millis() as u64,
     }
@@ -570,8 +575,8 @@ struct Bench<'a, E: Engine> {
     spacing: Duration,
     /// No probe starts after this.
     until: Option<tokio::time::Instant>,
-    /// Whether the time limit cut a probe in flight.
-    cut: std::sync::atomic::AtomicBool,
+    /// The probes the time limit cut in flight.
+    cut: std::sync::Mutex<Vec<ExperimentProbe>>,
 }
 
 impl<'a, E: Engine> Bench<'a, E> {
@@ -586,9 +591,14 @@ impl<'a, E: Engine> Bench<'a, E> {
         Bench { engine, request, budget, spacing: options.spacing, until, cut: Default::default() }
     }
 
+    /// The probes the time limit cut in flight.
+    fn cut_probes(&self) -> std::sync::MutexGuard<'_, Vec<ExperimentProbe>> {
+        self.cut.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether the time limit cut a probe in flight.
     fn cut(&self) -> bool {
-        self.cut.load(std::sync::atomic::Ordering::Relaxed)
+        !self.cut_probes().is_empty()
     }
 
     /// One probe, when the budget allows it (waiting for it, within the time limit).
@@ -611,9 +621,9 @@ impl<'a, E: Engine> Bench<'a, E> {
         let record = ProbeRecord::new(observation);
         if record.outcome() == Outcome::Interrupted {
             // Cut at the time limit: not a finished probe, so no evidence (as a probe the budget
-            // did not allow in time).
+            // did not allow in time), but kept with what it saw for the report.
             tracing::debug!("a probe cut at the time limit: {record:?}");
-            self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.cut_probes().push(ExperimentProbe { record, source: source.into(), held });
             return None;
         }
         match record.banner().map(|b| Software::of(b).has_penalties()) {
@@ -623,7 +633,7 @@ impl<'a, E: Engine> Bench<'a, E> {
             Some(true) => self.budget.server_has_penalties(),
             None => {}
         }
-        Some(ExperimentProbe { record, source, held })
+        Some(ExperimentProbe { record, source: source.into(), held })
     }
 
     /// `n` probes one after another, `spacing` apart, with `held` connections held.

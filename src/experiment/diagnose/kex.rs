@@ -93,7 +93,11 @@ mod tests {
         obs.end = Some(End::WeClosed);
         obs.received = bytes::Bytes::from_static(b"SSH-2.0-OpenSSH_5.3\r\n");
         obs.kexinit = Some(KexRead::Kexinit(Box::new(offer)));
-        let probe = ExperimentProbe { record: ProbeRecord::new(obs), source: None, held: 0 };
+        let probe = ExperimentProbe {
+            record: ProbeRecord::new(obs),
+            source: crate::experiment::sources::Source::KernelChoice,
+            held: 0,
+        };
         Facts {
             experiments: vec![Experiment {
                 kind: ExperimentKind::Baseline,

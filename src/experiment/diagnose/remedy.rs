@@ -4,6 +4,7 @@
 
 use super::decide::Verdict;
 use super::evidence::Evidence;
+use super::facts::NotTestedReason;
 use crate::server::Software;
 use std::net::IpAddr;
 
@@ -52,6 +53,9 @@ pub enum Remedy {
     ReleaseThisHostsConnections,
     /// Run again with a longer time limit (the probe budget refills at about one a second).
     AllowMoreTime,
+    /// Run again with a time limit longer than the banner timeout: the server held the probes
+    /// without a word until the limit cut them.
+    AllowTheServerMoreTime,
     /// The exchange works: look past it with `ssh -vvv`.
     LookPastTheExchange,
     /// A ban-after-failures daemon banned the client: its ignore list (fail2ban `ignoreip`, sshguard's
@@ -150,7 +154,13 @@ pub fn remedies(
         }
         Verdict::ServerError => vec![Remedy::RepairServer],
         Verdict::ListenerDrop => vec![Remedy::TellListenerDropsApart],
-        Verdict::NotTested => vec![Remedy::AllowMoreTime],
+        Verdict::NotTested => {
+            if shows(|e| matches!(e, Evidence::NoProbes { reason: NotTestedReason::TimeLimitCut })) {
+                vec![Remedy::AllowTheServerMoreTime]
+            } else {
+                vec![Remedy::AllowMoreTime]
+            }
+        }
         Verdict::Penalized => {
             if shows(|e| matches!(e, Evidence::AmbiguousRefusalLine)) {
                 vec![Remedy::ExemptFromPenalties, Remedy::RaiseMaxStartupsIfEveryAddressRefused]
