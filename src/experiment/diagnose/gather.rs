@@ -4,7 +4,7 @@
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
-use super::persource::{split, Count, Split, BANNERS_FOR_OK, MAX_EXTRA_PAIRS};
+use super::persource::{needs_probing_address, split, Count, Split, BANNERS_FOR_OK, MAX_EXTRA_PAIRS};
 use super::Finding;
 use crate::engine::{Engine, Interrupt, ProbeRequest};
 use crate::evidence::ProbeOrder;
@@ -189,7 +189,8 @@ pub async fn diagnose<E: Engine>(
         if let (Some(&other), Some((here, elsewhere))) =
             (others.first(), super::decide::unloaded_counts_to_test(&facts))
         {
-            let (mine, theirs) = pairs(&lab, (primary, here), (other, elsewhere), 0, 0, &mut facts).await;
+            let (mine, theirs) =
+                pairs(&lab, (primary, here), (other, elsewhere), 0, (0, true), &mut facts).await;
             if !mine.is_empty() {
                 facts.experiments.push(Experiment::new(ExperimentKind::Determinism, 0, mine));
             }
@@ -408,7 +409,7 @@ async fn load_experiment<E: Engine>(
         let (here, elsewhere) = super::decide::loaded_counts(facts, held);
         if let (Some(&fresh), true, false, 0) = (others.first(), from_probing, blocked, elsewhere.refused) {
             let (mine, theirs) =
-                pairs(lab, (primary, here), (fresh, elsewhere), held, FINAL_CHECK, facts).await;
+                pairs(lab, (primary, here), (fresh, elsewhere), held, (FINAL_CHECK, false), facts).await;
             for (kind, probes) in [(ExperimentKind::Load, mine), (ExperimentKind::Source, theirs)] {
                 if !probes.is_empty() {
                     facts.experiments.push(Experiment {
@@ -462,15 +463,19 @@ async fn load_experiment<E: Engine>(
 
 /// Pairs of probes at `held` connections held, the other address's first, then the probing one's,
 /// one at a time (so both meet the same server), while the per-source test is untold: at most
-/// [`MAX_EXTRA_PAIRS`], the probing address keeping `reserve` connections of its cap. When it has
-/// none left to give, the other address goes on alone. Returns the probing address's probes and
-/// the other's.
+/// `MAX_EXTRA_PAIRS * 2` from the other address (within its cap), and from the probing address at
+/// most [`MAX_EXTRA_PAIRS`], keeping `reserve` connections of its cap. With `spare_refused`, the
+/// probing address is probed only while the other's banners alone could not decide
+/// ([`needs_probing_address`]): every further probe of a refused address meets the limit again,
+/// and may deepen a penalty or count towards a ban (and sshd rate-limits the log lines that would
+/// name it). Under load it is not spared: it holds the connections, and the other's banners alone
+/// cannot decide within its cap. Returns the probing address's probes and the other's.
 async fn pairs<E: Engine>(
     lab: &Bench<'_, E>,
     (primary, mut here): (Option<IpAddr>, Count),
     (other, mut elsewhere): (Option<IpAddr>, Count),
     held: u32,
-    reserve: u32,
+    (reserve, spare_refused): (u32, bool),
     facts: &mut Facts,
 ) -> (Vec<ExperimentProbe>, Vec<ExperimentProbe>) {
     let untold = |here, elsewhere| matches!(split(here, elsewhere), Split::Untold { .. });
@@ -478,7 +483,8 @@ async fn pairs<E: Engine>(
         |source: Option<IpAddr>, keep: u32| lab.budget.cap_remaining(source).is_none_or(|left| left > keep);
     let add = |c: Count, p: &ExperimentProbe| Count::new(c.refused + u32::from(!p.served()), c.probes + 1);
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..MAX_EXTRA_PAIRS * 2 {
+    let rounds = MAX_EXTRA_PAIRS * 2;
+    for round in 0..rounds {
         if !untold(here, elsewhere) || !room(other, 0) {
             break;
         }
@@ -489,7 +495,12 @@ async fn pairs<E: Engine>(
         };
         elsewhere = add(elsewhere, &p);
         theirs.push(p);
-        if !untold(here, elsewhere) || !room(primary, reserve) || mine.len() as u32 >= MAX_EXTRA_PAIRS {
+        let other_left = lab.budget.cap_remaining(other).unwrap_or(u32::MAX).min(rounds - round - 1);
+        if !untold(here, elsewhere)
+            || (spare_refused && !needs_probing_address(here, elsewhere, other_left))
+            || !room(primary, reserve)
+            || mine.len() as u32 >= MAX_EXTRA_PAIRS
+        {
             continue;
         }
         tokio::time::sleep(lab.spacing).await;
