@@ -520,7 +520,7 @@ fn sslh_with_a_four_second_timeout_is_ok_and_named() {
 /// first's refusals are likely under that global limit. Ten runs must agree.
 // Fewer probes gave the wrong verdict about one run in five (3 of 3 refused here, 2 of 2 banners
 // there, read as per_source_limit; six banners in a row read as ok): diagnose now takes pairs of
-// probes from both addresses at the same load until Fisher's exact test decides at a 1 % error
+// probes from both addresses at the same load until Fisher's exact test decides at a 0.1 % error
 // rate, and tops an `ok` up to the banners that rule out a 30 % drop rate.
 #[test]
 fn random_drops_give_the_same_verdict_ten_times() {

@@ -191,7 +191,7 @@ fn shown(here: Count, elsewhere: Count, p: f64) -> Evidence {
         here,
         elsewhere,
         p_per_mille: persource::per_mille(p),
-        error_rate_pct: persource::error_rate_pct(),
+        error_rate_per_mille: persource::error_rate_per_mille(),
     }
 }
 
@@ -201,7 +201,7 @@ fn untold(here: Count, elsewhere: Count, p: f64) -> Evidence {
         here,
         elsewhere,
         p_per_mille: persource::per_mille(p),
-        error_rate_pct: persource::error_rate_pct(),
+        error_rate_per_mille: persource::error_rate_per_mille(),
     }
 }
 
@@ -770,7 +770,7 @@ fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
                     Evidence::ServedAfterRelease {
                         banners,
                         ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
-                        error_rate_pct: persource::error_rate_pct(),
+                        error_rate_per_mille: persource::error_rate_per_mille(),
                     },
                 ],
             )
@@ -850,7 +850,7 @@ fn ok_served(facts: &Facts) -> Conclusion {
         c.evidence.push(Evidence::NoDropsSeen {
             banners,
             ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
-            error_rate_pct: persource::error_rate_pct(),
+            error_rate_per_mille: persource::error_rate_per_mille(),
         });
     }
     if max_held < CONFIDENT_LOAD {
@@ -957,7 +957,7 @@ mod tests {
             here,
             elsewhere,
             p_per_mille,
-            error_rate_pct: 1,
+            error_rate_per_mille: 1,
         };
         assert!(f.evidence.contains(&untold(Count::new(2, 5), Count::new(0, 2), 476)), "{:?}", f.evidence);
         // 8 banners on the other address are still too few against random refusals here (p =
@@ -1098,7 +1098,7 @@ mod tests {
         // The same close for this address only: an access rule without Debian's delay.
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![broken(); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
@@ -1175,16 +1175,16 @@ mod tests {
     fn per_source_limits_spare_other_addresses() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::PerSourceLimit, Confidence::High));
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithoutPenalties { software: OPENSSH_9_2 }));
-        // 3 of 3 refused here, 7 of 7 served there: p = 1/C(10,3), under the 1 % error rate.
+        // 3 of 3 refused here, 17 of 17 served there: p = 1/C(20,3), under the 0.1 % error rate.
         assert!(f.evidence.contains(&Evidence::PerSourceShown {
             here: Count::new(3, 3),
-            elsewhere: Count::new(0, 7),
-            p_per_mille: 8,
-            error_rate_pct: 1
+            elsewhere: Count::new(0, 17),
+            p_per_mille: 1,
+            error_rate_per_mille: 1
         }));
         assert_eq!(f.remedy, [Remedy::RaisePerSourceMaxStartups]);
         // With 2 banners there, a global limit dropping at random gives that with p = 0.1: both causes
@@ -1198,13 +1198,13 @@ mod tests {
             here: Count::new(3, 3),
             elsewhere: Count::new(0, 2),
             p_per_mille: 100,
-            error_rate_pct: 1
+            error_rate_per_mille: 1
         }));
 
         let quick = vec![closed_after(300), reset_after(300), closed_after(300)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, quick),
-            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 7]),
+            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 17]),
         ]));
         assert_eq!(f.verdict, Verdict::PerSourceLimit);
         assert!(f.evidence.contains(&Evidence::DropbearPerSourceClose), "{:?}", f.evidence);
@@ -1215,7 +1215,7 @@ mod tests {
     fn penalties_on_9_8_plus() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 7]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 17]),
         ]));
         assert_eq!(f.verdict, Verdict::Penalized);
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithPenalties { software: OPENSSH_10_0 }));
@@ -1242,8 +1242,8 @@ mod tests {
             [
                 Evidence::UnloadedBanners { probes: 3, software: OPENSSH_9_2 },
                 Evidence::ServedUnderLoad { max_held: 8 },
-                // 9 banners rule out drops of 41 % or more (0.59^9 < 1 %), not MaxStartups' 30 %.
-                Evidence::NoDropsSeen { banners: 9, ruled_out_pct: 41, error_rate_pct: 1 }
+                // 9 banners rule out drops of 54 % or more (0.46^9 < 0.1 %), not MaxStartups' 30 %.
+                Evidence::NoDropsSeen { banners: 9, ruled_out_pct: 54, error_rate_per_mille: 1 }
             ]
         );
         assert_eq!(f.remedy, [Remedy::LookPastTheExchange]);
@@ -1379,7 +1379,7 @@ mod tests {
             host_connections: holders("127.0.0.1", 3),
             ..facts(vec![
                 exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 7]),
+                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 17]),
             ])
         });
         assert_eq!(
@@ -1444,7 +1444,7 @@ mod tests {
     fn a_reset_at_the_listener_for_this_address_only_is_access_denied_there() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 7]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert!(f.evidence.iter().any(|e| matches!(e, Evidence::AtTheListener { .. })), "{:?}", f.evidence);
@@ -1532,34 +1532,38 @@ mod tests {
         let f = run(vec![refusal(EXCEEDED), ok()], vec![ok(); 2]);
         assert_eq!(f.verdict, Verdict::Ok, "{:?}", f.evidence);
         assert!(f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceUntold { .. })), "{:?}", f.evidence);
-        // 5 of 5 refused beside 5 banners: p = 1/252, per-source.
-        let f = run(vec![refusal(EXCEEDED); 5], vec![ok(); 5]);
+        // 5 of 5 refused beside 9 banners: p = 1/2002, per-source.
+        let f = run(vec![refusal(EXCEEDED); 5], vec![ok(); 9]);
         assert_eq!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
         assert!(f.evidence.contains(&Evidence::PerSourceShown {
             here: Count::new(5, 5),
-            elsewhere: Count::new(0, 5),
-            p_per_mille: 4,
-            error_rate_pct: 1
+            elsewhere: Count::new(0, 9),
+            p_per_mille: 0,
+            error_rate_per_mille: 1
         }));
         // A refusal elsewhere at the same load: a limit for everyone.
         let f = run(vec![refusal(EXCEEDED); 2], vec![ok(), refusal(EXCEEDED)]);
         assert_ne!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
     }
 
-    /// An ok says what its banners rule out: 13 in a row rule out drops of 30 % (MaxStartups'
-    /// default rate) at the 1 % error rate.
+    /// An ok says what its banners rule out: 20 in a row rule out drops of 30 % (MaxStartups'
+    /// default rate) at the 0.1 % error rate.
     #[test]
     fn an_ok_says_what_its_banners_rule_out() {
         let ok = || banner("OpenSSH_9.2p1");
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![ok(); 3]),
             exp(ExperimentKind::Load, 3, vec![ok(); 2]),
-            exp(ExperimentKind::Source, 3, vec![ok(); 7]),
+            exp(ExperimentKind::Source, 3, vec![ok(); 14]),
             exp(ExperimentKind::Persistence, 0, vec![ok()]),
         ]));
         assert_eq!(f.verdict, Verdict::Ok);
         assert!(
-            f.evidence.contains(&Evidence::NoDropsSeen { banners: 13, ruled_out_pct: 30, error_rate_pct: 1 }),
+            f.evidence.contains(&Evidence::NoDropsSeen {
+                banners: 20,
+                ruled_out_pct: 30,
+                error_rate_per_mille: 1
+            }),
             "{:?}",
             f.evidence
         );

@@ -371,8 +371,8 @@ pub enum Evidence {
         elsewhere: Count,
         /// The test's p-value, in per mille.
         p_per_mille: u32,
-        /// The error rate a per-source verdict needs, in per cent.
-        error_rate_pct: u32,
+        /// The error rate a per-source verdict needs, in per mille.
+        error_rate_per_mille: u32,
     },
     /// The same test left per-source against global undecided (the budget or the per-address cap
     /// allowed no more probes): a global limit dropping at random, or a per-source limit; both are
@@ -384,8 +384,8 @@ pub enum Evidence {
         elsewhere: Count,
         /// The test's p-value, in per mille.
         p_per_mille: u32,
-        /// The error rate a per-source verdict needs, in per cent.
-        error_rate_pct: u32,
+        /// The error rate a per-source verdict needs, in per mille.
+        error_rate_per_mille: u32,
     },
     /// Every probe after the release got a banner: random drops of `ruled_out_pct` or more now would
     /// have refused one of them but for the stated error rate (lower rates are not ruled out).
@@ -394,8 +394,8 @@ pub enum Evidence {
         banners: u32,
         /// The least drop rate they rule out, in per cent (rounded up).
         ruled_out_pct: u32,
-        /// The error rate, in per cent.
-        error_rate_pct: u32,
+        /// The error rate, in per mille.
+        error_rate_per_mille: u32,
     },
     /// Every probe of the run got a banner: random drops of `ruled_out_pct` or more would have
     /// refused one of them but for the stated error rate.
@@ -404,8 +404,8 @@ pub enum Evidence {
         banners: u32,
         /// The least drop rate they rule out, in per cent (rounded up).
         ruled_out_pct: u32,
-        /// The error rate, in per cent.
-        error_rate_pct: u32,
+        /// The error rate, in per mille.
+        error_rate_per_mille: u32,
     },
     /// Refusals came only while diagnose itself held connections, and cleared when it let them go:
     /// nothing refuses anyone now, but the server starts refusing at about `held` unauthenticated

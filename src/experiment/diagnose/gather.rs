@@ -366,7 +366,9 @@ async fn load_experiment<E: Engine>(
         (blocked, refused_at, others.first(), top, drops_plausible)
     {
         let made: u32 = facts.experiments.iter().map(|e| e.probes.len() as u32).sum();
-        let want = BANNERS_FOR_OK.saturating_sub(made + FINAL_CHECK);
+        // Within the other address's cap: the banners it cannot give are said as a weaker bound.
+        let room = lab.budget.cap_remaining(fresh).unwrap_or(u32::MAX);
+        let want = BANNERS_FOR_OK.saturating_sub(made + FINAL_CHECK).min(room);
         let mut probes = Vec::new();
         for i in 0..want {
             if i > 0 {
