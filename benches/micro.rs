@@ -94,6 +94,7 @@ fn observation(connect: Connect, end: Option<End>, received: &[u8]) -> Observati
         sent_ident: true,
         packets: Vec::new(),
         kexinit: None,
+        ident_scan: None,
     }
 }
 
@@ -106,6 +107,26 @@ fn cases() -> Vec<(&'static str, Observation)> {
         ("http", observation(Connect::Established, Some(End::Fin), b"HTTP/1.1 400 Bad Request\r\n\r\n")),
         ("refused", observation(Connect::Refused, None, b"")),
     ]
+}
+
+/// What a banner costs from the engine's read to its classification: the reader scans the bytes as
+/// they come, and the classifier takes that scan (`handed`) or scans them again (`rescanned`, as
+/// before the reader kept its answer).
+fn bench_read_then_classify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read_then_classify");
+    let obs = observation(Connect::Established, Some(End::WeClosed), OPENSSH);
+    for handed in [true, false] {
+        let name = if handed { "handed" } else { "rescanned" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut reader = sshprobe::engine::BannerReader::new(512);
+                black_box(reader.push(black_box(OPENSSH)));
+                let scanned = if handed { reader.take_scanned() } else { None };
+                sshprobe::outcome::classify_scanned(black_box(&obs), scanned)
+            })
+        });
+    }
+    g.finish();
 }
 
 fn bench_classify(c: &mut Criterion) {
@@ -559,6 +580,6 @@ criterion_group! {
     name = micro;
     // Short runs: the whole suite, e2e included, is meant to take a few minutes on 2 cores.
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
-    targets = bench_scan, bench_classify, bench_report, bench_wire
+    targets = bench_scan, bench_read_then_classify, bench_classify, bench_report, bench_wire
 }
 criterion_main!(micro);

@@ -245,6 +245,12 @@ pub struct Observation {
     /// ([`ProbeRequest::kex`](crate::engine::ProbeRequest::kex)) and the server's ident came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kexinit: Option<crate::kexinit::KexRead>,
+    /// What the engine's reader found when it scanned `received` for the ident line, when it
+    /// found more than a partial line (`None`: the classifier scans): handed to
+    /// [`ProbeRecord::new`](crate::record::ProbeRecord::new), which takes it, so a probe's bytes
+    /// are parsed once.
+    #[serde(skip)]
+    pub ident_scan: Option<crate::ident::Scan>,
 }
 
 impl Observation {
@@ -267,6 +273,7 @@ impl Observation {
             sent_ident: false,
             packets: Vec::new(),
             kexinit: None,
+            ident_scan: None,
         }
     }
 }

@@ -231,6 +231,13 @@ const MESSAGE_CHARS: usize = 200;
 
 /// Decides the outcome of one probe from what it observed.
 pub fn classify(obs: &Observation) -> Classification {
+    classify_scanned(obs, obs.ident_scan.clone())
+}
+
+/// [`classify`], with the ident scan the engine already made of `obs.received` (`None`: scan
+/// here). The scan must be of these very bytes, or of a prefix that gave more than `NeedMore`
+/// ([`ident::scan`] never changes such an answer).
+pub fn classify_scanned(obs: &Observation, scanned: Option<Scan>) -> Classification {
     match &obs.connect {
         Connect::Established => {}
         Connect::Refused => return Classification::bare(Outcome::Refused),
@@ -240,7 +247,7 @@ pub fn classify(obs: &Observation) -> Classification {
         Connect::Interrupted => return Classification::bare(Outcome::Interrupted),
     }
     let received = &obs.received[..];
-    match ident::scan(received) {
+    match scanned.unwrap_or_else(|| ident::scan(received)) {
         Scan::Ident(line) => {
             return Classification { banner: Some(line), ..Classification::bare(Outcome::Banner) }
         }
@@ -356,6 +363,7 @@ mod tests {
             sent_ident: false,
             packets: Vec::new(),
             kexinit: None,
+            ident_scan: None,
         }
     }
 

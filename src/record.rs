@@ -7,7 +7,7 @@
 
 use crate::evidence::Observation;
 use crate::ident::IdentLine;
-use crate::outcome::{classify, Classification, Outcome};
+use crate::outcome::{classify_scanned, Classification, Outcome};
 
 /// One probe: what was observed and what it means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,11 @@ pub struct ProbeRecord {
 }
 
 impl ProbeRecord {
-    /// Classifies `observation` and keeps both.
-    pub fn new(observation: Observation) -> ProbeRecord {
-        let classification = classify(&observation);
+    /// Classifies `observation` and keeps both. The engine's ident scan
+    /// ([`Observation::ident_scan`]) is taken for the classification, not kept twice.
+    pub fn new(mut observation: Observation) -> ProbeRecord {
+        let scanned = observation.ident_scan.take();
+        let classification = classify_scanned(&observation, scanned);
         ProbeRecord { observation, classification }
     }
 

@@ -102,7 +102,7 @@ fn the_lab_serves_on_when_nobody_reads_its_table() {
     }
     // SAFETY: a signal to the child we started.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = child.wait().expect("the lab's status");
+    let status = common::wait_within(&mut child, Duration::from_secs(20), "the lab after SIGINT");
     assert!(listening, "the lab never listened");
     assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
 }
@@ -326,7 +326,11 @@ fn first_line_then_signal(args: &[&str], signal: i32) -> (String, String) {
     let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
     // SAFETY: a signal to the child we started.
     unsafe { libc::kill(child.id() as i32, signal) };
-    let _ = child.wait();
+    common::wait_within(
+        &mut child,
+        Duration::from_secs(20),
+        &format!("sshprobe {args:?} after signal {signal}"),
+    );
     let mut stderr = String::new();
     let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
     (line, stderr)
@@ -458,7 +462,7 @@ fn serve_counts_and_shows_a_name_that_does_not_resolve() {
         let page = http_get(addr, "/");
         // SAFETY: a signal to the child we started.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
+        common::wait_within(&mut child, Duration::from_secs(20), "serve after SIGTERM");
         assert!(scrape.contains("sshprobe_outcome{outcome=\"resolve_error\"} 1"), "{scrape}");
         assert!(scrape.contains("probe_success 0"), "{scrape}");
         assert!(metrics.contains("sshprobe_exporter_probes_total{outcome=\"resolve_error\"} 1"), "{metrics}");
@@ -503,7 +507,7 @@ fn serve_answers_a_scrape_in_flight_at_sigterm_as_interrupted() {
     // SAFETY: a signal to the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let answer = scrape.join().expect("the scrape");
-    let status = child.wait().expect("serve's status");
+    let status = common::wait_within(&mut child, Duration::from_secs(20), "serve after SIGTERM");
     assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("sshprobe_outcome{outcome=\"interrupted\"} 1"), "{answer}");
     assert!(status.success(), "{status}");

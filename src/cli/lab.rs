@@ -71,6 +71,9 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
             args.bind
         );
     }
+    // Caught before the table says the lab is up: a Ctrl-C right after it must stop the lab, not be
+    // lost (or, where the shell ignores SIGINT for background jobs, ignored for good).
+    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     let lab = Lab::start(config).await.context("starting the lab")?;
     // The lab serves on when nobody reads its table (`sshprobe lab | head -1`).
     let _ = stdout_line(format_args!("{:<12} {:<22} BEHAVIOUR", "ENDPOINT", "ADDRESS"));
@@ -78,7 +81,6 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<u8> {
         let _ = stdout_line(format_args!("{:<12} {:<22} {}", behaviour.name(), addr, behaviour.describe()));
     }
     say!("lab running; Ctrl-C stops it");
-    let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
     signals.recv().await;
     drop(lab);
     Ok(EXIT_OK)

@@ -94,6 +94,7 @@ impl ConnectEngine {
             drive(&mut stream, &mut machine, &request.ident, deadline, request.interrupt.as_ref(), us).await;
         let held = step == Step::Hold;
         let kexinit = machine.kexinit();
+        let ident_scan = machine.take_ident_scan();
         let (end, timings, received, sent_ident) = machine.into_parts();
         let observation = Observation {
             remote,
@@ -107,6 +108,7 @@ impl ConnectEngine {
             sent_ident,
             packets: Vec::new(),
             kexinit,
+            ident_scan,
         };
         (observation, held.then_some((stream, connected)))
     }

@@ -26,7 +26,7 @@
 
 use super::{BannerReader, Progress};
 use crate::evidence::{End, ProbeOrder, Timings};
-use crate::ident::{self, Scan};
+use crate::ident::Scan;
 use crate::kexinit::{self, Frame, KexRead};
 
 /// How long after the server's ident its KEXINIT is waited for, at most: OpenSSH sends it within
@@ -197,8 +197,8 @@ impl Exchange {
     /// (the packet may already be here, in the ident's read).
     fn on_ident_then_kexinit(&mut self, now_us: u64) -> Step {
         self.timings.ident = Some(now_us);
-        let from = match ident::scan(self.banner.bytes()) {
-            Scan::Ident(line) => line.end_offset,
+        let from = match self.banner.scanned() {
+            Some(Scan::Ident(line)) => line.end_offset,
             // An SSH-1 server has no binary packet for us: done, as without the KEXINIT.
             _ => return self.finish(now_us, End::WeClosed, false),
         };
@@ -306,6 +306,13 @@ impl Exchange {
     /// The bytes kept so far.
     pub fn received(&self) -> &[u8] {
         self.banner.bytes()
+    }
+
+    /// Takes the ident scan the reader made of the bytes (`None` when it found no more than a
+    /// partial line), for [`Observation::ident_scan`](crate::evidence::Observation): the classifier
+    /// then parses nothing again.
+    pub(crate) fn take_ident_scan(&mut self) -> Option<Scan> {
+        self.banner.take_scanned()
     }
 
     /// The facts: how it ended (`Timeout` if it had not: an engine giving up), the milestones and

@@ -258,6 +258,10 @@ pub struct HoldEnd {
 pub struct BannerReader {
     received: BytesMut,
     cap: usize,
+    /// The scan's answer once it is more than `NeedMore`: kept, since the answer for a prefix
+    /// never changes with more bytes, and handed to the classifier so the bytes are parsed once.
+    /// Boxed: a probe in flight carries a pointer, not the parsed line.
+    scanned: Option<Box<Scan>>,
 }
 
 /// What the bytes received so far call for.
@@ -274,7 +278,7 @@ pub enum Progress {
 impl BannerReader {
     /// An empty reader keeping at most `cap` bytes.
     pub fn new(cap: usize) -> BannerReader {
-        BannerReader { received: BytesMut::with_capacity(cap.min(512)), cap }
+        BannerReader { received: BytesMut::with_capacity(cap.min(512)), cap, scanned: None }
     }
 
     /// How many more bytes it takes.
@@ -339,17 +343,35 @@ impl BannerReader {
         Ok((n, if n == 0 { Progress::NeedMore } else { self.judge(before) }, n > 0 && n == want))
     }
 
-    /// Judges the bytes, scanning only when the ones from `new_from` on can have ended a line.
-    fn judge(&self, new_from: usize) -> Progress {
-        let new = &self.received[new_from..];
-        if !new.contains(&b'\n') && !new.contains(&0) {
-            return Progress::NeedMore;
+    /// Judges the bytes, scanning only when the ones from `new_from` on can have ended a line, and
+    /// never again once the scan has said more than `NeedMore` (bytes after the ident, a KEXINIT,
+    /// do not change it: [`ident::scan`]).
+    fn judge(&mut self, new_from: usize) -> Progress {
+        if self.scanned.is_none() {
+            let new = &self.received[new_from..];
+            if !new.contains(&b'\n') && !new.contains(&0) {
+                return Progress::NeedMore;
+            }
+            match ident::scan(&self.received) {
+                Scan::NeedMore => return Progress::NeedMore,
+                scan => self.scanned = Some(Box::new(scan)),
+            }
         }
-        match ident::scan(&self.received) {
-            Scan::NeedMore => Progress::NeedMore,
-            Scan::Ident(_) | Scan::Ssh1Only(_) => Progress::Ident,
-            Scan::NotSsh(_) => Progress::NotSsh,
+        match self.scanned.as_deref() {
+            Some(Scan::Ident(_) | Scan::Ssh1Only(_)) => Progress::Ident,
+            Some(Scan::NotSsh(_)) => Progress::NotSsh,
+            Some(Scan::NeedMore) | None => Progress::NeedMore,
         }
+    }
+
+    /// The scan's answer on the bytes kept, once it is more than `NeedMore`.
+    pub fn scanned(&self) -> Option<&Scan> {
+        self.scanned.as_deref()
+    }
+
+    /// Takes the scan's answer, for [`Observation::ident_scan`](crate::evidence::Observation).
+    pub fn take_scanned(&mut self) -> Option<Scan> {
+        self.scanned.take().map(|scan| *scan)
     }
 
     /// The bytes kept.
@@ -390,5 +412,47 @@ mod tests {
         assert_eq!(r.bytes(), b"01234567");
         let mut empty: &[u8] = b"";
         assert_eq!(BannerReader::new(8).read_from(&mut empty).await.unwrap(), (0, Progress::NeedMore));
+    }
+
+    proptest::proptest! {
+        /// The scan the reader hands on classifies its bytes as a fresh scan of them does, however
+        /// the bytes were cut into reads and whatever follows the ident line.
+        #[test]
+        fn the_readers_scan_classifies_as_a_fresh_one(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec()),
+                    proptest::strategy::Just(b"SSH-1.5-Cisco-1.25\r\n".to_vec()),
+                    proptest::strategy::Just(b"Exceeded MaxStartups\r\n".to_vec()),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                ],
+                0..5,
+            ),
+            cuts in proptest::collection::vec(1usize..60, 0..8),
+            cap in 8usize..300,
+        ) {
+            let bytes: Vec<u8> = lines.concat();
+            let mut reader = BannerReader::new(cap);
+            let mut rest = &bytes[..];
+            for cut in cuts.into_iter().chain([usize::MAX]) {
+                let (chunk, after) = rest.split_at(cut.min(rest.len()));
+                reader.push(chunk);
+                rest = after;
+            }
+            let scanned = reader.take_scanned();
+            let mut obs = crate::evidence::Observation::failed_connect(
+                "127.0.0.1:22".parse().unwrap(),
+                None,
+                crate::evidence::ProbeOrder::WaitForBanner,
+                crate::evidence::Connect::Established,
+                0,
+            );
+            obs.end = Some(crate::evidence::End::Fin);
+            obs.received = reader.into_bytes();
+            proptest::prop_assert_eq!(
+                crate::outcome::classify_scanned(&obs, scanned),
+                crate::outcome::classify_scanned(&obs, None)
+            );
+        }
     }
 }

@@ -475,6 +475,7 @@ mod tests {
                 packet(400, Direction::In, PacketKind::Icmp(IcmpKind::AdminProhibited)),
             ],
             kexinit: None,
+            ident_scan: None,
         };
         let result = ProbeResult {
             target: "t".into(),

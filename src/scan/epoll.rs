@@ -610,8 +610,9 @@ impl Core {
         now_us: u64,
     ) -> Observation {
         match phase {
-            Phase::Exchanging(machine) => {
+            Phase::Exchanging(mut machine) => {
                 let kexinit = machine.kexinit();
+                let ident_scan = machine.take_ident_scan();
                 let (end, timings, received, sent_ident) = machine.into_parts();
                 Observation {
                     remote,
@@ -624,6 +625,7 @@ impl Core {
                     sent_ident,
                     packets: Vec::new(),
                     kexinit,
+                    ident_scan,
                 }
             }
             Phase::Connecting => Observation::failed_connect(

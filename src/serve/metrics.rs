@@ -407,6 +407,7 @@ mod tests {
             sent_ident: false,
             packets: Vec::new(),
             kexinit: None,
+            ident_scan: None,
         };
         Probed { record: ProbeRecord::new(obs), duration: Duration::from_micros(400) }
     }

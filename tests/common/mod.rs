@@ -376,6 +376,28 @@ pub fn hold(addr: SocketAddr, source: Option<IpAddr>) -> TcpStream {
 ///
 /// Its penalty ledger is off (`SSHPROBE_STATE_DIR` empty): each run starts with a fresh probe budget,
 /// whatever other tests spent. A test of the ledger sets the variable itself.
+/// Waits for `child` at most `within`; past it, kills it and fails naming `what` (a child that
+/// ignored its signal must not hang the suite).
+#[allow(dead_code)]
+pub fn wait_within(
+    child: &mut std::process::Child,
+    within: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn sshprobe() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("sshprobe").expect("the sshprobe binary");
     cmd.env("SSHPROBE_STATE_DIR", "");

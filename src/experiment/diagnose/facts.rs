@@ -363,6 +363,7 @@ pub(crate) mod fixtures {
             sent_ident: false,
             packets: Vec::new(),
             kexinit: None,
+            ident_scan: None,
         };
         ExperimentProbe { record: ProbeRecord::new(observation), source: Source::KernelChoice, held: 0 }
     }

@@ -66,12 +66,15 @@ impl Flow {
         let connect = self.connect.clone().unwrap_or(Connect::TimedOut);
         let last_packet = self.trace.last().map(|p| p.t_us);
         let kexinit = self.exchange.as_ref().and_then(|x| x.kexinit());
-        let (end, mut timings, received, sent_ident) = match self.exchange {
-            Some(x) => {
+        let (end, mut timings, received, sent_ident, ident_scan) = match self.exchange {
+            Some(mut x) => {
+                let ident_scan = x.take_ident_scan();
                 let (end, timings, received, sent_ident) = x.into_parts();
-                (Some(end), timings, received, sent_ident)
+                (Some(end), timings, received, sent_ident, ident_scan)
             }
-            None => (None, Timings { closed: self.failed_at, ..Timings::default() }, Bytes::new(), false),
+            None => {
+                (None, Timings { closed: self.failed_at, ..Timings::default() }, Bytes::new(), false, None)
+            }
         };
         if timings.closed.is_none() {
             timings.closed = last_packet;
@@ -91,6 +94,7 @@ impl Flow {
             sent_ident,
             packets: trace,
             kexinit,
+            ident_scan,
         }
     }
 
@@ -113,6 +117,7 @@ impl Flow {
             sent_ident,
             packets: trace,
             kexinit: None,
+            ident_scan: None,
         }
     }
 
