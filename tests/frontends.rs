@@ -518,14 +518,11 @@ fn sslh_with_a_four_second_timeout_is_ok_and_named() {
 /// sshd 9.2 with `MaxStartups 10:30:60` and 10 unauthenticated connections held by another
 /// address drops 30 % of new connections at random; a second address's few banners beside the
 /// first's refusals are likely under that global limit. Ten runs must agree.
-// Ignored for now, and the defect it shows is open: with 3 probes from the probing address and 2
-// from the other, diagnose's per-source-against-global test is too weak, and about one run in five
-// says per_source_limit (3 of 3 refused here, 2 of 2 banners there: Fisher's exact p = 0.1) or ok
-// (6 banners in a row at 30 % drops: 12 %). The fix is more probes from both addresses at the same
-// load until a test at the stated error rate decides, or both causes named. Run it by hand:
-// `cargo test --test frontends random_drops -- --ignored`.
+// Fewer probes gave the wrong verdict about one run in five (3 of 3 refused here, 2 of 2 banners
+// there, read as per_source_limit; six banners in a row read as ok): diagnose now takes pairs of
+// probes from both addresses at the same load until Fisher's exact test decides at a 0.1 % error
+// rate, and tops an `ok` up to the banners that rule out a 30 % drop rate.
 #[test]
-#[ignore = "flaky until diagnose takes enough probes from each address: see the comment"]
 fn random_drops_give_the_same_verdict_ten_times() {
     let test = test_name!();
     if !need(test, &["sshd"]) {

@@ -171,6 +171,20 @@ fn write_text(out: &mut impl Write, d: &Diagnosis, palette: Palette) -> io::Resu
     writeln!(out)
 }
 
+/// A p-value given in per mille, as a decimal.
+fn per_mille_text(p: u32) -> String {
+    if p == 0 {
+        "< 0.001".into()
+    } else {
+        format!("{:.3}", f64::from(p) / 1000.0)
+    }
+}
+
+/// A rate given in per mille, as per cent: `0.1 %`.
+fn rate_text(per_mille: u32) -> String {
+    format!("{} %", f64::from(per_mille) / 10.0)
+}
+
 /// `3 banner, 2 server_refusal`.
 pub(crate) fn tally_text(tally: &Tally) -> String {
     tally.counts().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
@@ -519,12 +533,38 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              ssh clients speak first, so they are not delayed",
             *waited_ms as f64 / 1000.0
         ),
-        Evidence::PerSourceUntold { refused_pct, banners, chance_pct } => format!(
-            "this address was refused at random ({refused_pct} %), another got {banners} banner(s); a global limit \
-             dropping {refused_pct} % would give that {chance_pct} % of the time, over the {:.0} % error rate a \
-             per-source verdict needs: a global MaxStartups (random drops) or a per-source limit; more probes from \
-             each address at the same load would tell",
-            crate::experiment::diagnose::decide::PER_SOURCE_ERROR_RATE * 100.0
+        Evidence::PerSourceShown { here, elsewhere, p_per_mille, error_rate_per_mille } => format!(
+            "per-source, not global: this address was refused {} of {} times, another at the same load {} of {}; \
+             under one drop rate for both that happens with p = {} (Fisher's exact test), under the {} error \
+             rate a per-source verdict needs",
+            here.refused,
+            here.probes,
+            elsewhere.refused,
+            elsewhere.probes,
+            per_mille_text(*p_per_mille),
+            rate_text(*error_rate_per_mille)
+        ),
+        Evidence::PerSourceUntold { here, elsewhere, p_per_mille, error_rate_per_mille } => format!(
+            "this address was refused {} of {} times, another at the same load {} of {}: a global limit dropping \
+             at random gives counts like these with p = {} (Fisher's exact test), over the {} error \
+             rate a per-source verdict needs, and no more probes could be made: a global MaxStartups (random drops) \
+             or a per-source limit (PerSourceMaxStartups, a penalty); more probes from each address would tell",
+            here.refused,
+            here.probes,
+            elsewhere.refused,
+            elsewhere.probes,
+            per_mille_text(*p_per_mille),
+            rate_text(*error_rate_per_mille)
+        ),
+        Evidence::ServedAfterRelease { banners, ruled_out_pct, error_rate_per_mille } => format!(
+            "after the release, {banners} probe(s) in a row got banners: that rules out random drops of \
+             {ruled_out_pct} % or more now (at a {} error rate), not lower rates",
+            rate_text(*error_rate_per_mille)
+        ),
+        Evidence::NoDropsSeen { banners, ruled_out_pct, error_rate_per_mille } => format!(
+            "{banners} probes in a row got banners: random drops of {ruled_out_pct} % or more would have refused \
+             one of them (at a {} error rate); lower drop rates are not ruled out",
+            rate_text(*error_rate_per_mille)
         ),
         Evidence::RefusalsBeginAt { held } => format!(
             "refusals came only while diagnose itself held {held} unauthenticated connections, and cleared once it let \

@@ -5,6 +5,7 @@ use super::decide::decide;
 use super::evidence::Evidence;
 use super::facts::fixtures::*;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, Tally};
+use super::persource::Count;
 use crate::outcome::Outcome;
 use proptest::prelude::*;
 
@@ -152,8 +153,32 @@ fn contradiction(facts: &Facts, e: &Evidence) -> Option<String> {
                 .any(|p| p.served()),
             "rate limit lifted",
         ),
-        Evidence::PerSourceUntold { banners, .. } => {
-            bad(*banners == second.len() && second.iter().all(|p| p.served()), "per source untold")
+        Evidence::PerSourceShown { here, elsewhere, p_per_mille, .. }
+        | Evidence::PerSourceUntold { here, elsewhere, p_per_mille, .. } => {
+            // The counts are those of the probes at one load (nothing held, or one level held),
+            // and the p-value is the test's on them.
+            let at = |kind: ExperimentKind, held: u32| -> Vec<&ExperimentProbe> {
+                facts.of(kind).filter(|x| x.held == held).flat_map(|x| &x.probes).collect()
+            };
+            let counted = |ps: &[&ExperimentProbe]| {
+                Count::new(ps.iter().filter(|p| !p.served()).count() as u32, ps.len() as u32)
+            };
+            let levels = std::iter::once((counted(&unloaded), counted(&second))).chain(
+                facts.of(ExperimentKind::Load).map(|x| {
+                    (counted(&at(ExperimentKind::Load, x.held)), counted(&at(ExperimentKind::Source, x.held)))
+                }),
+            );
+            let matches = levels.into_iter().any(|(h, el)| h == *here && el == *elsewhere);
+            let p = super::persource::per_mille(super::persource::fisher_greater(*here, *elsewhere));
+            bad(matches && p == *p_per_mille && elsewhere.refused == 0 && here.refused > 0, "per-source test")
+        }
+        Evidence::ServedAfterRelease { banners, .. } => {
+            let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
+            bad(*banners as usize == after.len() && after.iter().all(|p| p.served()), "served after release")
+        }
+        Evidence::NoDropsSeen { banners, .. } => {
+            let all: Vec<&ExperimentProbe> = facts.experiments.iter().flat_map(|x| &x.probes).collect();
+            bad(*banners as usize == all.len() && all.iter().all(|p| p.served()), "no drops seen")
         }
         Evidence::RefusalsBeginAt { .. } => {
             bad(facts.probes(ExperimentKind::Persistence).all(|p| p.served()), "refusals begin at")

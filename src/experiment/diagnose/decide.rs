@@ -1,14 +1,18 @@
 //! The verdict: [`decide`] reads the gathered [`Facts`] and writes a [`Finding`]. Pure, so every rule
 //! is unit-tested on synthetic facts; no English (the report writes [`Evidence`] for people).
 //!
-//! The rules, in order: the connect fails (`not_listening`, `filtered`, `unreachable`); something
-//! else answers (`not_ssh`); the exchange works with nothing held, so the load experiment decides
-//! (`ok`, `maxstartups`, `per_source_limit`, `penalized`, `overloaded`); every probe is refused (by a
-//! line that names a limit, a zero-byte close whose delay tells the cause, or another message); no
-//! banner ever; some banners, some refusals; else `intermittent`.
+//! First what stands in front of sshd (`super::front`: signals and one `match`), then sshd's own
+//! rules, in the same shape: `Signals::of` computes each signal once (what the probes with nothing
+//! held got, taken together; what another address got and what the per-source test of
+//! `super::persource` read of the two; what this host holds; what the load experiment showed), then
+//! one exhaustive `match` over them gives the verdict, one commented arm per rule, so a new verdict
+//! is a new arm. Every rule that reads a per-source limit (or a penalty, or an access rule for this
+//! address) against a global one reads it by that test at its stated error rate; when the test is
+//! untold, the evidence names both causes and the confidence is low.
 
 use super::evidence::{DelayClass, Evidence, Note};
-use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason, Tally};
+use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, NotTestedReason, Tally};
+use super::persource::{self, Count, Split};
 use super::remedy::{remedies, Remedy};
 use crate::experiment::sources::Source;
 use crate::experiment::stats::percentile;
@@ -16,7 +20,6 @@ use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
 use serde::Serialize;
 use std::fmt;
-use std::net::IpAddr;
 
 /// What diagnose concludes. Its name ([`Verdict::name`], the JSON) comes from strum's `snake_case` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray)]
@@ -138,10 +141,8 @@ pub fn decide(facts: &Facts) -> Finding {
         f.conclude(front.verdict, front.confidence);
         f.evidence.extend(front.evidence);
         f.notes.extend(front.notes);
-    } else if unloaded.iter().all(|p| p.outcome() == Outcome::Banner) {
-        decide_loaded(facts, &mut f, software);
     } else {
-        decide_unloaded(facts, &unloaded, &mut f, software);
+        decide_sshd(facts, &mut f, software);
     }
     super::logged::refine(facts, &mut f);
     // Our address as the server saw it, for an access rule to name.
@@ -153,157 +154,56 @@ pub fn decide(facts: &Facts) -> Finding {
     f
 }
 
-/// The verdict when some probe with nothing held did not get a banner.
-fn decide_unloaded(
-    facts: &Facts,
-    unloaded: &[&ExperimentProbe],
-    f: &mut Finding,
-    software: Option<Software>,
-) {
-    let n = unloaded.len();
-    let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
-
-    // Every address's SYNs unanswered while this host holds connections to the server: a
-    // front-end (or sshd) whose accept queue is full of them, not a firewall.
-    let host_holds = facts.host_connections.iter().any(|h| h.count > 0);
-    let second_unanswered = facts
-        .of(ExperimentKind::Source)
-        .flat_map(|e| &e.probes)
-        .map(|p| p.outcome() == Outcome::ConnectTimeout)
-        .reduce(|a, b| a && b)
-        .unwrap_or(false);
-    if host_holds && second_unanswered && count(Outcome::ConnectTimeout) == n {
-        f.conclude(Verdict::Overloaded, Confidence::Medium);
-        f.evidence.push(Evidence::HungServer { syn_unanswered: n, accepted_silent: 0 });
-        cite_holders(facts, f);
-        return;
-    }
-
-    // The connect itself fails.
-    for (outcome, verdict) in [
-        (Outcome::Refused, Verdict::NotListening),
-        (Outcome::ConnectTimeout, Verdict::Filtered),
-        (Outcome::Unreachable, Verdict::Unreachable),
-    ] {
-        if count(outcome) == n {
-            f.conclude(verdict, if n >= 2 { Confidence::High } else { Confidence::Medium });
-            f.evidence.push(Evidence::ConnectFailed { outcome, probes: n });
-            return;
-        }
-    }
-    if unloaded.iter().all(|p| matches!(p.outcome(), Outcome::NotSsh | Outcome::ProtocolMismatch)) {
-        f.conclude(Verdict::NotSsh, Confidence::High);
-        let said = unloaded
-            .iter()
-            .find_map(|p| p.message().or(p.software_version()))
-            .unwrap_or_default()
-            .to_string();
-        f.evidence.push(Evidence::NotSsh { tally: Tally::of(unloaded.iter().copied()), said });
-        return;
-    }
-
-    let refusals: Vec<&ExperimentProbe> = unloaded.iter().copied().filter(|p| p.refused()).collect();
-    let second: Vec<&ExperimentProbe> =
+/// The probing address's probes with nothing held against another address's: how many of each did
+/// not get a banner. Every per-source rule with nothing held is tested on these counts.
+pub(super) fn unloaded_counts(facts: &Facts) -> (Count, Count) {
+    let here = facts.unloaded();
+    let elsewhere: Vec<&ExperimentProbe> =
         facts.of(ExperimentKind::Source).filter(|e| e.held == 0).flat_map(|e| &e.probes).collect();
-    let second_all_banner = !second.is_empty() && second.iter().all(|p| p.outcome() == Outcome::Banner);
-    let second_all_refused = !second.is_empty() && second.iter().all(|p| p.refused());
-    f.evidence.push(Evidence::Unloaded { tally: Tally::of(unloaded.iter().copied()) });
-    if let Some(first) = second.first() {
-        f.evidence
-            .push(Evidence::SecondSource { source: first.source, tally: Tally::of(second.iter().copied()) });
-    } else if !facts.second_source {
-        f.notes.push(Note::NoSecondSource);
-    }
-
-    if refusals.len() == n {
-        let cx = Context {
-            software,
-            second_all_banner,
-            second_all_refused,
-            no_second: second.is_empty(),
-            host: &facts.host_connections,
-            probing: unloaded.iter().find_map(|p| p.local()).map(|a| a.ip()),
-        };
-        decide_all_refused(&refusals, f, &cx);
-        return;
-    }
-
-    // Some SYNs unanswered, or accepted without a banner, and never a banner: a hung server whose
-    // listen queue is full (the kernel completes handshakes until it overflows), not a firewall.
-    let syn_unanswered = count(Outcome::ConnectTimeout);
-    let accepted_silent = count(Outcome::BannerTimeout);
-    if count(Outcome::Banner) == 0 && syn_unanswered + accepted_silent == n && syn_unanswered > 0 {
-        f.conclude(Verdict::Overloaded, Confidence::Medium);
-        f.evidence.push(Evidence::HungServer { syn_unanswered, accepted_silent });
-        cite_holders(facts, f);
-        return;
-    }
-
-    if count(Outcome::BannerTimeout) == n {
-        f.conclude(Verdict::Overloaded, Confidence::Medium);
-        let partial = unloaded.iter().find_map(|p| p.message()).map(String::from);
-        f.evidence.push(Evidence::NoBanner { probes: n, partial });
-        cite_holders(facts, f);
-        return;
-    }
-
-    // Some banners, some refusals, with nothing held by us.
-    if !refusals.is_empty() && count(Outcome::Banner) > 0 {
-        let known = refusals.iter().find_map(|p| p.refusal());
-        let fast_zero = refusals.iter().all(|p| {
-            p.zero_byte_refusal()
-                && p.server_delay_us().is_some_and(|d| DelayClass::of(d) == DelayClass::Listener)
-        });
-        // Banners first, then nothing but refusals: a block that began during this diagnosis.
-        let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
-        let banners_then_refused = unloaded[..first_refused].iter().all(|p| p.outcome() == Outcome::Banner)
-            && unloaded[first_refused..].iter().all(|p| p.refused());
-        let penalties_possible = known == Some(KnownRefusal::NotAllowedAtThisTime)
-            || software.is_some_and(Software::has_penalties);
-        // Under a global limit's random drops the other address's banners could be luck: per-source
-        // needs enough of them that the chance falls under the stated error rate.
-        let refused_share = refusals.len() as f64 / n as f64;
-        let chance = (1.0 - refused_share).powi(second.len() as i32);
-        let lucky = chance > PER_SOURCE_ERROR_RATE;
-        if (known.is_some() || fast_zero)
-            && second_all_banner
-            && lucky
-            && !(banners_then_refused && penalties_possible)
-        {
-            f.conclude(Verdict::Maxstartups, Confidence::Medium);
-            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
-            f.evidence.push(Evidence::PerSourceUntold {
-                refused_pct: (refused_share * 100.0).round() as u32,
-                banners: second.len(),
-                chance_pct: (chance * 100.0).round() as u32,
-            });
-            cite_holders(facts, f);
-            return;
-        }
-        if (known.is_some() || fast_zero) && second_all_banner {
-            if banners_then_refused && penalties_possible {
-                f.conclude(Verdict::Penalized, Confidence::Medium);
-                f.evidence.push(Evidence::PenaltyBegan { banners: first_refused });
-                f.notes.push(Note::OwnProbesNearPenaltyThreshold);
-            } else {
-                f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
-                f.evidence.push(Evidence::RefusedHereServedElsewhere { refused: refusals.len(), probes: n });
-            }
-            return;
-        }
-        if known.is_some() || fast_zero {
-            f.conclude(Verdict::Maxstartups, Confidence::Medium);
-            f.evidence.push(Evidence::RandomRefusals { refused: refusals.len(), probes: n });
-            cite_holders(facts, f);
-            return;
-        }
-    }
-    f.evidence.push(Evidence::NoPattern);
+    (count_failed(&here), count_failed(&elsewhere))
 }
 
-/// The chance of error accepted when another address's banners are read as a per-source limit: the
-/// chance that a global limit dropping at the probing address's rate would have served them all.
-pub(crate) const PER_SOURCE_ERROR_RATE: f64 = 0.05;
+/// The counts an unloaded per-source rule would be tested on, when more probes could change the
+/// verdict: a rule that reads per-source by the test applies (a limit's refusals, not a 5-s wrappers
+/// close: those are certain, and each costs 5 s), and the test is untold.
+pub(super) fn unloaded_counts_to_test(facts: &Facts) -> Option<(Count, Count)> {
+    let s = Signals::of(facts, facts.software());
+    (s.tested_shape() && matches!(s.elsewhere, Elsewhere::Served(Split::Untold { .. }))).then_some(s.counts)
+}
+
+/// The probing address's probes at `held` connections held from it, against a fresh address's at
+/// the same load: how many of each did not get a banner.
+pub(super) fn loaded_counts(facts: &Facts, held: u32) -> (Count, Count) {
+    let at = |kind: ExperimentKind| -> Vec<&ExperimentProbe> {
+        facts.of(kind).filter(|e| e.held == held).flat_map(|e| &e.probes).collect()
+    };
+    (count_failed(&at(ExperimentKind::Load)), count_failed(&at(ExperimentKind::Source)))
+}
+
+/// How many of `probes` did not get a banner.
+fn count_failed(probes: &[&ExperimentProbe]) -> Count {
+    Count::new(probes.iter().filter(|p| !p.served()).count() as u32, probes.len() as u32)
+}
+
+/// Evidence that the test read per-source.
+fn shown(here: Count, elsewhere: Count, p: f64) -> Evidence {
+    Evidence::PerSourceShown {
+        here,
+        elsewhere,
+        p_per_mille: persource::per_mille(p),
+        error_rate_per_mille: persource::error_rate_per_mille(),
+    }
+}
+
+/// Evidence that the test could not tell per-source from global.
+fn untold(here: Count, elsewhere: Count, p: f64) -> Evidence {
+    Evidence::PerSourceUntold {
+        here,
+        elsewhere,
+        p_per_mille: persource::per_mille(p),
+        error_rate_per_mille: persource::error_rate_per_mille(),
+    }
+}
 
 /// Cites the connections this host holds to the server, when it holds any.
 fn cite_holders(facts: &Facts, f: &mut Finding) {
@@ -317,214 +217,597 @@ fn cite_holders(facts: &Facts, f: &mut Finding) {
     }
 }
 
-/// What the other addresses got with nothing held, and what this host holds: the context in which
-/// every probe was refused.
-struct Context<'a> {
-    software: Option<Software>,
-    second_all_banner: bool,
-    second_all_refused: bool,
-    no_second: bool,
-    /// This host's other connections to the server.
-    host: &'a [HostHolder],
-    /// Our probing address as the server saw it.
-    probing: Option<IpAddr>,
+/// What the probes with nothing held got, taken together: the first of sshd's signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unloaded {
+    /// Every one got a banner: the load experiment decides.
+    Served,
+    /// Every connect failed, the same way (`refused`, `connect_timeout`, `unreachable`).
+    ConnectFailed(Outcome),
+    /// Every one met something that is not an SSH-2 server.
+    NotSsh,
+    /// Every one was refused after accept, in this way.
+    Refused(Refusal),
+    /// Never a banner, never a refusal: some SYNs unanswered, the rest accepted without a banner.
+    Hung {
+        /// Probes whose SYN got no answer.
+        syn_unanswered: usize,
+        /// Probes accepted without a banner.
+        accepted_silent: usize,
+    },
+    /// Every one accepted, and no banner came.
+    Silent,
+    /// Banners and a limit's refusals (a line that names one, or a zero-byte close at the listener).
+    Drops {
+        /// Banners first, then nothing but refusals: a block that began during this diagnosis.
+        began_mid_run: bool,
+    },
+    /// Failures that fit none of these.
+    NoPattern,
 }
 
-impl Context<'_> {
-    /// Connections this host holds to the server, in all and from the probing address.
-    fn host_held(&self) -> (u32, u32) {
-        let total = self.host.iter().map(|h| h.count).sum();
-        let here = self.host.iter().filter(|h| Some(h.local) == self.probing).map(|h| h.count).sum();
-        (total, here)
-    }
-
-    /// Cites this host's connections when there are any; returns (total, from the probing address).
-    fn cite_host(&self, f: &mut Finding) -> (u32, u32) {
-        let (total, here) = self.host_held();
-        if total > 0 {
-            f.evidence.push(Evidence::HostHoldsConnections {
-                holders: self.host.to_vec(),
-                total,
-                from_probing_address: here,
-            });
-        }
-        (total, here)
-    }
+/// How every probe with nothing held was refused after accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// With a line that names a limit.
+    Message(KnownRefusal),
+    /// Without a byte, the server's own delay placing the close.
+    ZeroByte(DelayClass),
+    /// With text no sshd limit sends (a wrappers `twist`, an ACL's message).
+    Text,
 }
 
-/// The verdict when every probe with nothing held was refused after accept.
-fn decide_all_refused(refusals: &[&ExperimentProbe], f: &mut Finding, cx: &Context<'_>) {
-    let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
-    let median_us = percentile(&closes, 0.5).unwrap_or(0);
-    if let Some(refusal) = refusals.iter().find_map(|p| p.refusal()) {
-        let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
-        f.evidence.push(Evidence::RefusalMessage { message, refusal, median_us, probes: refusals.len() });
-        let (held_here, held_anywhere) = {
-            let (total, here) = cx.cite_host(f);
-            (here > 0, total > 0)
-        };
-        if cx.second_all_banner {
-            if held_here {
-                // This host fills the probing address's share: a per-source limit, whatever the line.
-                f.conclude(Verdict::PerSourceLimit, Confidence::High);
-            } else if refusal == KnownRefusal::NotAllowedAtThisTime
-                || cx.software.is_some_and(Software::has_penalties)
-            {
-                f.conclude(Verdict::Penalized, Confidence::Medium);
-                f.evidence.push(Evidence::ServedElsewhereWithPenalties { software: cx.software });
-            } else {
-                f.conclude(Verdict::PerSourceLimit, Confidence::High);
-                f.evidence.push(Evidence::ServedElsewhereWithoutPenalties { software: cx.software });
+/// What another address got with nothing held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Elsewhere {
+    /// No other address was asked.
+    NotAsked,
+    /// A banner every time; the per-source test's reading of the two addresses' counts.
+    Served(Split),
+    /// Refused after accept every time.
+    Refused,
+    /// Its SYNs unanswered every time.
+    Unanswered,
+    /// Anything else.
+    Mixed,
+}
+
+/// What the load experiment showed, when every probe with nothing held got a banner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Load {
+    /// Nothing failed under load (`timeouts` banners never came).
+    Clean {
+        /// Banner timeouts under load.
+        timeouts: usize,
+    },
+    /// Something failed at some load.
+    Refused {
+        /// The probing address stayed refused after the release while a fresh address was served,
+        /// on a server with penalties.
+        penalty_outlived: bool,
+        /// Held from the probing address, a fresh address served at the same load, and cleared on
+        /// release: the per-source test's reading.
+        holder_split: Option<Split>,
+        /// Every probe after the release got a banner.
+        cleared: bool,
+        /// A connect failed at that load (not sshd's doing).
+        connect_failed: bool,
+    },
+}
+
+/// The signals sshd's own rules rest on, each computed here and nowhere else.
+struct Signals<'a> {
+    /// The probing address's probes with nothing held.
+    unloaded: Vec<&'a ExperimentProbe>,
+    /// Another address's probes with nothing held.
+    second: Vec<&'a ExperimentProbe>,
+    /// What the probes with nothing held got.
+    shape: Unloaded,
+    /// What another address got with nothing held.
+    elsewhere: Elsewhere,
+    /// The counts the per-source test read, when another address was asked.
+    counts: (Count, Count),
+    /// The server may penalise: OpenSSH 9.8+, or its one line for three limits was seen.
+    penalties_possible: bool,
+    /// Connections this host holds to the server: in all, and from the probing address.
+    host_held: (u32, u32),
+    /// The load experiment, when it ran.
+    load: Option<Load>,
+}
+
+impl<'a> Signals<'a> {
+    /// Whether the verdict reads per-source or global by the per-source test: every probe refused
+    /// by a limit's line or at the listener or a session process, or a limit's drops among banners.
+    fn tested_shape(&self) -> bool {
+        matches!(
+            self.shape,
+            Unloaded::Refused(
+                Refusal::Message(_) | Refusal::ZeroByte(DelayClass::Listener | DelayClass::SessionProcess)
+            ) | Unloaded::Drops { .. }
+        )
+    }
+
+    fn of(facts: &'a Facts, software: Option<Software>) -> Signals<'a> {
+        let unloaded = facts.unloaded();
+        let second: Vec<&ExperimentProbe> =
+            facts.of(ExperimentKind::Source).filter(|e| e.held == 0).flat_map(|e| &e.probes).collect();
+        let n = unloaded.len();
+        let count = |o: Outcome| unloaded.iter().filter(|p| p.outcome() == o).count();
+        let refusals: Vec<&ExperimentProbe> = unloaded.iter().copied().filter(|p| p.refused()).collect();
+        let known = refusals.iter().find_map(|p| p.refusal());
+        let shape = if unloaded.iter().all(|p| p.served()) {
+            Unloaded::Served
+        } else if let Some(o) = [Outcome::Refused, Outcome::ConnectTimeout, Outcome::Unreachable]
+            .into_iter()
+            .find(|&o| count(o) == n)
+        {
+            Unloaded::ConnectFailed(o)
+        } else if unloaded.iter().all(|p| matches!(p.outcome(), Outcome::NotSsh | Outcome::ProtocolMismatch))
+        {
+            Unloaded::NotSsh
+        } else if refusals.len() == n {
+            Unloaded::Refused(match known {
+                Some(r) => Refusal::Message(r),
+                None if refusals.iter().all(|p| p.zero_byte_refusal()) => {
+                    Refusal::ZeroByte(DelayClass::of(server_delay(&refusals).0))
+                }
+                None => Refusal::Text,
+            })
+        } else if count(Outcome::Banner) == 0
+            && count(Outcome::ConnectTimeout) > 0
+            && count(Outcome::ConnectTimeout) + count(Outcome::BannerTimeout) == n
+        {
+            Unloaded::Hung {
+                syn_unanswered: count(Outcome::ConnectTimeout),
+                accepted_silent: count(Outcome::BannerTimeout),
             }
-        } else if held_anywhere {
-            // Every address refused while this host holds connections to the server: its table is full.
-            f.conclude(Verdict::Maxstartups, Confidence::High);
-            if cx.second_all_refused {
-                f.evidence.push(Evidence::RefusedEverywhere);
+        } else if count(Outcome::BannerTimeout) == n {
+            Unloaded::Silent
+        } else if !refusals.is_empty()
+            && count(Outcome::Banner) > 0
+            && (known.is_some()
+                || refusals.iter().all(|p| {
+                    p.zero_byte_refusal()
+                        && p.server_delay_us().is_some_and(|d| DelayClass::of(d) == DelayClass::Listener)
+                }))
+        {
+            let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
+            Unloaded::Drops {
+                began_mid_run: unloaded[..first_refused].iter().all(|p| p.served())
+                    && unloaded[first_refused..].iter().all(|p| p.refused()),
             }
-        } else if cx.no_second && refusal == KnownRefusal::NotAllowedAtThisTime {
-            // OpenSSH 9.8+ sends one line for all three limits, and there is no second address
-            // to tell per-source from global.
-            f.conclude(Verdict::Penalized, Confidence::Low);
-            f.evidence.push(Evidence::AmbiguousRefusalLine);
-            f.notes.push(Note::SecondSourceWouldTell);
         } else {
-            f.conclude(
-                Verdict::Maxstartups,
-                if cx.second_all_refused { Confidence::High } else { Confidence::Medium },
-            );
-            if cx.second_all_refused {
-                f.evidence.push(Evidence::RefusedEverywhere);
-            }
-        }
-        return;
+            Unloaded::NoPattern
+        };
+        let counts = unloaded_counts(facts);
+        let elsewhere = if second.is_empty() {
+            Elsewhere::NotAsked
+        } else if second.iter().all(|p| p.served()) {
+            Elsewhere::Served(persource::split(counts.0, counts.1))
+        } else if second.iter().all(|p| p.refused()) {
+            Elsewhere::Refused
+        } else if second.iter().all(|p| p.outcome() == Outcome::ConnectTimeout) {
+            Elsewhere::Unanswered
+        } else {
+            Elsewhere::Mixed
+        };
+        let probing = unloaded.iter().find_map(|p| p.local()).map(|a| a.ip());
+        let host = &facts.host_connections;
+        let host_held = (
+            host.iter().map(|h| h.count).sum(),
+            host.iter().filter(|h| Some(h.local) == probing).map(|h| h.count).sum(),
+        );
+        let penalties_possible = software.is_some_and(Software::has_penalties)
+            || facts
+                .experiments
+                .iter()
+                .flat_map(|e| &e.probes)
+                .any(|p| p.refusal() == Some(KnownRefusal::NotAllowedAtThisTime));
+        let load = (shape == Unloaded::Served).then(|| Load::of(facts, penalties_possible));
+        Signals { unloaded, second, shape, elsewhere, counts, penalties_possible, host_held, load }
     }
-    if refusals.iter().all(|p| p.zero_byte_refusal()) {
-        decide_zero_byte(refusals, median_us, closes.len(), f, cx);
-        return;
-    }
-    // Text that is not a recognised refusal: a wrappers `twist`, a custom ACL message.
-    let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
-    f.conclude(Verdict::AccessDenied, Confidence::Medium);
-    f.evidence.push(Evidence::UnknownRefusal { message });
 }
 
-/// Every probe was refused without a byte: where in the server the close came from (its delay,
-/// less the round trip), whether other addresses fare better, and what this host holds decide.
-fn decide_zero_byte(
-    refusals: &[&ExperimentProbe],
-    median_us: u64,
-    probes: usize,
-    f: &mut Finding,
-    cx: &Context<'_>,
-) {
-    let mut delays: Vec<u64> = refusals.iter().filter_map(|p| p.server_delay_us()).collect();
-    delays.sort_unstable();
-    let server_delay_us = percentile(&delays, 0.5).unwrap_or(median_us);
-    let range = (delays.first().copied().unwrap_or(0), delays.last().copied().unwrap_or(0));
-    let class = DelayClass::of(server_delay_us);
-    let source = refusals.first().map_or(Source::KernelChoice, |p| p.source);
-    f.evidence.push(Evidence::ZeroByteClose {
-        median_us,
-        probes,
-        source,
-        server_delay_us,
-        server_delay_range_us: range,
-        class,
-    });
-    match class {
-        DelayClass::WrappersDelay => {
-            f.conclude(Verdict::AccessDenied, Confidence::High);
-            f.evidence.push(Evidence::WrappersDelay { median_us });
-            if cx.second_all_banner {
-                f.evidence.push(Evidence::RuleMatchesThisAddressOnly);
-            }
-        }
-        DelayClass::Listener => {
-            let (held, held_here) = cx.cite_host(f);
-            if cx.second_all_banner {
-                if cx.software == Some(Software::Dropbear) {
-                    f.conclude(Verdict::PerSourceLimit, Confidence::High);
-                    f.evidence.push(Evidence::DropbearPerSourceClose);
-                } else if held_here > 0 {
-                    f.conclude(Verdict::PerSourceLimit, Confidence::High);
-                    f.evidence.push(Evidence::ListenerDropThisAddress);
-                } else {
-                    // Nothing held from this address here: an access rule at the listener (a proxy's
-                    // ACL), or a per-address limit held full by others behind the same address.
-                    f.conclude(Verdict::AccessDenied, Confidence::Medium);
-                    f.evidence.push(Evidence::AtTheListener { server_delay_us });
-                }
-            } else if held > 0 {
-                // A server-wide table (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS) filled, at least in
-                // part, from this host.
-                f.conclude(Verdict::Maxstartups, Confidence::High);
-                if cx.second_all_refused {
-                    f.evidence.push(Evidence::RefusedEverywhere);
-                }
-            } else {
-                let confidence = if cx.second_all_refused { Confidence::Medium } else { Confidence::Low };
-                f.conclude(Verdict::ListenerDrop, confidence);
-                f.evidence.push(Evidence::ListenerDropEverywhere { server_delay_us });
-            }
-        }
-        DelayClass::SessionProcess => {
-            if cx.second_all_banner {
-                f.conclude(Verdict::AccessDenied, Confidence::Medium);
-                f.evidence.push(Evidence::SessionProcessRefusesThisAddress { server_delay_us });
-            } else {
-                let confidence = if cx.second_all_refused { Confidence::Medium } else { Confidence::Low };
-                f.conclude(Verdict::ServerError, confidence);
-                f.evidence.push(Evidence::SessionProcessDies { server_delay_us });
-            }
-        }
-        DelayClass::Other => {
-            f.conclude(Verdict::Intermittent, Confidence::Low);
-            f.evidence.push(Evidence::UnusualZeroByteClose { median_us });
+impl Load {
+    /// What the load experiment showed. Every probe counts: a connect refused or unanswered under
+    /// load is a failure like a refusal after accept.
+    fn of(facts: &Facts, penalties_possible: bool) -> Load {
+        let Some(level) = refused_level(facts) else {
+            let timeouts =
+                facts.probes(ExperimentKind::Load).filter(|p| p.outcome() == Outcome::BannerTimeout).count();
+            return Load::Clean { timeouts };
+        };
+        let fresh: Vec<&ExperimentProbe> =
+            facts.of(ExperimentKind::Source).filter(|e| e.held > 0).flat_map(|e| &e.probes).collect();
+        let fresh_banner = !fresh.is_empty() && fresh.iter().all(|p| p.served());
+        let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
+        let cleared = !after.is_empty() && after.iter().all(|p| p.served());
+        let holder_split = (level.held_from_probing_source && fresh_banner && cleared).then(|| {
+            let (here, elsewhere) = loaded_counts(facts, level.held);
+            persource::split(here, elsewhere)
+        });
+        Load::Refused {
+            penalty_outlived: penalties_possible && fresh_banner && !after.is_empty() && !cleared,
+            holder_split,
+            cleared,
+            connect_failed: level.probes.iter().any(|p| p.connect_failed()),
         }
     }
 }
 
-/// The verdict when unloaded probes all got banners: what did the load experiment show? Every
-/// probe counts: a connect refused or unanswered under load is a failure like a refusal after accept.
-fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
-    let loads: Vec<&Experiment> = facts.of(ExperimentKind::Load).collect();
-    f.evidence.push(Evidence::UnloadedBanners { probes: facts.unloaded().len(), software });
-    if let Some(mux) = multiplexer(facts) {
-        f.evidence.push(mux);
-    }
+/// The first load at which anything failed: our probes, our attempts to hold more, or the fresh
+/// address probing at the same load (one more sample of the same server count).
+fn refused_level(facts: &Facts) -> Option<&Experiment> {
     let failed = |p: &ExperimentProbe| p.refused() || p.connect_failed();
-    // The first load at which anything failed: our probes, our attempts to hold more, or the
-    // fresh address probing at the same load (one more sample of the same server count).
-    let refused_level = facts
+    facts
         .experiments
         .iter()
         .filter(|e| e.kind == ExperimentKind::Load || (e.kind == ExperimentKind::Source && e.held > 0))
-        .find(|e| e.hold_refused > 0 || e.probes.iter().any(failed));
-    let timeouts =
-        loads.iter().flat_map(|e| &e.probes).filter(|p| p.outcome() == Outcome::BannerTimeout).count();
-    let max_held = loads.iter().map(|e| e.held).max().unwrap_or(0);
-    let Some(level) = refused_level else {
-        if timeouts > 0 {
-            f.conclude(Verdict::Overloaded, Confidence::Medium);
-            f.evidence.push(Evidence::LoadTimeouts { timeouts });
-            cite_holders(facts, f);
-            return;
-        }
-        f.conclude(
-            Verdict::Ok,
-            if max_held >= CONFIDENT_LOAD { Confidence::High } else { Confidence::Medium },
-        );
-        // Said only when every load probe got a banner: nothing failed and nothing timed out here.
-        if max_held > 0 && loads.iter().flat_map(|e| &e.probes).all(|p| p.served()) {
-            f.evidence.push(Evidence::ServedUnderLoad { max_held });
-        }
-        if max_held < CONFIDENT_LOAD {
-            f.notes.push(Note::LoadNotConfident { max_held });
-        }
-        return;
+        .find(|e| e.hold_refused > 0 || e.probes.iter().any(failed))
+}
+
+/// The server's own delay to the close (median, and range) over `refusals`.
+fn server_delay(refusals: &[&ExperimentProbe]) -> (u64, (u64, u64)) {
+    let mut delays: Vec<u64> = refusals.iter().filter_map(|p| p.server_delay_us()).collect();
+    delays.sort_unstable();
+    let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
+    let median = percentile(&delays, 0.5).or_else(|| percentile(&closes, 0.5)).unwrap_or(0);
+    (median, (delays.first().copied().unwrap_or(0), delays.last().copied().unwrap_or(0)))
+}
+
+/// What one of sshd's rules concludes.
+struct Conclusion {
+    verdict: Verdict,
+    confidence: Confidence,
+    evidence: Vec<Evidence>,
+    notes: Vec<Note>,
+    /// Cite the connections this host holds (after the evidence).
+    cite_holders: bool,
+}
+
+fn conclude(verdict: Verdict, confidence: Confidence, evidence: Vec<Evidence>) -> Conclusion {
+    Conclusion { verdict, confidence, evidence, notes: Vec::new(), cite_holders: false }
+}
+
+impl Conclusion {
+    fn citing_holders(mut self) -> Conclusion {
+        self.cite_holders = true;
+        self
+    }
+
+    fn noting(mut self, note: Note) -> Conclusion {
+        self.notes.push(note);
+        self
+    }
+}
+
+/// sshd's own rules, when no front-end rule applied: the evidence every verdict of a shape shares,
+/// then one `match` over the signals, one arm per rule.
+fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
+    use Elsewhere as E;
+    use Unloaded as U;
+    let s = Signals::of(facts, software);
+    let n = s.unloaded.len();
+    let refusals: Vec<&ExperimentProbe> = s.unloaded.iter().copied().filter(|p| p.refused()).collect();
+    let (held_anywhere, held_here) = (s.host_held.0 > 0, s.host_held.1 > 0);
+    // What the per-source test read, for the rules that read per-source: shown, or untold (the
+    // global reading is then the verdict, and the evidence names both).
+    let (here, there) = s.counts;
+    let (per_source, untold_read) = match s.elsewhere {
+        E::Served(Split::PerSource { p }) => (Some(shown(here, there, p)), None),
+        E::Served(Split::Untold { p }) => (None, Some(untold(here, there, p))),
+        _ => (None, None),
     };
-    let refused: Vec<&ExperimentProbe> = level.probes.iter().filter(|p| p.refused()).collect();
+    let refused_everywhere = s.elsewhere == E::Refused;
+
+    // The evidence a shape's rules share, in the order reports have always had it.
+    match s.shape {
+        U::Served => {
+            f.evidence.push(Evidence::UnloadedBanners { probes: n, software });
+            f.evidence.extend(multiplexer(facts));
+        }
+        U::ConnectFailed(_) | U::NotSsh => {}
+        U::Refused(_) | U::Hung { .. } | U::Silent | U::Drops { .. } | U::NoPattern => {
+            f.evidence.push(Evidence::Unloaded { tally: Tally::of(s.unloaded.iter().copied()) });
+            if let Some(first) = s.second.first() {
+                f.evidence.push(Evidence::SecondSource {
+                    source: first.source,
+                    tally: Tally::of(s.second.iter().copied()),
+                });
+            } else if !facts.second_source {
+                f.notes.push(Note::NoSecondSource);
+            }
+        }
+    }
+    let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
+    let median_us = percentile(&closes, 0.5).unwrap_or(0);
+    let (server_delay_us, server_delay_range_us) = server_delay(&refusals);
+    let cite_host = |f: &mut Finding| {
+        if held_anywhere {
+            f.evidence.push(Evidence::HostHoldsConnections {
+                holders: facts.host_connections.clone(),
+                total: s.host_held.0,
+                from_probing_address: s.host_held.1,
+            });
+        }
+    };
+    match s.shape {
+        U::Refused(Refusal::Message(refusal)) => {
+            let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
+            f.evidence.push(Evidence::RefusalMessage { message, refusal, median_us, probes: n });
+            cite_host(f);
+        }
+        U::Refused(Refusal::ZeroByte(class)) => {
+            f.evidence.push(Evidence::ZeroByteClose {
+                median_us,
+                probes: closes.len(),
+                source: refusals.first().map_or(Source::KernelChoice, |p| p.source),
+                server_delay_us,
+                server_delay_range_us,
+                class,
+            });
+            if class == DelayClass::Listener {
+                cite_host(f);
+            }
+        }
+        U::Served => {
+            if let Some(Load::Refused { .. }) = s.load {
+                cite_load(facts, f);
+            }
+        }
+        _ => {}
+    }
+    // The per-source test's reading, for the rules of a refusal on every probe that read per-source
+    // or global by it (the Drops rules cite it with their own evidence).
+    let refused_tested = s.tested_shape() && !matches!(s.shape, U::Drops { .. });
+    if refused_tested {
+        f.evidence.extend(per_source.clone().or_else(|| untold_read.clone()));
+    }
+    let load_untold = match s.load {
+        Some(Load::Refused { holder_split: Some(Split::Untold { p }), .. }) => {
+            let level = refused_level(facts).map_or(0, |l| l.held);
+            let (here, elsewhere) = loaded_counts(facts, level);
+            Some(untold(here, elsewhere, p))
+        }
+        _ => None,
+    };
+    f.evidence.extend(load_untold);
+
+    let held_level = refused_level(facts).map_or(0, |l| l.held);
+    let c = match (s.shape, s.elsewhere, s.load) {
+        // The connect itself fails. Every address's SYNs unanswered while this host holds
+        // connections to the server: a front-end (or sshd) whose accept queue is full of them.
+        (U::ConnectFailed(Outcome::ConnectTimeout), E::Unanswered, _) if held_anywhere => conclude(
+            Verdict::Overloaded,
+            Confidence::Medium,
+            vec![Evidence::HungServer { syn_unanswered: n, accepted_silent: 0 }],
+        )
+        .citing_holders(),
+        (U::ConnectFailed(outcome), ..) => conclude(
+            match outcome {
+                Outcome::Refused => Verdict::NotListening,
+                Outcome::ConnectTimeout => Verdict::Filtered,
+                _ => Verdict::Unreachable,
+            },
+            if n >= 2 { Confidence::High } else { Confidence::Medium },
+            vec![Evidence::ConnectFailed { outcome, probes: n }],
+        ),
+        (U::NotSsh, ..) => {
+            let said = s
+                .unloaded
+                .iter()
+                .find_map(|p| p.message().or(p.software_version()))
+                .unwrap_or_default()
+                .to_string();
+            conclude(
+                Verdict::NotSsh,
+                Confidence::High,
+                vec![Evidence::NotSsh { tally: Tally::of(s.unloaded.iter().copied()), said }],
+            )
+        }
+
+        // Every probe refused with a line that names a limit, another address served (and the
+        // per-source test says so). This host fills the probing address's share: a per-source
+        // limit, whatever the line.
+        (U::Refused(Refusal::Message(_)), E::Served(Split::PerSource { .. }), _) if held_here => {
+            conclude(Verdict::PerSourceLimit, Confidence::High, vec![])
+        }
+        (U::Refused(Refusal::Message(r)), E::Served(Split::PerSource { .. }), _)
+            if r == KnownRefusal::NotAllowedAtThisTime || software.is_some_and(Software::has_penalties) =>
+        {
+            conclude(
+                Verdict::Penalized,
+                Confidence::Medium,
+                vec![Evidence::ServedElsewhereWithPenalties { software }],
+            )
+        }
+        (U::Refused(Refusal::Message(_)), E::Served(Split::PerSource { .. }), _) => conclude(
+            Verdict::PerSourceLimit,
+            Confidence::High,
+            vec![Evidence::ServedElsewhereWithoutPenalties { software }],
+        ),
+        // Every address refused while this host holds connections to the server: its table is full.
+        (U::Refused(Refusal::Message(_)), ..) if held_anywhere => conclude(
+            Verdict::Maxstartups,
+            Confidence::High,
+            if refused_everywhere { vec![Evidence::RefusedEverywhere] } else { vec![] },
+        ),
+        // OpenSSH 9.8+ sends one line for all three limits, and no second address tells them apart.
+        (U::Refused(Refusal::Message(KnownRefusal::NotAllowedAtThisTime)), E::NotAsked, _) => {
+            conclude(Verdict::Penalized, Confidence::Low, vec![Evidence::AmbiguousRefusalLine])
+                .noting(Note::SecondSourceWouldTell)
+        }
+        (U::Refused(Refusal::Message(_)), ..) => conclude(
+            Verdict::Maxstartups,
+            if refused_everywhere { Confidence::High } else { Confidence::Medium },
+            if refused_everywhere { vec![Evidence::RefusedEverywhere] } else { vec![] },
+        ),
+
+        // Every probe refused without a byte, placed by the server's own delay. About 5 s: Debian's
+        // wrappers child (certain, so no test).
+        (U::Refused(Refusal::ZeroByte(DelayClass::WrappersDelay)), elsewhere, _) => {
+            let mut e = vec![Evidence::WrappersDelay { median_us }];
+            if matches!(elsewhere, E::Served(_)) {
+                e.push(Evidence::RuleMatchesThisAddressOnly);
+            }
+            conclude(Verdict::AccessDenied, Confidence::High, e)
+        }
+        // At the listener, this address only.
+        (U::Refused(Refusal::ZeroByte(DelayClass::Listener)), E::Served(_), _)
+            if software == Some(Software::Dropbear) =>
+        {
+            conclude(Verdict::PerSourceLimit, Confidence::High, vec![Evidence::DropbearPerSourceClose])
+        }
+        (U::Refused(Refusal::ZeroByte(DelayClass::Listener)), E::Served(_), _) if held_here => {
+            conclude(Verdict::PerSourceLimit, Confidence::High, vec![Evidence::ListenerDropThisAddress])
+        }
+        // Nothing held from this address here: an access rule at the listener (a proxy's ACL), or a
+        // per-address limit held full by others behind the same address.
+        (U::Refused(Refusal::ZeroByte(DelayClass::Listener)), E::Served(_), _) => conclude(
+            Verdict::AccessDenied,
+            Confidence::Medium,
+            vec![Evidence::AtTheListener { server_delay_us }],
+        ),
+        // A server-wide table (MaxStartups, dropbear's MAX_UNAUTH_CLIENTS) filled, at least in part,
+        // from this host.
+        (U::Refused(Refusal::ZeroByte(DelayClass::Listener)), ..) if held_anywhere => conclude(
+            Verdict::Maxstartups,
+            Confidence::High,
+            if refused_everywhere { vec![Evidence::RefusedEverywhere] } else { vec![] },
+        ),
+        (U::Refused(Refusal::ZeroByte(DelayClass::Listener)), ..) => conclude(
+            Verdict::ListenerDrop,
+            if refused_everywhere { Confidence::Medium } else { Confidence::Low },
+            vec![Evidence::ListenerDropEverywhere { server_delay_us }],
+        ),
+        // In a session process: for this address only an access rule, from every address a
+        // server that cannot start sessions.
+        (U::Refused(Refusal::ZeroByte(DelayClass::SessionProcess)), E::Served(_), _) => conclude(
+            Verdict::AccessDenied,
+            Confidence::Medium,
+            vec![Evidence::SessionProcessRefusesThisAddress { server_delay_us }],
+        ),
+        (U::Refused(Refusal::ZeroByte(DelayClass::SessionProcess)), ..) => conclude(
+            Verdict::ServerError,
+            if refused_everywhere { Confidence::Medium } else { Confidence::Low },
+            vec![Evidence::SessionProcessDies { server_delay_us }],
+        ),
+        (U::Refused(Refusal::ZeroByte(DelayClass::Other)), ..) => conclude(
+            Verdict::Intermittent,
+            Confidence::Low,
+            vec![Evidence::UnusualZeroByteClose { median_us }],
+        ),
+        // Text that is not a recognised refusal: a wrappers `twist`, a custom ACL message.
+        (U::Refused(Refusal::Text), ..) => {
+            let message = refusals.iter().find_map(|p| p.message()).unwrap_or_default().to_string();
+            conclude(Verdict::AccessDenied, Confidence::Medium, vec![Evidence::UnknownRefusal { message }])
+        }
+
+        // No banner ever, and no refusal: a hung server whose listen queue is full (the kernel
+        // completes handshakes until it overflows), not a firewall.
+        (U::Hung { syn_unanswered, accepted_silent }, ..) => conclude(
+            Verdict::Overloaded,
+            Confidence::Medium,
+            vec![Evidence::HungServer { syn_unanswered, accepted_silent }],
+        )
+        .citing_holders(),
+        (U::Silent, ..) => {
+            let partial = s.unloaded.iter().find_map(|p| p.message()).map(String::from);
+            conclude(Verdict::Overloaded, Confidence::Medium, vec![Evidence::NoBanner { probes: n, partial }])
+                .citing_holders()
+        }
+
+        // Some banners, some limit refusals, with nothing held by us. Banners then only refusals, on
+        // a server that penalises, another address served: a penalty that began during this run.
+        (U::Drops { began_mid_run: true }, E::Served(_), _) if s.penalties_possible => {
+            let banners = s.unloaded.iter().take_while(|p| p.served()).count();
+            conclude(Verdict::Penalized, Confidence::Medium, vec![Evidence::PenaltyBegan { banners }])
+                .noting(Note::OwnProbesNearPenaltyThreshold)
+        }
+        (U::Drops { .. }, E::Served(Split::PerSource { .. }), _) => {
+            let mut e = vec![Evidence::RefusedHereServedElsewhere { refused: refusals.len(), probes: n }];
+            e.extend(per_source.clone());
+            conclude(Verdict::PerSourceLimit, Confidence::Medium, e)
+        }
+        // Random drops: MaxStartups between `start` and `full` (the test untold, both are named).
+        (U::Drops { .. }, ..) => {
+            let mut e = vec![Evidence::RandomRefusals { refused: refusals.len(), probes: n }];
+            e.extend(untold_read.clone());
+            conclude(Verdict::Maxstartups, Confidence::Medium, e).citing_holders()
+        }
+        (U::NoPattern, ..) => conclude(Verdict::Intermittent, Confidence::Low, vec![Evidence::NoPattern]),
+
+        // Every probe with nothing held got a banner: the load experiment decides.
+        (U::Served, _, Some(Load::Clean { timeouts })) if timeouts > 0 => {
+            conclude(Verdict::Overloaded, Confidence::Medium, vec![Evidence::LoadTimeouts { timeouts }])
+                .citing_holders()
+        }
+        (U::Served, _, None | Some(Load::Clean { .. })) => ok_served(facts),
+        (U::Served, _, Some(Load::Refused { penalty_outlived: true, .. })) => {
+            conclude(Verdict::Penalized, Confidence::Medium, vec![Evidence::PenaltyOutlivedLoad])
+                .noting(Note::OwnProbesDuringLoad)
+        }
+        (U::Served, _, Some(Load::Refused { holder_split: Some(Split::PerSource { p }), .. })) => {
+            let (here, elsewhere) = loaded_counts(facts, held_level);
+            conclude(
+                Verdict::PerSourceLimit,
+                Confidence::Medium,
+                vec![Evidence::PerSourceUnderLoad { held: held_level }, shown(here, elsewhere, p)],
+            )
+        }
+        // Refused only while diagnose itself held connections, served again once it let them go:
+        // nothing refuses anyone now; the limit is where it is.
+        // How few banners after the release say so is stated: they rule out only high drop rates.
+        (U::Served, _, Some(Load::Refused { cleared: true, connect_failed: false, .. }))
+            if !held_anywhere =>
+        {
+            let banners = facts.probes(ExperimentKind::Persistence).count() as u32;
+            conclude(
+                Verdict::Ok,
+                Confidence::High,
+                vec![
+                    Evidence::RefusalsBeginAt { held: held_level },
+                    Evidence::ServedAfterRelease {
+                        banners,
+                        ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
+                        error_rate_per_mille: persource::error_rate_per_mille(),
+                    },
+                ],
+            )
+        }
+        (U::Served, _, Some(Load::Refused { cleared, .. })) => {
+            let after_release = facts.probes(ExperimentKind::Persistence).next().is_some();
+            let c = conclude(
+                Verdict::Maxstartups,
+                if cleared { Confidence::High } else { Confidence::Medium },
+                vec![Evidence::MaxStartupsUnderLoad { held: held_level, cleared }],
+            );
+            if after_release && !cleared {
+                c.noting(Note::RefusalsPersisted)
+            } else {
+                c
+            }
+        }
+    };
+    f.conclude(c.verdict, c.confidence);
+    f.evidence.extend(c.evidence);
+    f.notes.extend(c.notes);
+    if c.cite_holders {
+        cite_holders(facts, f);
+    }
+    // The per-source test untold: both readings are named, at low confidence (random drops beside
+    // banners were always a medium reading). With a line that names a limit, the global reading is
+    // the verdict; a zero-byte close keeps its per-address reading (its global one would claim
+    // every address closed, which the other address's banners contradict).
+    if untold_read.is_some() && refused_tested {
+        f.confidence = Confidence::Low;
+    }
+}
+
+/// The evidence of the first load at which something failed, what a fresh address got at the same
+/// load, and what the probing address got after the release.
+fn cite_load(facts: &Facts, f: &mut Finding) {
+    let Some(level) = refused_level(facts) else { return };
     f.evidence.push(Evidence::LoadRefusals {
         held: level.held,
         from_probing_source: level.held_from_probing_source,
@@ -533,47 +816,47 @@ fn decide_loaded(facts: &Facts, f: &mut Finding, software: Option<Software>) {
     if level.hold_refused > 0 {
         f.evidence.push(Evidence::HoldRefused { attempts: level.hold_refused });
     }
-    if let Some(message) = refused.iter().find_map(|p| p.message()) {
+    if let Some(message) = level.probes.iter().filter(|p| p.refused()).find_map(|p| p.message()) {
         f.evidence.push(Evidence::RefusalsSaid { message: message.to_string() });
     }
     let fresh: Vec<&ExperimentProbe> =
         facts.of(ExperimentKind::Source).filter(|e| e.held > 0).flat_map(|e| &e.probes).collect();
-    let fresh_banner = !fresh.is_empty() && fresh.iter().all(|p| p.outcome() == Outcome::Banner);
-    let after: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Persistence).collect();
-    let cleared = !after.is_empty() && after.iter().all(|p| p.outcome() == Outcome::Banner);
     if !fresh.is_empty() {
         f.evidence.push(Evidence::FreshAddressUnderLoad { tally: Tally::of(fresh.iter().copied()) });
     }
-    if !after.is_empty() {
-        f.evidence.push(Evidence::AfterRelease { tally: Tally::of(after.iter().copied()) });
+    if facts.probes(ExperimentKind::Persistence).next().is_some() {
+        f.evidence
+            .push(Evidence::AfterRelease { tally: Tally::of(facts.probes(ExperimentKind::Persistence)) });
     }
-    // A penalty needs a server that has them, and outlives our held connections.
-    let penalties_possible = software.is_some_and(Software::has_penalties)
-        || refused.iter().any(|p| p.refusal() == Some(KnownRefusal::NotAllowedAtThisTime));
-    if penalties_possible && fresh_banner && !after.is_empty() && !cleared {
-        f.conclude(Verdict::Penalized, Confidence::Medium);
-        f.evidence.push(Evidence::PenaltyOutlivedLoad);
-        f.notes.push(Note::OwnProbesDuringLoad);
-        return;
+}
+
+/// `ok` after the load experiment refused nothing: how sure, and what the banners rule out.
+fn ok_served(facts: &Facts) -> Conclusion {
+    let loads: Vec<&ExperimentProbe> = facts.probes(ExperimentKind::Load).collect();
+    let max_held = facts.of(ExperimentKind::Load).map(|e| e.held).max().unwrap_or(0);
+    let mut c = conclude(
+        Verdict::Ok,
+        if max_held >= CONFIDENT_LOAD { Confidence::High } else { Confidence::Medium },
+        vec![],
+    );
+    // Said only when every load probe got a banner: nothing failed and nothing timed out here.
+    if max_held > 0 && loads.iter().all(|p| p.served()) {
+        c.evidence.push(Evidence::ServedUnderLoad { max_held });
     }
-    if level.held_from_probing_source && fresh_banner && cleared {
-        f.conclude(Verdict::PerSourceLimit, Confidence::Medium);
-        f.evidence.push(Evidence::PerSourceUnderLoad { held: level.held });
-        return;
+    // What so many banners rule out: random drops at some rate or more, not any drop at all.
+    let all: Vec<&ExperimentProbe> = facts.experiments.iter().flat_map(|e| &e.probes).collect();
+    if all.iter().all(|p| p.served()) {
+        let banners = all.len() as u32;
+        c.evidence.push(Evidence::NoDropsSeen {
+            banners,
+            ruled_out_pct: persource::pct_up(persource::drops_ruled_out(banners)),
+            error_rate_per_mille: persource::error_rate_per_mille(),
+        });
     }
-    let others_hold = facts.host_connections.iter().any(|h| h.count > 0);
-    if cleared && !others_hold && !level.probes.iter().any(|p| p.connect_failed()) {
-        // Refused only while diagnose itself held connections, served again once it let them go:
-        // nothing refuses anyone now; the limit is where it is.
-        f.conclude(Verdict::Ok, Confidence::High);
-        f.evidence.push(Evidence::RefusalsBeginAt { held: level.held });
-        return;
+    if max_held < CONFIDENT_LOAD {
+        c.notes.push(Note::LoadNotConfident { max_held });
     }
-    f.conclude(Verdict::Maxstartups, if cleared { Confidence::High } else { Confidence::Medium });
-    f.evidence.push(Evidence::MaxStartupsUnderLoad { held: level.held, cleared });
-    if !after.is_empty() && !cleared {
-        f.notes.push(Note::RefusalsPersisted);
-    }
+    c
 }
 
 /// A banner that waited far longer when we waited than when we spoke first: a protocol
@@ -603,6 +886,7 @@ pub(super) const MULTIPLEXER_MIN_WAIT_US: u64 = 900_000;
 mod tests {
     use super::*;
     use crate::experiment::diagnose::facts::fixtures::*;
+    use crate::experiment::diagnose::facts::HostHolder;
 
     const EXCEEDED: &str = "Exceeded MaxStartups";
     const NOT_ALLOWED: &str = "Not allowed at this time";
@@ -668,17 +952,35 @@ mod tests {
         experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]));
         let f = decide(&facts(experiments));
         assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::Medium));
-        assert!(
-            f.evidence.contains(&Evidence::PerSourceUntold { refused_pct: 40, banners: 2, chance_pct: 36 }),
-            "{:?}",
-            f.evidence
-        );
-        // With 8 banners on the other address that chance is 1.7 %: a per-source limit.
+        // Fisher's exact test: 2 of 5 refused here, 0 of 2 there: p = C(5,2)/C(7,2) = 0.476.
+        let untold = |here, elsewhere, p_per_mille| Evidence::PerSourceUntold {
+            here,
+            elsewhere,
+            p_per_mille,
+            error_rate_per_mille: 1,
+        };
+        assert!(f.evidence.contains(&untold(Count::new(2, 5), Count::new(0, 2), 476)), "{:?}", f.evidence);
+        // 8 banners on the other address are still too few against random refusals here (p =
+        // C(5,2)/C(13,2) = 0.128): a global limit's drops give that one time in eight.
         let mut experiments = random_refusals();
         experiments.push(exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 8]));
         let f = decide(&facts(experiments));
-        assert_eq!(f.verdict, Verdict::PerSourceLimit);
-        assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 2, probes: 5 }));
+        assert_eq!(f.verdict, Verdict::Maxstartups);
+        assert!(f.evidence.contains(&untold(Count::new(2, 5), Count::new(0, 8), 128)), "{:?}", f.evidence);
+        // A limit on this address refuses it every time: 7 of 7 here, 0 of 8 there: p = 1/C(15,7).
+        let refused = || refusal(EXCEEDED);
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![banner("OpenSSH_9.2p1"), refused(), refused()]),
+            exp(ExperimentKind::Determinism, 0, vec![refused(); 6]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 8]),
+        ]));
+        assert_eq!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::RefusedHereServedElsewhere { refused: 8, probes: 9 }));
+        assert!(
+            f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceShown { p_per_mille: 0, .. })),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]
@@ -796,7 +1098,7 @@ mod tests {
         // The same close for this address only: an access rule without Debian's delay.
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![broken(); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert_eq!(f.remedy.last(), Some(&Remedy::CheckServerLog));
@@ -873,16 +1175,36 @@ mod tests {
     fn per_source_limits_spare_other_addresses() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::PerSourceLimit, Confidence::High));
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithoutPenalties { software: OPENSSH_9_2 }));
+        // 3 of 3 refused here, 17 of 17 served there: p = 1/C(20,3), under the 0.1 % error rate.
+        assert!(f.evidence.contains(&Evidence::PerSourceShown {
+            here: Count::new(3, 3),
+            elsewhere: Count::new(0, 17),
+            p_per_mille: 1,
+            error_rate_per_mille: 1
+        }));
         assert_eq!(f.remedy, [Remedy::RaisePerSourceMaxStartups]);
+        // With 2 banners there, a global limit dropping at random gives that with p = 0.1: both causes
+        // are named, the global one the verdict at low confidence.
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![refusal(EXCEEDED); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::Maxstartups, Confidence::Low));
+        assert!(f.evidence.contains(&Evidence::PerSourceUntold {
+            here: Count::new(3, 3),
+            elsewhere: Count::new(0, 2),
+            p_per_mille: 100,
+            error_rate_per_mille: 1
+        }));
 
         let quick = vec![closed_after(300), reset_after(300), closed_after(300)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, quick),
-            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("dropbear_2022.83"); 17]),
         ]));
         assert_eq!(f.verdict, Verdict::PerSourceLimit);
         assert!(f.evidence.contains(&Evidence::DropbearPerSourceClose), "{:?}", f.evidence);
@@ -893,7 +1215,7 @@ mod tests {
     fn penalties_on_9_8_plus() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 17]),
         ]));
         assert_eq!(f.verdict, Verdict::Penalized);
         assert!(f.evidence.contains(&Evidence::ServedElsewhereWithPenalties { software: OPENSSH_10_0 }));
@@ -919,7 +1241,9 @@ mod tests {
             f.evidence,
             [
                 Evidence::UnloadedBanners { probes: 3, software: OPENSSH_9_2 },
-                Evidence::ServedUnderLoad { max_held: 8 }
+                Evidence::ServedUnderLoad { max_held: 8 },
+                // 9 banners rule out drops of 54 % or more (0.46^9 < 0.1 %), not MaxStartups' 30 %.
+                Evidence::NoDropsSeen { banners: 9, ruled_out_pct: 54, error_rate_per_mille: 1 }
             ]
         );
         assert_eq!(f.remedy, [Remedy::LookPastTheExchange]);
@@ -1055,7 +1379,7 @@ mod tests {
             host_connections: holders("127.0.0.1", 3),
             ..facts(vec![
                 exp(ExperimentKind::Baseline, 0, vec![refusal(NOT_ALLOWED); 3]),
-                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 2]),
+                exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_10.0p2"); 17]),
             ])
         });
         assert_eq!(
@@ -1120,7 +1444,7 @@ mod tests {
     fn a_reset_at_the_listener_for_this_address_only_is_access_denied_there() {
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
-            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 17]),
         ]));
         assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Medium));
         assert!(f.evidence.iter().any(|e| matches!(e, Evidence::AtTheListener { .. })), "{:?}", f.evidence);
@@ -1173,5 +1497,75 @@ mod tests {
             f.evidence
         );
         assert_eq!(f.remedy, [Remedy::RestartHungServer]);
+    }
+
+    /// Every rule that reads per-source reads it by the test: a reset at the listener for this
+    /// address beside 2 banners elsewhere (p = 0.1) keeps its per-address reading at low
+    /// confidence, naming both; it never says every address is closed.
+    #[test]
+    fn an_untold_zero_byte_close_names_both_and_never_every_address() {
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![reset_after(480); 3]),
+            exp(ExperimentKind::Source, 0, vec![banner("OpenSSH_9.2p1"); 2]),
+        ]));
+        assert_eq!((f.verdict, f.confidence), (Verdict::AccessDenied, Confidence::Low), "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceUntold { p_per_mille: 100, .. })));
+        assert!(!f.evidence.iter().any(|e| matches!(e, Evidence::ListenerDropEverywhere { .. })));
+    }
+
+    /// Held from the probing address, refused there and served elsewhere at the same load: a
+    /// per-source limit only when the test says so; random drops on both otherwise.
+    #[test]
+    fn per_source_under_load_is_read_by_the_test() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let run = |mine: Vec<ExperimentProbe>, theirs: Vec<ExperimentProbe>| {
+            let mut load = exp(ExperimentKind::Load, 3, mine);
+            load.held_from_probing_source = true;
+            decide(&facts(vec![
+                exp(ExperimentKind::Baseline, 0, vec![ok(); 3]),
+                load,
+                exp(ExperimentKind::Source, 3, theirs),
+                exp(ExperimentKind::Persistence, 0, vec![ok()]),
+            ]))
+        };
+        // 1 refusal in 2 beside 2 banners: untold, not a per-source limit.
+        let f = run(vec![refusal(EXCEEDED), ok()], vec![ok(); 2]);
+        assert_eq!(f.verdict, Verdict::Ok, "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| matches!(e, Evidence::PerSourceUntold { .. })), "{:?}", f.evidence);
+        // 5 of 5 refused beside 9 banners: p = 1/2002, per-source.
+        let f = run(vec![refusal(EXCEEDED); 5], vec![ok(); 9]);
+        assert_eq!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+        assert!(f.evidence.contains(&Evidence::PerSourceShown {
+            here: Count::new(5, 5),
+            elsewhere: Count::new(0, 9),
+            p_per_mille: 0,
+            error_rate_per_mille: 1
+        }));
+        // A refusal elsewhere at the same load: a limit for everyone.
+        let f = run(vec![refusal(EXCEEDED); 2], vec![ok(), refusal(EXCEEDED)]);
+        assert_ne!(f.verdict, Verdict::PerSourceLimit, "{:?}", f.evidence);
+    }
+
+    /// An ok says what its banners rule out: 20 in a row rule out drops of 30 % (MaxStartups'
+    /// default rate) at the 0.1 % error rate.
+    #[test]
+    fn an_ok_says_what_its_banners_rule_out() {
+        let ok = || banner("OpenSSH_9.2p1");
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, vec![ok(); 3]),
+            exp(ExperimentKind::Load, 3, vec![ok(); 2]),
+            exp(ExperimentKind::Source, 3, vec![ok(); 14]),
+            exp(ExperimentKind::Persistence, 0, vec![ok()]),
+        ]));
+        assert_eq!(f.verdict, Verdict::Ok);
+        assert!(
+            f.evidence.contains(&Evidence::NoDropsSeen {
+                banners: 20,
+                ruled_out_pct: 30,
+                error_rate_per_mille: 1
+            }),
+            "{:?}",
+            f.evidence
+        );
     }
 }

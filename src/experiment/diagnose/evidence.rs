@@ -5,6 +5,7 @@
 //! test or a script matches on the kind and reads the numbers instead of parsing a sentence.
 
 use super::facts::{HostHolder, NotTestedReason, Tally};
+use super::persource::Count;
 use crate::experiment::sources::Source;
 use crate::outcome::{KnownRefusal, Outcome};
 use crate::server::Software;
@@ -360,16 +361,51 @@ pub enum Evidence {
         /// Median wait when we spoke first.
         spoke_first_ms: u64,
     },
-    /// This address refused at random beside another address's banners, but so few of those that
-    /// a global limit's random drops would give them this often: per-source cannot be told from
-    /// global at the stated error rate.
+    /// Per-source against global, by Fisher's exact test (one-sided) on the two addresses' counts at
+    /// the same load: the probing address refused, the other never, and the chance of counts at
+    /// least this lopsided under one shared drop rate (`p_per_mille`) is under the stated error rate.
+    PerSourceShown {
+        /// The probing address's probes at that load.
+        here: Count,
+        /// The other address's probes at that load.
+        elsewhere: Count,
+        /// The test's p-value, in per mille.
+        p_per_mille: u32,
+        /// The error rate a per-source verdict needs, in per mille.
+        error_rate_per_mille: u32,
+    },
+    /// The same test left per-source against global undecided (the budget or the per-address cap
+    /// allowed no more probes): a global limit dropping at random, or a per-source limit; both are
+    /// named.
     PerSourceUntold {
-        /// The probing address's share refused, in per cent.
-        refused_pct: u32,
-        /// The other address's banners.
-        banners: usize,
-        /// The chance of those banners under the global reading, in per cent.
-        chance_pct: u32,
+        /// The probing address's probes at that load.
+        here: Count,
+        /// The other address's probes at that load.
+        elsewhere: Count,
+        /// The test's p-value, in per mille.
+        p_per_mille: u32,
+        /// The error rate a per-source verdict needs, in per mille.
+        error_rate_per_mille: u32,
+    },
+    /// Every probe after the release got a banner: random drops of `ruled_out_pct` or more now would
+    /// have refused one of them but for the stated error rate (lower rates are not ruled out).
+    ServedAfterRelease {
+        /// Banners after the release.
+        banners: u32,
+        /// The least drop rate they rule out, in per cent (rounded up).
+        ruled_out_pct: u32,
+        /// The error rate, in per mille.
+        error_rate_per_mille: u32,
+    },
+    /// Every probe of the run got a banner: random drops of `ruled_out_pct` or more would have
+    /// refused one of them but for the stated error rate.
+    NoDropsSeen {
+        /// Banners in all, from every address.
+        banners: u32,
+        /// The least drop rate they rule out, in per cent (rounded up).
+        ruled_out_pct: u32,
+        /// The error rate, in per mille.
+        error_rate_per_mille: u32,
     },
     /// Refusals came only while diagnose itself held connections, and cleared when it let them go:
     /// nothing refuses anyone now, but the server starts refusing at about `held` unauthenticated

@@ -4,6 +4,7 @@
 use super::decide::{decide, Verdict, CONFIDENT_LOAD};
 use super::evidence::Evidence;
 use super::facts::{Experiment, ExperimentKind, ExperimentProbe, Facts, HostHolder, NotTestedReason};
+use super::persource::{needs_probing_address, split, Count, Split, BANNERS_FOR_OK, MAX_EXTRA_PAIRS};
 use super::Finding;
 use crate::engine::{Engine, Interrupt, ProbeRequest};
 use crate::evidence::ProbeOrder;
@@ -183,6 +184,20 @@ pub async fn diagnose<E: Engine>(
         if let Some(probes) = second {
             facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, probes));
         }
+        // Refused here, served there: a few banners are likely under a global limit's random drops
+        // too, so more pairs until the per-source test decides.
+        if let (Some(&other), Some((here, elsewhere))) =
+            (others.first(), super::decide::unloaded_counts_to_test(&facts))
+        {
+            let (mine, theirs) =
+                pairs(&lab, (primary, here), (other, elsewhere), 0, (0, true), &mut facts).await;
+            if !mine.is_empty() {
+                facts.experiments.push(Experiment::new(ExperimentKind::Determinism, 0, mine));
+            }
+            if !theirs.is_empty() {
+                facts.experiments.push(Experiment::new(ExperimentKind::Source, 0, theirs));
+            }
+        }
         // Served, then blocked, with nothing held: one probe after a wait tells a rate limit from
         // a ban.
         if matches!(super::front::Signals::of(&facts).block, super::front::Block::MidRun { .. }) {
@@ -339,9 +354,48 @@ async fn load_experiment<E: Engine>(
             break;
         }
     }
+    // Served throughout, while this host's connections and ours reach sshd's default MaxStartups
+    // `start`, where it drops at random: so few banners do not rule drops out. Another address tops
+    // them up at the highest load, before it is released, to the number that rules out MaxStartups'
+    // default drop rate at the stated error rate. (Not otherwise: each of its probes counts towards
+    // a ban-after-failures daemon's threshold, and it must stay clean to show others are served.)
+    let top = facts.of(ExperimentKind::Load).last().map(|e| e.held);
+    let host_held: u32 = facts.host_connections.iter().map(|h| h.count).sum();
+    let drops_plausible = top.is_some_and(|top| host_held + top >= DEFAULT_MAXSTARTUPS_START);
+    if let (false, None, Some(&fresh), Some(top), true) =
+        (blocked, refused_at, others.first(), top, drops_plausible)
+    {
+        let made: u32 = facts.experiments.iter().map(|e| e.probes.len() as u32).sum();
+        // Within the other address's cap: the banners it cannot give are said as a weaker bound.
+        let room = lab.budget.cap_remaining(fresh).unwrap_or(u32::MAX);
+        let want = BANNERS_FOR_OK.saturating_sub(made + FINAL_CHECK).min(room);
+        let mut probes = Vec::new();
+        for i in 0..want {
+            if i > 0 {
+                tokio::time::sleep(lab.spacing).await;
+            }
+            let Some(p) = lab.probe(ProbeOrder::WaitForBanner, fresh, top).await else { break };
+            let served = p.served();
+            probes.push(p);
+            if !served {
+                refused_at = Some(top);
+                break;
+            }
+        }
+        if !probes.is_empty() {
+            facts.experiments.push(Experiment {
+                kind: ExperimentKind::Source,
+                held: top,
+                held_from_probing_source: from_probing,
+                probes,
+                hold_refused: 0,
+            });
+        }
+    }
     if let Some(held) = refused_at {
         // Another address at the same load: global or per-source?
-        if let Some(&fresh) = others.first() {
+        let asked = facts.of(ExperimentKind::Source).any(|e| e.held == held);
+        if let (Some(&fresh), false) = (others.first(), asked) {
             let probes = lab.series(ProbeOrder::WaitForBanner, fresh, PROBES_PER_STEP, held, facts).await;
             facts.experiments.push(Experiment {
                 kind: ExperimentKind::Source,
@@ -350,6 +404,25 @@ async fn load_experiment<E: Engine>(
                 probes,
                 hold_refused: 0,
             });
+        }
+        // Held from the probing address, refused there and served there: a per-source limit
+        // refuses every probe from the holder, a global one drops at random from both. More pairs
+        // at the same load, the probing address keeping one connection for the check after release.
+        let (here, elsewhere) = super::decide::loaded_counts(facts, held);
+        if let (Some(&fresh), true, false, 0) = (others.first(), from_probing, blocked, elsewhere.refused) {
+            let (mine, theirs) =
+                pairs(lab, (primary, here), (fresh, elsewhere), held, (FINAL_CHECK, false), facts).await;
+            for (kind, probes) in [(ExperimentKind::Load, mine), (ExperimentKind::Source, theirs)] {
+                if !probes.is_empty() {
+                    facts.experiments.push(Experiment {
+                        kind,
+                        held,
+                        held_from_probing_source: from_probing,
+                        probes,
+                        hold_refused: 0,
+                    });
+                }
+            }
         }
     }
     holder.release().await;
@@ -389,6 +462,63 @@ async fn load_experiment<E: Engine>(
         }
     }
 }
+
+/// Pairs of probes at `held` connections held, the other address's first, then the probing one's,
+/// one at a time (so both meet the same server), while the per-source test is untold: at most
+/// `MAX_EXTRA_PAIRS * 2` from the other address (within its cap), and from the probing address at
+/// most [`MAX_EXTRA_PAIRS`], keeping `reserve` connections of its cap. With `spare_refused`, the
+/// probing address is probed only while the other's banners alone could not decide
+/// ([`needs_probing_address`]): every further probe of a refused address meets the limit again,
+/// and may deepen a penalty or count towards a ban (and sshd rate-limits the log lines that would
+/// name it). Under load it is not spared: it holds the connections, and the other's banners alone
+/// cannot decide within its cap. Returns the probing address's probes and the other's.
+async fn pairs<E: Engine>(
+    lab: &Bench<'_, E>,
+    (primary, mut here): (Option<IpAddr>, Count),
+    (other, mut elsewhere): (Option<IpAddr>, Count),
+    held: u32,
+    (reserve, spare_refused): (u32, bool),
+    facts: &mut Facts,
+) -> (Vec<ExperimentProbe>, Vec<ExperimentProbe>) {
+    let untold = |here, elsewhere| matches!(split(here, elsewhere), Split::Untold { .. });
+    let room =
+        |source: Option<IpAddr>, keep: u32| lab.budget.cap_remaining(source).is_none_or(|left| left > keep);
+    let add = |c: Count, p: &ExperimentProbe| Count::new(c.refused + u32::from(!p.served()), c.probes + 1);
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    let rounds = MAX_EXTRA_PAIRS * 2;
+    for round in 0..rounds {
+        if !untold(here, elsewhere) || !room(other, 0) {
+            break;
+        }
+        tokio::time::sleep(lab.spacing).await;
+        let Some(p) = lab.probe(ProbeOrder::WaitForBanner, other, held).await else {
+            facts.budget_exhausted |= !lab.cut();
+            break;
+        };
+        elsewhere = add(elsewhere, &p);
+        theirs.push(p);
+        let other_left = lab.budget.cap_remaining(other).unwrap_or(u32::MAX).min(rounds - round - 1);
+        if !untold(here, elsewhere)
+            || (spare_refused && !needs_probing_address(here, elsewhere, other_left))
+            || !room(primary, reserve)
+            || mine.len() as u32 >= MAX_EXTRA_PAIRS
+        {
+            continue;
+        }
+        tokio::time::sleep(lab.spacing).await;
+        let Some(p) = lab.probe(ProbeOrder::WaitForBanner, primary, held).await else {
+            facts.budget_exhausted |= !lab.cut();
+            break;
+        };
+        here = add(here, &p);
+        mine.push(p);
+    }
+    (mine, theirs)
+}
+
+/// sshd's default MaxStartups `start` (10:30:100): unauthenticated connections past which it drops
+/// new ones at random.
+const DEFAULT_MAXSTARTUPS_START: u32 = 10;
 
 /// Probes kept for the check after the load experiment.
 const FINAL_CHECK: u32 = 1;

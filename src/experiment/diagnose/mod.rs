@@ -18,6 +18,7 @@
 //! | [`gather`] | [`diagnose`]: runs the experiments within the budget, then decides: a [`Diagnosis`] | network |
 //! | [`facts`] | what was gathered: [`Facts`], [`Experiment`]s of [`ExperimentProbe`]s (each a [`crate::record::ProbeRecord`] with its source and load), [`Tally`] | none |
 //! | [`decide`](mod@decide) | [`decide()`]: the rules, from facts to a [`Finding`] (verdict, confidence, evidence, remedies, notes) | none |
+//! | [`persource`] | per-source against global: Fisher's exact test at a stated error rate, and what a run of banners rules out | none |
 //! | [`evidence`] | [`Evidence`] and [`Note`]: what a verdict rests on, typed, with its numbers | none |
 //! | [`remedy`] | [`Remedy`]: what to change, chosen by verdict and server family in one table | none |
 //! | [`kex`] | after the rules: what the server's KEXINIT (read by one baseline probe) means for current OpenSSH clients, Terrapin, post-quantum | none |
@@ -34,6 +35,7 @@ mod consistency;
 pub mod gather;
 pub mod kex;
 mod logged;
+pub mod persource;
 pub mod remedy;
 
 pub use decide::{decide, Confidence, Finding, Verdict};
