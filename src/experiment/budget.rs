@@ -413,6 +413,28 @@ impl Ledger {
         Some(dir.join("penalty-ledger.json"))
     }
 
+    /// Takes from `other` every entry this ledger lacks or holds in an older version (by when it was
+    /// written): how a long-running process (`serve`) folds in what other runs wrote to the file
+    /// since it read it, before it paces and before it writes.
+    pub fn merge_newer(&mut self, other: Ledger) {
+        for (key, entry) in other.entries {
+            match self.entries.get(&key) {
+                Some(mine) if mine.at_unix_ms >= entry.at_unix_ms => {}
+                _ => {
+                    self.entries.insert(key, entry);
+                }
+            }
+        }
+        for (server, (software, at)) in other.software {
+            match self.software.get(&server) {
+                Some((_, mine)) if *mine >= at => {}
+                _ => {
+                    self.software.insert(server, (software, at));
+                }
+            }
+        }
+    }
+
     /// Reads the ledger at `path`; an absent or unreadable file is an empty ledger (logged).
     pub fn read(path: &Path) -> Ledger {
         let text = match std::fs::read_to_string(path) {
@@ -594,6 +616,35 @@ mod tests {
         b.load(&ledger, old);
         b.server_has_penalties();
         assert!(!b.try_take(None));
+    }
+
+    /// A long-running exporter folds in what a CLI run wrote to the file after it read it: the newer
+    /// of two entries wins, and entries only one side has are kept.
+    #[test]
+    fn merging_keeps_the_newer_entry_and_every_other() {
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:22".parse().unwrap(), "127.0.0.1:2200".parse().unwrap());
+        let owing = |server: SocketAddr, n: u32| {
+            let mut ledger = Ledger::default();
+            let budget = Budget::penalty_safe(10);
+            for _ in 0..n {
+                budget.charge(None);
+            }
+            budget.store(&mut ledger, server);
+            ledger
+        };
+        let mut serve = owing(a, 2);
+        std::thread::sleep(Duration::from_millis(5));
+        let mut cli = owing(a, 9);
+        cli.merge_newer(owing(b, 4));
+        cli.saw(b, "OpenSSH_9.9");
+        serve.merge_newer(cli);
+        assert_eq!(serve.software(b), Some("OpenSSH_9.9"));
+        for (server, n) in [(a, 9), (b, 4)] {
+            let budget = Budget::penalty_safe(10);
+            budget.load(&serve, server);
+            assert_eq!(budget.remaining(None), 10 - n, "{server}");
+        }
     }
 
     /// A ledger written before it kept ports (address only) still reads: its debt counts against

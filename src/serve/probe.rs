@@ -86,13 +86,23 @@ pub async fn run_diagnose(
     remote: SocketAddr,
 ) -> Option<Diagnosis> {
     let engine = engines.of(module.engine)?;
+    // What `sshprobe diagnose` (or another exporter) wrote since: its debts pace this run too.
+    let path = Ledger::default_path();
+    if let Some(path) = &path {
+        engines.ledger.lock().unwrap_or_else(|p| p.into_inner()).merge_newer(Ledger::read(path));
+    }
     let budget = Budget::penalty_safe(DEFAULT_PER_SOURCE).max_per_address(DEFAULT_PER_SOURCE);
     let options = DiagnoseOptions { ledger: Some(engines.ledger.clone()), ..DiagnoseOptions::default() };
     let d = tokio::time::timeout(DIAGNOSE_TIMEOUT, diagnose(engine, target, remote, &options, &budget))
         .await
         .ok();
-    if let Some(path) = Ledger::default_path() {
-        let ledger = engines.ledger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(path) = path {
+        // Folded in again, so what another run wrote meanwhile is kept, not overwritten.
+        let ledger = {
+            let mut ledger = engines.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            ledger.merge_newer(Ledger::read(&path));
+            ledger.clone()
+        };
         if let Err(e) = ledger.write(&path) {
             tracing::warn!("keeping the penalty ledger in {}: {e}", path.display());
         }
