@@ -339,15 +339,25 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              `full` with unauthenticated connections held by others"
                 .into()
         }
-        Evidence::ZeroByteClose { median_us, probes, server_delay_us, server_delay_range_us, class, .. } => format!(
-            "every refusal sent zero bytes; the server closed after {} (median; {probes} probes), {} of it its \
-             own (range {}–{}; the rest is the round trip): {}",
-            format_us(*median_us),
-            format_us(*server_delay_us),
-            format_us(server_delay_range_us.0),
-            format_us(server_delay_range_us.1),
-            delay_class_text(*class)
-        ),
+        Evidence::ZeroByteClose { median_us, probes, server_delay_us, server_delay_range_us, class, .. } => {
+            match server_delay_range_us {
+                Some((fastest, slowest)) => format!(
+                    "every refusal sent zero bytes; the server closed after {} (median; {probes} probes), {} of it \
+                     its own (range {}–{}; the rest is the round trip): {}",
+                    format_us(*median_us),
+                    format_us(*server_delay_us),
+                    format_us(*fastest),
+                    format_us(*slowest),
+                    delay_class_text(*class)
+                ),
+                None => format!(
+                    "every refusal sent zero bytes; the server closed after {} (median; {probes} probes; no probe \
+                     timed its handshake, so the round trip is not taken out): {}",
+                    format_us(*median_us),
+                    delay_class_text(*class)
+                ),
+            }
+        }
         Evidence::WrappersDelay { .. } => {
             "a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial \
              (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond"
@@ -807,6 +817,23 @@ mod tests {
             },
             duration_ms: 6_100,
         }
+    }
+
+    /// Refusals whose handshake no probe timed (a reset read with the connect) give no server
+    /// delay: the sentence says so instead of a range of zeros.
+    #[test]
+    fn a_close_without_connect_times_claims_no_delay_range() {
+        let e = Evidence::ZeroByteClose {
+            median_us: 120,
+            probes: 4,
+            source: Source::KernelChoice,
+            server_delay_us: 120,
+            server_delay_range_us: None,
+            class: DelayClass::Listener,
+        };
+        let text = evidence_text(&e);
+        assert!(text.contains("round trip is not taken out") && !text.contains("range"), "{text}");
+        assert!(serde_json::to_value(&e).unwrap().get("server_delay_range_us").is_none());
     }
 
     /// Diagnose prints a probe with the probe JSONL's names: every field they share has the same

@@ -447,12 +447,12 @@ fn refused_level(facts: &Facts) -> Option<&Experiment> {
 }
 
 /// The server's own delay to the close (median, and range) over `refusals`.
-fn server_delay(refusals: &[&ExperimentProbe]) -> (u64, (u64, u64)) {
+fn server_delay(refusals: &[&ExperimentProbe]) -> (u64, Option<(u64, u64)>) {
     let mut delays: Vec<u64> = refusals.iter().filter_map(|p| p.server_delay_us()).collect();
     delays.sort_unstable();
     let closes: Vec<u64> = refusals.iter().filter_map(|p| p.closed_us()).collect();
     let median = percentile(&delays, 0.5).or_else(|| percentile(&closes, 0.5)).unwrap_or(0);
-    (median, (delays.first().copied().unwrap_or(0), delays.last().copied().unwrap_or(0)))
+    (median, delays.first().copied().zip(delays.last().copied()))
 }
 
 /// What one of sshd's rules concludes.
@@ -1065,7 +1065,7 @@ mod tests {
                 probes: 3,
                 source: Source::KernelChoice,
                 server_delay_us: 5_011_800,
-                server_delay_range_us: (5_009_800, 5_019_800),
+                server_delay_range_us: Some((5_009_800, 5_019_800)),
                 class: DelayClass::WrappersDelay,
             }),
             "{:?}",

@@ -106,10 +106,13 @@ pub enum Evidence {
         probes: usize,
         /// The source address they came from.
         source: Source,
-        /// How long the server itself took (the close less the connect round trip), median.
+        /// How long the server itself took (the close less the connect round trip), median; the
+        /// close's own median when no probe measured its connect.
         server_delay_us: u64,
-        /// The fastest and slowest of those.
-        server_delay_range_us: (u64, u64),
+        /// The fastest and slowest of those; `None` when no probe measured its connect, so the
+        /// round trip could not be taken out.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_delay_range_us: Option<(u64, u64)>,
         /// Where in the server that delay places the close.
         class: DelayClass,
     },
