@@ -462,6 +462,11 @@ pub fn evidence_text(evidence: &Evidence) -> String {
         Evidence::ServedUnderLoad { max_held } => {
             format!("with up to {max_held} unauthenticated connections held, every probe still got a banner")
         }
+        Evidence::LoadRefusals { held: 0, from_probing_source, tally } => format!(
+            "trying to hold unauthenticated connections{}, of which the server kept none: {}",
+            if *from_probing_source { " from the probing address" } else { " from other addresses" },
+            tally_text(tally)
+        ),
         Evidence::LoadRefusals { held, from_probing_source, tally } => format!(
             "holding {held} unauthenticated connections{}: {}",
             if *from_probing_source { " from the probing address" } else { " from other addresses" },
@@ -478,9 +483,19 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              PerSourcePenalties block, likely earned by this diagnosis's own connections on top of earlier ones"
                 .into()
         }
+        Evidence::PerSourceUnderLoad { held: 0 } => "refusals began as the probing address tried to hold \
+             connections (the server kept none) while a fresh address was served, and cleared when it stopped: a \
+             per-source limit"
+            .into(),
         Evidence::PerSourceUnderLoad { held } => format!(
             "refusals began at {held} connections from the probing address while a fresh address was served, and \
              cleared when they were released: a per-source limit"
+        ),
+        Evidence::MaxStartupsUnderLoad { held: 0, cleared } => format!(
+            "refusals began as diagnose tried to hold connections, and it kept none{}: new connections were \
+             already being refused at the server's limit (others' unauthenticated connections); `sshprobe \
+             limits` estimates start:rate:full",
+            if *cleared { ", and cleared once it stopped" } else { "" },
         ),
         Evidence::MaxStartupsUnderLoad { held, cleared } => format!(
             "refusals began with {held} connections held{}: MaxStartups `start` is at most {held} (minus unauthenticated \
@@ -576,6 +591,10 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              one of them (at a {} error rate); lower drop rates are not ruled out",
             rate_text(*error_rate_per_mille)
         ),
+        Evidence::RefusalsBeginAt { held: 0 } => "refusals came only while diagnose was opening connections to \
+             hold (the server kept none of them), and cleared once it stopped: nothing refuses anyone now, but a \
+             burst of new connections at once is refused"
+            .into(),
         Evidence::RefusalsBeginAt { held } => format!(
             "refusals came only while diagnose itself held {held} unauthenticated connections, and cleared once it let \
              them go: nothing refuses anyone now, but the server starts refusing at about {held} unauthenticated \
@@ -816,6 +835,20 @@ mod tests {
                 waited_ms: 0,
             },
             duration_ms: 6_100,
+        }
+    }
+
+    /// A load the server refused wholly (diagnose held nothing) is never "holding 0" or "began at 0".
+    #[test]
+    fn a_load_of_nothing_kept_says_so() {
+        for e in [
+            Evidence::LoadRefusals { held: 0, from_probing_source: false, tally: Tally::default() },
+            Evidence::MaxStartupsUnderLoad { held: 0, cleared: true },
+            Evidence::RefusalsBeginAt { held: 0 },
+            Evidence::PerSourceUnderLoad { held: 0 },
+        ] {
+            let text = evidence_text(&e);
+            assert!(!text.contains(" 0 ") && text.contains("kept none"), "{text}");
         }
     }
 
