@@ -45,9 +45,6 @@ struct Probe {
     ended: Option<oneshot::Sender<HoldEnd>>,
 }
 
-/// An observation on its way to its probe.
-type Handover = (oneshot::Sender<Observation>, Observation);
-
 /// zmap-style: a reset's acknowledgement must cover our SYN (`iss`) and at most what we can have
 /// sent (`max_ack` past it).
 fn acknowledges_ours(iss: SeqNumber, max_ack: u32, ack: SeqNumber) -> bool {
@@ -68,14 +65,14 @@ impl Probe {
         }
     }
 
-    /// Hands over what the flow saw: a hold's end now, its observation to `handover`.
-    fn finish(mut self, handover: &mut Vec<Handover>) {
+    /// Hands over what the flow saw: its observation, and a hold's end.
+    fn finish(mut self) {
         let (end, after_us) = self.flow.hold_end();
         if let Some(ended) = self.ended.take() {
             let _ = ended.send(HoldEnd { end, after: Duration::from_micros(after_us) });
         }
         if let Some(done) = self.done.take() {
-            handover.push((done, self.flow.into_observation()));
+            let _ = done.send(self.flow.into_observation());
         }
     }
 
@@ -115,8 +112,6 @@ pub(super) struct EngineThread {
     outbox: Vec<(FlowKey, Outbound)>,
     /// Flows something happened to since the last flush: settled once their segments are out.
     touched: Vec<FlowKey>,
-    /// Observations ready, sent together by [`hand_over`](Self::hand_over).
-    handover: Vec<Handover>,
 }
 
 impl EngineThread {
@@ -143,7 +138,6 @@ impl EngineThread {
             secret: RandomState::new(),
             outbox: Vec::new(),
             touched: Vec::new(),
-            handover: Vec::new(),
         }
     }
 
@@ -154,7 +148,6 @@ impl EngineThread {
             self.take_commands();
             self.fire_timers(Instant::now());
             self.flush();
-            self.hand_over();
             let timeout = self.timers.peek().map_or(POLL_INTERVAL, |Reverse((at, _))| {
                 // Rounded up to the next millisecond (poll's unit), so a deadline is never early.
                 let left = at.saturating_duration_since(Instant::now());
@@ -193,7 +186,6 @@ impl EngineThread {
                     }
                 }
             }
-            self.hand_over();
         }
         // Stopping: every probe still in flight ends now with what it saw; connections the
         // servers accepted are reset so they do not hold a slot.
@@ -208,17 +200,7 @@ impl EngineThread {
         self.flush();
         self.ids.clear();
         for (_, probe) in self.probes.drain() {
-            probe.finish(&mut self.handover);
-        }
-        self.hand_over();
-    }
-
-    /// Sends the observations that are ready, together: each send from this thread wakes the
-    /// runtime unless it is awake already, so a round's observations cost it one wake-up rather
-    /// than one each (and its output one write).
-    fn hand_over(&mut self) {
-        for (done, observation) in self.handover.drain(..) {
-            let _ = done.send(observation);
+            probe.finish();
         }
     }
 
@@ -366,7 +348,7 @@ impl EngineThread {
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
                 self.ids.remove(&probe.id);
-                probe.finish(&mut self.handover);
+                probe.finish();
             }
             return;
         }
@@ -376,7 +358,7 @@ impl EngineThread {
             // 4-tuple kept from reuse until then).
             if let Some(observation) = probe.flow.closing_observation() {
                 if let Some(done) = probe.done.take() {
-                    self.handover.push((done, observation));
+                    let _ = done.send(observation);
                 }
             }
         }
