@@ -99,6 +99,7 @@ fn a_server_time_wait_on_our_port_is_reset_and_the_probe_connects() {
             &port,
             "-o",
             "jsonl",
+            "--trace",
             "--connect-timeout",
             "3s",
             "--banner-timeout",

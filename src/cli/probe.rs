@@ -126,8 +126,8 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BYTE_CAP, value_parser = super::parse::count::<usize>)]
     byte_cap: usize,
 
-    /// Print each probe's packet trace under its table row (--engine raw; JSONL always carries it
-    /// as `packets`).
+    /// Record each probe's packet trace (--engine raw), to the end of the close: printed under its
+    /// table row, and as `packets` in JSONL. Without it a probe ends once our FIN or RST is out.
     #[arg(long)]
     trace: bool,
 
@@ -240,7 +240,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
             bail!("--rate {rate}: must be a positive number of connections per second");
         }
     }
-    let config = EngineConfig { byte_cap: args.byte_cap, close: args.close };
+    // The raw engine's packet trace only when asked for: without it a probe's slot is free as soon
+    // as our close is out, and the record has no trace to write.
+    let config = EngineConfig { byte_cap: args.byte_cap, close: args.close, trace: args.trace };
     let order = if args.send_first { ProbeOrder::SendFirst } else { ProbeOrder::WaitForBanner };
     let probe = ProbeRequest::new(SocketAddr::from(([0, 0, 0, 0], 0)))
         .order(order)

@@ -56,11 +56,18 @@ pub struct EngineConfig {
     pub byte_cap: usize,
     /// How we close once done.
     pub close: CloseMode,
+    /// Whether the raw engine's observations carry their packet trace (`packets`), to the end of
+    /// the close: each probe then waits for the close to complete (the server's FIN and our last
+    /// ACK are in the trace). Without it a probe's observation comes as soon as the exchange is
+    /// over and our FIN or RST is out, with no trace, and the engine completes the close on its
+    /// own; `end` and the timings are the same either way (the exchange sets them). The connect
+    /// engine has no trace and ignores it.
+    pub trace: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
-        EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: CloseMode::Fin }
+        EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: CloseMode::Fin, trace: true }
     }
 }
 

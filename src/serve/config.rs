@@ -124,7 +124,7 @@ impl Module {
 
     /// What the module's engine shares between its probes: the byte cap and how it closes.
     pub(crate) fn engine_config(&self) -> EngineConfig {
-        EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: self.close }
+        EngineConfig { byte_cap: DEFAULT_BYTE_CAP, close: self.close, ..EngineConfig::default() }
     }
 
     /// The request for one probe of `remote` that must end within `deadline` (from the scrape's

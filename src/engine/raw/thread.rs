@@ -352,6 +352,16 @@ impl EngineThread {
             }
             return;
         }
+        if probe.done.is_some() {
+            // No trace asked for: the probe has what it needs once our close is out; the flow
+            // stays to complete the close (our FIN retransmitted, the server's FIN answered, the
+            // 4-tuple kept from reuse until then).
+            if let Some(observation) = probe.flow.closing_observation() {
+                if let Some(done) = probe.done.take() {
+                    let _ = done.send(observation);
+                }
+            }
+        }
         if probe.flow.is_holding() {
             // The banner is in: the hold's observation goes now, the flow stays.
             if let Some(done) = probe.done.take() {

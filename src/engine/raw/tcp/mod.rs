@@ -656,8 +656,8 @@ impl Flow {
 mod tests {
     use super::*;
     use crate::engine::ident_line;
-    use crate::evidence::End;
     use crate::evidence::ProbeOrder;
+    use crate::evidence::{End, Observation};
     use std::time::Duration;
 
     const ISS: u32 = 1000;
@@ -675,7 +675,7 @@ mod tests {
                 .order(order)
                 .ident(ident_line(IDENT))
                 .timeouts(Duration::from_secs(5), Duration::from_secs(10)),
-            engine: EngineConfig { byte_cap: 64, close },
+            engine: EngineConfig { byte_cap: 64, close, trace: true },
             purpose: Purpose::Probe,
         }
     }
@@ -689,7 +689,11 @@ mod tests {
 
     impl Run {
         fn new(order: ProbeOrder, close: CloseMode) -> Run {
-            let mut flow = Flow::new(params(order, close));
+            Run::with(params(order, close))
+        }
+
+        fn with(params: FlowParams) -> Run {
+            let mut flow = Flow::new(params);
             let out = flow.start();
             let mut run = Run { flow, now: 0, sent: Vec::new() };
             run.emit(out);
@@ -794,6 +798,60 @@ mod tests {
         );
         assert_eq!(obs.timings.closed, Some(200));
         assert_eq!(obs.local, Some("127.0.0.1:61000".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_a_trace_the_observation_comes_at_our_fin_and_the_close_goes_on() {
+        for order in [ProbeOrder::WaitForBanner, ProbeOrder::SendFirst] {
+            // The same exchange twice: with the trace (the observation at the close's end), and
+            // without (at our FIN).
+            let exchange = |run: &mut Run| {
+                run.handshake();
+                run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+            };
+            let mut traced = Run::new(order, CloseMode::Fin);
+            exchange(&mut traced);
+            assert_eq!(traced.flow.closing_observation(), None, "{order:?}: a traced probe waits");
+            traced.recv(300, A, IRS + 14, b"");
+            traced.recv(310, FA, IRS + 14, b"");
+            let full = traced.flow.into_observation();
+
+            let mut untraced = params(order, CloseMode::Fin);
+            untraced.engine.trace = false;
+            let mut run = Run::with(untraced);
+            exchange(&mut run);
+            assert_eq!(run.flow.state(), State::Closing);
+            let early = run.flow.closing_observation().expect("closing, no trace asked for");
+            assert_eq!(early, Observation { packets: Vec::new(), ..full.clone() }, "{order:?}");
+            assert!(!full.packets.is_empty());
+            // The flow still completes the close: our FIN retransmitted, the server's FIN answered.
+            let fin_at = run.flow.fin_seq.expect("our FIN");
+            run.tick(run.flow.poll_at().expect("the FIN's timer"));
+            assert_eq!(run.sent.last().map(|s| (s.seq, s.flags.has(TcpFlags::FIN))), Some((fin_at, true)));
+            run.recv(900_000, A, IRS + 14, b"");
+            run.recv(900_010, FA, IRS + 14, b"");
+            assert_eq!(
+                run.sent.last().map(|s| s.flags),
+                Some(TcpFlags(A)),
+                "the server's FIN is acknowledged"
+            );
+            assert!(run.flow.is_done());
+            // The observation at the end carries no trace either.
+            assert_eq!(run.flow.into_observation().packets, []);
+        }
+    }
+
+    #[test]
+    fn a_hold_has_no_early_observation() {
+        let mut p = params(ProbeOrder::WaitForBanner, CloseMode::Fin);
+        p.engine.trace = false;
+        p.purpose = Purpose::Hold;
+        let mut run = Run::with(p);
+        run.handshake();
+        run.recv(200, PA, IRS + 1, b"SSH-2.0-srv\r\n");
+        run.recv(300, FA, IRS + 14, b"");
+        assert_eq!(run.flow.state(), State::Closing);
+        assert_eq!(run.flow.closing_observation(), None);
     }
 
     #[test]

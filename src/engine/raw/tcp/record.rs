@@ -81,7 +81,7 @@ impl Flow {
         }
         // Wire order: a segment that arrived while we were answering the previous one is recorded
         // after our answer but carries its own (earlier) arrival time.
-        let mut trace = self.trace;
+        let mut trace = if self.params.engine.trace { self.trace } else { Vec::new() };
         trace.sort_by_key(|p| p.t_us);
         Observation {
             remote: self.params.remote,
@@ -96,6 +96,35 @@ impl Flow {
             kexinit,
             ident_scan,
         }
+    }
+
+    /// What a probe saw, once its exchange is over and our close is out, while the flow goes on
+    /// to complete the close: for a run that asked for no packet trace (see
+    /// [`EngineConfig::trace`](crate::engine::EngineConfig::trace)), so its probe need not wait.
+    /// `end` and the timings are final here (the exchange set them when it ended); the close
+    /// that follows changes neither. `None` for a flow not closing, and for a hold (its end is
+    /// the close's).
+    pub(crate) fn closing_observation(&mut self) -> Option<Observation> {
+        let probe = self.params.purpose == crate::engine::exchange::Purpose::Probe;
+        if self.state != super::State::Closing || self.params.engine.trace || !probe {
+            return None;
+        }
+        let x = self.exchange.as_mut()?;
+        let end = x.end()?;
+        let ident_scan = x.take_ident_scan();
+        Some(Observation {
+            remote: self.params.remote,
+            local: Some(self.params.local),
+            order: self.params.request.order,
+            connect: Connect::Established,
+            end: Some(end),
+            timings: x.timings(),
+            received: Bytes::copy_from_slice(x.received()),
+            sent_ident: x.sent_ident(),
+            packets: Vec::new(),
+            kexinit: x.kexinit(),
+            ident_scan,
+        })
     }
 
     /// What a held flow saw up to its banner (the flow goes on): no end yet.
