@@ -1,6 +1,6 @@
 //! [`ProbeRecord`]: one probe's result, the record every command keeps and reports.
 //!
-//! An engine produces an [`Observation`] (facts only); [`classify`] gives its [`Classification`] (what
+//! An engine produces an [`Observation`] (facts only); [`classify`](crate::outcome::classify) gives its [`Classification`] (what
 //! the facts mean). A `ProbeRecord` keeps the two side by side, so a reader can always check a verdict
 //! against its evidence, and so nothing downstream has to re-parse a string to get at a fact: `scan`,
 //! `diagnose` and `limits` all hold these, and the reports render them.

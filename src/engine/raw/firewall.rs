@@ -236,7 +236,7 @@ pub struct Firewall {
 
 impl Firewall {
     /// Installs the rule for `ports` (and, with `prerouting`, the drop of their inbound IPv4
-    /// segments: see [`rule_script`]), replacing any table a previous run left.
+    /// segments: see `rule_script`), replacing any table a previous run left.
     pub fn install(ports: RangeInclusive<u16>, prerouting: bool) -> Result<Firewall, SetupError> {
         nft(&rule_script(&ports, prerouting), &ports)?;
         tracing::debug!(table = TABLE, ?ports, "nftables rule installed");

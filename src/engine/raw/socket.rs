@@ -58,7 +58,7 @@ pub struct RawSockets {
 /// What [`RawSockets::wait`] found readable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Readiness {
-    /// The sockets, in the order tcp4, icmp4, tcp6, icmp6 (as [`RawSockets::recv`] numbers them).
+    /// The sockets, in the order tcp4, icmp4, tcp6, icmp6 (as `RawSockets::recv` numbers them).
     pub sockets: [bool; 4],
     /// The wake-up descriptor.
     pub wake: bool,
@@ -223,7 +223,7 @@ fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Res
 impl RawSockets {
     /// Opens the sockets. Fails (EPERM) without CAP_NET_RAW; IPv6 is optional. The TCP sockets
     /// keep only segments to a port in `ports` (see [`port_filter`]). With `packet`, inbound IPv4
-    /// TCP is read from a packet socket when one opens ([`has_packet`](Self::has_packet)), and the
+    /// TCP is read from a packet socket when one opens (`has_packet`), and the
     /// raw IPv4 socket only sends.
     pub fn open(ports: RangeInclusive<u16>, packet: bool) -> io::Result<RawSockets> {
         let packet4 = if packet {

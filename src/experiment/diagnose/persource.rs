@@ -7,18 +7,18 @@
 //! come half the time. So the two addresses' counts, taken at the same load, are compared with
 //! Fisher's exact test (one-sided: is the probing address refused more often than the other?), and
 //! per-source is read only when the chance of counts at least this lopsided under one shared drop
-//! rate is under [`PER_SOURCE_ERROR_RATE`]. A refusal of the other address is itself the answer: a
+//! rate is under `PER_SOURCE_ERROR_RATE`. A refusal of the other address is itself the answer: a
 //! per-source limit on the probing address never refuses it, a global one does.
 //!
-//! Undecided counts call for more probes from both addresses at the same load ([`Split::Untold`]),
+//! Undecided counts call for more probes from both addresses at the same load (`Split::Untold`),
 //! one pair at a time; a verdict that cannot get them names both causes. Looking again after each
 //! pair raises the chance of a false per-source reading above the per-look rate; the simulation in
 //! the tests runs the whole procedure under global limits of every drop rate and checks that it
-//! stays under [`PER_SOURCE_ERROR_RATE`].
+//! stays under `PER_SOURCE_ERROR_RATE`.
 //!
 //! The same rate bounds an `ok`: `n` banners in a row rule out random drops of
-//! [`drops_ruled_out`]`(n)` or more at that error rate, and [`BANNERS_FOR_OK`] banners rule out
-//! MaxStartups' default drop rate ([`DEFAULT_DROP_RATE`]).
+//! `drops_ruled_out``(n)` or more at that error rate, and `BANNERS_FOR_OK` banners rule out
+//! MaxStartups' default drop rate (`DEFAULT_DROP_RATE`).
 
 use serde::Serialize;
 
