@@ -52,12 +52,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The middle value (the upper one of the two middles for an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// The raw engine, which ran inside the client namespace (the only one with a route to the
 /// server; its nftables table and run lock are per namespace), removed its table there.
 fn assert_raw_engine_cleaned_up(line: &DelayLine) {
@@ -211,8 +205,15 @@ fn accept_and_close_through_the_line(line: &DelayLine, engine: &str) {
         "delayline: accept-and-close with {DELAY:?} each way, --engine {engine}: \
          connected {connects:.1?} ms, closed {closes:.1?} ms, closed - 2 x connected {server_took:.2?} ms"
     );
-    let took = median(server_took);
-    assert!(took.abs() < 5.0, "the server took {took:.2} ms by the correction; raw closes at {closes:?} ms");
+    // Scheduling on a busy machine only ever adds to a probe's times, so the fastest probe is the
+    // one that shows the correction: about zero for a server that closes at once. None may come out
+    // well below zero (a close sooner than two round trips is impossible).
+    let took = server_took.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        took.abs() < 5.0,
+        "the server took {took:.2} ms at best by the correction; closes at {closes:?} ms"
+    );
+    assert!(server_took.iter().all(|&t| t > -5.0), "a correction below zero: {server_took:?} ms");
     assert_eq!(server.accepted(), count as u64, "the server accepted every probe");
 }
 

@@ -342,7 +342,10 @@ fn fit_with(levels: &[LevelCount], drop: f64) -> Option<MaxStartupsFit> {
         start_ci: with(interval(&by_start), best.start),
         rate_ci,
         full_ci: with(full_ci, best.full),
-        full_beyond_observed: best.full > max_open,
+        // A level that refused every one of several probes reached `full` as far as anyone can see,
+        // whatever the point estimate says (random drops below it can pull the fit past it).
+        full_beyond_observed: best.full > max_open
+            && !counts.levels.iter().any(|l| l.probes >= 5 && l.refused == l.probes),
         one_more,
         log_likelihood: point_ll,
     })
@@ -483,6 +486,22 @@ mod tests {
             .collect();
         let fit = fit_maxstartups(&levels).expect("a fit");
         assert_eq!((fit.best.start, fit.best.full), (5, 5), "{fit:?}");
+    }
+
+    /// The run `limits_real` once saw on a loaded machine (`MaxStartups 4:30:12`): drops at 9-11 held
+    /// lower than the slope pulled the fit's `full` to 14, past the 12 measured, although 12 refused
+    /// 20 of 20. Full was seen there: not "beyond the levels measured".
+    #[test]
+    fn a_level_refused_wholly_is_full_seen_whatever_the_fit() {
+        let refused = [0, 0, 0, 0, 2, 7, 8, 12, 15, 15, 14, 12, 20];
+        let levels: Vec<LevelCount> = refused
+            .iter()
+            .enumerate()
+            .map(|(open, &r)| LevelCount { open: open as u32, refused: r, probes: 20 })
+            .collect();
+        let fit = fit_maxstartups(&levels).expect("a fit");
+        assert!(fit.best.full > 12, "the case this test is about: the fit passes 12 ({fit:?})");
+        assert!(!fit.full_beyond_observed, "{fit:?}");
     }
 
     #[test]
