@@ -9,6 +9,7 @@ use super::probe::format_us;
 use super::{Format, Palette};
 use crate::escape::{escape, quoted};
 use crate::experiment::budget::{BudgetUse, Pace};
+use crate::experiment::diagnose::persource::Count;
 use crate::experiment::diagnose::{
     Confidence, DelayClass, Diagnosis, Evidence, Experiment, HostHolder, NotTestedReason, Note, Remedy,
     Tally, Verdict,
@@ -186,6 +187,14 @@ fn rate_text(per_mille: u32) -> String {
 }
 
 /// `3 banner, 2 server_refusal`.
+/// The two addresses' refusals at the same load, as the per-source test compared them.
+fn both_counts_text(here: &Count, elsewhere: &Count) -> String {
+    format!(
+        "this address was refused {} of {} times, another at the same load {} of {}",
+        here.refused, here.probes, elsewhere.refused, elsewhere.probes
+    )
+}
+
 pub(crate) fn tally_text(tally: &Tally) -> String {
     tally.counts().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ")
 }
@@ -559,25 +568,18 @@ pub fn evidence_text(evidence: &Evidence) -> String {
             *waited_ms as f64 / 1000.0
         ),
         Evidence::PerSourceShown { here, elsewhere, p_per_mille, error_rate_per_mille } => format!(
-            "per-source, not global: this address was refused {} of {} times, another at the same load {} of {}; \
-             under one drop rate for both that happens with p = {} (Fisher's exact test), under the {} error \
-             rate a per-source verdict needs",
-            here.refused,
-            here.probes,
-            elsewhere.refused,
-            elsewhere.probes,
+            "per-source, not global: {}; under one drop rate for both that happens with p = {} (Fisher's exact \
+             test), under the {} error rate a per-source verdict needs",
+            both_counts_text(here, elsewhere),
             per_mille_text(*p_per_mille),
             rate_text(*error_rate_per_mille)
         ),
         Evidence::PerSourceUntold { here, elsewhere, p_per_mille, error_rate_per_mille } => format!(
-            "this address was refused {} of {} times, another at the same load {} of {}: a global limit dropping \
-             at random gives counts like these with p = {} (Fisher's exact test), over the {} error \
-             rate a per-source verdict needs, and no more probes could be made: a global MaxStartups (random drops) \
-             or a per-source limit (PerSourceMaxStartups, a penalty); more probes from each address would tell",
-            here.refused,
-            here.probes,
-            elsewhere.refused,
-            elsewhere.probes,
+            "{}: a global limit dropping at random gives counts like these with p = {} (Fisher's exact test), over \
+             the {} error rate a per-source verdict needs, and no more probes could be made: a global MaxStartups \
+             (random drops) or a per-source limit (PerSourceMaxStartups, a penalty); more probes from each address \
+             would tell",
+            both_counts_text(here, elsewhere),
             per_mille_text(*p_per_mille),
             rate_text(*error_rate_per_mille)
         ),
