@@ -162,6 +162,8 @@ struct Core {
     burst_since: Option<Instant>,
     /// Whether any result has been handed over yet.
     handed_over: bool,
+    /// Whether probes close with a FIN (not an RST): then our ident and the FIN share a segment.
+    fin_close: bool,
 }
 
 impl Drop for Core {
@@ -183,6 +185,7 @@ impl Core {
             return Err(io::Error::last_os_error());
         }
         let gap = options.rate.map(|rate| Duration::from_secs_f64(1.0 / rate.max(1.0 / 3600.0)));
+        let fin_close = options.probe.config_on(&config).close == CloseMode::Fin;
         Ok(Core {
             config,
             sources: SourceRotation::new(options.sources.clone()),
@@ -203,6 +206,7 @@ impl Core {
             burst: Vec::with_capacity(BURST),
             burst_since: None,
             handed_over: false,
+            fin_close,
         })
     }
 
@@ -548,12 +552,14 @@ impl Core {
         match step {
             Step::Read => true,
             Step::SendIdent => {
-                self.send_ident(slot);
+                self.send_ident(slot, false);
                 true
             }
             Step::Finish { send_ident } => {
                 if send_ident {
-                    self.send_ident(slot);
+                    // The close follows at once: with a FIN close, our ident and the FIN leave
+                    // in one segment (see `send_ident`).
+                    self.send_ident(slot, self.fin_close);
                 }
                 self.close(slot, None);
                 false
@@ -569,12 +575,20 @@ impl Core {
     /// Sends our ident in one `send` and tells the machine how that went. Our line (at most 255
     /// bytes) goes out whole into a fresh connection's empty send buffer; a short send, which the
     /// kernel does not make there, counts as a failed one.
-    fn send_ident(&mut self, slot: u32) {
+    ///
+    /// `then_fin`: the socket is closed right after, with a FIN. The line is then sent with
+    /// `MSG_MORE`, which keeps it queued, and the close sets FIN on that queued segment
+    /// (`tcp_send_fin`) and pushes it: ident and FIN in one segment, as the raw engine sends them,
+    /// where a plain send and close make two. The server reads the same bytes and the same end,
+    /// with one segment and one wake-up less. Never with an RST close, which would discard the
+    /// queued line.
+    fn send_ident(&mut self, slot: u32, then_fin: bool) {
         let ident = self.options.probe.ident.clone();
         let Some(Some(probe)) = self.slab.get_mut(slot as usize) else { return };
         let Phase::Exchanging(machine) = &mut probe.phase else { return };
         // SAFETY: our descriptor, and a buffer of the length given.
-        let sent = unsafe { libc::send(probe.fd, ident.as_ptr().cast(), ident.len(), libc::MSG_NOSIGNAL) };
+        let flags = if then_fin { libc::MSG_NOSIGNAL | libc::MSG_MORE } else { libc::MSG_NOSIGNAL };
+        let sent = unsafe { libc::send(probe.fd, ident.as_ptr().cast(), ident.len(), flags) };
         if sent >= 0 && sent as usize == ident.len() {
             machine.on_ident_sent();
         } else {
@@ -853,6 +867,69 @@ mod tests {
             assert_eq!(&obs.received[..], b"Exceeded MaxStartups\r\n");
             assert_eq!(obs.end, Some(End::Fin), "{r:?}");
         }
+    }
+
+    /// Segments the server's end of a connection has received (`tcpi_segs_in`).
+    fn segments_in(stream: &std::net::TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed plain C struct, filled by the kernel up to the length it reports.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the buffer and its length are ours and match.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        info.tcpi_segs_in
+    }
+
+    #[test]
+    fn with_a_fin_close_our_ident_and_the_fin_share_one_segment() {
+        // The server reads to the end, then reports what it read and how many segments came.
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, u32)>();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.9\r\n");
+                let mut read = Vec::new();
+                let _ = stream.read_to_end(&mut read);
+                let _ = tx.send((read, segments_in(&stream)));
+            }
+        });
+        let ours = ident_line("SSH-2.0-t");
+        let seen = || rx.recv_timeout(Duration::from_secs(10)).expect("the server saw the connection end");
+        // A client as any would write it: read the banner, write the ident, close (two segments).
+        let mut reference = std::net::TcpStream::connect(addr).unwrap();
+        let mut banner = [0u8; 64];
+        let _ = reference.read(&mut banner).unwrap();
+        reference.write_all(&ours).unwrap();
+        drop(reference);
+        let (read, plain) = seen();
+        assert_eq!(read, ours.to_vec());
+        // The scan core: the same bytes and the same end, one segment less. Only its probe runs.
+        let targets =
+            spawn_target_reader(vec![TargetSource::Arg(addr.to_string())], TargetReaderOptions::new(22));
+        let (events, mut results) = mpsc::channel(4);
+        let options =
+            RunOptions { probe: ProbeRequest::new(addr).ident(ours.clone()), ..RunOptions::default() };
+        let threads = run(EngineConfig::default(), targets, options, events, 1).unwrap();
+        let Some(Event::Probe(result)) = results.blocking_recv() else { panic!("no result") };
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(result.record.outcome(), Outcome::Banner, "{result:?}");
+        let (read, coalesced) = seen();
+        assert_eq!(read, ours.to_vec(), "the server read our whole ident, then the end");
+        assert_eq!(
+            coalesced + 1,
+            plain,
+            "segments in: {coalesced} (scan core) against {plain} (plain client)"
+        );
     }
 
     #[test]
