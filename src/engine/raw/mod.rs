@@ -19,7 +19,10 @@
 //! One engine thread owns every flow. A probe (an async call of [`Engine::probe`]) hands its target
 //! over through a channel, wakes the thread if it sleeps, and awaits its [`Observation`] on a
 //! oneshot channel; dropping the probe's future cancels it (the flow is reset if the server had
-//! accepted it). The thread waits in `poll` on the raw sockets, the wake-up descriptor and its
+//! accepted it). The thread does not wake each probe's task itself: a wake-up from outside a
+//! runtime costs a system call (tokio writes its driver's eventfd every time), so it leaves a
+//! round's observations in a `Mailbox` and wakes one collector task per round, which hands each
+//! to its probe from inside the runtime, where a wake-up is a queue push. The thread waits in `poll` on the raw sockets, the wake-up descriptor and its
 //! earliest timer, and runs each flow's state machine where its packets arrive: no lock, no
 //! hand-off and no task wake-up per packet (an earlier design, a receive thread feeding a task per
 //! probe through channels, spent 30–45% more CPU per probe, most of it switching threads).
@@ -58,7 +61,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Why the raw engine cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +111,142 @@ impl Default for RawOptions {
 pub struct RawEngine {
     config: EngineConfig,
     driver: Arc<Driver>,
+    /// The mailbox of this engine (and its clones), and its collector's runtime.
+    mailbox: Arc<MailboxSlot>,
+}
+
+/// An observation on its way to the probe that waits for it.
+pub(super) struct Letter {
+    pub(super) done: oneshot::Sender<Observation>,
+    pub(super) observation: Observation,
+}
+
+impl Letter {
+    fn deliver(self) {
+        let _ = self.done.send(self.observation);
+    }
+}
+
+/// Where the engine thread leaves observations for one runtime's probes, and how it wakes the
+/// collector task that hands them over: one wake-up (one eventfd write) a round of the engine
+/// thread, where a wake-up a probe cost one each.
+#[derive(Debug, Default)]
+pub(super) struct Mailbox {
+    state: Mutex<MailboxState>,
+    notify: Notify,
+    /// How many times the collector woke and found letters.
+    rounds: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    /// Its collector is gone (its runtime ended, or the engine was dropped): letters are
+    /// delivered directly.
+    closed: bool,
+    /// The engine was dropped: the collector delivers what is left and ends.
+    retired: bool,
+    letters: Vec<Letter>,
+}
+
+impl std::fmt::Debug for Letter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Letter").field("observation", &self.observation).finish_non_exhaustive()
+    }
+}
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leaves a round's letters and wakes the collector (once, however many); delivers them
+    /// directly when it is gone.
+    pub(super) fn post(&self, letters: impl IntoIterator<Item = Letter>) {
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            letters.into_iter().for_each(Letter::deliver);
+            return;
+        }
+        state.letters.extend(letters);
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// The collector: hands each letter to its probe from inside the runtime, until the engine is
+    /// dropped or the runtime ends (then the mailbox closes and what is left goes directly). The
+    /// mailbox closes when the future is dropped, even if it was never polled (a runtime that
+    /// ended first).
+    fn collector(self: Arc<Mailbox>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        struct CloseOnDrop(Arc<Mailbox>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                let mut state = self.0.lock();
+                state.closed = true;
+                let letters = std::mem::take(&mut state.letters);
+                drop(state);
+                letters.into_iter().for_each(Letter::deliver);
+            }
+        }
+        let close = CloseOnDrop(self);
+        async move {
+            let mailbox = &close.0;
+            loop {
+                mailbox.notify.notified().await;
+                let (letters, retired) = {
+                    let mut state = mailbox.lock();
+                    (std::mem::take(&mut state.letters), state.retired)
+                };
+                if !letters.is_empty() {
+                    mailbox.rounds.fetch_add(1, Ordering::Relaxed);
+                }
+                letters.into_iter().for_each(Letter::deliver);
+                if retired {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The mailbox an engine and its clones share; its collector ends with the last of them.
+#[derive(Debug, Default)]
+struct MailboxSlot(Mutex<Option<Arc<Mailbox>>>);
+
+impl MailboxSlot {
+    /// The mailbox for a probe polled on the current runtime: the open one, or a new one with
+    /// its collector spawned here. None outside a runtime.
+    fn current(&self) -> Option<Arc<Mailbox>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mailbox) = slot.as_ref().filter(|m| !m.is_closed()) {
+            return Some(mailbox.clone());
+        }
+        let mailbox = Arc::new(Mailbox::default());
+        runtime.spawn(mailbox.clone().collector());
+        *slot = Some(mailbox.clone());
+        Some(mailbox)
+    }
+}
+
+impl Drop for MailboxSlot {
+    fn drop(&mut self) {
+        if let Some(mailbox) = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            mailbox.lock().retired = true;
+            mailbox.notify.notify_one();
+        }
+    }
 }
 
 impl RawEngine {
     /// An engine whose connections read and close as `config` says, starting the process's driver
     /// (sockets, engine thread, firewall rule) unless one is running.
     pub fn new(config: EngineConfig, options: RawOptions) -> Result<RawEngine, RawError> {
-        Ok(RawEngine { config, driver: Driver::shared(options)? })
+        Ok(RawEngine { config, driver: Driver::shared(options)?, mailbox: Arc::default() })
     }
 
     /// The configuration every connection uses.
@@ -178,6 +310,8 @@ struct Start {
     /// Where its observation goes (a hold's: once its banner is in); dropped by the caller when
     /// the probe is cancelled.
     done: oneshot::Sender<Observation>,
+    /// Through which collector it goes; none outside a tokio runtime (sent directly).
+    mailbox: Option<Arc<Mailbox>>,
     /// A hold's: where the end of the held connection goes.
     ended: Option<oneshot::Sender<HoldEnd>>,
 }
@@ -403,7 +537,8 @@ impl RawEngine {
         let request_interrupt = request.interrupt.clone();
         let id = self.driver.next_id.fetch_add(1, Ordering::Relaxed);
         let engine = request.config_on(&self.config);
-        let start = Start { id, source, request, engine, purpose, done, ended };
+        let mailbox = self.mailbox.current();
+        let start = Start { id, source, request, engine, purpose, done, mailbox, ended };
         if !self.driver.submit(Command::Start(Box::new(start))) {
             return (local_error("the raw engine has stopped".into()), None);
         }
@@ -505,6 +640,82 @@ impl Drop for CancelOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn letters(n: u16) -> (Vec<Letter>, Vec<oneshot::Receiver<Observation>>) {
+        (0..n)
+            .map(|port| {
+                let (done, waiting) = oneshot::channel();
+                let remote = SocketAddr::from(([127, 0, 0, 1], port));
+                let observation = Observation::failed_connect(
+                    remote,
+                    None,
+                    crate::evidence::ProbeOrder::WaitForBanner,
+                    Connect::Refused,
+                    0,
+                );
+                (Letter { done, observation }, waiting)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn a_rounds_letters_reach_their_probes_through_one_wake_up() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let slot = MailboxSlot::default();
+        runtime.block_on(async {
+            let mailbox = slot.current().expect("inside a runtime");
+            let again = slot.current().unwrap();
+            assert!(Arc::ptr_eq(&mailbox, &again), "one mailbox a runtime");
+            let (letters, waiting) = letters(100);
+            // Posted from another thread, as the engine thread does.
+            let poster = mailbox.clone();
+            std::thread::spawn(move || poster.post(letters)).join().unwrap();
+            for (port, waiting) in waiting.into_iter().enumerate() {
+                let observation = waiting.await.expect("delivered");
+                assert_eq!(observation.remote.port() as usize, port, "in order, to its own probe");
+            }
+            assert_eq!(mailbox.rounds.load(Ordering::Relaxed), 1, "one wake-up for the round's 100");
+        });
+        // The last engine gone, its collector ends: the mailbox closes.
+        let mailbox = runtime.block_on(async { slot.current().unwrap() });
+        drop(slot);
+        for _ in 0..100 {
+            if mailbox.is_closed() {
+                break;
+            }
+            runtime.block_on(tokio::task::yield_now());
+        }
+        assert!(mailbox.is_closed(), "the collector outlived its engine");
+    }
+
+    #[test]
+    fn letters_for_a_runtime_that_ended_are_delivered_directly() {
+        let slot = MailboxSlot::default();
+        let mailbox = {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mailbox = runtime.block_on(async { slot.current().unwrap() });
+            // Left in the mailbox while the collector has not run yet: delivered when it is dropped.
+            let (pending, waiting) = letters(3);
+            mailbox.post(pending);
+            drop(runtime);
+            for waiting in waiting {
+                assert!(waiting.blocking_recv().is_ok(), "a pending letter was lost with its runtime");
+            }
+            mailbox
+        };
+        assert!(mailbox.is_closed());
+        let (late, waiting) = letters(2);
+        mailbox.post(late);
+        for waiting in waiting {
+            assert!(waiting.blocking_recv().is_ok(), "a letter posted after the runtime ended was lost");
+        }
+        // A probe on a new runtime gets a new mailbox, with a collector of its own.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let fresh = runtime.block_on(async { slot.current().unwrap() });
+        assert!(!Arc::ptr_eq(&fresh, &mailbox) && !fresh.is_closed());
+        // Outside any runtime there is none: letters go directly.
+        assert!(slot.current().is_none());
+    }
 
     #[test]
     fn missing_capabilities_are_named_from_the_effective_set() {

@@ -4,7 +4,7 @@
 use super::socket::{RawSockets, Received, RecvBatch, BATCH};
 use super::tcp::{Flow, FlowParams, Inbound, Outbound};
 use super::wire::{self, IcmpErrorRepr, Ipv4Packet, SeqNumber, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
-use super::{socket, Command, FlowKey, Start};
+use super::{socket, Command, FlowKey, Letter, Mailbox, Start};
 use crate::engine::HoldEnd;
 use crate::evidence::{Connect, Observation};
 use bytes::Bytes;
@@ -41,6 +41,8 @@ struct Probe {
     queued: Option<Instant>,
     /// Where its observation goes; taken when sent (a hold's, once its banner is in).
     done: Option<oneshot::Sender<Observation>>,
+    /// Through which collector.
+    mailbox: Option<Arc<Mailbox>>,
     /// A hold's: where the end of the held connection goes.
     ended: Option<oneshot::Sender<HoldEnd>>,
 }
@@ -65,14 +67,21 @@ impl Probe {
         }
     }
 
-    /// Hands over what the flow saw: its observation, and a hold's end.
-    fn finish(mut self) {
+    /// Hands over what the flow saw: its observation (posted with the round's), and a hold's end.
+    fn finish(mut self, outgoing: &mut Outgoing) {
         let (end, after_us) = self.flow.hold_end();
         if let Some(ended) = self.ended.take() {
             let _ = ended.send(HoldEnd { end, after: Duration::from_micros(after_us) });
         }
         if let Some(done) = self.done.take() {
-            let _ = done.send(self.flow.into_observation());
+            outgoing.push((self.mailbox.take(), Letter { done, observation: self.flow.into_observation() }));
+        }
+    }
+
+    /// Hands over an observation now due (the flow stays), with the round's.
+    fn hand_over(&mut self, observation: Observation, outgoing: &mut Outgoing) {
+        if let Some(done) = self.done.take() {
+            outgoing.push((self.mailbox.clone(), Letter { done, observation }));
         }
     }
 
@@ -87,6 +96,30 @@ impl Probe {
             Vec::new()
         } else {
             self.flow.abort()
+        }
+    }
+}
+
+/// Observations due this round, each with the mailbox it goes through.
+type Outgoing = Vec<(Option<Arc<Mailbox>>, Letter)>;
+
+/// Posts a round's observations: the letters for each mailbox in one post (one wake-up of its
+/// collector), those with none directly.
+fn post(outgoing: &mut Outgoing) {
+    while let Some((first, _)) = outgoing.first() {
+        let mailbox = first.clone();
+        let same = |m: &Option<Arc<Mailbox>>| match (m, &mailbox) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let (mine, rest): (Outgoing, Outgoing) =
+            std::mem::take(outgoing).into_iter().partition(|(m, _)| same(m));
+        *outgoing = rest;
+        let letters = mine.into_iter().map(|(_, letter)| letter);
+        match mailbox {
+            Some(mailbox) => mailbox.post(letters),
+            None => letters.for_each(Letter::deliver),
         }
     }
 }
@@ -112,6 +145,8 @@ pub(super) struct EngineThread {
     outbox: Vec<(FlowKey, Outbound)>,
     /// Flows something happened to since the last flush: settled once their segments are out.
     touched: Vec<FlowKey>,
+    /// Observations settled since the last flush, posted at its end.
+    outgoing: Outgoing,
 }
 
 impl EngineThread {
@@ -138,6 +173,7 @@ impl EngineThread {
             secret: RandomState::new(),
             outbox: Vec::new(),
             touched: Vec::new(),
+            outgoing: Vec::new(),
         }
     }
 
@@ -200,8 +236,9 @@ impl EngineThread {
         self.flush();
         self.ids.clear();
         for (_, probe) in self.probes.drain() {
-            probe.finish();
+            probe.finish(&mut self.outgoing);
         }
+        post(&mut self.outgoing);
     }
 
     /// Sends every queued segment (IPv4 ones a batch to a system call) and records each in its
@@ -243,6 +280,7 @@ impl EngineThread {
                 }
             }
             if self.touched.is_empty() {
+                post(&mut self.outgoing);
                 return;
             }
             for key in std::mem::take(&mut self.touched) {
@@ -283,7 +321,7 @@ impl EngineThread {
 
     /// Registers a probe on a free source port and sends its SYN.
     fn begin(&mut self, start: Start) {
-        let Start { id, source, request, engine, purpose, done, ended } = start;
+        let Start { id, source, request, engine, purpose, done, mailbox, ended } = start;
         let remote = request.remote;
         let span = u32::from(self.ports.end() - self.ports.start()) + 1;
         let mut key = None;
@@ -319,7 +357,8 @@ impl EngineThread {
         let mut flow = Flow::new(params);
         let first = flow.start();
         let start = Instant::now();
-        let probe = Probe { id, flow, remote, start, iss, max_ack, queued: None, done: Some(done), ended };
+        let probe =
+            Probe { id, flow, remote, start, iss, max_ack, queued: None, done: Some(done), mailbox, ended };
         self.probes.insert(key, probe);
         self.ids.insert(id, key);
         self.queue(key, first);
@@ -348,7 +387,7 @@ impl EngineThread {
         if probe.flow.is_done() {
             if let Some(probe) = self.probes.remove(&key) {
                 self.ids.remove(&probe.id);
-                probe.finish();
+                probe.finish(&mut self.outgoing);
             }
             return;
         }
@@ -357,16 +396,13 @@ impl EngineThread {
             // stays to complete the close (our FIN retransmitted, the server's FIN answered, the
             // 4-tuple kept from reuse until then).
             if let Some(observation) = probe.flow.closing_observation() {
-                if let Some(done) = probe.done.take() {
-                    let _ = done.send(observation);
-                }
+                probe.hand_over(observation, &mut self.outgoing);
             }
         }
-        if probe.flow.is_holding() {
+        if probe.flow.is_holding() && probe.done.is_some() {
             // The banner is in: the hold's observation goes now, the flow stays.
-            if let Some(done) = probe.done.take() {
-                let _ = done.send(probe.flow.held_observation());
-            }
+            let observation = probe.flow.held_observation();
+            probe.hand_over(observation, &mut self.outgoing);
         }
         let Some(at) = probe.flow.poll_at() else { return };
         let deadline = probe.start + Duration::from_micros(at);
