@@ -341,6 +341,8 @@ fn probes_under_way_at_ctrl_c_are_reported_as_interrupted() {
     let tarpit = Hostile::start(Vec::new(), After::Hold);
     let red = Hostile::start(RED.to_vec(), After::Hold);
     for (format, signal, code) in [("jsonl", libc::SIGINT, 130), ("table", libc::SIGTERM, 143)] {
+        // Counted before the child starts: it can connect before this thread runs again.
+        let before = tarpit.accepted.load(Ordering::Relaxed);
         let child = Command::new(assert_cmd::cargo::cargo_bin("sshprobe"))
             .args(["probe", "-o", format, &red.target(), &tarpit.target(), &tarpit.target()])
             .args(["--banner-timeout", "30s"])
@@ -348,7 +350,6 @@ fn probes_under_way_at_ctrl_c_are_reported_as_interrupted() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("sshprobe");
-        let before = tarpit.accepted.load(Ordering::Relaxed);
         wait_accepted(&tarpit, before + 2);
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
