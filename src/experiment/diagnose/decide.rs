@@ -349,7 +349,7 @@ impl<'a> Signals<'a> {
             Unloaded::Refused(match known {
                 Some(r) => Refusal::Message(r),
                 None if refusals.iter().all(|p| p.zero_byte_refusal()) => {
-                    Refusal::ZeroByte(DelayClass::of(server_delay(&refusals).0))
+                    Refusal::ZeroByte(DelayClass::of_fastest(&refusals))
                 }
                 None => Refusal::Text,
             })
@@ -366,10 +366,8 @@ impl<'a> Signals<'a> {
         } else if !refusals.is_empty()
             && count(Outcome::Banner) > 0
             && (known.is_some()
-                || refusals.iter().all(|p| {
-                    p.zero_byte_refusal()
-                        && p.server_delay_us().is_some_and(|d| DelayClass::of(d) == DelayClass::Listener)
-                }))
+                || (refusals.iter().all(|p| p.zero_byte_refusal())
+                    && DelayClass::of_fastest(&refusals) == DelayClass::Listener))
         {
             let first_refused = unloaded.iter().position(|p| p.refused()).unwrap_or(n);
             Unloaded::Drops {
@@ -1073,6 +1071,31 @@ mod tests {
         );
         assert!(f.evidence.contains(&Evidence::WrappersDelay { median_us: 5_012_000 }), "{:?}", f.evidence);
         assert_eq!(f.remedy, [Remedy::AllowInHostsAllow { client: Some("127.0.0.1".parse().unwrap()) }]);
+    }
+
+    /// The fastest refusal places a run of zero-byte closes: a session process that died in 4.0-5.3
+    /// ms (sshd 9.2 without its host key, on a quiet machine) is not a listener drop, and one slow
+    /// listener drop among fast ones (a loaded machine) does not make the listener a session.
+    #[test]
+    fn the_fastest_refusal_places_a_zero_byte_close() {
+        let quick_death = vec![closed_at(100, 4_223), closed_at(100, 4_671), closed_at(100, 5_504)];
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, quick_death.clone()),
+            exp(ExperimentKind::Source, 0, quick_death[..2].to_vec()),
+        ]));
+        assert_eq!(f.verdict, Verdict::ServerError, "{:?}", f.evidence);
+        let loaded_listener = vec![closed_at(100, 450), closed_at(100, 3_600), closed_at(100, 3_900)];
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, loaded_listener.clone()),
+            exp(ExperimentKind::Source, 0, loaded_listener[..2].to_vec()),
+        ]));
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::ZeroByteClose { class: DelayClass::Listener, .. })),
+            "{:?}",
+            f.evidence
+        );
     }
 
     /// The server's own delay, not the close as we saw it, places a zero-byte close: at the listener

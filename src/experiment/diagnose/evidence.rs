@@ -436,15 +436,24 @@ pub enum DelayClass {
     Other,
 }
 
-/// The slowest a listener drop is taken to be, in µs: they measure 0.02–1.1 ms here (docs/facts.md §3),
-/// a session process takes 7 ms or more.
-pub const LISTENER_MAX_US: u64 = 5_000;
+/// The slowest a listener drop is taken to be, in µs, judged by the fastest of a run's refusals
+/// (`DelayClass::of_fastest`): listener drops measure 0.02–1.1 ms here (one of 3.4 ms on a loaded
+/// machine, which the fastest of several does not see), a session process that dies before its
+/// banner 4.0 ms on a quiet machine and 7.5–18 ms under load (docs/facts.md §3).
+pub const LISTENER_MAX_US: u64 = 2_500;
 /// The slowest a session process's close is taken to be, in µs.
 pub(crate) const SESSION_MAX_US: u64 = 2_000_000;
 /// Debian's wrappers delay, in µs.
 pub(crate) const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
 
 impl DelayClass {
+    /// The class of a run of refusals, by the fastest's own delay: scheduling only ever adds
+    /// time, so the fastest probe is the closest to where the server closes.
+    pub(crate) fn of_fastest(refusals: &[&super::facts::ExperimentProbe]) -> DelayClass {
+        let fastest = refusals.iter().filter_map(|p| p.server_delay_us()).min();
+        DelayClass::of(fastest.or_else(|| refusals.iter().filter_map(|p| p.closed_us()).min()).unwrap_or(0))
+    }
+
     /// The class of a server-side delay of `us` microseconds.
     pub fn of(us: u64) -> DelayClass {
         if us < LISTENER_MAX_US {
