@@ -205,15 +205,18 @@ fn accept_and_close_through_the_line(line: &DelayLine, engine: &str) {
         "delayline: accept-and-close with {DELAY:?} each way, --engine {engine}: \
          connected {connects:.1?} ms, closed {closes:.1?} ms, closed - 2 x connected {server_took:.2?} ms"
     );
-    // Scheduling on a busy machine only ever adds to a probe's times, so the fastest probe is the
-    // one that shows the correction: about zero for a server that closes at once. None may come out
-    // well below zero (a close sooner than two round trips is impossible).
-    let took = server_took.iter().copied().fold(f64::INFINITY, f64::min);
+    // Scheduling on a busy machine only ever adds time, to a connect and to a close alike, so the
+    // run's fastest close and fastest connect show the correction diagnose makes
+    // (`DelayClass::of_fastest`): about zero for a server that closes at once. A probe's own
+    // `closed − 2 × connected` is no such measure: a connect the line delayed makes it too small,
+    // even below zero (-5.3 ms in one run under load).
+    let fastest = |times: &[f64]| times.iter().copied().fold(f64::INFINITY, f64::min);
+    let took = fastest(&closes) - 2.0 * fastest(&connects);
     assert!(
         took.abs() < 5.0,
-        "the server took {took:.2} ms at best by the correction; closes at {closes:?} ms"
+        "the server took {took:.2} ms by the run's fastest close and connect; closes at {closes:?} ms, \
+         connects at {connects:?} ms"
     );
-    assert!(server_took.iter().all(|&t| t > -5.0), "a correction below zero: {server_took:?} ms");
     assert_eq!(server.accepted(), count as u64, "the server accepted every probe");
 }
 

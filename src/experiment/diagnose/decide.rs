@@ -1084,6 +1084,14 @@ mod tests {
             exp(ExperimentKind::Source, 0, quick_death[..2].to_vec()),
         ]));
         assert_eq!(f.verdict, Verdict::ServerError, "{:?}", f.evidence);
+        // One connect seen 1 ms late: that probe's own correction (4 223 − 2 × 1 100) is under
+        // the listener bound, the run's (4 223 − 2 × 100) is not.
+        let late_connect = vec![closed_at(1_100, 4_223), closed_at(100, 4_671), closed_at(100, 5_504)];
+        let f = decide(&facts(vec![
+            exp(ExperimentKind::Baseline, 0, late_connect.clone()),
+            exp(ExperimentKind::Source, 0, late_connect[1..].to_vec()),
+        ]));
+        assert_eq!(f.verdict, Verdict::ServerError, "{:?}", f.evidence);
         let loaded_listener = vec![closed_at(100, 450), closed_at(100, 3_600), closed_at(100, 3_900)];
         let f = decide(&facts(vec![
             exp(ExperimentKind::Baseline, 0, loaded_listener.clone()),

@@ -447,11 +447,15 @@ pub(crate) const SESSION_MAX_US: u64 = 2_000_000;
 pub(crate) const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
 
 impl DelayClass {
-    /// The class of a run of refusals, by the fastest's own delay: scheduling only ever adds
-    /// time, so the fastest probe is the closest to where the server closes.
+    /// The class of a run of refusals, by the server's own delay as the run's fastest close and
+    /// fastest connect show it: `min(closed) − 2 × min(connected)`. Scheduling only ever adds
+    /// time, to a close and to a connect alike, so each minimum is the closest of its kind to
+    /// the truth. (The fastest of the probes' own corrections would not do: a connect seen late
+    /// makes its probe's `closed − 2 × connected` too small, even below zero.)
     pub(crate) fn of_fastest(refusals: &[&super::facts::ExperimentProbe]) -> DelayClass {
-        let fastest = refusals.iter().filter_map(|p| p.server_delay_us()).min();
-        DelayClass::of(fastest.or_else(|| refusals.iter().filter_map(|p| p.closed_us()).min()).unwrap_or(0))
+        let closed = refusals.iter().filter_map(|p| p.closed_us()).min();
+        let connected = refusals.iter().filter_map(|p| p.connect_us()).min();
+        DelayClass::of(closed.map_or(0, |closed| closed.saturating_sub(2 * connected.unwrap_or(0))))
     }
 
     /// The class of a server-side delay of `us` microseconds.
