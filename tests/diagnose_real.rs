@@ -103,6 +103,13 @@ fn hosts_deny_is_access_denied() {
     let close = evidence(&d, "zero_byte_close").unwrap_or_else(|| panic!("no zero_byte_close: {d:#}"));
     let median = close["median_us"].as_u64().unwrap();
     assert!((4_500_000..=6_500_000).contains(&median), "{d:#}");
+    // The class is decided by the fastest close less twice the fastest connect, and says so.
+    let fastest = close["fastest_delay_us"].as_u64().unwrap();
+    assert!((4_500_000..=6_500_000).contains(&fastest) && fastest <= median, "{d:#}");
+    assert!(
+        close["text"].as_str().unwrap().contains(&format!("leaves {:.3}ms", fastest as f64 / 1000.0)),
+        "{d:#}"
+    );
     assert!(evidence(&d, "wrappers_delay").is_some(), "{d:#}");
     assert!(remedy(&d).contains("hosts.allow"), "{d:#}");
     within_budget(&d);

@@ -348,15 +348,19 @@ pub fn evidence_text(evidence: &Evidence) -> String {
              `full` with unauthenticated connections held by others"
                 .into()
         }
-        Evidence::ZeroByteClose { median_us, probes, server_delay_us, server_delay_range_us, class, .. } => {
+        Evidence::ZeroByteClose {
+            median_us, probes, server_delay_us, server_delay_range_us, fastest_delay_us, class, ..
+        } => {
             match server_delay_range_us {
                 Some((fastest, slowest)) => format!(
                     "every refusal sent zero bytes; the server closed after {} (median; {probes} probes), {} of it \
-                     its own (range {}–{}; the rest is the round trip): {}",
+                     its own (range {}–{}; the rest is the round trip); the fastest close less twice the \
+                     fastest connect leaves {}: {}",
                     format_us(*median_us),
                     format_us(*server_delay_us),
                     format_us(*fastest),
                     format_us(*slowest),
+                    format_us(*fastest_delay_us),
                     delay_class_text(*class)
                 ),
                 None => format!(
@@ -864,6 +868,7 @@ mod tests {
             source: Source::KernelChoice,
             server_delay_us: 120,
             server_delay_range_us: None,
+            fastest_delay_us: 120,
             class: DelayClass::Listener,
         };
         let text = evidence_text(&e);
@@ -923,8 +928,8 @@ mod tests {
             serde_json::json!({
                 "kind": "zero_byte_close", "median_us": 5_013_155, "probes": 3, "source": "default",
                 "server_delay_us": 5_012_955, "server_delay_range_us": [5_009_800, 5_019_800],
-                "class": "wrappers_delay",
-                "text": "every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip): Debian's TCP-wrappers delay (the child sleeps 5 s)"
+                "fastest_delay_us": 5_009_800, "class": "wrappers_delay",
+                "text": "every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip); the fastest close less twice the fastest connect leaves 5009.800ms: Debian's TCP-wrappers delay (the child sleeps 5 s)"
             })
         );
         assert_eq!(
@@ -945,7 +950,7 @@ mod tests {
   evidence:
     - 3 probes with nothing held, one at a time while answers are fast: 1 reset_before_banner, 2 closed_before_banner
     - from a second address (127.77.0.1): 2 closed_before_banner
-    - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip): Debian's TCP-wrappers delay (the child sleeps 5 s)
+    - every refusal sent zero bytes; the server closed after 5013.155ms (median; 3 probes), 5012.955ms of it its own (range 5009.800ms–5019.800ms; the rest is the round trip); the fastest close less twice the fastest connect leaves 5009.800ms: Debian's TCP-wrappers delay (the child sleeps 5 s)
     - a zero-byte close about 5 s after accept, on every probe, is Debian's TCP-wrappers denial (the sshd child sleeps 5 s before exiting); load-dependent limits close in under a millisecond
   remedy:
     - TCP wrappers: find the matching rule in /etc/hosts.deny (e.g. `sshd: ALL`) and allow this client in /etc/hosts.allow (`sshd: 127.0.0.1`); sshd logs the denial only at LogLevel DEBUG1 ('Connection refused by tcp wrapper'). Otherwise look for another access rule in front of sshd

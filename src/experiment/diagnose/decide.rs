@@ -542,6 +542,7 @@ fn decide_sshd(facts: &Facts, f: &mut Finding, software: Option<Software>) {
                 source: refusals.first().map_or(Source::KernelChoice, |p| p.source),
                 server_delay_us,
                 server_delay_range_us,
+                fastest_delay_us: super::evidence::fastest_delay_us(&refusals),
                 class,
             });
             if class == DelayClass::Listener {
@@ -1064,6 +1065,7 @@ mod tests {
                 source: Source::KernelChoice,
                 server_delay_us: 5_011_800,
                 server_delay_range_us: Some((5_009_800, 5_019_800)),
+                fastest_delay_us: 5_009_800,
                 class: DelayClass::WrappersDelay,
             }),
             "{:?}",

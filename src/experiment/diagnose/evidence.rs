@@ -113,6 +113,9 @@ pub enum Evidence {
         /// round trip could not be taken out.
         #[serde(skip_serializing_if = "Option::is_none")]
         server_delay_range_us: Option<(u64, u64)>,
+        /// The delay the class is decided by: the fastest close less twice the fastest connect
+        /// (scheduling only adds time, so these are the closest to the server's own).
+        fastest_delay_us: u64,
         /// Where in the server that delay places the close.
         class: DelayClass,
     },
@@ -446,6 +449,14 @@ pub(crate) const SESSION_MAX_US: u64 = 2_000_000;
 /// Debian's wrappers delay, in µs.
 pub(crate) const WRAPPERS_DELAY_US: std::ops::RangeInclusive<u64> = 4_500_000..=6_500_000;
 
+/// The server's own delay over a run of refusals, as the class is decided by (see
+/// [`DelayClass::of_fastest`]): `min(closed) − 2 × min(connected)`, in µs.
+pub(crate) fn fastest_delay_us(refusals: &[&super::facts::ExperimentProbe]) -> u64 {
+    let closed = refusals.iter().filter_map(|p| p.closed_us()).min();
+    let connected = refusals.iter().filter_map(|p| p.connect_us()).min();
+    closed.map_or(0, |closed| closed.saturating_sub(2 * connected.unwrap_or(0)))
+}
+
 impl DelayClass {
     /// The class of a run of refusals, by the server's own delay as the run's fastest close and
     /// fastest connect show it: `min(closed) − 2 × min(connected)`. Scheduling only ever adds
@@ -453,9 +464,7 @@ impl DelayClass {
     /// the truth. (The fastest of the probes' own corrections would not do: a connect seen late
     /// makes its probe's `closed − 2 × connected` too small, even below zero.)
     pub(crate) fn of_fastest(refusals: &[&super::facts::ExperimentProbe]) -> DelayClass {
-        let closed = refusals.iter().filter_map(|p| p.closed_us()).min();
-        let connected = refusals.iter().filter_map(|p| p.connect_us()).min();
-        DelayClass::of(closed.map_or(0, |closed| closed.saturating_sub(2 * connected.unwrap_or(0))))
+        DelayClass::of(fastest_delay_us(refusals))
     }
 
     /// The class of a server-side delay of `us` microseconds.
