@@ -29,6 +29,16 @@ fn out_rsts() -> u64 {
 /// Runs `probes` raw probes of `target` with `env` set, and returns how many resets the kernel's
 /// TCP built meanwhile.
 fn kernel_resets_during(target: std::net::SocketAddr, probes: usize, env: Option<(&str, &str)>) -> u64 {
+    kernel_resets_and_ports(target, probes, env, &[]).0
+}
+
+/// [`kernel_resets_during`] with more flags; also returns each probe's source port.
+fn kernel_resets_and_ports(
+    target: std::net::SocketAddr,
+    probes: usize,
+    env: Option<(&str, &str)>,
+    flags: &[&str],
+) -> (u64, Vec<u16>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let list = dir.path().join("targets");
     let mut file = std::fs::File::create(&list).expect("the target file");
@@ -37,7 +47,7 @@ fn kernel_resets_during(target: std::net::SocketAddr, probes: usize, env: Option
     }
     drop(file);
     let mut cmd = common::sshprobe();
-    cmd.args(["probe", "--engine", "raw", "-c", "8", "-o", "jsonl", "-i"]).arg(&list);
+    cmd.args(["probe", "--engine", "raw", "-c", "8", "-o", "jsonl"]).args(flags).arg("-i").arg(&list);
     if let Some((name, value)) = env {
         cmd.env(name, value);
     }
@@ -47,7 +57,16 @@ fn kernel_resets_during(target: std::net::SocketAddr, probes: usize, env: Option
     let stdout = String::from_utf8_lossy(&out.stdout);
     let banners = stdout.lines().filter(|l| l.contains("\"outcome\":\"banner\"")).count();
     assert_eq!(banners, probes, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    after - before
+    let ports = stdout
+        .lines()
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            let local: std::net::SocketAddr =
+                record["local"].as_str().and_then(|a| a.parse().ok()).expect("a local address");
+            local.port()
+        })
+        .collect();
+    (after - before, ports)
 }
 
 #[test]
@@ -96,4 +115,26 @@ fn a_syn_the_hosts_firewall_drops_is_unreachable_and_its_batch_goes_on() {
     }
     let blocked = records.iter().find(|r| r["target"] == blocked_label.as_str()).expect("its record");
     assert!(blocked.to_string().contains("Operation not permitted"), "{blocked}");
+}
+
+/// `probe --engine raw --threads 2`: two engine threads, each with half the source ports and its
+/// own sockets. Every probe gets its banner, both halves of the range carry probes (so both threads
+/// ran flows, each reading only its own), and the prerouting drop covers both: no kernel reset.
+#[test]
+fn two_engine_threads_share_the_ports_and_keep_the_kernel_out() {
+    if !common::need_root(test_name!()) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
+    let target = lab.addr(Behaviour::Ok);
+    let (resets, ports) =
+        kernel_resets_and_ports(target, 40, None, &["--threads", "2", "--source-ports", "62000-62999"]);
+    assert_eq!(resets, 0);
+    assert_eq!(ports.len(), 40);
+    assert!(ports.iter().all(|p| (62000..=62999).contains(p)), "{ports:?}");
+    let low = ports.iter().filter(|&&p| p < 62500).count();
+    // Probes go to the threads in turn (by their ids), so the halves carry 20 each.
+    assert_eq!(low, 20, "{ports:?}");
 }

@@ -34,6 +34,10 @@ pub struct EngineArgs {
     /// towards the same destination.
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     pub source_ports: Option<RangeInclusive<u16>>,
+
+    /// The raw engine's threads: set by `probe --threads`, one for every other command.
+    #[arg(skip = 1usize)]
+    pub raw_threads: usize,
 }
 
 impl EngineArgs {
@@ -52,7 +56,11 @@ impl EngineArgs {
 
     /// The raw engine's options these flags give.
     fn raw_options(&self) -> RawOptions {
-        RawOptions { firewall: !self.no_firewall, ports: self.source_ports.clone() }
+        RawOptions {
+            firewall: !self.no_firewall,
+            ports: self.source_ports.clone(),
+            threads: self.raw_threads,
+        }
     }
 
     /// Opens the chosen engine through the library's one door ([`AnyEngine::open`]). Install

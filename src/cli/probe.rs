@@ -173,15 +173,19 @@ pub struct ProbeArgs {
     seed: Option<u64>,
 
     /// Threads driving the probes: 1 (the default) runs every connection on one thread, which costs
-    /// the least CPU per probe (docs/performance.md); 0 for one per CPU.
+    /// the least CPU per probe (docs/performance.md); 0 for one per CPU. With --engine raw, the
+    /// engine's threads, each with its share of the source ports.
     #[arg(long, default_value = "1", value_name = "N", value_parser = super::parse::threads)]
     threads: usize,
 }
 
 /// The runtime `probe` runs on: one thread by default. On loopback, where the kernel's TCP work is
-/// most of the cost, a second worker only adds cross-thread wake-ups (docs/performance.md).
+/// most of the cost, a second worker only adds cross-thread wake-ups (docs/performance.md). The
+/// raw engine runs its flows on threads of its own (`--threads` of them), so its runtime only
+/// hands out targets and writes results: one thread.
 pub fn runtime_builder(args: &ProbeArgs) -> tokio::runtime::Builder {
     match args.threads {
+        _ if args.engine.engine == EngineKind::Raw => tokio::runtime::Builder::new_current_thread(),
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -230,7 +234,7 @@ fn check_ident(ident: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
+pub async fn run(mut args: ProbeArgs) -> anyhow::Result<u8> {
     check_ident(&args.ident)?;
     if args.targets.is_empty() && args.inputs.is_empty() {
         bail!("no targets: give TARGET arguments or -i FILE (see sshprobe probe --help)");
@@ -331,6 +335,10 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<u8> {
     };
     // Caught before the raw engine's rule exists, so no window leaves it behind.
     let mut signals = ShutdownSignals::install().context("installing the SIGINT and SIGTERM handlers")?;
+    args.engine.raw_threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let engine = Arc::new(args.engine.open(config)?);
     let (code, signal) =
         drive_until_signal(engine.clone(), targets, options, output, results, &mut signals, &stop).await?;

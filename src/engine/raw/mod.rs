@@ -98,11 +98,15 @@ pub struct RawOptions {
     /// Source ports, outside `ip_local_port_range`; `None` for those above it (or below it when
     /// it reaches 65535).
     pub ports: Option<RangeInclusive<u16>>,
+    /// Engine threads, each owning its share of the source ports and the flows on them (`probe
+    /// --threads`): 1, the default, costs the least CPU a probe; more spread the kernel's work for
+    /// our segments (on loopback, the server's TCP too) over as many cores.
+    pub threads: usize,
 }
 
 impl Default for RawOptions {
     fn default() -> RawOptions {
-        RawOptions { firewall: true, ports: None }
+        RawOptions { firewall: true, ports: None, threads: 1 }
     }
 }
 
@@ -316,26 +320,50 @@ struct Start {
     ended: Option<oneshot::Sender<HoldEnd>>,
 }
 
-/// The process-wide part of the raw engine: sockets, engine thread, host setup.
+/// The process-wide part of the raw engine: sockets, engine threads, host setup.
 #[derive(Debug)]
 pub struct Driver {
     options: RawOptions,
-    sockets: Arc<RawSockets>,
     ports: RangeInclusive<u16>,
-    commands: std_mpsc::Sender<Command>,
+    /// The engine threads; a probe goes to the one its id names (`id % len`), and so do its
+    /// cancellation and interruption.
+    shards: Vec<Shard>,
+    /// Whether IPv6 targets can be probed.
+    ipv6: bool,
     next_id: AtomicU64,
-    /// Wakes the engine thread from `poll` when a probe is handed over.
-    wake: UnixDatagram,
-    /// Whether a wake-up is already on its way (so a burst of probes costs one).
-    wake_pending: Arc<AtomicBool>,
     routes: Mutex<HashMap<IpAddr, IpAddr>>,
     /// Source addresses (`--source`) found to be this host's.
     sources: Mutex<HashSet<IpAddr>>,
     stop: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     // Dropped in this order: the rule before the lock.
     firewall: Option<Firewall>,
     _lock: RunLock,
+}
+
+/// One engine thread and the way to it. Its sockets keep only segments to its share of the
+/// source ports, so each thread sees only its own flows' packets.
+#[derive(Debug)]
+struct Shard {
+    commands: std_mpsc::Sender<Command>,
+    /// Wakes the engine thread from `poll` when a probe is handed over.
+    wake: UnixDatagram,
+    /// Whether a wake-up is already on its way (so a burst of probes costs one).
+    wake_pending: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// `ports` cut into `n` contiguous shares, as even as they come (at most one share a port).
+fn share_ports(ports: &RangeInclusive<u16>, n: usize) -> Vec<RangeInclusive<u16>> {
+    let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
+    let span = hi - lo + 1;
+    let n = (n.max(1) as u32).min(span);
+    (0..n)
+        .map(|i| {
+            let start = lo + span * i / n;
+            let end = lo + span * (i + 1) / n - 1;
+            start as u16..=end as u16
+        })
+        .collect()
 }
 
 /// The driver of this process, while any engine holds it.
@@ -375,19 +403,32 @@ impl Driver {
         // ours to set (`SSHPROBE_RAW_RECEIVE=socket` keeps the raw socket, for comparison).
         let packet =
             options.firewall && std::env::var("SSHPROBE_RAW_RECEIVE").map_or(true, |v| v != "socket");
-        let mut sockets = RawSockets::open(ports.clone(), packet).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => {
-                RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
-            }
-            _ => RawError::Socket(e),
-        })?;
+        let shares = share_ports(&ports, options.threads);
+        let mut sockets = shares
+            .iter()
+            .map(|share| RawSockets::open(share.clone(), packet))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => {
+                    RawError::MissingCapabilities { missing: "CAP_NET_RAW".into() }
+                }
+                _ => RawError::Socket(e),
+            })?;
+        let close_packets = |sockets: &mut Vec<RawSockets>| {
+            sockets.iter_mut().zip(&shares).try_for_each(|(s, share)| s.close_packet(share))
+        };
+        let has_packet = sockets.iter().all(RawSockets::has_packet);
+        if !has_packet {
+            // Every thread reads the same way, and the firewall matches it.
+            close_packets(&mut sockets).map_err(RawError::Socket)?;
+        }
         let firewall = if options.firewall {
-            let installed = match Firewall::install(ports.clone(), sockets.has_packet()) {
+            let installed = match Firewall::install(ports.clone(), has_packet) {
                 // An nft without the prerouting drop's parts (the fib expression): read through
                 // the raw socket, which needs only the output rule.
-                Err(e) if sockets.has_packet() => {
+                Err(e) if has_packet => {
                     tracing::debug!("no prerouting drop ({e}): reading IPv4 through the raw socket");
-                    sockets.close_packet(&ports).map_err(RawError::Socket)?;
+                    close_packets(&mut sockets).map_err(RawError::Socket)?;
                     Firewall::install(ports.clone(), false)
                 }
                 result => result,
@@ -401,63 +442,69 @@ impl Driver {
             }
             None
         };
-        let sockets = Arc::new(sockets);
-        let (wake, woken) = UnixDatagram::pair().map_err(RawError::Thread)?;
-        wake.set_nonblocking(true).map_err(RawError::Thread)?;
-        woken.set_nonblocking(true).map_err(RawError::Thread)?;
-        let (commands, received) = std_mpsc::channel();
+        let ipv6 = sockets.iter().all(RawSockets::has_ipv6);
         let stop = Arc::new(AtomicBool::new(false));
-        let wake_pending = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let mut shards = Vec::with_capacity(sockets.len());
+        for (i, (sockets, share)) in sockets.into_iter().zip(shares).enumerate() {
+            let (wake, woken) = UnixDatagram::pair().map_err(RawError::Thread)?;
+            wake.set_nonblocking(true).map_err(RawError::Thread)?;
+            woken.set_nonblocking(true).map_err(RawError::Thread)?;
+            let (commands, received) = std_mpsc::channel();
+            let wake_pending = Arc::new(AtomicBool::new(false));
             let mut engine = EngineThread::new(
-                sockets.clone(),
+                Arc::new(sockets),
                 received,
                 woken,
                 wake_pending.clone(),
                 stop.clone(),
-                ports.clone(),
+                share,
             );
-            std::thread::Builder::new()
-                .name("raw-engine".into())
-                .spawn(move || engine.run())
-                .map_err(RawError::Thread)?
-        };
+            let name = if i == 0 { "raw-engine".to_string() } else { format!("raw-engine-{i}") };
+            let spawned = std::thread::Builder::new().name(name).spawn(move || engine.run());
+            let shard = |thread| Shard { commands, wake, wake_pending, thread: Mutex::new(thread) };
+            match spawned {
+                Ok(thread) => shards.push(shard(Some(thread))),
+                Err(e) => {
+                    // The threads already running stop with the driver that is never made.
+                    stop_shards(&stop, &shards);
+                    return Err(RawError::Thread(e));
+                }
+            }
+        }
         Ok(Driver {
             options,
-            sockets,
             ports,
-            commands,
+            shards,
+            ipv6,
             next_id: AtomicU64::new(0),
-            wake,
-            wake_pending,
             routes: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashSet::new()),
             stop,
-            thread: Mutex::new(Some(thread)),
             firewall,
             _lock: lock,
         })
     }
 
-    /// Hands a command to the engine thread, waking it unless a wake-up is already on its way;
-    /// false when the thread has stopped.
+    /// Hands a command to the engine thread of the probe it names, waking it unless a wake-up is
+    /// already on its way; false when the thread has stopped.
     fn submit(&self, command: Command) -> bool {
-        if self.commands.send(command).is_err() {
+        let id = match &command {
+            Command::Start(start) => start.id,
+            Command::Cancel(id) | Command::Interrupt(id) => *id,
+        };
+        let shard = &self.shards[(id % self.shards.len() as u64) as usize];
+        if shard.commands.send(command).is_err() {
             return false;
         }
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+        if !shard.wake_pending.swap(true, Ordering::AcqRel) {
             // A full buffer means wake-ups are queued already.
-            let _ = self.wake.send(&[1]);
+            let _ = shard.wake.send(&[1]);
         }
         true
     }
 
     fn shutdown(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wake.send(&[1]);
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = thread.join();
-        }
+        stop_shards(&self.stop, &self.shards);
         if let Some(fw) = &self.firewall {
             fw.remove();
         }
@@ -491,6 +538,19 @@ impl Driver {
     }
 }
 
+/// Stops the engine threads and waits for them: each ends its flows first.
+fn stop_shards(stop: &AtomicBool, shards: &[Shard]) {
+    stop.store(true, Ordering::SeqCst);
+    for shard in shards {
+        let _ = shard.wake.send(&[1]);
+    }
+    for shard in shards {
+        if let Some(thread) = shard.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
         self.shutdown();
@@ -518,7 +578,7 @@ impl RawEngine {
                 started.elapsed().as_micros() as u64,
             )
         };
-        if remote.is_ipv6() && !self.driver.sockets.has_ipv6() {
+        if remote.is_ipv6() && !self.driver.ipv6 {
             return (local_error("no IPv6 raw sockets on this host".into()), None);
         }
         let source = match request.source {
@@ -640,6 +700,17 @@ impl Drop for CancelOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ports_are_shared_out_whole_and_in_order() {
+        assert_eq!(share_ports(&(61000..=65535), 1), vec![61000..=65535]);
+        assert_eq!(share_ports(&(61000..=65535), 2), vec![61000..=63267, 63268..=65535]);
+        let three = share_ports(&(1000..=1009), 3);
+        assert_eq!(three, vec![1000..=1002, 1003..=1005, 1006..=1009]);
+        // No thread without a port: at most one share a port.
+        assert_eq!(share_ports(&(7..=8), 4), vec![7..=7, 8..=8]);
+        assert_eq!(share_ports(&(65535..=65535), 0), vec![65535..=65535]);
+    }
 
     fn letters(n: u16) -> (Vec<Letter>, Vec<oneshot::Receiver<Observation>>) {
         (0..n)
