@@ -15,7 +15,7 @@
 //!
 //! Settings (environment): `SSHPROBE_BENCH_PROBES` probes per run (default 40000),
 //! `SSHPROBE_BENCH_CONCURRENCY` (default `64,256,1024`), `SSHPROBE_BENCH_ENGINES` (default
-//! `connect,raw`; `connect@2` adds `--threads 2`; `raw=PATH` runs the binary at PATH, e.g. a build
+//! `connect,raw,raw@2`; `raw@2` adds `--threads 2`: two engine threads; `raw=PATH` runs the binary at PATH, e.g. a build
 //! from before a change; an engine the binary does not accept is skipped), `SSHPROBE_BENCH_CLOSE` (`fin` or
 //! `rst`, default `fin`), `SSHPROBE_BENCH_DESTS` destination addresses (default 8).
 
@@ -502,7 +502,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let engines: Vec<String> = std::env::var("SSHPROBE_BENCH_ENGINES")
-        .unwrap_or_else(|_| "connect,raw".into())
+        .unwrap_or_else(|_| "connect,raw,raw@2".into())
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
