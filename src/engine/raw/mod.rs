@@ -16,9 +16,10 @@
 //! | `thread` | the engine thread: flow table, timers, dispatch | threads |
 //! | this module | the driver (sockets, thread, host setup) and the async front: probes and holds | threads |
 //!
-//! One engine thread owns every flow. A probe (an async call of [`Engine::probe`]) hands its target
-//! over through a channel, wakes the thread if it sleeps, and awaits its [`Observation`] on a
-//! oneshot channel; dropping the probe's future cancels it (the flow is reset if the server had
+//! One engine thread owns every flow (with `probe --threads N`, N threads, each owning the flows on
+//! its share of the source ports, with sockets that read only those: see [`RawOptions::threads`]).
+//! A probe (an async call of [`Engine::probe`]) hands its target over through a channel, wakes the
+//! thread if it sleeps, and awaits its [`Observation`] on a oneshot channel; dropping the probe's future cancels it (the flow is reset if the server had
 //! accepted it). The thread does not wake each probe's task itself: a wake-up from outside a
 //! runtime costs a system call (tokio writes its driver's eventfd every time), so it leaves a
 //! round's observations in a `Mailbox` and wakes one collector task per round, which hands each
@@ -35,7 +36,7 @@
 //! server's TIME_WAIT answering our SYN), which the flow must reset before its SYN can succeed.
 //! Flows are entries in a table, not threads, tasks or sockets: thousands can be in flight.
 //!
-//! The sockets, the thread and the host setup belong to a process-wide [`Driver`] shared by every
+//! The sockets, the threads and the host setup belong to a process-wide [`Driver`] shared by every
 //! `RawEngine` alive, and released with the last one.
 
 // In layer order, lowest first (tests/layers.rs enforces it).
