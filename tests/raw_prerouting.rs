@@ -69,21 +69,28 @@ fn kernel_resets_and_ports(
     (after - before, ports)
 }
 
-#[test]
-fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
-    if !common::need_root(test_name!()) {
+/// Runs `test` with the lab's well-behaved server, one raw run at a time; skipped (loudly) without
+/// root.
+fn with_ok_server(name: &str, test: impl FnOnce(std::net::SocketAddr)) {
+    if !common::need_root(name) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
-    let target = lab.addr(Behaviour::Ok);
-    // Through the packet socket (the default): no reset.
-    assert_eq!(kernel_resets_during(target, 40, None), 0);
-    // Through the raw socket, the server's segments also reach the kernel's TCP, which answers each
-    // with a reset (dropped on its way out by the engine's rule): the count sees them.
-    let through_ip = kernel_resets_during(target, 40, Some(("SSHPROBE_RAW_RECEIVE", "socket")));
-    assert!(through_ip >= 40, "{through_ip} kernel resets for 40 probes read through the raw socket");
+    test(lab.addr(Behaviour::Ok));
+}
+
+#[test]
+fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
+    with_ok_server(test_name!(), |target| {
+        // Through the packet socket (the default): no reset.
+        assert_eq!(kernel_resets_during(target, 40, None), 0);
+        // Through the raw socket, the server's segments also reach the kernel's TCP, which answers
+        // each with a reset (dropped on its way out by the engine's rule): the count sees them.
+        let through_ip = kernel_resets_during(target, 40, Some(("SSHPROBE_RAW_RECEIVE", "socket")));
+        assert!(through_ip >= 40, "{through_ip} kernel resets for 40 probes read through the raw socket");
+    });
 }
 
 /// A SYN this host's own firewall drops on its way out: `sendmmsg` refuses that message (EPERM) and
@@ -92,29 +99,24 @@ fn the_kernel_builds_no_reset_for_the_raw_engines_ipv4_flows() {
 /// and ends `connect_timeout`: the engines disagree here, as they did before batching.)
 #[test]
 fn a_syn_the_hosts_firewall_drops_is_unreachable_and_its_batch_goes_on() {
-    if !common::need_root(test_name!()) {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rt = tokio::runtime::Runtime::new().expect("a runtime");
-    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
-    let ok = lab.addr(Behaviour::Ok);
-    let blocked = common::closed_port();
-    let _drop = common::Nft::new(None, "output", &[&format!("tcp dport {} drop", blocked.port())]);
-    let mut targets = vec![blocked.addr().to_string()];
-    targets.extend((0..20).map(|_| ok.to_string()));
-    let mut args = vec!["probe", "--engine", "raw", "-o", "jsonl", "--connect-timeout", "3s"];
-    args.extend(targets.iter().map(String::as_str));
-    let (records, out) = common::jsonl(&args);
-    assert_eq!(records.len(), 21, "{}", String::from_utf8_lossy(&out.stderr));
-    let blocked_label = blocked.addr().to_string();
-    for r in &records {
-        common::check_record(r);
-        let want = if r["target"] == blocked_label.as_str() { "unreachable" } else { "banner" };
-        assert_eq!(r["outcome"], want, "{r}");
-    }
-    let blocked = records.iter().find(|r| r["target"] == blocked_label.as_str()).expect("its record");
-    assert!(blocked.to_string().contains("Operation not permitted"), "{blocked}");
+    with_ok_server(test_name!(), |ok| {
+        let blocked = common::closed_port();
+        let _drop = common::Nft::new(None, "output", &[&format!("tcp dport {} drop", blocked.port())]);
+        let mut targets = vec![blocked.addr().to_string()];
+        targets.extend((0..20).map(|_| ok.to_string()));
+        let mut args = vec!["probe", "--engine", "raw", "-o", "jsonl", "--connect-timeout", "3s"];
+        args.extend(targets.iter().map(String::as_str));
+        let (records, out) = common::jsonl(&args);
+        assert_eq!(records.len(), 21, "{}", String::from_utf8_lossy(&out.stderr));
+        let blocked_label = blocked.addr().to_string();
+        for r in &records {
+            common::check_record(r);
+            let want = if r["target"] == blocked_label.as_str() { "unreachable" } else { "banner" };
+            assert_eq!(r["outcome"], want, "{r}");
+        }
+        let blocked = records.iter().find(|r| r["target"] == blocked_label.as_str()).expect("its record");
+        assert!(blocked.to_string().contains("Operation not permitted"), "{blocked}");
+    });
 }
 
 /// `probe --engine raw --threads 2`: two engine threads, each with half the source ports and its
@@ -122,19 +124,14 @@ fn a_syn_the_hosts_firewall_drops_is_unreachable_and_its_batch_goes_on() {
 /// ran flows, each reading only its own), and the prerouting drop covers both: no kernel reset.
 #[test]
 fn two_engine_threads_share_the_ports_and_keep_the_kernel_out() {
-    if !common::need_root(test_name!()) {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rt = tokio::runtime::Runtime::new().expect("a runtime");
-    let lab = rt.block_on(Lab::start(LabConfig::default())).expect("the lab");
-    let target = lab.addr(Behaviour::Ok);
-    let (resets, ports) =
-        kernel_resets_and_ports(target, 40, None, &["--threads", "2", "--source-ports", "62000-62999"]);
-    assert_eq!(resets, 0);
-    assert_eq!(ports.len(), 40);
-    assert!(ports.iter().all(|p| (62000..=62999).contains(p)), "{ports:?}");
-    let low = ports.iter().filter(|&&p| p < 62500).count();
-    // Probes go to the threads in turn (by their ids), so the halves carry 20 each.
-    assert_eq!(low, 20, "{ports:?}");
+    with_ok_server(test_name!(), |target| {
+        let flags = ["--threads", "2", "--source-ports", "62000-62999"];
+        let (resets, ports) = kernel_resets_and_ports(target, 40, None, &flags);
+        assert_eq!(resets, 0);
+        assert_eq!(ports.len(), 40);
+        assert!(ports.iter().all(|p| (62000..=62999).contains(p)), "{ports:?}");
+        let low = ports.iter().filter(|&&p| p < 62500).count();
+        // Probes go to the threads in turn (by their ids), so the halves carry 20 each.
+        assert_eq!(low, 20, "{ports:?}");
+    });
 }
