@@ -14,16 +14,17 @@
 //! | [`firewall`] | the host setup: port range, nftables rule, run lock | `nft`, files |
 //! | [`socket`] | the raw sockets | network |
 //! | `thread` | the engine thread: flow table, timers, dispatch | threads |
-//! | this module | the driver (sockets, thread, host setup) and the async front: probes and holds | threads |
+//! | this module | the driver (sockets, threads, host setup) and the async front: probes and holds | threads |
 //!
 //! One engine thread owns every flow (with `probe --threads N`, N threads, each owning the flows on
 //! its share of the source ports, with sockets that read only those: see [`RawOptions::threads`]).
 //! A probe (an async call of [`Engine::probe`]) hands its target over through a channel, wakes the
-//! thread if it sleeps, and awaits its [`Observation`] on a oneshot channel; dropping the probe's future cancels it (the flow is reset if the server had
-//! accepted it). The thread does not wake each probe's task itself: a wake-up from outside a
-//! runtime costs a system call (tokio writes its driver's eventfd every time), so it leaves a
-//! round's observations in a `Mailbox` and wakes one collector task per round, which hands each
-//! to its probe from inside the runtime, where a wake-up is a queue push. The thread waits in `poll` on the raw sockets, the wake-up descriptor and its
+//! thread if it sleeps, and awaits its [`Observation`] on a oneshot channel; dropping the probe's
+//! future cancels it (the flow is reset if the server had accepted it). The thread does not wake
+//! each probe's task itself: a wake-up from outside a runtime costs a system call (tokio writes its
+//! driver's eventfd every time), so it leaves a round's observations in a `Mailbox` and wakes one
+//! collector task per round, which hands each to its probe from inside the runtime, where a wake-up
+//! is a queue push. The thread waits in `poll` on the raw sockets, the wake-up descriptor and its
 //! earliest timer, and runs each flow's state machine where its packets arrive: no lock, no
 //! hand-off and no task wake-up per packet (an earlier design, a receive thread feeding a task per
 //! probe through channels, spent 30–45% more CPU per probe, most of it switching threads).

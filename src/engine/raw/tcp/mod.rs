@@ -146,8 +146,8 @@ impl Flow {
             linger_until: u64::MAX,
             connect: None,
             failed_at: None,
-            // A banner probe records 7 segments (S, SA, A, the banner, our FPA, the FIN, our A), a few more
-            // with retransmissions or KEXINIT: room for them at once, not three growths.
+            // A banner probe records 7 segments (S, SA, A, the banner, our FPA, the FIN, our A), a
+            // few more with retransmissions or KEXINIT: room for them at once, not three growths.
             trace: Vec::with_capacity(12),
             params,
         }
